@@ -1,0 +1,103 @@
+"""Engine protocols: what every backend (Hugging Face, OCR, shapes-world default) implements.
+
+Engines run in the host process (never in the sandboxed program worker). They take images as
+``numpy.ndarray`` of shape (H, W, 3), dtype uint8, RGB, and return plain data. Boxes are
+``(x0, y0, x1, y1)`` integer pixel coordinates in the image given, x1/y1 exclusive.
+
+Every engine has ``backend_id`` (which backend and model, e.g. ``"hf:google/owlv2-base-patch16@<rev>"``
+or ``"shapes:detector"``) and ``version`` (bumped when its behaviour changes); both go into the
+tool-result cache key, so a changed engine never serves stale results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: its box, a score in [0, 1] and the label it was found for."""
+
+    box: Box
+    score: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A VQA answer with the engine's confidence in [0, 1] (used by selective decomposition)."""
+
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """A piece of text read by OCR, with its box and recognition score."""
+
+    text: str
+    box: Box
+    score: float
+
+
+@runtime_checkable
+class Engine(Protocol):
+    backend_id: str
+    version: str
+
+
+@runtime_checkable
+class Detector(Engine, Protocol):
+    def detect(self, image: np.ndarray, query: str, threshold: float | None = None) -> list[Detection]:
+        """Find every object matching the open-vocabulary ``query`` (e.g. "red circle")."""
+        ...
+
+
+@runtime_checkable
+class VQAEngine(Engine, Protocol):
+    def answer(self, image: np.ndarray, question: str) -> Answer:
+        """Answer a natural-language question about the image."""
+        ...
+
+
+@runtime_checkable
+class Captioner(Engine, Protocol):
+    def caption(self, image: np.ndarray) -> str:
+        """Describe the image in one sentence."""
+        ...
+
+
+@runtime_checkable
+class Matcher(Engine, Protocol):
+    def scores(self, image: np.ndarray, texts: list[str]) -> list[float]:
+        """Image-text matching: one score per text, higher means a better fit."""
+        ...
+
+
+@runtime_checkable
+class OCREngine(Engine, Protocol):
+    def read(self, image: np.ndarray) -> list[TextSpan]:
+        """Read all text in the image, in reading order."""
+        ...
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """Convert a PIL image or array to the (H, W, 3) uint8 RGB array engines expect."""
+    if isinstance(image, np.ndarray):
+        arr = image
+    else:  # PIL.Image
+        arr = np.asarray(image.convert("RGB"))
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an RGB image array of shape (H, W, 3), got shape {arr.shape}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
