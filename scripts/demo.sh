@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The end-to-end demo on the embedded shapes world (creates .venv first if needed).
+# Output goes to ./demo-out (or the folder given as the first argument).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m builder.demo "${1:-demo-out}"

@@ -1,0 +1,117 @@
+"""Workspace: layout, append-only program versions, atomic writes that survive SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from builder.taskcard import parse_task_card
+from builder.workspace import Workspace, WorkspaceError
+
+CARD = parse_task_card(
+    {
+        "name": "count-red",
+        "description": "Count the red objects.",
+        "output": "count",
+        "examples": [{"image": "a.png", "query": "How many red objects?", "expected": 2}],
+    }
+)
+
+
+def make_ws(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.png").write_bytes(b"\x89PNG fake but copied verbatim")
+    return Workspace.init(tmp_path / "ws", CARD, images_from=tmp_path / "src")
+
+
+def test_init_copies_images_and_opens(tmp_path):
+    ws = make_ws(tmp_path)
+    card = Workspace.open(ws.root).load_task()
+    img = card.examples[0].image
+    assert img.startswith("images/") and ws.resolve_image(img).read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(WorkspaceError, match="already a workspace"):
+        Workspace.init(ws.root, CARD)
+    with pytest.raises(WorkspaceError, match="not a VisForge workspace"):
+        Workspace.open(tmp_path / "src")
+
+
+def test_program_versions_append_only(tmp_path):
+    ws = make_ws(tmp_path)
+    v1 = ws.add_program("def execute(image):\n    return 1\n", origin="planner")
+    v2 = ws.add_program("def execute(image):\n    return 2\n", parent=v1.version, note="fix")
+    assert [p.version for p in ws.programs()] == [1, 2]
+    assert ws.program(2).parent == 1 and ws.program(2).note == "fix"
+    ws.accept(v2.version)
+    assert Workspace.open(ws.root).accepted.source.endswith("return 2\n")
+    with pytest.raises(WorkspaceError, match="no program version 7"):
+        ws.accept(7)
+    with pytest.raises(WorkspaceError, match="non-empty"):
+        ws.add_program("  ")
+    run_id = ws.save_run({"program": 2, "score": 1.0})
+    assert ws.load_run(run_id)["score"] == 1.0
+    s = ws.summary()
+    assert s["programs"] == 2 and s["accepted"] == 2 and s["runs"] == 1 and s["task"]["examples"] == 1
+
+
+def test_dir_stays_inside(tmp_path):
+    ws = make_ws(tmp_path)
+    assert ws.dir("datasets", "shapes").is_dir()
+    with pytest.raises(WorkspaceError, match="inside the workspace"):
+        ws.dir("datasets", "../../etc")
+    with pytest.raises(WorkspaceError, match="unknown workspace folder"):
+        ws.dir("secrets")
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from builder.workspace import Workspace
+    ws = Workspace.open(sys.argv[1])
+    card = ws.load_task()
+    big = "x" * 200_000  # large records make a kill mid-write likely
+    i = 0
+    while True:
+        i += 1
+        v = ws.add_program(f"def execute(image):\\n    return {i}\\n# {big}\\n", note=str(i))
+        ws.accept(v.version)
+        card.description = f"Count the red objects, revision {i}. " + "y" * 50_000
+        ws.save_task(card)
+        ws.save_run({"i": i, "payload": big})
+        print(i, flush=True)
+    """
+)
+
+
+def test_sigkill_mid_write_never_corrupts(tmp_path):
+    ws = make_ws(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    seen_progress = 0
+    for k in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(ws.root)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        # Wait until it is writing, then kill at a varying moment.
+        assert proc.stdout.readline().strip(), "writer did not start"
+        time.sleep(0.01 + 0.013 * k)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # Everything on disk is complete and loadable.
+        opened = Workspace.open(ws.root)
+        card = opened.load_task()
+        assert card.description.startswith("Count the red objects")
+        progs = opened.programs()
+        assert all(p.source.startswith("def execute(image):") for p in progs)
+        assert [p.version for p in progs] == list(range(1, len(progs) + 1))
+        assert opened.accepted is not None
+        for run_id in opened.runs():
+            assert len(opened.load_run(run_id)["payload"]) == 200_000
+        assert not list(ws.root.rglob(".tmp-*")), "open() clears temp files of killed writers"
+        assert len(progs) > seen_progress
+        seen_progress = len(progs)
+    meta = json.loads((ws.root / "visforge-workspace.json").read_text())
+    assert meta["accepted"] <= seen_progress
