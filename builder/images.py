@@ -1,0 +1,56 @@
+"""Loading images safely: every bad input (missing, corrupt, huge, wrong mode) is a clear error."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger images are refused before decoding
+MAX_BYTES = 50 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """An image could not be used; the message names the image and the problem."""
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, ...) into an (H, W, 3) uint8 RGB array."""
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{name}: {w}x{h} pixels is over the {max_pixels}-pixel limit")
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: image has no pixels")
+    return np.asarray(img.convert("RGB"))
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file into an (H, W, 3) uint8 RGB array."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    return decode_image(data, str(path), max_pixels)
