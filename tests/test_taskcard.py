@@ -3,7 +3,14 @@
 import pytest
 import yaml
 
-from builder.taskcard import Metric, OutputKind, TaskCardError, load_task_card, parse_task_card, save_task_card
+from builder.taskcard import (
+    Metric,
+    OutputKind,
+    TaskCardError,
+    load_task_card,
+    parse_task_card,
+    save_task_card,
+)
 
 GOOD = {
     "name": "count-red",
