@@ -1,0 +1,296 @@
+"""The host side of the executor: a pool of sandboxed worker processes.
+
+Defence in depth (see shared/DESIGN.md):
+1. the AST allow-list (``validate``), checked here before a worker sees the program and again
+   in the worker;
+2. the worker process: an empty environment, resource limits, seccomp where libseccomp
+   exists, results returned as JSON (never unpickled), a wall-clock limit enforced here by
+   killing the worker's whole process group, a budget of tool calls per run;
+3. OS isolation: when ``bwrap`` (bubblewrap) is installed and works, each worker runs in
+   fresh namespaces with a read-only root file system and no network.
+
+``Sandbox.run`` is thread-safe: a batch runner may call it from as many threads as it has
+workers.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from builder.executor.protocol import FrameError, read_frame, write_frame
+from builder.executor.validate import ValidationError, validate
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from builder.executor.worker import main; main()"
+_MAX_COORD = 1_000_000
+
+Dispatch = Callable[[str, Any, list], Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits. ``timeout_s`` is wall-clock time including the tool calls it makes."""
+
+    timeout_s: float = 30.0
+    memory_mb: int = 512
+    max_output_bytes: int = 1_000_000
+    max_tool_calls: int = 500
+
+
+@dataclass
+class ProgramError:
+    """Why a run failed: ``kind`` is syntax, validation, runtime, tool, timeout, memory, output or crash."""
+
+    kind: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{self.kind} error: {where}{self.message}"
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run: ``value`` (plain data) when ``ok``, else ``error``."""
+
+    ok: bool
+    value: Any = None
+    error: ProgramError | None = None
+    stdout: str = ""
+    duration_s: float = 0.0
+    tool_calls: int = 0
+    layers: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=1)
+def bwrap_command() -> list[str] | None:
+    """The bubblewrap prefix if bwrap is installed and can create namespaces here, else None."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return None
+    cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+           "--unshare-all", "--die-with-parent", "--new-session", "--"]
+    try:
+        ok = subprocess.run([*cmd, sys.executable, "-c", "pass"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return cmd if ok else None
+
+
+@lru_cache(maxsize=512)
+def _check(source: str, entry: str) -> ValidationError | None:
+    try:
+        validate(source, entry)
+    except ValidationError as e:
+        return e
+    return None
+
+
+class _Worker:
+    def __init__(self, memory_mb: int, use_bwrap: bool):
+        prefix = (bwrap_command() or []) if use_bwrap else []
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(memory_mb)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # no inherited secrets
+            start_new_session=True,  # its own process group, killed as a whole
+            close_fds=True,
+        )
+        self.out_fd = self.proc.stdout.fileno()
+        self.in_fd = self.proc.stdin.fileno()
+        hello = read_frame(self.out_fd, time.monotonic() + 30)
+        if hello.get("op") != "ready":
+            raise FrameError("worker did not start")
+        self.layers = list(hello.get("layers", [])) + (["bwrap"] if prefix else [])
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self.proc.wait()
+
+
+class Sandbox:
+    """A pool of worker processes that run untrusted programs under limits."""
+
+    def __init__(self, workers: int = 1, limits: Limits | None = None, isolation: str = "auto"):
+        if workers < 1:
+            raise ValueError("a sandbox needs at least one worker")
+        if isolation not in ("auto", "bwrap", "process"):
+            raise ValueError("isolation must be 'auto', 'bwrap' or 'process'")
+        if isolation == "bwrap" and bwrap_command() is None:
+            raise RuntimeError("bubblewrap isolation requested but bwrap is missing or cannot create namespaces")
+        self.limits = limits or Limits()
+        self.use_bwrap = isolation == "bwrap" or (isolation == "auto" and bwrap_command() is not None)
+        self.size = workers
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(workers):
+            self._idle.put(None)  # a slot; the worker starts on first use
+        self._closed = False
+        self._lock = threading.Lock()
+        self._live: set[_Worker] = set()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker."""
+        self._closed = True
+        with self._lock:
+            live, self._live = list(self._live), set()
+        for w in live:
+            w.kill()
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self.limits.memory_mb, self.use_bwrap)
+        with self._lock:
+            self._live.add(w)
+        return w
+
+    def _discard(self, w: _Worker) -> None:
+        w.kill()
+        with self._lock:
+            self._live.discard(w)
+
+    @property
+    def layers(self) -> list[str]:
+        """The isolation layers a worker runs under (starts one if none is running yet)."""
+        result = self.run("def execute(image):\n    return 0\n", image_sizes=[(1, 1)], dispatch=_no_tools)
+        return ["ast"] + result.layers
+
+    # ---- running ----------------------------------------------------------------------------
+    def run(
+        self,
+        source: str,
+        image_sizes: list[tuple[int, int]],
+        dispatch: Dispatch,
+        multi_image: bool = False,
+        query: str | None = None,
+        choices: list[str] | None = None,
+        entry: str = "execute",
+        limits: Limits | None = None,
+    ) -> RunResult:
+        """Run ``source``'s ``entry`` on patches of the given image sizes; tool calls go to ``dispatch``."""
+        if self._closed:
+            raise RuntimeError("the sandbox is closed")
+        t0 = time.perf_counter()
+        limits = limits or self.limits
+        problem = _check(source, entry)
+        if problem is not None:
+            return RunResult(False, error=ProgramError(problem.kind, problem.message, problem.line),
+                             duration_s=time.perf_counter() - t0)
+        if not image_sizes:
+            return RunResult(False, error=ProgramError("validation", "the example has no image"))
+        request = {
+            "op": "run", "source": source, "entry": entry, "multi": bool(multi_image),
+            "images": [[int(w), int(h)] for w, h in image_sizes], "query": query,
+            "choices": list(choices) if choices is not None else None,
+            "max_output_bytes": limits.max_output_bytes,
+        }
+        worker = self._idle.get()
+        healthy = False
+        try:
+            if worker is None:
+                worker = self._spawn()
+            result, healthy = self._serve(worker, request, dispatch, limits, len(image_sizes))
+        except (OSError, FrameError) as e:
+            result = RunResult(False, error=ProgramError("crash", f"the worker process failed: {e}"))
+        finally:
+            if worker is not None and not healthy:
+                self._discard(worker)
+                worker = None
+            self._idle.put(worker)
+        result.duration_s = time.perf_counter() - t0
+        return result
+
+    def _serve(self, w: _Worker, request: dict, dispatch: Dispatch, limits: Limits,
+               n_images: int) -> tuple[RunResult, bool]:
+        deadline = time.monotonic() + limits.timeout_s
+        calls = 0
+        write_frame(w.in_fd, request)
+        while True:
+            try:
+                msg = read_frame(w.out_fd, deadline, max_bytes=limits.max_output_bytes + 64_000)
+            except TimeoutError:
+                return RunResult(False, error=ProgramError(
+                    "timeout", f"the program did not finish within {limits.timeout_s:g} s"), tool_calls=calls), False
+            except FrameError as e:
+                code = w.proc.poll()
+                if code is not None and code < 0:
+                    why = f"the worker was killed by signal {-code}"
+                    kind = "memory" if -code in (signal.SIGKILL, signal.SIGSEGV) else "crash"
+                    return RunResult(False, error=ProgramError(kind, why), tool_calls=calls), False
+                return RunResult(False, error=ProgramError("output", str(e)), tool_calls=calls), False
+            op = msg.get("op")
+            if op == "done":
+                err = msg.get("error")
+                error = ProgramError(str(err.get("kind")), str(err.get("message")), err.get("line")) if err else None
+                # A worker that hit its memory limit may be in a bad state: replace it.
+                healthy = error is None or error.kind not in ("memory",)
+                return RunResult(bool(msg.get("ok")), msg.get("value"), error, str(msg.get("stdout", "")),
+                                 tool_calls=calls, layers=w.layers), healthy
+            if op != "call":
+                return RunResult(False, error=ProgramError("crash", f"unexpected message {op!r}")), False
+            calls += 1
+            if calls > limits.max_tool_calls:
+                reply = {"ok": False, "error": f"more than {limits.max_tool_calls} tool calls in one run"}
+            else:
+                reply = _dispatch(dispatch, msg, n_images)
+            try:
+                write_frame(w.in_fd, reply)
+            except (TypeError, ValueError) as e:  # a tool answered with something that is not plain data
+                write_frame(w.in_fd, {"ok": False, "error": f"{msg.get('tool')}: unusable tool result ({e})"})
+
+
+def _valid_ref(ref: Any, n_images: int) -> bool:
+    return (
+        isinstance(ref, dict)
+        and isinstance(ref.get("image"), int)
+        and not isinstance(ref.get("image"), bool)
+        and 0 <= ref["image"] < n_images
+        and isinstance(ref.get("box"), list)
+        and len(ref["box"]) == 4
+        and all(isinstance(c, int) and not isinstance(c, bool) and abs(c) <= _MAX_COORD for c in ref["box"])
+    )
+
+
+def _dispatch(dispatch: Dispatch, msg: dict, n_images: int) -> dict:
+    tool, ref, args = msg.get("tool"), msg.get("ref"), msg.get("args")
+    refs = ref if isinstance(ref, list) else [ref]
+    if not isinstance(tool, str) or not isinstance(args, list) or not refs or not all(
+        _valid_ref(r, n_images) for r in refs
+    ):
+        return {"ok": False, "error": f"{tool}: invalid image patch reference"}
+    try:
+        return {"ok": True, "value": dispatch(tool, ref, args)}
+    except Exception as e:  # the message goes back to the program as a tool error
+        return {"ok": False, "error": f"{tool}: {e}"}
+
+
+def _no_tools(tool, ref, args):
+    raise RuntimeError("no tools in this run")

@@ -1,0 +1,222 @@
+"""The sandboxed worker process: runs one untrusted program at a time for the host.
+
+Started by ``builder.executor.sandbox`` with an empty environment. Before it reads any
+program it imports all it needs, then locks itself down: resource limits (address space,
+no file writes, no core dumps, few descriptors) and, where libseccomp is available, a
+seccomp filter that makes fork/exec/socket/open and other file-system calls fail with EPERM.
+Programs see only the tool API, safe builtins and a captured ``print``; every tool call is a
+request to the host over the pipe, answered with plain data.
+"""
+
+from __future__ import annotations
+
+import builtins as _builtins
+import errno
+import io
+import math
+import os
+import resource
+import sys
+
+from builder.executor.protocol import HEADER, encode, read_frame, write_frame
+from builder.executor.validate import SAFE_BUILTINS, ValidationError, validate
+from builder.tools import api
+
+IN_FD, OUT_FD = 0, 1
+MAX_DEPTH = 32
+MAX_PRINT_CHARS = 10_000
+RECURSION_LIMIT = 300
+
+# System calls a program never needs; denied with EPERM after start-up.
+DENIED_SYSCALLS = (
+    "fork", "vfork", "clone", "clone3", "execve", "execveat", "socket", "socketpair", "connect", "bind",
+    "listen", "accept", "accept4", "sendto", "sendmsg", "open", "openat", "openat2", "creat", "truncate",
+    "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "link", "linkat",
+    "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat",
+    "kill", "tkill", "tgkill", "ptrace", "mount", "umount2", "chroot", "pivot_root", "unshare", "setns",
+    "process_vm_readv", "process_vm_writev", "memfd_create", "io_uring_setup", "bpf", "perf_event_open",
+    "keyctl", "add_key", "request_key", "personality", "setuid", "setgid", "setreuid", "setregid",
+    "mknod", "mknodat", "utimensat", "chdir", "fchdir",
+)
+
+
+class ToolCallError(Exception):
+    """A tool call the host refused or failed; the message comes from the host."""
+
+
+class OutputError(Exception):
+    """The program's return value cannot be sent back as plain data."""
+
+
+def apply_limits(memory_mb: int) -> list[str]:
+    """Lock the process down; returns the layers that are active (for the host to report)."""
+    layers = []
+    limits = [
+        (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
+        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, 8),
+        (resource.RLIMIT_NPROC, 0),  # ignored for root; seccomp covers fork there
+    ]
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+    layers.append("rlimits")
+    try:
+        import pyseccomp as seccomp  # imported before the filter forbids opening files
+    except ImportError:
+        return layers
+    filt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            filt.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        except (RuntimeError, ValueError, OSError):
+            pass  # a call this architecture does not have
+    filt.load()
+    layers.append("seccomp")
+    return layers
+
+
+def to_plain(value, depth: int = 0):
+    """Convert a program's return value into JSON-able plain data, or raise OutputError."""
+    if depth > MAX_DEPTH:
+        raise OutputError("the return value is nested too deeply (or refers to itself)")
+    if value is None or isinstance(value, (bool, int, str)):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+            raise OutputError("the return value holds an integer too large to send")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise OutputError(f"the return value holds a non-finite number ({value})")
+        return value
+    if isinstance(value, api.ImagePatch):
+        return {"box": value.box, "image": value._image, "score": value.score}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [to_plain(v, depth + 1) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise OutputError(f"dictionary keys in the return value must be text, got {type(k).__name__}")
+            out[str(k)] = to_plain(v, depth + 1)
+        return out
+    raise OutputError(f"cannot return a {type(value).__name__}; return text, numbers, lists, dicts or patches")
+
+
+def _transport(tool, ref, args):
+    write_frame(OUT_FD, {"op": "call", "tool": tool, "ref": ref, "args": args})
+    reply = read_frame(IN_FD)
+    if reply.get("ok"):
+        return reply.get("value")
+    raise ToolCallError(str(reply.get("error", "tool call failed")))
+
+
+def _program_line(tb) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<program>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def run_one(request: dict) -> dict:
+    """Run one program request and return the 'done' message."""
+    printed = io.StringIO()
+
+    def safe_print(*args, sep=" ", end="\n"):
+        if printed.tell() < MAX_PRINT_CHARS:
+            printed.write(str(sep).join(str(a) for a in args) + str(end))
+
+    def done(ok, value=None, kind=None, message=None, line=None):
+        out = printed.getvalue()
+        if len(out) > MAX_PRINT_CHARS:
+            out = out[:MAX_PRINT_CHARS] + "\n[printed output truncated]"
+        msg = {"op": "done", "ok": ok, "stdout": out}
+        if ok:
+            msg["value"] = value
+        else:
+            msg["error"] = {"kind": kind, "message": message, "line": line}
+        return msg
+
+    source, entry = request["source"], request.get("entry", "execute")
+    try:
+        tree = validate(source, entry)
+        code = compile(tree, "<program>", "exec")
+    except ValidationError as e:
+        return done(False, kind=e.kind, message=e.message, line=e.line)
+    builtins = {name: getattr(_builtins, name) for name in SAFE_BUILTINS if name not in ("True", "False", "None")}
+    builtins["print"] = safe_print
+    namespace = {"__builtins__": builtins, **api.PROGRAM_API}
+    patches = [api.ImagePatch(i, (0, 0, w, h)) for i, (w, h) in enumerate(request["images"])]
+    if not patches:
+        return done(False, kind="validation", message="the example has no image")
+    image_arg = patches if request.get("multi") else patches[0]
+    try:
+        exec(code, namespace)  # defines functions only (checked by validate)
+        fn = namespace[entry]
+        params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+        kwargs = {name: request.get(name) for name in ("query", "choices") if name in params}
+        value = fn(image_arg, **kwargs)
+        return done(True, value=to_plain(value))
+    except ToolCallError as e:
+        return done(False, kind="tool", message=str(e), line=_program_line(e.__traceback__))
+    except OutputError as e:
+        return done(False, kind="output", message=str(e))
+    except MemoryError:
+        return done(False, kind="memory", message="the program ran out of memory",
+                    line=_program_line(sys.exc_info()[2]))
+    except RecursionError:
+        return done(False, kind="runtime", message="RecursionError: maximum recursion depth exceeded",
+                    line=_program_line(sys.exc_info()[2]))
+    except Exception as e:
+        text = str(e)[:500]
+        return done(False, kind="runtime", message=f"{type(e).__name__}: {text}" if text else type(e).__name__,
+                    line=_program_line(e.__traceback__))
+
+
+def main() -> None:
+    """Serve run requests from the host until the pipe closes."""
+    memory_mb = int(sys.argv[-1]) if sys.argv[-1].isdigit() else 512
+    os.environ.clear()
+    layers = apply_limits(memory_mb)
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    write_frame(OUT_FD, {"op": "ready", "layers": layers, "pid": os.getpid()})
+    api._transport = _transport
+    while True:
+        try:
+            request = read_frame(IN_FD)
+        except Exception:
+            return  # host closed the pipe or sent garbage: exit quietly
+        max_bytes = int(request.get("max_output_bytes", 1_000_000))
+        try:
+            frame = encode(run_one(request))
+            if len(frame) - HEADER.size > max_bytes:
+                frame = _error_frame("output", f"the result is {len(frame)} bytes; the limit is {max_bytes}")
+        except MemoryError:
+            frame = _error_frame("memory", "the program ran out of memory")
+        except Exception as e:  # e.g. a value that cannot be encoded
+            frame = _error_frame("output", f"cannot send the result: {e}"[:300])
+        _write_all(frame)
+
+
+def _error_frame(kind: str, message: str) -> bytes:
+    return encode({"op": "done", "ok": False, "stdout": "", "error": {"kind": kind, "message": message, "line": None}})
+
+
+def _write_all(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(OUT_FD, view):]
+
+
+if __name__ == "__main__":
+    main()
