@@ -79,36 +79,56 @@ def apply_limits(memory_mb: int) -> list[str]:
     return layers
 
 
-def to_plain(value, depth: int = 0):
-    """Convert a program's return value into JSON-able plain data, or raise OutputError."""
-    if depth > MAX_DEPTH:
-        raise OutputError("the return value is nested too deeply (or refers to itself)")
-    if value is None or isinstance(value, (bool, int, str)):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
-            raise OutputError("the return value holds an integer too large to send")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise OutputError(f"the return value holds a non-finite number ({value})")
-        return value
-    if isinstance(value, api.ImagePatch):
-        return {"box": value.box, "image": value._image, "score": value.score}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v, depth + 1) for v in value]
-    if isinstance(value, (set, frozenset)):
-        items = [to_plain(v, depth + 1) for v in value]
-        try:
-            return sorted(items)
-        except TypeError:
-            return items
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise OutputError(f"dictionary keys in the return value must be text, got {type(k).__name__}")
-            out[str(k)] = to_plain(v, depth + 1)
-        return out
-    raise OutputError(f"cannot return a {type(value).__name__}; return text, numbers, lists, dicts or patches")
+def to_plain(value, budget: int = 1_000_000):
+    """Convert a program's return value into JSON-able plain data, or raise OutputError.
+
+    ``budget`` bounds the approximate encoded size, checked while converting so that a huge
+    value is refused before a second copy of it is made.
+    """
+    left = [budget]
+
+    def spend(n: int) -> None:
+        left[0] -= n
+        if left[0] < 0:
+            raise OutputError(f"the return value is larger than the {budget}-byte limit")
+
+    def conv(v, depth: int):
+        if depth > MAX_DEPTH:
+            raise OutputError("the return value is nested too deeply (or refers to itself)")
+        spend(8)
+        if v is None or isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            if abs(v) > 2**63:
+                raise OutputError("the return value holds an integer too large to send")
+            return v
+        if isinstance(v, str):
+            spend(len(v))
+            return v
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise OutputError(f"the return value holds a non-finite number ({v})")
+            return v
+        if isinstance(v, api.ImagePatch):
+            return {"box": v.box, "image": v._image, "score": v.score}
+        if isinstance(v, (list, tuple)):
+            return [conv(x, depth + 1) for x in v]
+        if isinstance(v, (set, frozenset)):
+            items = [conv(x, depth + 1) for x in v]
+            try:
+                return sorted(items)
+            except TypeError:
+                return items
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise OutputError(f"dictionary keys in the return value must be text, got {type(k).__name__}")
+                out[str(k)] = conv(x, depth + 1)
+            return out
+        raise OutputError(f"cannot return a {type(v).__name__}; return text, numbers, lists, dicts or patches")
+
+    return conv(value, 0)
 
 
 def _transport(tool, ref, args):
@@ -131,14 +151,17 @@ def _program_line(tb) -> int | None:
 def run_one(request: dict) -> dict:
     """Run one program request and return the 'done' message."""
     printed = io.StringIO()
+    dropped = [False]
 
     def safe_print(*args, sep=" ", end="\n"):
         if printed.tell() < MAX_PRINT_CHARS:
             printed.write(str(sep).join(str(a) for a in args) + str(end))
+        else:
+            dropped[0] = True
 
     def done(ok, value=None, kind=None, message=None, line=None):
         out = printed.getvalue()
-        if len(out) > MAX_PRINT_CHARS:
+        if len(out) > MAX_PRINT_CHARS or dropped[0]:
             out = out[:MAX_PRINT_CHARS] + "\n[printed output truncated]"
         msg = {"op": "done", "ok": ok, "stdout": out}
         if ok:
@@ -166,7 +189,7 @@ def run_one(request: dict) -> dict:
         params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
         kwargs = {name: request.get(name) for name in ("query", "choices") if name in params}
         value = fn(image_arg, **kwargs)
-        return done(True, value=to_plain(value))
+        return done(True, value=to_plain(value, int(request.get("max_output_bytes", 1_000_000))))
     except ToolCallError as e:
         return done(False, kind="tool", message=str(e), line=_program_line(e.__traceback__))
     except OutputError as e:

@@ -1,0 +1,87 @@
+"""The executor on good programs: values, printing, parameters, multi-image, threads."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from builder.executor import Limits, Sandbox, ValidationError, validate
+
+
+def dispatch(tool, ref, args):
+    if tool == "find":
+        return [{"box": [5, 5, 15, 15], "score": 0.8}, {"box": [30, 5, 40, 15], "score": 0.6}]
+    if tool == "query":
+        return f"answer to {args[0]}"
+    if tool == "best_image_match":
+        return len(ref) - 1
+    if tool == "best_text_match":
+        return 1
+    raise ValueError(tool)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2, limits=Limits(timeout_s=5)) as sb:
+        yield sb
+
+
+def test_values_and_patches(sandbox):
+    src = (
+        "def execute(image):\n"
+        "    found = image.find('circle')\n"
+        "    print('found', len(found))\n"
+        "    a, b = found\n"
+        "    return {'n': len(found), 'left': leftmost(found), 'ok': a.left_of(b), 'crop': image.crop(0, 0, 10, 10),\n"
+        "            'w': image.width, 's': {3, 1, 2}, 't': (1, 2.5), 'q': a.query('color?')}\n"
+    )
+    res = sandbox.run(src, image_sizes=[(64, 48)], dispatch=dispatch)
+    assert res.ok, res.error
+    assert res.value == {
+        "n": 2, "left": {"box": [5, 5, 15, 15], "image": 0, "score": 0.8}, "ok": True,
+        "crop": {"box": [0, 0, 10, 10], "image": 0, "score": 1.0}, "w": 64, "s": [1, 2, 3], "t": [1, 2.5],
+        "q": "answer to color?",
+    }
+    assert res.stdout == "found 2\n" and res.tool_calls == 2
+
+
+def test_query_choices_and_multi_image(sandbox):
+    res = sandbox.run("def execute(image, query):\n    return query.upper()\n", [(8, 8)], dispatch, query="how many?")
+    assert res.value == "HOW MANY?"
+    res = sandbox.run("def execute(image, choices):\n    return best_text_match(image, choices)\n", [(8, 8)],
+                      dispatch, choices=["a", "b"])
+    assert res.value == 1
+    res = sandbox.run("def execute(image):\n    return [best_image_match(image, 'x'), len(image)]\n",
+                      [(8, 8), (9, 9), (7, 7)], dispatch, multi_image=True)
+    assert res.value == [2, 3]
+    res = sandbox.run("def execute(image, query=None, extra=3):\n    return extra\n", [(8, 8)], dispatch)
+    assert res.value == 3
+
+
+def test_helpers_and_runtime_error_line(sandbox):
+    src = "def helper(x):\n    return x * 2\n\ndef execute(image):\n    y = helper(3)\n    return y / 0\n"
+    res = sandbox.run(src, [(8, 8)], dispatch)
+    assert not res.ok and res.error.kind == "runtime" and res.error.line == 6
+    assert "ZeroDivisionError" in res.error.message
+
+
+def test_threads_share_the_pool(sandbox):
+    src = "def execute(image):\n    return image.width * 2\n"
+    with ThreadPoolExecutor(4) as pool:
+        out = list(pool.map(lambda w: sandbox.run(src, [(w, 5)], dispatch).value, range(1, 41)))
+    assert out == [2 * w for w in range(1, 41)]
+
+
+def test_validate_standalone():
+    validate("def execute(image):\n    return image.count('red circle')\n")
+    with pytest.raises(ValidationError) as e:
+        validate("def execute(image):\n    import os\n")
+    assert e.value.line == 2 and "import" in str(e.value)
+    with pytest.raises(ValidationError, match="named 'main'"):
+        validate("def execute(image):\n    return 1\n", entry="main")
+
+
+def test_timeout_then_fresh_worker():
+    with Sandbox(workers=1, limits=Limits(timeout_s=0.5)) as sb:
+        res = sb.run("def execute(image):\n    while True:\n        pass\n", [(8, 8)], dispatch)
+        assert res.error.kind == "timeout"
+        assert sb.run("def execute(image):\n    return 7\n", [(8, 8)], dispatch).value == 7
