@@ -1,0 +1,189 @@
+"""Running a program on examples: one at a time with a trace, or over a dataset with a metric.
+
+``run_program`` runs one example through the sandbox with a ``ToolHost`` serving the tool
+calls (cached, traced). ``run_batch`` runs a whole example set with a progress bar, keeps
+per-example errors, and scores each output against the expected one; ``engine="ray"`` spreads
+the set over a Ray Data actor pool (each actor builds its own engines and sandbox).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from builder.cache import ToolCache
+from builder.executor import Sandbox
+from builder.images import ImageError, load_image
+from builder.metrics import score
+from builder.taskcard import Metric, OutputKind
+from builder.tools.host import Engines, ToolHost
+from builder.tools.profile import build_engines
+from builder.trace import Trace
+
+
+@dataclass
+class ExampleInput:
+    """One example to run: image paths (resolved), query, choices and the expected output."""
+
+    images: list[str]
+    query: str = ""
+    choices: list[str] | None = None
+    expected: Any = None
+    id: str = ""
+    multi_image: bool = False  # the program receives a list of patches
+
+
+@dataclass
+class ExampleResult:
+    """The outcome of one example: value or error, correctness, time and tool calls."""
+
+    id: str
+    value: Any = None
+    error: str | None = None
+    error_kind: str | None = None
+    correct: bool = False
+    expected: Any = None
+    duration_ms: float = 0.0
+    tool_calls: int = 0
+    trace: dict | None = None
+
+
+@dataclass
+class BatchResult:
+    """Scores and per-example results of a batch run."""
+
+    accuracy: float
+    n: int
+    correct: int
+    errors: int
+    seconds: float
+    results: list[ExampleResult] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def examples_from_card(card, base: str | Path) -> list[ExampleInput]:
+    """The task card's examples with image paths resolved against ``base`` (the card's folder)."""
+    base = Path(base)
+    out = []
+    for i, ex in enumerate(card.examples):
+        paths = [str(p if Path(p).is_absolute() else base / p) for p in ex.images]
+        out.append(ExampleInput(paths, ex.query, ex.choices, ex.expected, ex.id or f"ex{i}",
+                                multi_image=not isinstance(ex.image, str)))
+    return out
+
+
+def run_program(
+    source: str,
+    example: ExampleInput,
+    engines: Engines,
+    sandbox: Sandbox,
+    cache: ToolCache | None = None,
+    inspect: bool = False,
+    images: list | None = None,
+) -> tuple[ExampleResult, Trace | None]:
+    """Run ``source`` on one example; with ``inspect`` also return the step-by-step trace."""
+    t0 = time.perf_counter()
+    trace = Trace(source=source) if inspect else None
+    try:
+        images = images if images is not None else [load_image(p) for p in example.images]
+    except ImageError as e:
+        return ExampleResult(example.id, error=str(e), error_kind="image", expected=example.expected), trace
+    host = ToolHost(engines, images, cache=cache, trace=trace)
+    run = sandbox.run(
+        source,
+        image_sizes=host.image_sizes(),
+        dispatch=host,
+        multi_image=example.multi_image,
+        query=example.query or None,
+        choices=example.choices,
+    )
+    res = ExampleResult(
+        example.id,
+        value=run.value if run.ok else None,
+        error=None if run.ok else _format_error(run.error),
+        error_kind=None if run.ok else run.error.kind,
+        expected=example.expected,
+        duration_ms=(time.perf_counter() - t0) * 1000,
+        tool_calls=host.calls,
+    )
+    if trace is not None:
+        trace.value, trace.error, trace.stdout = res.value, res.error, run.stdout or ""
+        res.trace = trace.to_dict()
+    return res, trace
+
+
+def _format_error(err) -> str:
+    where = f"line {err.line}: " if getattr(err, "line", None) else ""
+    return f"{err.kind} error: {where}{err.message}"
+
+
+def run_batch(
+    source: str,
+    examples: list[ExampleInput],
+    output: OutputKind | str,
+    metric: Metric | str | None = None,
+    engines: Engines | None = None,
+    profile: str | dict = "shapes",
+    cache: ToolCache | None = None,
+    workers: int = 2,
+    engine: str = "local",
+    progress: bool = True,
+    inspect: bool = False,
+    sandbox: Sandbox | None = None,
+) -> BatchResult:
+    """Run ``source`` on every example and score it (``engine``: "local" threads or "ray")."""
+    t0 = time.perf_counter()
+    if engine == "ray":
+        from builder.batch_ray import run_ray
+
+        results = run_ray(source, examples, profile, workers=workers, progress=progress)
+        hits = misses = 0
+    elif engine == "local":
+        engines = engines if engines is not None else build_engines(profile)
+        own_sandbox = sandbox is None
+        sandbox = sandbox if sandbox is not None else Sandbox(workers=workers)
+        h0, m0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+        try:
+            def one(ex: ExampleInput) -> ExampleResult:
+                return run_program(source, ex, engines, sandbox, cache, inspect=inspect)[0]
+
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                results = list(
+                    tqdm(pool.map(one, examples), total=len(examples), disable=not progress, desc="examples")
+                )
+        finally:
+            if own_sandbox:
+                sandbox.close()
+        hits = (cache.hits - h0) if cache is not None else 0
+        misses = (cache.misses - m0) if cache is not None else 0
+    else:
+        raise ValueError(f"unknown batch engine {engine!r}; use 'local' or 'ray'")
+    return summarise(results, output, metric, time.perf_counter() - t0, hits, misses)
+
+
+def summarise(results: list[ExampleResult], output, metric, seconds: float, hits: int = 0,
+              misses: int = 0) -> BatchResult:
+    """Score each result against its expected output and total them up."""
+    for r in results:
+        r.correct = r.error is None and score(output, r.value, r.expected, metric)
+    n = len(results)
+    correct = sum(r.correct for r in results)
+    return BatchResult(
+        accuracy=correct / n if n else 0.0,
+        n=n,
+        correct=correct,
+        errors=sum(r.error is not None for r in results),
+        seconds=seconds,
+        results=results,
+        cache_hits=hits,
+        cache_misses=misses,
+    )

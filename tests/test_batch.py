@@ -1,0 +1,95 @@
+"""Running programs on examples: metric, per-example errors, traces, cache, through the sandbox."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builder.batch import ExampleInput, run_batch, run_program
+from builder.cache import ToolCache
+from builder.executor import Sandbox
+from builder.tools.engines import Answer, Detection
+from builder.tools.host import Engines
+from builder.trace import trace_to_html
+
+
+class BrightDetector:
+    """Finds each bright square block (test engine; sees pixels only)."""
+
+    backend_id, version = "test:bright", "1"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, image, query, threshold=None):
+        self.calls += 1
+        from scipy import ndimage
+
+        labels, n = ndimage.label(image[:, :, 0] > 200)
+        out = []
+        for sl in ndimage.find_objects(labels):
+            ys, xs = sl
+            out.append(Detection((xs.start, ys.start, xs.stop, ys.stop), 0.9, query))
+        return out
+
+
+class MeanVQA:
+    backend_id, version = "test:vqa", "1"
+
+    def answer(self, image, question):
+        return Answer("yes" if image.mean() > 50 else "no", 0.7)
+
+
+@pytest.fixture
+def examples(tmp_path):
+    out = []
+    for n in range(4):
+        img = np.zeros((40, 80, 3), np.uint8)
+        for k in range(n):
+            img[5:15, 5 + 18 * k: 15 + 18 * k] = 255
+        path = tmp_path / f"{n}.png"
+        Image.fromarray(img).save(path)
+        out.append(ExampleInput([str(path)], query="How many squares?", expected=n, id=f"img{n}"))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out.append(ExampleInput([str(tmp_path / "bad.png")], expected=0, id="corrupt"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2) as sb:
+        yield sb
+
+
+def test_batch_scores_and_keeps_errors(examples, sandbox, tmp_path):
+    engines = Engines(detector=BrightDetector(), vqa=MeanVQA())
+    cache = ToolCache(tmp_path / "cache")
+    src = "def execute(image):\n    return len(image.find('square'))\n"
+    res = run_batch(src, examples, "count", engines=engines, cache=cache, sandbox=sandbox, progress=False)
+    assert (res.n, res.correct, res.errors) == (5, 4, 1)
+    bad = res.results[-1]
+    assert bad.error_kind == "image" and "bad.png: not a recognised image format" in bad.error
+    assert engines.detector.calls == 4 and res.cache_misses == 4
+    again = run_batch(src, examples, "count", engines=engines, cache=cache, sandbox=sandbox, progress=False)
+    assert engines.detector.calls == 4 and again.cache_hits == 4 and again.correct == 4
+    wrong = run_batch("def execute(image):\n    return 'many'\n", examples[:4], "count", engines=engines,
+                      sandbox=sandbox, progress=False)
+    assert wrong.correct == 0 and wrong.errors == 0
+    broken = run_batch("def execute(image):\n    return image.find('x')[9]\n", examples[:2], "count",
+                       engines=engines, sandbox=sandbox, progress=False)
+    assert broken.errors == 2 and "line 2" in broken.results[0].error and "IndexError" in broken.results[0].error
+
+
+def test_run_program_trace(examples, sandbox):
+    engines = Engines(detector=BrightDetector(), vqa=MeanVQA())
+    src = "def execute(image):\n    return [p for p in image.find('square') if p.verify('bright?')]\n"
+    res, trace = run_program(src, examples[2], engines, sandbox, inspect=True)
+    assert res.error is None and len(res.value) == 2
+    assert [s.tool for s in trace.steps] == ["find", "verify", "verify"]
+    assert trace.steps[0].result[0]["box"] == [5, 5, 15, 15]
+    page = trace_to_html(trace, [np.asarray(Image.open(examples[2].images[0]).convert("RGB"))])
+    assert "3. verify" in page and page.count("<img") >= 4
+
+
+def test_missing_engine_is_a_tool_error(examples, sandbox):
+    res, _ = run_program("def execute(image):\n    return image.caption()\n", examples[1], Engines(), sandbox)
+    assert res.error_kind == "tool" and "no captioner engine is configured" in res.error
