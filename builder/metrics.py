@@ -86,12 +86,11 @@ def score(output: OutputKind | str, value: Any, expected: Any, metric: Metric | 
         pred, exp = as_boxes(value), as_boxes(expected)
         return pred is not None and exp is not None and boxes_match(pred, exp)
     if metric is Metric.choice_accuracy or (metric is None and output is OutputKind.choice):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str) and value.strip().isdigit():
-                value = int(value.strip())
-            else:
-                return False
-        return int(value) == value and int(value) == int(expected)
+        # Strictly an integer index: a digit string from e.g. str(image.count(...)) would
+        # otherwise be rewarded by chance in self-training.
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return value == int(expected)
     if output is OutputKind.bool:
         v = normalise_text(value)
         e = normalise_text(expected)

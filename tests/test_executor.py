@@ -85,3 +85,19 @@ def test_timeout_then_fresh_worker():
         res = sb.run("def execute(image):\n    while True:\n        pass\n", [(8, 8)], dispatch)
         assert res.error.kind == "timeout"
         assert sb.run("def execute(image):\n    return 7\n", [(8, 8)], dispatch).value == 7
+
+
+def test_workers_outlive_the_threads_that_used_them():
+    """Workers started on behalf of short-lived threads keep serving after those threads end."""
+    import threading
+
+    with Sandbox(workers=2, limits=Limits(timeout_s=5)) as sb:
+        for _ in range(3):
+            threads = [threading.Thread(target=sb.run, args=("def execute(image):\n    return 1\n", [(4, 4)],
+                                                               dispatch)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        results = [sb.run("def execute(image):\n    return 3\n", [(4, 4)], dispatch) for _ in range(6)]
+        assert all(r.ok and r.value == 3 for r in results), [r.error for r in results]

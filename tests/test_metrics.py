@@ -23,7 +23,7 @@ from builder.metrics import as_boxes, box_iou, boxes_match, score
         ("count", 2, 3, False),
         ("choice", 1, 1, True),
         ("choice", True, 1, False),  # a bool is not an index
-        ("choice", "1", 1, True),
+        ("choice", "1", 1, False),  # a digit string is not an index
         ("choice", 1.5, 1, False),
         ("choice", None, 0, False),
     ],

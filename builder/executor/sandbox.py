@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -150,6 +151,10 @@ class Sandbox:
         self._closed = False
         self._lock = threading.Lock()
         self._live: set[_Worker] = set()
+        # Workers die with the *thread* that started them (bwrap --die-with-parent and the
+        # worker's own PR_SET_PDEATHSIG follow the parent thread), so one long-lived thread
+        # starts them all; callers' threads may come and go.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
 
     # ---- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -165,9 +170,10 @@ class Sandbox:
             live, self._live = list(self._live), set()
         for w in live:
             w.kill()
+        self._spawner.shutdown(wait=False)
 
     def _spawn(self) -> _Worker:
-        w = _Worker(self.limits.memory_mb, self.use_bwrap)
+        w = self._spawner.submit(_Worker, self.limits.memory_mb, self.use_bwrap).result()
         with self._lock:
             self._live.add(w)
         return w

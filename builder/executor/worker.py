@@ -206,9 +206,24 @@ def run_one(request: dict) -> dict:
                     line=_program_line(e.__traceback__))
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this worker when the host thread that started it goes away."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed pipe still ends an idle worker
+
+
 def main() -> None:
     """Serve run requests from the host until the pipe closes."""
     memory_mb = int(sys.argv[-1]) if sys.argv[-1].isdigit() else 512
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the host went away before the request took effect
+        return
     os.environ.clear()
     layers = apply_limits(memory_mb)
     sys.setrecursionlimit(RECURSION_LIMIT)
