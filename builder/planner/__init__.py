@@ -1,0 +1,1 @@
+"""The foundation layer: planners that write vision programs, and their prompts."""
