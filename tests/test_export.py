@@ -1,0 +1,246 @@
+"""Export: a shapes-world workspace exported, built, installed in a fresh venv and served.
+
+The expensive part (export, fresh venv, install, server start) happens once per module; the
+tests then talk to the installed package the way a customer would: its CLI, its HTTP server
+on a localhost port, and its own generated acceptance tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from builder.export import ExportError, engines_used, export_solution, pin_profile
+from builder.taskcard import TaskCard
+from builder.workspace import Workspace
+from builder.world import render_scene, sample_scene
+
+PROGRAM = 'def execute(image):\n    return image.count("red circle")\n'
+SEEDS = (5, 14, 30, 37)  # counts 0, 1, 1, 1
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _make_workspace(root: Path) -> Workspace:
+    """A 'count the red circles' task over rendered shapes scenes (ground truth from the scene)."""
+    images = root / "src"
+    images.mkdir(parents=True)
+    examples = []
+    for seed in SEEDS:
+        scene = sample_scene(seed, n_objects=(4, 7))
+        render_scene(scene).save(images / f"s{seed}.png")
+        n = sum(o.color == "red" and o.shape == "circle" for o in scene.objects)
+        examples.append({"id": f"s{seed}", "image": f"s{seed}.png", "query": "How many red circles are there?",
+                         "expected": n})
+    card = TaskCard.model_validate({"name": "red-circles", "description": "Count the red circles.",
+                                    "output": "count", "examples": examples})
+    return Workspace.init(root / "ws", card, images_from=images)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, **kw)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Workspace:
+    ws = _make_workspace(tmp_path_factory.mktemp("export"))
+    ws.accept(ws.add_program(PROGRAM).version)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def exported(workspace):
+    return export_solution(workspace)
+
+
+@pytest.fixture(scope="module")
+def venv(exported, tmp_path_factory) -> Path:
+    """A fresh virtual environment with the exported wheel (and pytest) installed."""
+    env_dir = tmp_path_factory.mktemp("venv") / "env"
+    proc = _run([sys.executable, "-m", "venv", env_dir])
+    assert proc.returncode == 0, proc.stderr
+    pip = [env_dir / "bin" / "python", "-m", "pip", "install", "-q"]
+    proc = _run([*pip, "-c", exported.lock_file, "--find-links", exported.wheels[1].parent, exported.wheel,
+                 "pytest"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return env_dir
+
+
+@pytest.fixture(scope="module")
+def server(venv, exported):
+    """The installed solution's HTTP server as a real process on a free localhost port."""
+    port = _free_port()
+    log = open(venv.parent / "server.log", "w+")  # noqa: SIM115 - closed in the teardown below
+    proc = subprocess.Popen(
+        [str(venv / "bin" / exported.name), "serve", "--port", str(port), "--max-request-mb", "2",
+         "--max-pixels", "4000000", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env=ENV,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"server exited: {Path(log.name).read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start within 120 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _examples(workspace):
+    card = workspace.load_task()
+    return [(workspace.resolve_image(ex.image), ex.expected) for ex in card.examples]
+
+
+# ---- cheap checks ----------------------------------------------------------------------------
+def test_engines_used_reads_tool_calls_from_the_ast():
+    assert engines_used(PROGRAM) == {"detector"}
+    src = "def execute(image, query):\n    p = image.find('x')[0]\n    return best_text_match(p, [query]), p.verify('q')\n"
+    assert engines_used(src) == {"detector", "matcher", "vqa"}
+    with pytest.raises(ExportError, match="does not parse"):
+        engines_used("def execute(image:\n")
+
+
+def test_pin_profile_requires_pinned_hub_models(tmp_path):
+    with pytest.raises(ExportError, match="not pinned"):
+        pin_profile({"vqa": {"backend": "hf", "model": "org/not-cached-model"}}, {"vqa"})
+    rev = "a" * 40
+    pinned, files, extras = pin_profile({"vqa": {"backend": "hf", "model": "org/m", "revision": rev}}, {"vqa"})
+    assert pinned == {"vqa": {"backend": "hf", "model": "org/m", "revision": rev}} and extras == {"ml"}
+    local = tmp_path / "my-model"
+    local.mkdir()
+    pinned, files, _ = pin_profile({"vqa": {"backend": "hf", "model": str(local)}}, {"vqa"})
+    assert pinned["vqa"]["model"] == "asset:models/vqa-model/my-model" and files == {"models/vqa-model/my-model": local}
+    assert pin_profile({"vqa": {"backend": "shapes"}}, {"vqa"})[2] == {"ml"}  # a torch network
+    with pytest.raises(ExportError, match="configures none"):
+        pin_profile({}, {"detector"})
+
+
+def test_export_needs_an_accepted_program(tmp_path):
+    ws = _make_workspace(tmp_path)
+    ws.add_program(PROGRAM)
+    with pytest.raises(ExportError, match="no accepted program"):
+        export_solution(ws)
+
+
+# ---- the exported project --------------------------------------------------------------------
+def test_export_layout(exported, workspace):
+    root = exported.project_dir
+    assert root == workspace.root / "exports" / "red-circles-1.0.1"
+    pkg = root / "src" / "red_circles"
+    assert (pkg / "assets" / "program.py").read_text() == PROGRAM
+    manifest = json.loads((pkg / "assets" / "manifest.json").read_text())
+    assert manifest["engines"] == {"detector": {"backend": "shapes"}}  # only what the program calls
+    assert manifest["examples"] == {"n": len(SEEDS), "verified": True, "passed": len(SEEDS)}
+    assert manifest["default_query"] == "How many red circles are there?"
+    pyproject = (root / "pyproject.toml").read_text()
+    assert f'"visforge=={manifest["visforge"]}"' in pyproject and '"fastapi==' in pyproject
+    assert "+src." in manifest["visforge"]  # the pin names this exact source build
+    lock = (root / "requirements.lock").read_text()
+    assert "numpy==" in lock and "uvicorn==" in lock
+    assert exported.wheel.is_file() and exported.wheel.name == "red_circles-1.0.1-py3-none-any.whl"
+    assert [w.name.split("-")[0] for w in exported.wheels] == ["red_circles", "visforge"]
+    assert not list(root.rglob("*.egg-info")) and not (root / "build").exists()
+    with pytest.raises(ExportError, match="already exists"):
+        export_solution(workspace, build=False, verify=False)
+
+
+# ---- the installed package -------------------------------------------------------------------
+def test_server_answers_single_and_batch(server, workspace):
+    examples = _examples(workspace)
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["program_version"] == 1
+    for path, expected in examples:
+        r = httpx.post(f"{server}/predict", files={"image": (path.name, path.read_bytes(), "image/png")}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["ok"] and r.json()["value"] == expected
+    files = [("images", (p.name, p.read_bytes(), "image/png")) for p, _ in examples]
+    r = httpx.post(f"{server}/predict/batch", files=files, timeout=120)
+    assert r.status_code == 200, r.text
+    assert [res["value"] for res in r.json()["results"]] == [e for _, e in examples]
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert {"/health", "/predict", "/predict/batch"} <= set(schema["paths"])
+
+
+def test_server_refuses_bad_requests_and_keeps_serving(server, workspace):
+    path, expected = _examples(workspace)[0]
+    good = path.read_bytes()
+
+    def post(endpoint, **kw):
+        r = httpx.post(f"{server}{endpoint}", timeout=60, **kw)
+        body = r.json()
+        assert set(body) == {"error", "detail"} and body["detail"], body
+        return r.status_code, body
+
+    status, body = post("/predict", files={"image": ("bad.png", good[: len(good) // 2], "image/png")})
+    assert status == 400 and "bad.png" in body["detail"]
+    status, body = post("/predict", files={"image": ("x.png", b"not an image at all", "image/png")})
+    assert status == 400 and "not a recognised image" in body["detail"]
+    status, body = post("/predict", files={"image": ("big.png", os.urandom(3 * 1024 * 1024), "image/png")})
+    assert status == 413 and "limit" in body["detail"]
+    status, body = post("/predict", files={"image": ("wide.png", _png(np.zeros((1000, 5000, 3), np.uint8)), "image/png")})
+    assert status == 413 and "pixel" in body["detail"]
+    status, body = post("/predict", content=good, headers={"content-type": "image/png"})
+    assert status == 415
+    status, body = post("/predict/batch", json={"images": []})
+    assert status == 415
+    status, body = post("/predict/batch")  # no body at all
+    assert status == 422 and "images" in body["detail"]
+    status, body = post("/predict/batch", content=b"--xx--\r\n", headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert status == 422 and "images" in body["detail"]
+    status, body = post("/predict/batch", files=[("images", ("a.png", good, "image/png"))], data={"queries": ["a", "b"]})
+    assert status == 422 and "queries" in body["detail"]
+    # Still serving after all of that.
+    r = httpx.post(f"{server}/predict", files={"image": ("ok.png", good, "image/png")}, timeout=60)
+    assert r.status_code == 200 and r.json()["value"] == expected
+
+
+def test_cli_runs_on_images(venv, exported, workspace):
+    examples = _examples(workspace)[:2]
+    proc = _run([venv / "bin" / exported.name, "run", *(p for p, _ in examples)], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["value"] for line in lines] == [e for _, e in examples]
+    proc = _run([venv / "bin" / exported.name, "run", workspace.root / "task.yaml"], timeout=300)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error_kind"] == "image"
+
+
+def test_generated_acceptance_tests_pass(venv, exported):
+    proc = _run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                cwd=exported.project_dir, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert f"{len(SEEDS) + 2} passed" in proc.stdout
