@@ -1,0 +1,47 @@
+"""Planning for a task card: candidate programs for the engineer to run, edit and accept."""
+
+from __future__ import annotations
+
+from builder.planner.prompt import PlanRequest, check_program
+from builder.taskcard import OutputKind, TaskCard
+
+# The planner's task families by task-card output kind.
+FAMILY_OF_OUTPUT = {
+    OutputKind.text: "vqa",
+    OutputKind.bool: "vqa",
+    OutputKind.count: "vqa",
+    OutputKind.boxes: "grounding",
+    OutputKind.choice: "itm",
+}
+
+
+def request_for_card(card: TaskCard) -> PlanRequest:
+    """The plan request for a card: its shared query (or its description), family and inputs."""
+    queries = {ex.query for ex in card.examples if ex.query}
+    query = queries.pop() if len(queries) == 1 else card.description
+    first = card.examples[0] if card.examples else None
+    return PlanRequest(
+        query=query,
+        family=FAMILY_OF_OUTPUT[card.output],
+        choices=first.choices if first is not None else None,
+        multi_image=first is not None and not isinstance(first.image, str),
+    )
+
+
+def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0,
+                     top_p: float = 1.0) -> list[str]:
+    """Up to ``k`` distinct, valid candidate programs for ``card`` (the default planner if none given).
+
+    Candidates that do not parse or that the sandbox would refuse are dropped; the planner sees
+    only the query and the task's shape, never an expected output.
+    """
+    if planner is None:
+        from builder.planner.default import load_default_planner
+
+        planner = load_default_planner()
+    raw = planner.propose([request_for_card(card)], k=k, temperature=temperature, top_p=top_p)[0]
+    out: list[str] = []
+    for src in raw:
+        if src and check_program(src) is None and src not in out:
+            out.append(src)
+    return out
