@@ -1,0 +1,658 @@
+"""SelTDA: self-taught data augmentation for VQA (Khan et al., CVPR 2023), offline-sized.
+
+The recipe (shared/DESIGN.md): train a *teacher* that writes ``"Question: q Answer: a"`` from an
+image alone on the small labelled set; nucleus-sample (top_p 0.9) 1-2 pseudo-labels per
+unlabelled image; drop structurally bad outputs; train the student on real + synthetic data
+at a chosen synthetic:real ratio, with image augmentation that never flips left/right
+(spatial questions would change their answers).
+
+Teachers (both only see pixels):
+
+* ``ShapesTeacher`` for the shapes world: an image-conditioned GRU language model over a word
+  vocabulary writes the question; the answer token is produced by a FiLM VQA network (a copy of
+  the shapes VQA model, fine-tuned on the labelled set) conditioned on the image and the
+  generated question. Together they factorise p(question, answer | image) exactly as an
+  autoregressive decoder does, p(q | image) * p(a | q, image); both parts are nucleus-sampled.
+* ``BlipTeacher`` for Hugging Face BLIP: ``BlipForConditionalGeneration`` trained to caption
+  an image with the ``question: q answer: a`` string, sampled with ``generate(do_sample=True,
+  top_p=...)``.
+
+Pseudo-labelling runs in-process with a progress bar (``pseudo_label``) or over a large folder
+with Ray Data (``pseudo_label_ray``, one teacher per actor, loaded from a saved folder).
+``filter_pseudo_labels`` drops unparsable texts, answers outside the student's vocabulary,
+duplicates and contradictory pairs (one image, one question, two answers) and counts each.
+``world_answer`` reads shapes-world ground truth to *measure* pseudo-label precision; no
+teacher or student ever calls it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from builder.finetune import QA, as_qa
+
+QA_PATTERN = re.compile(r"^\s*question\s*:\s*(?P<q>.+?)\s*answer\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def format_qa(question: str, answer: str) -> str:
+    """The teacher's target text."""
+    return f"Question: {question.strip()} Answer: {answer.strip()}"
+
+
+def parse_qa(text: str) -> tuple[str, str] | None:
+    """(question, answer) from ``"Question: q Answer: a"``, or None if it does not parse.
+
+    A parse needs a question of at least two words and a non-empty answer; both are trimmed,
+    the answer lower-cased and stripped of a final period.
+    """
+    if not isinstance(text, str):
+        return None
+    m = QA_PATTERN.match(text)
+    if not m:
+        return None
+    q = " ".join(m.group("q").split())
+    a = " ".join(m.group("a").split()).lower().rstrip(".").strip()
+    if len(q.split()) < 2 or not a or "question:" in a or "answer:" in q.lower():
+        return None
+    return q, a
+
+
+def _norm_question(q: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", q.lower()))
+
+
+@dataclass
+class PseudoLabel:
+    """One generated label for an unlabelled image (``image`` indexes the input list)."""
+
+    image: int
+    text: str
+    question: str = ""
+    answer: str = ""
+
+
+@dataclass
+class FilterReport:
+    """Counts of what structural filtering kept and dropped (and why)."""
+
+    total: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"unparsable": 0, "answer_not_in_vocabulary": 0,
+                                                             "duplicate": 0, "contradictory": 0})
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "kept": self.kept, "dropped": dict(self.dropped)}
+
+
+def filter_pseudo_labels(labels: Sequence[PseudoLabel], answer_vocab: Sequence[str] | None) -> tuple[
+        list[PseudoLabel], FilterReport]:
+    """Structural filtering: drop unparsable texts, answers outside ``answer_vocab`` (None: any
+    answer), exact duplicates, and contradictory pairs — every label of an image whose (normalised)
+    question got two different answers is dropped, since at most one can be right."""
+    rep = FilterReport(total=len(labels))
+    vocab = {a.lower() for a in answer_vocab} if answer_vocab is not None else None
+    parsed: list[PseudoLabel] = []
+    for lab in labels:
+        qa = parse_qa(lab.text)
+        if qa is None:
+            rep.dropped["unparsable"] += 1
+            continue
+        if vocab is not None and qa[1] not in vocab:
+            rep.dropped["answer_not_in_vocabulary"] += 1
+            continue
+        parsed.append(PseudoLabel(lab.image, lab.text, qa[0], qa[1]))
+    answers: dict[tuple[int, str], set[str]] = defaultdict(set)
+    for lab in parsed:
+        answers[(lab.image, _norm_question(lab.question))].add(lab.answer)
+    seen: set[tuple[int, str, str]] = set()
+    kept = []
+    for lab in parsed:
+        key = (lab.image, _norm_question(lab.question))
+        if len(answers[key]) > 1:
+            rep.dropped["contradictory"] += 1
+        elif key + (lab.answer,) in seen:
+            rep.dropped["duplicate"] += 1
+        else:
+            seen.add(key + (lab.answer,))
+            kept.append(lab)
+    rep.kept = len(kept)
+    return kept, rep
+
+
+# ----------------------------------------------------------------------------------------------
+# Nucleus sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def nucleus_sample(logits, top_p: float = 0.9, temperature: float = 1.0, generator=None):
+    """Sample one index per row from the smallest set of tokens whose probability reaches top_p."""
+    import torch
+
+    probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    cum = sorted_p.cumsum(-1)
+    keep = (cum - sorted_p) < top_p  # a token is kept if the mass before it is below top_p
+    keep[..., 0] = True
+    sorted_p = sorted_p * keep
+    pick = torch.multinomial(sorted_p / sorted_p.sum(-1, keepdim=True), 1, generator=generator)
+    return order.gather(-1, pick).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The shapes-world teacher
+# ----------------------------------------------------------------------------------------------
+
+BOS, EOS, PAD_T = "<bos>", "<eos>", "<pad>"
+
+
+def qtokens(text: str) -> list[str]:
+    """Question tokens: lower-case words plus '?' and '.' (kept so questions read naturally)."""
+    return re.findall(r"[a-z0-9]+|[?.]", text.lower())
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Join tokens; punctuation attaches to the previous word; the first letter is capitalised."""
+    text = ""
+    for t in tokens:
+        text += t if t in "?." else (" " + t if text else t)
+    return text[:1].upper() + text[1:]
+
+
+def _shapes_teacher_module():
+    import torch
+    from torch import nn
+
+    class QuestionGenerator(nn.Module):
+        """Small CNN (with coordinate channels) whose pooled features start a GRU over words."""
+
+        def __init__(self, vocab: list[str], image_size: int = 64, ch: int = 48, emb: int = 64, hidden: int = 192):
+            super().__init__()
+            self.config = {"vocab": list(vocab), "image_size": image_size, "ch": ch, "emb": emb, "hidden": hidden}
+            self.index = {w: i for i, w in enumerate(vocab)}
+            self.cnn = nn.Sequential(
+                nn.Conv2d(5, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU(),
+                nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU())
+            self.init_h = nn.Linear(2 * ch, hidden)
+            self.embed = nn.Embedding(len(vocab), emb, padding_idx=self.index[PAD_T])
+            self.gru = nn.GRU(emb + 2 * ch, hidden, batch_first=True)
+            self.out = nn.Linear(hidden, len(vocab))
+
+        def image_features(self, x):
+            b, _, h, w = x.shape  # coordinate channels: where things are matters to questions
+            ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
+            xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
+            f = self.cnn(torch.cat([x, xs, ys], 1))
+            return torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
+
+        def forward(self, x, tokens):
+            """Next-token logits for teacher forcing (tokens start with <bos>)."""
+            feat = self.image_features(x)
+            h0 = torch.tanh(self.init_h(feat)).unsqueeze(0)
+            inp = torch.cat([self.embed(tokens), feat.unsqueeze(1).expand(-1, tokens.shape[1], -1)], -1)
+            out, _ = self.gru(inp, h0)
+            return self.out(out)
+
+    return QuestionGenerator
+
+
+class ShapesTeacher:
+    """Question generator + answerer (see the module docstring); both see pixels only."""
+
+    def __init__(self, qgen, answerer):
+        self.qgen = qgen
+        self.answerer = answerer
+
+    @classmethod
+    def create(cls, answerer, questions: Sequence[str], **qgen_kw) -> ShapesTeacher:
+        """A new teacher: a fresh question generator over the words of ``questions`` and a copy
+        of the ``answerer`` (a ``ShapesVQANet``, typically the default or a fine-tuned model)."""
+        words = sorted({t for q in questions for t in qtokens(q)})
+        vocab = [PAD_T, BOS, EOS] + words
+        qg = _shapes_teacher_module()(vocab, image_size=answerer.config["image_size"], **qgen_kw)
+        return cls(qg, copy.deepcopy(answerer))
+
+    @property
+    def answers(self) -> list[str]:
+        return list(self.answerer.answers)
+
+    def _images(self, images) -> object:
+        from builder.tools.backends import shapes_vqa as sv
+
+        size = self.qgen.config["image_size"]
+        return sv.to_tensor(np.stack([sv.resize_square(np.asarray(im, np.uint8), size) for im in images]))
+
+    def train(self, items: Sequence, qgen_steps: int = 400, answer_steps: int = 0, batch_size: int = 32,
+              lr: float = 3e-3, answer_lr: float = 5e-4, seed: int = 0, progress: bool = True) -> dict:
+        """Train the question generator on the labelled (image, question) pairs with teacher
+        forcing; with ``answer_steps`` also fine-tune the answerer on the triples
+        (``shapes_vqa.train``). Returns the loss history."""
+        import torch
+        from torch.nn import functional as F
+
+        items = [as_qa(x) for x in items]
+        if not items:
+            raise ValueError("the teacher needs labelled items")
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        idx = self.qgen.index
+        seqs = [[idx[BOS]] + [idx[t] for t in qtokens(q.question) if t in idx] + [idx[EOS]] for q in items]
+        width = max(map(len, seqs))
+        tok = torch.full((len(seqs), width), idx[PAD_T], dtype=torch.long)
+        for i, s in enumerate(seqs):
+            tok[i, :len(s)] = torch.tensor(s)
+        x_all = self._images([q.image for q in items])
+        opt = torch.optim.AdamW(self.qgen.parameters(), lr=lr, weight_decay=1e-4)
+        hist = {"qgen_loss": []}
+        self.qgen.train()
+        bar = tqdm(range(1, qgen_steps + 1), desc="teacher: questions", disable=not progress, leave=False)
+        for step in bar:
+            for g in opt.param_groups:  # linear decay: stable late steps on a tiny set
+                g["lr"] = lr * (1 - (step - 1) / qgen_steps)
+            b = torch.randint(len(items), (batch_size,), generator=gen)
+            t = tok[b]
+            logits = self.qgen(x_all[b], t[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1),
+                                   ignore_index=idx[PAD_T])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.qgen.parameters(), 1.0)
+            opt.step()
+            hist["qgen_loss"].append(round(loss.item(), 4))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        self.qgen.eval()
+        if answer_steps:
+            from builder.tools.backends import shapes_vqa as sv
+
+            hist["answerer"] = sv.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
+                                        steps=answer_steps, lr=answer_lr, warmup=min(50, answer_steps // 5),
+                                        seed=seed, log_every=max(1, answer_steps), log=lambda *_: None)
+        self.answerer.eval()
+        return hist
+
+    def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
+                 max_len: int = 20, seed: int = 0) -> list[list[str]]:
+        """``n`` nucleus-sampled ``"Question: q Answer: a"`` texts per image."""
+        import torch
+
+        if not len(images):
+            return []
+        gen = torch.Generator().manual_seed(seed)
+        idx, vocab = self.qgen.index, self.qgen.config["vocab"]
+        x = self._images(images).repeat_interleave(n, 0)
+        self.qgen.eval()
+        with torch.no_grad():
+            feat = self.qgen.image_features(x)
+            h = torch.tanh(self.qgen.init_h(feat)).unsqueeze(0)
+            cur = torch.full((len(x),), idx[BOS], dtype=torch.long)
+            out = torch.full((len(x), max_len), idx[PAD_T], dtype=torch.long)
+            done = torch.zeros(len(x), dtype=torch.bool)
+            for t in range(max_len):
+                inp = torch.cat([self.qgen.embed(cur), feat], -1).unsqueeze(1)
+                o, h = self.qgen.gru(inp, h)
+                logits = self.qgen.out(o[:, 0])
+                logits[:, idx[PAD_T]] = -1e9
+                logits[:, idx[BOS]] = -1e9
+                cur = nucleus_sample(logits, top_p, temperature, gen)
+                cur = torch.where(done, torch.full_like(cur, idx[PAD_T]), cur)
+                out[:, t] = cur
+                done |= cur == idx[EOS]
+                if bool(done.all()):
+                    break
+            questions = []
+            for row in out.tolist():
+                words = []
+                for k in row:
+                    if k in (idx[EOS], idx[PAD_T]):
+                        break
+                    words.append(vocab[k])
+                questions.append(detokenize(words))
+            # The answer: nucleus-sampled from the answerer's distribution given image + question.
+            size = self.answerer.config["image_size"]
+            xa = x if size == self.qgen.config["image_size"] else self._images(images).repeat_interleave(n, 0)
+            tokens, lengths = self.answerer.encode_questions([q or "?" for q in questions])
+            logits = self.answerer(xa, tokens, lengths)
+            ans = nucleus_sample(logits, top_p, temperature, gen).tolist()
+        texts = [format_qa(q, self.answers[a]) if q else f"Question: Answer: {self.answers[a]}"
+                 for q, a in zip(questions, ans, strict=True)]
+        return [texts[i * n:(i + 1) * n] for i in range(len(images))]
+
+    def save(self, path: str | Path) -> Path:
+        """Teacher folder: ``qgen.safetensors`` + ``qgen.json`` and the answerer (shapes_vqa format)."""
+        from safetensors.torch import save_file
+
+        from builder.tools.backends import shapes_vqa as sv
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.qgen.state_dict().items()},
+                  str(path / "qgen.safetensors"))
+        (path / "qgen.json").write_text(json.dumps(self.qgen.config))
+        sv.save_model(self.answerer, path / "answerer")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShapesTeacher:
+        """Load a folder written by ``save``."""
+        from safetensors.torch import load_file
+
+        from builder.tools.backends import shapes_vqa as sv
+
+        path = Path(path)
+        cfg = json.loads((path / "qgen.json").read_text())
+        qg = _shapes_teacher_module()(**cfg)
+        qg.load_state_dict(load_file(str(path / "qgen.safetensors")))
+        return cls(qg.eval(), sv.load_model(path / "answerer"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The Hugging Face (BLIP) teacher
+# ----------------------------------------------------------------------------------------------
+
+
+class BlipTeacher:
+    """``BlipForConditionalGeneration`` trained to write ``question: q answer: a`` for an image."""
+
+    def __init__(self, model: str | Path, max_new_tokens: int = 40):
+        from transformers import AutoProcessor, BlipForConditionalGeneration
+
+        self.source = str(model)
+        self.processor = AutoProcessor.from_pretrained(self.source)
+        self.model = BlipForConditionalGeneration.from_pretrained(self.source).eval()
+        self.max_new_tokens = max_new_tokens
+        self.answers = None  # any answer (the student's vocabulary filters)
+
+    def train(self, items: Sequence, steps: int = 50, batch_size: int = 8, lr: float = 5e-5, seed: int = 0,
+              progress: bool = True) -> dict:
+        """Captioning loss on the formatted QA text (decoding starts at BLIP's bos token)."""
+        import torch
+        from PIL import Image
+
+        items = [as_qa(x) for x in items]
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        tok = self.processor.tokenizer
+        hist = {"loss": []}
+        self.model.train()
+        for _ in tqdm(range(steps), desc="teacher (BLIP)", disable=not progress, leave=False):
+            chunk = [items[i] for i in rng.integers(len(items), size=batch_size)]
+            batch = self.processor(images=[Image.fromarray(q.image) for q in chunk],
+                                   text=[format_qa(q.question, q.answer).lower() for q in chunk],
+                                   padding=True, truncation=True, max_length=self.max_new_tokens + 2,
+                                   return_tensors="pt")
+            ids = batch.input_ids.clone()
+            ids[:, 0] = tok.bos_token_id
+            labels = ids.masked_fill(batch.attention_mask == 0, -100)
+            loss = self.model(pixel_values=batch.pixel_values, input_ids=ids, attention_mask=batch.attention_mask,
+                              labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            hist["loss"].append(round(loss.item(), 4))
+        self.model.eval()
+        return hist
+
+    def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
+                 max_len: int | None = None, seed: int = 0) -> list[list[str]]:
+        """``n`` nucleus-sampled texts per image."""
+        import torch
+        from PIL import Image
+
+        torch.manual_seed(seed)
+        batch = self.processor(images=[Image.fromarray(np.asarray(im, np.uint8)) for im in images],
+                               return_tensors="pt")
+        with torch.no_grad():
+            out = self.model.generate(pixel_values=batch.pixel_values, do_sample=True, top_p=top_p,
+                                      temperature=temperature, num_return_sequences=n,
+                                      max_new_tokens=max_len or self.max_new_tokens)
+        texts = [" ".join(t.split()) for t in self.processor.batch_decode(out, skip_special_tokens=True)]
+        return [texts[i * n:(i + 1) * n] for i in range(len(images))]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BlipTeacher:
+        return cls(path)
+
+
+def load_teacher(path: str | Path):
+    """A saved teacher folder of either kind."""
+    path = Path(path)
+    if (path / "qgen.json").is_file():
+        return ShapesTeacher.load(path)
+    return BlipTeacher.load(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pseudo-labelling
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_image(item) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        return item
+    from PIL import Image
+
+    return np.asarray(Image.open(item).convert("RGB"))
+
+
+def pseudo_label(teacher, images: Sequence, n_per_image: int = 2, top_p: float = 0.9, batch_size: int = 128,
+                 seed: int = 0, progress: bool = True) -> list[PseudoLabel]:
+    """Raw (unfiltered) teacher outputs for unlabelled images (arrays or paths)."""
+    if not 1 <= n_per_image <= 8:
+        raise ValueError(f"n_per_image must be in 1..8, got {n_per_image}")
+    out: list[PseudoLabel] = []
+    for s in tqdm(range(0, len(images), batch_size), desc="pseudo-labels", disable=not progress,
+                  total=-(-len(images) // batch_size)):
+        chunk = [_read_image(x) for x in images[s:s + batch_size]]
+        texts = teacher.generate(chunk, n=n_per_image, top_p=top_p, seed=seed * 1_000_003 + s)
+        out += [PseudoLabel(s + i, t) for i, ts in enumerate(texts) for t in ts]
+    return out
+
+
+class _RayTeacher:
+    """One Ray actor: loads the teacher folder once, labels batches of image paths."""
+
+    def __init__(self, teacher_dir: str, n: int, top_p: float, seed: int):
+        import torch
+
+        torch.set_num_threads(1)
+        self.teacher, self.n, self.top_p, self.seed = load_teacher(teacher_dir), n, top_p, seed
+
+    def __call__(self, batch: dict) -> dict:
+        images = [_read_image(str(p)) for p in batch["path"]]
+        first = int(batch["order"][0])
+        texts = self.teacher.generate(images, n=self.n, top_p=self.top_p, seed=self.seed * 1_000_003 + first)
+        return {"order": batch["order"], "texts": np.array([json.dumps(t) for t in texts], dtype=object)}
+
+
+def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path], n_per_image: int = 2,
+                     top_p: float = 0.9, workers: int = 2, batch_size: int = 64, seed: int = 0,
+                     progress: bool = True) -> list[PseudoLabel]:
+    """``pseudo_label`` over a large folder with a Ray Data actor pool (each actor loads the
+    saved teacher once). Returns labels in input order."""
+    import os
+    import tempfile
+
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="vfray-", dir="/tmp"), configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    ds = ray.data.from_items([{"order": i, "path": str(p)} for i, p in enumerate(image_paths)])
+    ds = ds.map_batches(_RayTeacher, fn_constructor_args=(str(teacher_dir), n_per_image, top_p, seed),
+                        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers))
+    rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
+    return [PseudoLabel(int(r["order"]), t) for r in rows for t in json.loads(r["texts"])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Student training set and augmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def augment_image(image: np.ndarray, rng: np.random.Generator, max_shift: int = 2, noise: float = 6.0) -> np.ndarray:
+    """Photometric jitter and a small translation; never a flip (left/right answers would flip),
+    never a hue change (colour names are answers)."""
+    img = image.astype(np.float32)
+    img = (img - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-15, 15)  # contrast, brightness
+    if noise:
+        img = img + rng.normal(0, rng.uniform(0, noise), img.shape)
+    dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    img = np.roll(img, (dy, dx), axis=(0, 1))  # small shifts keep every object (margins are >= 1 px)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_augment(seed: int = 0):
+    """An ``augment`` callable for ``builder.finetune.finetune`` (its RNG derives from torch's
+    per-epoch seed, so a resumed run replays the same augmentations)."""
+    import torch
+
+    def aug(image: np.ndarray) -> np.ndarray:
+        return augment_image(image, np.random.default_rng([seed, int(torch.randint(2**31, (1,)))]))
+
+    return aug
+
+
+def build_student_set(real: Sequence, labels: Sequence[PseudoLabel], images: Sequence, ratio: float,
+                      seed: int = 0) -> list[QA]:
+    """Real + synthetic items at ``ratio`` synthetic:real (e.g. 1 for 1:1, 2 for 2:1).
+
+    Synthetic items are drawn without replacement from the filtered ``labels`` (images index
+    into ``images``); if there are too few, all are used and ``meta["short"]`` says so.
+    """
+    if ratio < 0:
+        raise ValueError("ratio must be >= 0")
+    real = [as_qa(x) for x in real]
+    for q in real:
+        q.meta.setdefault("source", "real")
+    want = round(ratio * len(real))
+    order = np.random.default_rng([seed, 31]).permutation(len(labels))[:want]
+    synth = []
+    for i in order:
+        lab = labels[int(i)]
+        synth.append(QA(_read_image(images[lab.image]), lab.question, lab.answer,
+                        {"source": "synthetic", "image_index": lab.image, "short": want > len(labels)}))
+    return real + synth
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth for measuring precision (shapes world only; never used to make labels)
+# ----------------------------------------------------------------------------------------------
+
+
+def _template_regexes():
+    from builder.world.tasks import TEMPLATES
+
+    groups = {"attr": r"(?P<attr>color|shape|size)", "rel": r"(?P<rel>left of|right of|above|below)"}
+    out = []
+    extra = [("size", "What size is the {obj}?"), ("size", "Is the {obj} small or large?"),
+             ("size", "Tell me the size of the {obj}.")]
+    for qtype, text in [(t.qtype, t.text) for t in TEMPLATES if t.family == "vqa"] + extra:
+        pattern = re.escape(text.lower().rstrip("?."))
+        for name in ("attr", "rel", "obj", "objs", "a_obj", "a", "b", "xs", "ys"):
+            token = re.escape("{" + name + "}")
+            pattern = pattern.replace(token, groups.get(name, rf"(?P<{name}>[a-z ]+?)"), 1)
+        out.append((qtype, re.compile("^" + pattern + "$")))
+    return out
+
+
+_REGEXES = None
+
+
+def world_answer(scene, question: str) -> str | None:
+    """The ground-truth answer to a shapes-world question about ``scene``, or None when the
+    question does not parse or has no unambiguous answer (references not unique, relation
+    too close to call). For measuring pseudo-label precision only."""
+    global _REGEXES
+    from builder.world.language import parse_object_name, relation_holds
+    from builder.world.tasks import spatial_margin
+
+    if _REGEXES is None:
+        _REGEXES = _template_regexes()
+    q = " ".join(question.lower().split()).rstrip("?.").strip()
+    objs = list(scene.objects)
+
+    def spec(name):
+        name = re.sub(r"^(a|an|the) ", "", name.strip())
+        return parse_object_name(name)
+
+    def unique(name):
+        m = [o for o in objs if spec(name).matches(o)]
+        return m[0] if len(m) == 1 else None
+
+    for qtype, rx in _REGEXES:
+        m = rx.match(q)
+        if not m:
+            continue
+        g = m.groupdict()
+        try:
+            if qtype in ("attribute", "size"):
+                o = unique(g["obj"])
+                attr = g.get("attr") or "size"
+                return getattr(o, attr) if o else None
+            if qtype == "count":
+                n = sum(spec(g["objs"]).matches(o) for o in objs)
+                return str(n) if n <= 9 else None
+            if qtype == "exists":
+                return "yes" if any(spec(g.get("a_obj") or g.get("objs")).matches(o) for o in objs) else "no"
+            if qtype == "relation":
+                a, b = unique(g["a"]), unique(g["b"])
+                if a is None or b is None or a is b:
+                    return None
+                v = relation_holds(a, b, g["rel"], spatial_margin(scene))
+                return None if v is None else ("yes" if v else "no")
+            if qtype == "relate_attr":
+                b = unique(g["b"])
+                if b is None or g["attr"] == "size":
+                    return None
+                # the one object in that relation to b, and no other too close to call
+                verdicts = [(o, relation_holds(o, b, g["rel"], spatial_margin(scene))) for o in objs if o is not b]
+                hits = [o for o, v in verdicts if v is True]
+                ok = len(hits) == 1 and all(v is not None for _, v in verdicts)
+                return getattr(hits[0], g["attr"]) if ok else None
+            if qtype == "compare":
+                nx = sum(spec(g["xs"]).matches(o) for o in objs)
+                ny = sum(spec(g["ys"]).matches(o) for o in objs)
+                return "yes" if nx > ny else "no"
+            if qtype == "same_color":
+                o = unique(g["obj"])
+                return str(sum(x.color == o.color for x in objs) - 1) if o else None
+        except ValueError:  # unknown words in an object name
+            continue
+    return None
+
+
+def precision(labels: Sequence[PseudoLabel], scenes: Sequence) -> dict:
+    """Share of labels whose answer equals the ground truth (unanswerable questions count as
+    wrong), overall and by the parsed question type."""
+    if not labels:
+        return {"precision": None, "n": 0, "answerable": None}
+    right, answerable = [], 0
+    for lab in labels:
+        truth = world_answer(scenes[lab.image], lab.question)
+        answerable += truth is not None
+        right.append(truth is not None and truth == lab.answer)
+    return {"precision": round(float(np.mean(right)), 4), "n": len(labels),
+            "answerable": round(answerable / len(labels), 4)}
+
+
+def count_answers(labels: Sequence[PseudoLabel]) -> dict[str, int]:
+    """How often each answer occurs (a collapsed teacher answers one thing)."""
+    return dict(Counter(lab.answer for lab in labels).most_common())

@@ -1,0 +1,689 @@
+"""Fine-tuning the VQA engine on a workspace dataset, resumable after a kill.
+
+The training loop is short on purpose (nanoGPT style): one function, ``finetune``, that any
+VQA model plugs into through a small adapter (``VQAAdapter``): how to batch (image, question,
+answer) triples, the loss, batched prediction, and how to save/load a checkpoint folder.
+Adapters ship for the shapes-world default VQA model (``ShapesVQAAdapter``) and for
+Hugging Face BLIP (``BlipVQAAdapter``, the ``HFVQA`` backend).
+
+A run lives in one folder (``Workspace.dir("checkpoints", run)``)::
+
+    run.json                  config, data fingerprint and the train/validation split (fixed at start)
+    epoch-0001/ ...           one checkpoint per epoch: the adapter's save_pretrained-style folder
+                              (safetensors) + trainer_state.pt (optimizer, step) + state.json
+    history.json              loss curve: per-step training loss and per-epoch validation figures
+    result.json               before/after evaluation, best epoch, wall time
+
+Each epoch folder is written under a temporary name and renamed when complete, so a process
+killed at any moment leaves only complete checkpoints; ``finetune`` with ``resume=True``
+continues from the newest one. Per-epoch shuffling and seeding derive from (seed, epoch), so
+a resumed run reproduces the weights of an uninterrupted one.
+
+The loop uses ``accelerate.Accelerator`` for device placement, backward and gathering, so
+``accelerate launch -m builder.finetune ...`` runs it on several GPUs unchanged (only the main
+process writes files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from builder.atomic import atomic_write_json
+from builder.metrics import normalise_text
+from builder.tools.engines import Answer, as_rgb_array
+
+# ----------------------------------------------------------------------------------------------
+# Data: (image, question, answer) triples and their on-disk form in a workspace
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QA:
+    """One training or evaluation triple. ``meta`` carries anything else (qtype, source, ...)."""
+
+    image: np.ndarray
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def as_qa(item) -> QA:
+    """Accept a QA, a (image, question, answer[, meta]) tuple or a dict with those keys."""
+    if isinstance(item, QA):
+        return item
+    if isinstance(item, dict):
+        meta = {k: v for k, v in item.items() if k not in ("image", "question", "answer")}
+        return QA(as_rgb_array(item["image"]), str(item["question"]), str(item["answer"]), meta)
+    if isinstance(item, (tuple, list)) and len(item) >= 3:
+        if hasattr(item, "_fields"):  # a NamedTuple such as shapes_vqa.QA: extra fields become meta
+            meta = {k: v for k, v in zip(item._fields[3:], item[3:], strict=True)}
+        else:
+            meta = dict(item[3]) if len(item) == 4 else {}
+        return QA(as_rgb_array(item[0]), str(item[1]), str(item[2]), meta)
+    raise TypeError(f"expected a QA, an (image, question, answer) tuple or a dict, got {type(item).__name__}")
+
+
+def save_qa_dataset(root: str | Path, items: Sequence, overwrite: bool = False) -> Path:
+    """Write triples to ``root`` (e.g. ``ws.dir("datasets", name)``): PNGs named by content hash
+    under ``images/`` and one JSON line per item in ``items.jsonl`` (question, answer, meta)."""
+    from PIL import Image
+
+    root = Path(root)
+    if (root / "items.jsonl").exists() and not overwrite:
+        raise FileExistsError(f"{root}: dataset exists; pass overwrite=True to replace it")
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for item in map(as_qa, items):
+        digest = hashlib.sha256(item.image.tobytes() + str(item.image.shape).encode()).hexdigest()[:16]
+        rel = f"images/{digest}.png"
+        if not (root / rel).exists():
+            tmp = root / f"{rel}.tmp{os.getpid()}"
+            Image.fromarray(item.image).save(tmp, format="PNG")
+            os.replace(tmp, root / rel)
+        lines.append(json.dumps({"image": rel, "question": item.question, "answer": item.answer, "meta": item.meta}))
+    tmp = root / f"items.jsonl.tmp{os.getpid()}"
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, root / "items.jsonl")  # the dataset appears complete or not at all
+    return root
+
+
+def load_qa_dataset(root: str | Path) -> list[QA]:
+    """Read a dataset written by ``save_qa_dataset``."""
+    from PIL import Image
+
+    root = Path(root)
+    path = root / "items.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: no items.jsonl; not a VQA dataset folder")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            img = np.asarray(Image.open(root / row["image"]).convert("RGB"))
+            out.append(QA(img, row["question"], row["answer"], row.get("meta", {})))
+        except (json.JSONDecodeError, KeyError, OSError) as e:
+            raise ValueError(f"{path}:{n}: unreadable item ({e})") from None
+    return out
+
+
+def answers_match(pred: str, expected: str) -> bool:
+    """Exact match after the metrics module's normalisation (case, spaces, final period)."""
+    return normalise_text(pred) == normalise_text(expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adapters: what the loop needs to know about a model
+# ----------------------------------------------------------------------------------------------
+
+
+class VQAAdapter(Protocol):
+    """How ``finetune`` drives one kind of VQA model."""
+
+    name: str
+
+    def build(self):
+        """The torch module to train (freshly loaded from the adapter's source weights)."""
+
+    def collate(self, items: list[QA]) -> dict:
+        """A training batch (tensors) for ``loss``."""
+
+    def loss(self, model, batch: dict):
+        """The scalar training loss for a batch."""
+
+    def predict(self, model, items: list[QA]) -> list[Answer]:
+        """Answers for a list of items (model in eval mode, no gradients)."""
+
+    def save(self, model, path: Path) -> None:
+        """Write a checkpoint folder ``engine(path)`` can serve from."""
+
+    def load(self, model, path: Path) -> None:
+        """Load a checkpoint folder's weights into ``model``."""
+
+    def engine(self, path: Path):
+        """A VQA engine (``VQAEngine``) serving a checkpoint folder."""
+
+
+class BlipVQAAdapter:
+    """Hugging Face BLIP VQA (``BlipForQuestionAnswering``): the ``HFVQA`` backend's model.
+
+    The answer decoder is trained with teacher forcing on ``[DEC] answer [SEP]`` (the sequence
+    ``generate`` produces), padding ignored in the loss. Checkpoints are ``save_pretrained``
+    folders (model + processor), loadable by ``HFVQA(model=path)``.
+    """
+
+    name = "hf-blip-vqa"
+
+    def __init__(self, model: str | Path, max_answer_tokens: int = 10):
+        self.source = str(model)
+        self.max_answer_tokens = max_answer_tokens
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(self.source)
+
+    def build(self):
+        from transformers import BlipForQuestionAnswering
+
+        return BlipForQuestionAnswering.from_pretrained(self.source)
+
+    def collate(self, items: list[QA]) -> dict:
+        from PIL import Image
+
+        batch = self.processor(images=[Image.fromarray(q.image) for q in items], text=[q.question for q in items],
+                               padding=True, return_tensors="pt")
+        tok = self.processor.tokenizer
+        ans = tok([q.answer for q in items], padding=True, truncation=True,
+                  max_length=self.max_answer_tokens + 2, return_tensors="pt")
+        ids = ans.input_ids.clone()
+        ids[:, 0] = tok.bos_token_id  # BLIP decodes from [DEC], not [CLS]
+        labels = ids.masked_fill(ans.attention_mask == 0, -100)
+        return {"pixel_values": batch.pixel_values, "input_ids": batch.input_ids,
+                "attention_mask": batch.attention_mask, "decoder_input_ids": ids,
+                "decoder_attention_mask": ans.attention_mask, "labels": labels}
+
+    def loss(self, model, batch: dict):
+        return model(**batch).loss
+
+    def predict(self, model, items: list[QA]) -> list[Answer]:
+        import torch
+        from PIL import Image
+
+        batch = self.processor(images=[Image.fromarray(q.image) for q in items], text=[q.question for q in items],
+                               padding=True, return_tensors="pt")
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=self.max_answer_tokens, do_sample=False, num_beams=1,
+                                 output_logits=True, return_dict_in_generate=True)
+        steps = len(out.logits)
+        logp = torch.stack([torch.log_softmax(lg.float(), -1) for lg in out.logits], 1)  # (B, steps, V)
+        gen = out.sequences[:, -steps:]
+        tok_lp = logp.gather(-1, gen.unsqueeze(-1)).squeeze(-1)
+        sep = model.config.text_config.sep_token_id
+        answers = []
+        for i in range(len(items)):
+            # mean log-probability up to and including the end token, as HFVQA computes it
+            ends = (gen[i] == sep).nonzero()
+            n = int(ends[0]) + 1 if len(ends) else steps
+            conf = math.exp(float(tok_lp[i, :n].mean()))
+            text = " ".join(self.processor.decode(out.sequences[i], skip_special_tokens=True).split())
+            answers.append(Answer(text, min(1.0, max(0.0, conf))))
+        return answers
+
+    def save(self, model, path: Path) -> None:
+        model.save_pretrained(path)  # safetensors
+        self.processor.save_pretrained(path)
+
+    def load(self, model, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(path) / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # tied weights are stored once; anything else missing means a wrong checkpoint
+        real_missing = [k for k in missing if k not in _tied_keys(model)]
+        if real_missing or unexpected:
+            raise ValueError(f"{path}: checkpoint does not fit the model (missing {real_missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+
+    def engine(self, path: Path):
+        from builder.tools.backends.hf import HFVQA
+
+        return HFVQA(model=str(path), max_new_tokens=self.max_answer_tokens)
+
+
+def _tied_keys(model) -> set[str]:
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    keys = set(tied.keys() if isinstance(tied, dict) else tied)
+    return keys
+
+
+class ShapesVQAAdapter:
+    """The shapes-world default VQA model (``builder.tools.backends.shapes_vqa.ShapesVQANet``).
+
+    Built on that module's public API (``load_model``/``save_model``, ``resize_square``,
+    ``to_tensor``, ``encode_questions``, ``predict``), so a checkpoint folder is exactly what
+    the shapes VQA backend loads. ``word_dropout`` replaces question words by <unk> during
+    training, as ``shapes_vqa.train`` does, so new phrasings stay in distribution.
+    """
+
+    name = "shapes-vqa"
+
+    def __init__(self, weights: str | Path | None = None, word_dropout: float = 0.1):
+        from builder.tools.backends import shapes_vqa
+
+        self._m = shapes_vqa
+        self.source = Path(weights) if weights else shapes_vqa.DEFAULT_WEIGHTS
+        self.word_dropout = word_dropout
+        self._vocab_model = None  # the model whose vocab/answers collate uses
+
+    def build(self):
+        self._vocab_model = self._m.load_model(self.source)
+        return self._vocab_model
+
+    def _ref(self):
+        if self._vocab_model is None:
+            self._vocab_model = self._m.load_model(self.source)
+        return self._vocab_model
+
+    def collate(self, items: list[QA]) -> dict:
+        import torch
+
+        ref = self._ref()
+        size = ref.config["image_size"]
+        x = self._m.to_tensor(np.stack([self._m.resize_square(q.image, size) for q in items]))
+        tokens, lengths = ref.encode_questions([q.question for q in items])
+        unknown = sorted({q.answer for q in items} - set(ref.answers))
+        if unknown:
+            raise FinetuneError(f"answers outside the shapes VQA vocabulary: {unknown[:5]}")
+        labels = torch.tensor([ref.answers.index(q.answer) for q in items])
+        return {"images": x, "tokens": tokens, "lengths": lengths, "labels": labels}
+
+    def loss(self, model, batch: dict):
+        import torch
+        from torch.nn import functional as F
+
+        tokens = batch["tokens"]
+        if model.training and self.word_dropout > 0:
+            drop = (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout) & (tokens > 0)
+            tokens = tokens.masked_fill(drop, self._ref().word_index[self._m.UNK])
+        return F.cross_entropy(model(batch["images"], tokens, batch["lengths"]), batch["labels"])
+
+    def predict(self, model, items: list[QA]) -> list[Answer]:
+        out = model.predict([q.image for q in items], [q.question for q in items])
+        return [Answer(a, c) for a, c in out]
+
+    def save(self, model, path: Path) -> None:
+        self._m.save_model(model, path)
+
+    def load(self, model, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+
+    def engine(self, path: Path):
+        from builder.tools.backends.shapes import ShapesVQA
+
+        return ShapesVQA(weights=str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneConfig:
+    """Training settings. ``augment`` (an image -> image callable, seeded by torch's RNG) is not
+    part of the saved config; ``throttle_s`` sleeps after each step (for demos of interruption)."""
+
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    eval_batch_size: int = 64
+    throttle_s: float = 0.0
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced: the run folder, the best/last checkpoint and the figures."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    before: dict
+    after: dict
+    history: dict
+    resumed_from: int | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+class FinetuneError(RuntimeError):
+    """A run cannot start or continue (bad data, a run folder from another config, ...)."""
+
+
+def _fingerprint(items: list[QA]) -> str:
+    h = hashlib.sha256()
+    for q in items:
+        h.update(hashlib.sha256(q.image.tobytes()).digest())
+        h.update(f"{q.question}\x00{q.answer}\x00".encode())
+    return h.hexdigest()[:16]
+
+
+def split_items(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded train/validation split of ``range(n)`` (validation gets at least one item)."""
+    if n < 2:
+        raise FinetuneError(f"need at least 2 items to split into train and validation, got {n}")
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+def _epoch_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in run_dir.glob("epoch-*"):
+        if p.is_dir() and p.name[6:].isdigit() and (p / "state.json").is_file():
+            out.append((int(p.name[6:]), p))
+    return sorted(out)
+
+
+def evaluate(adapter: VQAAdapter, model, items: Sequence, batch_size: int = 64, accelerator=None,
+             progress: bool = False) -> dict:
+    """Exact-match accuracy (and per-``meta["qtype"]`` accuracy) of ``model`` on ``items``.
+
+    With an ``accelerator``, each process scores its shard and the counts are gathered.
+    """
+    import torch
+
+    items = [as_qa(x) for x in items]
+    if not items:
+        return {"accuracy": None, "n": 0, "by_qtype": {}}
+    idx = list(range(len(items)))
+    if accelerator is not None and accelerator.num_processes > 1:
+        idx = idx[accelerator.process_index::accelerator.num_processes]
+    model.eval()
+    correct, qtypes = [], []
+    for s in tqdm(range(0, len(idx), batch_size), desc="evaluate", disable=not progress, leave=False):
+        chunk = [items[i] for i in idx[s:s + batch_size]]
+        for q, a in zip(chunk, adapter.predict(model, chunk), strict=True):
+            correct.append(answers_match(a.text, q.answer))
+            qtypes.append(str(q.meta.get("qtype", "all")))
+    if accelerator is not None and accelerator.num_processes > 1:
+        # gather (correct, qtype id) pairs from every shard
+        names = sorted({str(q.meta.get("qtype", "all")) for q in items})
+        t = torch.tensor([[int(c), names.index(t)] for c, t in zip(correct, qtypes, strict=True)],
+                         device=accelerator.device)
+        allt = accelerator.gather_for_metrics(t).cpu().tolist()
+        correct, qtypes = [bool(c) for c, _ in allt], [names[k] for _, k in allt]
+    by: dict[str, list[bool]] = {}
+    for c, t in zip(correct, qtypes, strict=True):
+        by.setdefault(t, []).append(c)
+    return {"accuracy": sum(correct) / len(correct), "n": len(correct),
+            "by_qtype": {t: round(sum(v) / len(v), 4) for t, v in sorted(by.items())}}
+
+
+def finetune(
+    adapter: VQAAdapter,
+    items: Sequence,
+    run_dir: str | Path,
+    config: FinetuneConfig | None = None,
+    heldout: Sequence | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    accelerator=None,
+) -> FinetuneResult:
+    """Fine-tune ``adapter``'s model on ``items``; a checkpoint per epoch in ``run_dir``.
+
+    ``heldout`` items (never trained on) are scored before and after; without them the
+    validation split is. With ``resume`` an existing run folder continues from its newest
+    complete epoch (it must have been started with the same config and data).
+    """
+    import torch
+    from accelerate import Accelerator
+
+    cfg = config or FinetuneConfig()
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise FinetuneError(f"invalid config {cfg}")
+    t0 = time.perf_counter()
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    main = acc.is_main_process
+    run_dir = Path(run_dir)
+    items = [as_qa(x) for x in items]
+    heldout = [as_qa(x) for x in heldout] if heldout is not None else None
+    train_idx, val_idx = split_items(len(items), cfg.val_fraction, cfg.seed)
+    train, val = [items[i] for i in train_idx], [items[i] for i in val_idx]
+    report = heldout if heldout else val
+
+    spec = {"adapter": adapter.name, "config": asdict(cfg), "data": _fingerprint(items), "n_items": len(items),
+            "train": train_idx, "val": val_idx}
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for p in run_dir.glob("*.tmp*"):  # partial checkpoints of a killed run
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    acc.wait_for_everyone()
+    spec_path = run_dir / "run.json"
+    done = _epoch_dirs(run_dir)
+    if spec_path.exists():
+        old = json.loads(spec_path.read_text())
+        if not resume and done:
+            raise FinetuneError(f"{run_dir}: already holds a run; pass resume=True or use a new folder")
+        # More epochs or another throttle may continue a run; anything else would mix two runs.
+        loose = ("epochs", "throttle_s", "eval_batch_size")
+        same_cfg = {k: v for k, v in old.get("config", {}).items() if k not in loose} == {
+            k: v for k, v in spec["config"].items() if k not in loose}
+        changed = [k for k in ("adapter", "data", "n_items") if old.get(k) != spec[k]] + ([] if same_cfg else ["config"])
+        if changed:
+            raise FinetuneError(f"{run_dir}: started with other settings or data ({sorted(changed)}); "
+                                "use a new run folder")
+    elif main:
+        atomic_write_json(spec_path, spec)
+
+    torch.manual_seed(cfg.seed)
+    model = adapter.build()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    history: dict[str, list] = {"train": [], "val": []}
+    start_epoch, step, resumed_from = 1, 0, None
+    before = None
+    if resume and done:
+        last_epoch, last_dir = done[-1]
+        adapter.load(model, last_dir)
+        state = torch.load(last_dir / "trainer_state.pt", map_location="cpu", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        meta = json.loads((last_dir / "state.json").read_text())
+        history, step, before = meta["history"], meta["step"], meta["before"]
+        start_epoch, resumed_from = last_epoch + 1, last_epoch
+        if main:
+            tqdm.write(f"resuming {run_dir.name} after epoch {last_epoch} (step {step})", file=sys.stderr)
+
+    model, opt = acc.prepare(model, opt)
+    raw = acc.unwrap_model(model)
+    if before is None:
+        before = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        # Everything random in an epoch derives from (seed, epoch): a resumed run matches.
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        batches = batches[acc.process_index::acc.num_processes]  # each GPU its share
+        model.train()
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not (progress and main), leave=False)
+        for b in bar:
+            chunk = [train[int(i)] for i in b]
+            if augment is not None:
+                chunk = [QA(augment(q.image), q.question, q.answer, q.meta) for q in chunk]
+            batch = {k: v.to(acc.device) if hasattr(v, "to") else v for k, v in adapter.collate(chunk).items()}
+            loss = adapter.loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            lv = float(acc.gather(loss.detach().reshape(1)).mean())
+            history["train"].append({"epoch": epoch, "step": step, "loss": round(lv, 5)})
+            bar.set_postfix(loss=f"{lv:.3f}")
+            if cfg.throttle_s:
+                time.sleep(cfg.throttle_s)
+        val_loss = _mean_loss(adapter, raw, val, cfg.eval_batch_size, acc)
+        val_eval = evaluate(adapter, raw, val, cfg.eval_batch_size, acc)
+        history["val"].append({"epoch": epoch, "step": step, "loss": round(val_loss, 5),
+                               "accuracy": val_eval["accuracy"]})
+        if main:
+            tqdm.write(f"epoch {epoch}: train loss {np.mean([h['loss'] for h in history['train'] if h['epoch'] == epoch]):.4f}"
+                       f"  val loss {val_loss:.4f}  val acc {val_eval['accuracy']:.3f}", file=sys.stderr)
+            _save_epoch(adapter, raw, opt, run_dir, epoch, step, history, before)
+            atomic_write_json(run_dir / "history.json", history)
+        acc.wait_for_everyone()
+
+    epochs = _epoch_dirs(run_dir)
+    best_epoch = max(history["val"], key=lambda h: (h["accuracy"], -h["loss"]))["epoch"]
+    best_dir = dict(epochs)[best_epoch]
+    adapter.load(raw, best_dir)
+    after = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
+    result = FinetuneResult(run_dir, best_dir, epochs[-1][1], before, after, history, resumed_from,
+                            time.perf_counter() - t0)
+    if main:
+        atomic_write_json(run_dir / "result.json", {**result.to_dict(), "history": None,
+                                                     "evaluated_on": "heldout" if heldout else "validation",
+                                                     "best_epoch": best_epoch})
+    return result
+
+
+def _mean_loss(adapter, model, items, batch_size, acc) -> float:
+    import torch
+
+    if not items:
+        return float("nan")
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(items), batch_size):
+            chunk = items[s:s + batch_size]
+            batch = {k: v.to(acc.device) if hasattr(v, "to") else v for k, v in adapter.collate(chunk).items()}
+            total += float(adapter.loss(model, batch)) * len(chunk)
+            n += len(chunk)
+    return total / n
+
+
+def _save_epoch(adapter, model, opt, run_dir: Path, epoch: int, step: int, history: dict, before: dict) -> Path:
+    """Write epoch-NNNN under a temporary name, then rename: only complete checkpoints exist."""
+    import torch
+
+    final = run_dir / f"epoch-{epoch:04d}"
+    tmp = run_dir / f"epoch-{epoch:04d}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    adapter.save(model, tmp)
+    torch.save({"optimizer": opt.state_dict()}, tmp / "trainer_state.pt")
+    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "step": step, "history": history,
+                                                "before": before}))
+    for f in tmp.iterdir():  # the rename must not publish data still in the page cache only
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def finetune_workspace(ws, dataset: str | Sequence[str], adapter: VQAAdapter, run: str,
+                       config: FinetuneConfig | None = None, heldout: Sequence | None = None, **kw) -> FinetuneResult:
+    """``finetune`` on the workspace dataset(s) ``dataset`` (folders under ``datasets/``),
+    checkpoints in ``checkpoints/<run>``."""
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    items = [q for name in names for q in load_qa_dataset(ws.dir("datasets", name))]
+    return finetune(adapter, items, ws.dir("checkpoints", run), config, heldout=heldout, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss curve plot (PIL; matplotlib is not a dependency)
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_history(history: dict | str | Path, out_png: str | Path, size=(640, 360)) -> Path:
+    """Draw training loss per step (blue, smoothed) and validation loss per epoch (red dots)."""
+    from PIL import Image, ImageDraw
+
+    if not isinstance(history, dict):
+        history = json.loads(Path(history).read_text())
+    train = [(h["step"], h["loss"]) for h in history.get("train", [])]
+    val = [(h["step"], h["loss"]) for h in history.get("val", []) if h.get("loss") == h.get("loss")]
+    if not train:
+        raise ValueError("history has no training steps to plot")
+    w, h = size
+    pad = 40
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    xs = [s for s, _ in train + val]
+    ys = [v for _, v in train + val]
+    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+    y0, y1 = min(ys), max(max(ys), min(ys) + 1e-6)
+
+    def pt(s, v):
+        return pad + (s - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (v - y0) / (y1 - y0) * (h - 2 * pad)
+
+    d.rectangle((pad, pad, w - pad, h - pad), outline="gray")
+    k = max(1, len(train) // 50)  # moving average so the curve reads at a glance
+    smooth = [(train[i][0], float(np.mean([v for _, v in train[max(0, i - k):i + 1]]))) for i in range(len(train))]
+    d.line([pt(s, v) for s, v in smooth], fill=(40, 80, 220), width=2)
+    for s, v in val:
+        x, y = pt(s, v)
+        d.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(220, 40, 40))
+    d.text((pad, 10), f"loss: train (blue), validation (red); y {y0:.3f}..{y1:.3f}", fill="black")
+    d.text((pad, h - pad + 8), f"step {x0}..{x1}", fill="black")
+    out = Path(out_png)
+    img.save(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: python -m builder.finetune (also under `accelerate launch -m builder.finetune`)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_adapter(backend: str, model: str | None):
+    """An adapter by backend name: "shapes" (default weights unless ``model``) or "hf" (BLIP path/id)."""
+    if backend == "shapes":
+        return ShapesVQAAdapter(model)
+    if backend == "hf":
+        if not model:
+            raise FinetuneError("the hf backend needs --model (a BLIP VQA id or folder)")
+        return BlipVQAAdapter(model)
+    raise FinetuneError(f"unknown backend {backend!r}; use 'shapes' or 'hf'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from builder.workspace import Workspace
+
+    ap = argparse.ArgumentParser(prog="python -m builder.finetune", description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", required=True)
+    ap.add_argument("--dataset", required=True, action="append", help="dataset folder name(s) under datasets/")
+    ap.add_argument("--run", required=True, help="run name under checkpoints/")
+    ap.add_argument("--backend", default="shapes", choices=["shapes", "hf"])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    for f in FinetuneConfig.__dataclass_fields__.values():
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = ap.parse_args(argv)
+    torch_threads = os.environ.get("VISFORGE_TORCH_THREADS")
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))
+    cfg = FinetuneConfig(**{k: getattr(args, k) for k in FinetuneConfig.__dataclass_fields__})
+    ws = Workspace.open(args.workspace)
+    res = finetune_workspace(ws, args.dataset, make_adapter(args.backend, args.model), args.run, cfg,
+                             resume=not args.no_resume, progress=not args.no_progress)
+    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "before": res.before, "after": res.after,
+                      "resumed_from": res.resumed_from}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
