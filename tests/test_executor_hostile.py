@@ -3,13 +3,14 @@ the pool keeps serving, and the host process is unharmed."""
 
 import os
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
 from builder.executor import Limits, Sandbox
 
-TIMEOUT = 2.0
+TIMEOUT = 1.0
 
 
 def prog(body: str, params: str = "image") -> str:
@@ -95,6 +96,68 @@ HOSTILE = [
     ("nul-byte", "def execute(image):\n    return '\x00'\n", {"syntax", "ok"}, ""),
     ("deep-nesting", "def execute(image):\n    return " + "(" * 500 + "1" + ")" * 500 + "\n", {"syntax"}, ""),
     ("huge-source", prog("x = 1\n" * 20000 + "return x"), {"validation"}, "limit"),
+    # --- more escapes: shared state, unicode spellings, exits, odd outputs
+    ("fork", prog("import os\nreturn os.fork()"), {"validation"}, "import"),
+    ("patch-class-monkeypatch", prog("ImagePatch.find = lambda self, name: []\nreturn 1"), {"validation"},
+     "assigning"),
+    ("patch-class-delete", prog("del ImagePatch.count\nreturn 1"), {"validation"}, "deleting"),
+    ("helper-attr-store", prog("leftmost.count = 1\nreturn 1"), {"validation"}, "assigning"),
+    ("unicode-eval", prog("return \uff45\uff56\uff41\uff4c('1+1')"), {"validation"}, "eval() is not allowed"),
+    ("unicode-dunder", prog("return ().\uff3f\uff3fclass__"), {"syntax", "validation"}, ""),
+    ("unicode-globals", prog("f = lambda: 0\nreturn f.\uff47lobals"), {"validation"}, ".globals is not allowed"),
+    ("system-exit", prog("raise SystemExit(0)"), {"runtime"}, "NameError"),
+    ("print-to-file", prog("print('x', file=None)\nreturn 1"), {"runtime"}, "TypeError"),
+    ("iter-sentinel", prog("return list(iter(lambda: 0, 1))"), {"memory", "timeout"}, ""),
+    ("huge-int-str", prog("return str(10**100000)"), {"runtime"}, "ValueError"),
+    ("tuple-keys", prog("return {(1, 2): 3}"), {"output"}, "keys"),
+    ("return-generator", prog("return (x for x in [1])"), {"output"}, "generator"),
+    ("forged-patch-return", prog("return ImagePatch(5, (0, 0, 1, 1))"), {"output"}, "image 5"),
+    ("huge-tool-arg", prog("return image.find('x' * 10**7)"), {"output"}, "limit"),
+    ("bad-patch-list", prog("return best_image_match([1, 2], 'x')"), {"runtime"}, "AttributeError"),
+    ("interrupted-call-memory", prog("""
+        hog = []
+        try:
+            while True:
+                hog.append('x' * 10**5)
+        except Exception:
+            pass
+        for i in range(300):
+            try:
+                image.find('many')
+                break
+            except Exception:
+                hog.pop()
+        hog = None
+        return 'poisoned?'
+     """), {"tool", "memory"}, ""),
+    ("interrupted-call-recursion", prog("""
+        def f(n):
+            try:
+                f(n + 1)
+            except Exception:
+                pass
+            try:
+                image.find('many')
+            except Exception:
+                pass
+            return n
+        f(0)
+        return 'poisoned?'
+     """), {"tool", "timeout"}, ""),
+    ("stall-after-interrupted-call", prog("""
+        def f(n):
+            try:
+                f(n + 1)
+            except Exception:
+                pass
+            try:
+                image.find('many')
+            except Exception:
+                while True:
+                    pass
+            return n
+        f(0)
+     """), {"timeout", "ok"}, ""),
 ]
 
 
@@ -102,7 +165,8 @@ def fake_dispatch(tool, ref, args):
     if tool == "find":
         if not args or not args[0]:
             raise ValueError("find needs a non-empty text argument")
-        return [{"box": [10, 10, 20, 20], "score": 0.9}]
+        # "many" makes a reply too big for the pipe buffer and costly to parse
+        return [{"box": [10, 10, 20, 20], "score": 0.9}] * (20_000 if args[0] == "many" else 1)
     raise ValueError(f"no engine for {tool}")
 
 
@@ -134,8 +198,9 @@ def test_pool_survives_corpus_and_host_is_unharmed(sandbox, tmp_path):
     marker = tmp_path / "marker.txt"
     marker.write_text("host data")
     me = psutil.Process(os.getpid())
-    for _, source, _, _ in HOSTILE:
-        sandbox.run(source, image_sizes=[(64, 48)], dispatch=fake_dispatch)
+    # Two threads at once, as a batch runner would use the pool.
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda h: sandbox.run(h[1], image_sizes=[(64, 48)], dispatch=fake_dispatch), HOSTILE))
     res = sandbox.run(prog("return len(image.find('circle'))"), image_sizes=[(64, 48)], dispatch=fake_dispatch)
     assert res.ok and res.value == 1
     assert marker.read_text() == "host data"
@@ -177,3 +242,68 @@ def test_seccomp_blocks_os_access_even_past_the_ast_check(sandbox):
     assert res.stdout.split() == ["open:denied", "write:denied", "fork:denied", "socket:denied", "exec:denied"], (
         res.stdout + res.stderr
     )
+
+
+@pytest.mark.parametrize("name", ["interrupted-call-memory", "interrupted-call-recursion"])
+def test_interrupted_tool_call_cannot_poison_later_runs(name):
+    """A tool call cut short inside the worker (out of memory, recursion limit) may leave a
+    stale reply in the pipe; later runs on the same pool must still get their own answers."""
+    source = {h[0]: h[1] for h in HOSTILE}[name]
+    with Sandbox(workers=1, limits=Limits(timeout_s=TIMEOUT, memory_mb=256)) as sb:
+        first = sb.run(source, image_sizes=[(64, 48)], dispatch=fake_dispatch)
+        assert first.ok or first.error.kind in ("tool", "memory", "timeout"), first.error
+        for i in range(4):
+            res = sb.run(prog(f"return [len(image.find('circle')), {i}]"), [(64, 48)], fake_dispatch)
+            assert res.ok and res.value == [1, i] and res.tool_calls == 1, (res.value, res.error)
+
+
+def test_weakest_level_still_contains_the_runtime_corpus():
+    """Without bwrap and seccomp (rlimits and the AST check only), every program that gets past
+    validation still ends with its expected error and the pool keeps serving."""
+    runtime = [h for h in HOSTILE if not h[2] <= {"validation", "syntax"}]
+    with Sandbox(workers=2, limits=Limits(timeout_s=TIMEOUT, memory_mb=256, max_tool_calls=200),
+                 isolation="minimal") as sb:
+        assert sb.layers == ["ast", "rlimits"]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda h: sb.run(h[1], [(64, 48)], fake_dispatch), runtime))
+        for (name, _, kinds, _), res in zip(runtime, results, strict=True):
+            assert ("ok" in kinds) if res.ok else (res.error.kind in kinds), (name, res.error)
+        res = sb.run(prog("return len(image.find('circle'))"), [(64, 48)], fake_dispatch)
+        assert res.ok and res.value == 1
+
+
+def test_bwrap_layer_has_read_only_files_and_no_network(tmp_path):
+    """The namespace layer on its own: trusted probe code run under the same bwrap prefix."""
+    import socket
+    import subprocess
+    import sys
+
+    from builder.executor import bwrap_command
+
+    prefix = bwrap_command()
+    if prefix is None:
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    target = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".bwrap_probe")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        code = textwrap.dedent(
+            f"""
+            import socket
+            out = []
+            try:
+                open({target!r}, "w")
+                out.append("write:allowed")
+            except OSError:
+                out.append("write:denied")
+            try:
+                socket.create_connection(("127.0.0.1", {server.getsockname()[1]}), timeout=2)
+                out.append("net:allowed")
+            except OSError:
+                out.append("net:denied")
+            print(" ".join(out))
+            """
+        )
+        res = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["write:denied", "net:denied"], res.stdout + res.stderr
+    assert not os.path.exists(target)

@@ -5,7 +5,11 @@ Defence in depth (see shared/DESIGN.md):
    in the worker;
 2. the worker process: an empty environment, resource limits, seccomp where libseccomp
    exists, results returned as JSON (never unpickled), a wall-clock limit enforced here by
-   killing the worker's whole process group, a budget of tool calls per run;
+   killing the worker's whole process group, a budget of tool calls per run. Every frame
+   carries its run id (and tool calls a sequence number), host reads and writes have
+   deadlines, and tool requests are checked (known tool, plain arguments, image index in
+   range, integer box) before ``dispatch`` sees them: a worker out of step, or one that
+   stops reading, is replaced rather than trusted;
 3. OS isolation: when ``bwrap`` (bubblewrap) is installed and works, each worker runs in
    fresh namespaces with a read-only root file system and no network.
 
@@ -15,6 +19,7 @@ workers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import shutil
@@ -32,10 +37,13 @@ from typing import Any
 
 from builder.executor.protocol import FrameError, read_frame, write_frame
 from builder.executor.validate import ValidationError, validate
+from builder.tools.api import HOST_TOOLS
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from builder.executor.worker import main; main()"
 _MAX_COORD = 1_000_000
+_MAX_ARG_DEPTH = 3  # tool arguments are texts or lists of texts; allow a little slack
+_RUN_IDS = itertools.count(1)
 
 Dispatch = Callable[[str, Any, list], Any]
 
@@ -101,22 +109,29 @@ def _check(source: str, entry: str) -> ValidationError | None:
 
 
 class _Worker:
-    def __init__(self, memory_mb: int, use_bwrap: bool):
+    def __init__(self, memory_mb: int, use_bwrap: bool, use_seccomp: bool = True):
         prefix = (bwrap_command() or []) if use_bwrap else []
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(memory_mb)],
+            [*prefix, sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(memory_mb), str(int(use_seccomp))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # no inherited secrets
             start_new_session=True,  # its own process group, killed as a whole
             close_fds=True,
+            cwd="/",  # not the host's working folder
         )
         self.out_fd = self.proc.stdout.fileno()
         self.in_fd = self.proc.stdin.fileno()
-        hello = read_frame(self.out_fd, time.monotonic() + 30)
-        if hello.get("op") != "ready":
-            raise FrameError("worker did not start")
+        # Writes to the worker honour deadlines: a worker that stops reading cannot block us.
+        os.set_blocking(self.in_fd, False)
+        try:
+            hello = read_frame(self.out_fd, time.monotonic() + 30)
+            if hello.get("op") != "ready":
+                raise FrameError("worker did not start")
+        except BaseException:
+            self.kill()  # never leave a half-started process behind
+            raise
         self.layers = list(hello.get("layers", [])) + (["bwrap"] if prefix else [])
 
     def kill(self) -> None:
@@ -136,14 +151,22 @@ class Sandbox:
     """A pool of worker processes that run untrusted programs under limits."""
 
     def __init__(self, workers: int = 1, limits: Limits | None = None, isolation: str = "auto"):
+        """Prepare ``workers`` worker slots (each starts on first use).
+
+        ``isolation``: "auto" uses every layer this machine offers (bwrap namespaces when bwrap
+        works, seccomp when pyseccomp imports, always rlimits); "bwrap" insists on bwrap;
+        "process" skips bwrap; "minimal" skips bwrap and seccomp (rlimits only: for tests and
+        for measuring what the outer layers cost). ``layers`` reports what is really active.
+        """
         if workers < 1:
             raise ValueError("a sandbox needs at least one worker")
-        if isolation not in ("auto", "bwrap", "process"):
-            raise ValueError("isolation must be 'auto', 'bwrap' or 'process'")
+        if isolation not in ("auto", "bwrap", "process", "minimal"):
+            raise ValueError("isolation must be 'auto', 'bwrap', 'process' or 'minimal'")
         if isolation == "bwrap" and bwrap_command() is None:
             raise RuntimeError("bubblewrap isolation requested but bwrap is missing or cannot create namespaces")
         self.limits = limits or Limits()
         self.use_bwrap = isolation == "bwrap" or (isolation == "auto" and bwrap_command() is not None)
+        self.use_seccomp = isolation != "minimal"
         self.size = workers
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(workers):
@@ -173,7 +196,7 @@ class Sandbox:
         self._spawner.shutdown(wait=False)
 
     def _spawn(self) -> _Worker:
-        w = self._spawner.submit(_Worker, self.limits.memory_mb, self.use_bwrap).result()
+        w = self._spawner.submit(_Worker, self.limits.memory_mb, self.use_bwrap, self.use_seccomp).result()
         with self._lock:
             self._live.add(w)
         return w
@@ -212,8 +235,9 @@ class Sandbox:
                              duration_s=time.perf_counter() - t0)
         if not image_sizes:
             return RunResult(False, error=ProgramError("validation", "the example has no image"))
+        run_id = next(_RUN_IDS)
         request = {
-            "op": "run", "source": source, "entry": entry, "multi": bool(multi_image),
+            "op": "run", "run": run_id, "source": source, "entry": entry, "multi": bool(multi_image),
             "images": [[int(w), int(h)] for w, h in image_sizes], "query": query,
             "choices": list(choices) if choices is not None else None,
             "max_output_bytes": limits.max_output_bytes,
@@ -238,39 +262,71 @@ class Sandbox:
                n_images: int) -> tuple[RunResult, bool]:
         deadline = time.monotonic() + limits.timeout_s
         calls = 0
-        write_frame(w.in_fd, request)
+        run_id = request["run"]
+        timeout = RunResult(False, error=ProgramError(
+            "timeout", f"the program did not finish within {limits.timeout_s:g} s"))
+        try:
+            write_frame(w.in_fd, request, deadline)
+        except TimeoutError:
+            return timeout, False
         while True:
             try:
                 msg = read_frame(w.out_fd, deadline, max_bytes=limits.max_output_bytes + 64_000)
             except TimeoutError:
-                return RunResult(False, error=ProgramError(
-                    "timeout", f"the program did not finish within {limits.timeout_s:g} s"), tool_calls=calls), False
+                timeout.tool_calls = calls
+                return timeout, False
             except FrameError as e:
-                code = w.proc.poll()
+                try:  # it closed its end: give it a moment to be reaped so we can say why
+                    code = w.proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    code = None
                 if code is not None and code < 0:
                     why = f"the worker was killed by signal {-code}"
                     kind = "memory" if -code in (signal.SIGKILL, signal.SIGSEGV) else "crash"
                     return RunResult(False, error=ProgramError(kind, why), tool_calls=calls), False
                 return RunResult(False, error=ProgramError("output", str(e)), tool_calls=calls), False
             op = msg.get("op")
+            # Every frame names its run (and calls their sequence number): a worker out of step
+            # with this run must not answer for it, nor serve another one.
+            in_step = msg.get("run") == run_id and (op != "call" or msg.get("seq") == calls + 1)
+            if op not in ("done", "call") or not in_step:
+                return RunResult(False, error=ProgramError(
+                    "crash", f"the worker sent an unexpected {op!r} message"), tool_calls=calls), False
             if op == "done":
-                err = msg.get("error")
-                error = ProgramError(str(err.get("kind")), str(err.get("message")), err.get("line")) if err else None
-                # A worker that hit its memory limit may be in a bad state: replace it.
-                healthy = error is None or error.kind not in ("memory",)
-                return RunResult(bool(msg.get("ok")), msg.get("value"), error, str(msg.get("stdout", "")),
-                                 tool_calls=calls, layers=w.layers), healthy
-            if op != "call":
-                return RunResult(False, error=ProgramError("crash", f"unexpected message {op!r}")), False
+                return self._finish(w, msg, calls)
             calls += 1
             if calls > limits.max_tool_calls:
                 reply = {"ok": False, "error": f"more than {limits.max_tool_calls} tool calls in one run"}
             else:
                 reply = _dispatch(dispatch, msg, n_images)
+            reply["seq"] = calls
             try:
-                write_frame(w.in_fd, reply)
-            except (TypeError, ValueError) as e:  # a tool answered with something that is not plain data
-                write_frame(w.in_fd, {"ok": False, "error": f"{msg.get('tool')}: unusable tool result ({e})"})
+                try:
+                    write_frame(w.in_fd, reply, deadline)
+                except (TypeError, ValueError, RecursionError) as e:  # a tool answered with non-plain data
+                    bad = {"ok": False, "seq": calls, "error": f"{msg.get('tool')}: unusable tool result ({e})"}
+                    write_frame(w.in_fd, bad, deadline)
+            except BrokenPipeError:
+                pass  # the worker stopped reading (it retires after a broken call): read its last frame
+            except TimeoutError:
+                timeout.tool_calls = calls
+                return timeout, False
+
+    @staticmethod
+    def _finish(w: _Worker, msg: dict, calls: int) -> tuple[RunResult, bool]:
+        err = msg.get("error")
+        error = None
+        if err is not None:
+            if not isinstance(err, dict):
+                return RunResult(False, error=ProgramError("crash", "the worker sent a malformed error")), False
+            line = err.get("line")
+            error = ProgramError(str(err.get("kind")), str(err.get("message")),
+                                 line if isinstance(line, int) and not isinstance(line, bool) else None)
+        # A worker that hit its memory limit may be in a bad state, and one whose tool
+        # connection broke asks to retire: replace both.
+        healthy = not msg.get("retire") and (error is None or error.kind != "memory")
+        return RunResult(bool(msg.get("ok")) and error is None, msg.get("value"), error, str(msg.get("stdout", "")),
+                         tool_calls=calls, layers=w.layers), healthy
 
 
 def _valid_ref(ref: Any, n_images: int) -> bool:
@@ -285,12 +341,22 @@ def _valid_ref(ref: Any, n_images: int) -> bool:
     )
 
 
+def _plain_args(value: Any, depth: int = 0) -> bool:
+    """Tool arguments are shallow lists of texts and numbers (the API sends nothing else)."""
+    if isinstance(value, list):
+        return depth < _MAX_ARG_DEPTH and all(_plain_args(v, depth + 1) for v in value)
+    return value is None or isinstance(value, (str, int, float))
+
+
 def _dispatch(dispatch: Dispatch, msg: dict, n_images: int) -> dict:
+    """Check a worker's tool request, then run it through ``dispatch``; always a reply dict."""
     tool, ref, args = msg.get("tool"), msg.get("ref"), msg.get("args")
+    if tool not in HOST_TOOLS:
+        return {"ok": False, "error": f"unknown tool {str(tool)[:40]!r}"}
+    if not isinstance(args, list) or not _plain_args(args):
+        return {"ok": False, "error": f"{tool}: invalid arguments"}
     refs = ref if isinstance(ref, list) else [ref]
-    if not isinstance(tool, str) or not isinstance(args, list) or not refs or not all(
-        _valid_ref(r, n_images) for r in refs
-    ):
+    if not refs or not all(_valid_ref(r, n_images) for r in refs):
         return {"ok": False, "error": f"{tool}: invalid image patch reference"}
     try:
         return {"ok": True, "value": dispatch(tool, ref, args)}

@@ -117,6 +117,10 @@ def validate(source: str, entry: str = "execute") -> ast.Module:
                 raise _fail(node, f"attributes starting with '_' are not allowed (.{node.attr})")
             if node.attr not in ALLOWED_ATTRIBUTES:
                 raise _fail(node, f"attribute .{node.attr} is not allowed")
+            if not isinstance(node.ctx, ast.Load):
+                # Workers are reused: setting or deleting an attribute could change a shared
+                # class (ImagePatch.find = ...) and so the results of later, unrelated runs.
+                raise _fail(node, f"assigning to or deleting attributes is not allowed (.{node.attr})")
         elif isinstance(node, (ast.FunctionDef, ast.arg)):
             name = node.name if isinstance(node, ast.FunctionDef) else node.arg
             if name.startswith("_") or name in FORBIDDEN_NAMES:

@@ -37,6 +37,14 @@ DENIED_SYSCALLS = (
     "process_vm_readv", "process_vm_writev", "memfd_create", "io_uring_setup", "bpf", "perf_event_open",
     "keyctl", "add_key", "request_key", "personality", "setuid", "setgid", "setreuid", "setregid",
     "mknod", "mknodat", "utimensat", "chdir", "fchdir",
+    # root-only escapes and ways to undo the limits above or reach other processes
+    "open_by_handle_at", "name_to_handle_at", "setrlimit", "prlimit64", "pidfd_open", "pidfd_getfd",
+    "pidfd_send_signal", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "init_module", "finit_module",
+    "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "syslog", "acct",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
+    "quotactl", "userfaultfd", "fanotify_init", "inotify_init", "inotify_init1", "fsopen", "fsmount",
+    "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr", "lookup_dcookie", "setfsuid",
+    "setfsgid", "setresuid", "setresgid", "setgroups", "capset", "seccomp",
 )
 
 
@@ -48,7 +56,20 @@ class OutputError(Exception):
     """The program's return value cannot be sent back as plain data."""
 
 
-def apply_limits(memory_mb: int) -> list[str]:
+class _Link:
+    """The state of the tool connection during the current run.
+
+    ``broken`` is set when a tool call was interrupted between sending its request and reading
+    the whole reply (out of memory, recursion limit): the pipe may then hold a stale reply, so
+    neither this run nor any later one can trust it. The worker reports and exits instead.
+    """
+
+    run = 0
+    seq = 0
+    broken: str | None = None
+
+
+def apply_limits(memory_mb: int, use_seccomp: bool = True) -> list[str]:
     """Lock the process down; returns the layers that are active (for the host to report)."""
     layers = []
     limits = [
@@ -64,6 +85,8 @@ def apply_limits(memory_mb: int) -> list[str]:
         except (ValueError, OSError):
             pass
     layers.append("rlimits")
+    if not use_seccomp:
+        return layers
     try:
         import pyseccomp as seccomp  # imported before the filter forbids opening files
     except ImportError:
@@ -79,11 +102,12 @@ def apply_limits(memory_mb: int) -> list[str]:
     return layers
 
 
-def to_plain(value, budget: int = 1_000_000):
+def to_plain(value, budget: int = 1_000_000, n_images: int | None = None):
     """Convert a program's return value into JSON-able plain data, or raise OutputError.
 
     ``budget`` bounds the approximate encoded size, checked while converting so that a huge
-    value is refused before a second copy of it is made.
+    value is refused before a second copy of it is made. With ``n_images``, a returned patch
+    must refer to one of the example's images (programs can construct ``ImagePatch`` freely).
     """
     left = [budget]
 
@@ -110,7 +134,10 @@ def to_plain(value, budget: int = 1_000_000):
                 raise OutputError(f"the return value holds a non-finite number ({v})")
             return v
         if isinstance(v, api.ImagePatch):
-            return {"box": v.box, "image": v._image, "score": v.score}
+            if n_images is not None and not 0 <= v._image < n_images:
+                raise OutputError(f"the return value holds a patch of image {v._image}, "
+                                  f"but the example has {n_images} image(s)")
+            return {"box": conv(v.box, depth + 1), "image": v._image, "score": conv(v.score, depth + 1)}
         if isinstance(v, (list, tuple)):
             return [conv(x, depth + 1) for x in v]
         if isinstance(v, (set, frozenset)):
@@ -132,8 +159,21 @@ def to_plain(value, budget: int = 1_000_000):
 
 
 def _transport(tool, ref, args):
-    write_frame(OUT_FD, {"op": "call", "tool": tool, "ref": ref, "args": args})
-    reply = read_frame(IN_FD)
+    if _Link.broken:
+        raise ToolCallError(f"{tool}: the tool connection was lost earlier in this run ({_Link.broken})")
+    seq = _Link.seq + 1
+    # Encoding first: a failure here has sent nothing, so the connection stays usable.
+    frame = encode({"op": "call", "run": _Link.run, "seq": seq, "tool": tool, "ref": ref, "args": args})
+    _Link.seq = seq
+    try:
+        _write_all(frame)
+        reply = read_frame(IN_FD)
+    except BaseException as e:  # noqa: BLE001 - any interruption leaves the pipe out of step
+        _Link.broken = type(e).__name__
+        raise ToolCallError(f"{tool}: the tool call was interrupted ({type(e).__name__})") from None
+    if reply.get("seq") != seq:
+        _Link.broken = "replies out of step"
+        raise ToolCallError(f"{tool}: the tool connection is out of step")
     if reply.get("ok"):
         return reply.get("value")
     raise ToolCallError(str(reply.get("error", "tool call failed")))
@@ -163,7 +203,8 @@ def run_one(request: dict) -> dict:
         out = printed.getvalue()
         if len(out) > MAX_PRINT_CHARS or dropped[0]:
             out = out[:MAX_PRINT_CHARS] + "\n[printed output truncated]"
-        msg = {"op": "done", "ok": ok, "stdout": out}
+        # "retire" asks the host to replace this worker (it exits after answering).
+        msg = {"op": "done", "run": _Link.run, "ok": ok, "stdout": out, "retire": bool(_Link.broken)}
         if ok:
             msg["value"] = value
         else:
@@ -171,6 +212,7 @@ def run_one(request: dict) -> dict:
         return msg
 
     source, entry = request["source"], request.get("entry", "execute")
+    _Link.run, _Link.seq = request.get("run", 0), 0
     try:
         tree = validate(source, entry)
         code = compile(tree, "<program>", "exec")
@@ -189,7 +231,9 @@ def run_one(request: dict) -> dict:
         params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
         kwargs = {name: request.get(name) for name in ("query", "choices") if name in params}
         value = fn(image_arg, **kwargs)
-        return done(True, value=to_plain(value, int(request.get("max_output_bytes", 1_000_000))))
+        if _Link.broken:  # the program swallowed the interrupted call's error: its result is suspect
+            return done(False, kind="tool", message=f"a tool call was interrupted ({_Link.broken})")
+        return done(True, value=to_plain(value, int(request.get("max_output_bytes", 1_000_000)), len(patches)))
     except ToolCallError as e:
         return done(False, kind="tool", message=str(e), line=_program_line(e.__traceback__))
     except OutputError as e:
@@ -219,13 +263,15 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     """Serve run requests from the host until the pipe closes."""
-    memory_mb = int(sys.argv[-1]) if sys.argv[-1].isdigit() else 512
+    # argv: package root, memory limit in MiB, "1"/"0" for the seccomp layer (set by the host)
+    memory_mb = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 512
+    use_seccomp = not (len(sys.argv) > 3 and sys.argv[3] == "0")
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the host went away before the request took effect
         return
     os.environ.clear()
-    layers = apply_limits(memory_mb)
+    layers = apply_limits(memory_mb, use_seccomp)
     sys.setrecursionlimit(RECURSION_LIMIT)
     write_frame(OUT_FD, {"op": "ready", "layers": layers, "pid": os.getpid()})
     api._transport = _transport
@@ -234,6 +280,8 @@ def main() -> None:
             request = read_frame(IN_FD)
         except Exception:
             return  # host closed the pipe or sent garbage: exit quietly
+        if request.get("op") != "run":
+            return  # out of step with the host: let it start a fresh worker
         max_bytes = int(request.get("max_output_bytes", 1_000_000))
         try:
             frame = encode(run_one(request))
@@ -244,10 +292,13 @@ def main() -> None:
         except Exception as e:  # e.g. a value that cannot be encoded
             frame = _error_frame("output", f"cannot send the result: {e}"[:300])
         _write_all(frame)
+        if _Link.broken:
+            return  # the pipe may hold a stale tool reply: never serve another run on it
 
 
 def _error_frame(kind: str, message: str) -> bytes:
-    return encode({"op": "done", "ok": False, "stdout": "", "error": {"kind": kind, "message": message, "line": None}})
+    return encode({"op": "done", "run": _Link.run, "ok": False, "stdout": "", "retire": bool(_Link.broken),
+                   "error": {"kind": kind, "message": message, "line": None}})
 
 
 def _write_all(data: bytes) -> None:
