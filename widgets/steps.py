@@ -1,0 +1,204 @@
+"""Steps 3-5 (Improve the planner, Augment, Fine-tune) as thin shells over their workspace APIs.
+
+Each shell names the workspace-level function it calls. When that function is not built yet
+(or its optional dependencies are missing) the shell says so plainly and runs nothing: no
+placeholder numbers are ever shown. When it exists, the shell runs it on a background thread
+and shows what it returned.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+from ipywidgets import CallbackDispatcher
+
+from builder.workspace import Workspace
+from widgets._base import NotAvailable, StepWidget, button
+
+
+class ApiShell(StepWidget):
+    """A step whose work is one workspace-level API call ``ENTRY = (module, function)``.
+
+    Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result.
+    Callbacks: ``on_done(cb)`` -- ``cb(result)``.
+    """
+
+    ENTRY: tuple[str, str] = ("", "")
+    WHAT = ""
+
+    def __init__(self, workspace: Workspace | str | Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+        self._callbacks = CallbackDispatcher()
+        self.result = None
+        self.info = w.HTML()
+        self.out = w.HTML()
+        self.controls = self._controls()
+        self.run_button = button(f"Run {self.title.split('·')[-1].strip().lower()}",
+                                 lambda: self.start("Running", self.run, **self.params()), style="primary",
+                                 icon="play")
+        self._compose(self.info, *self.controls, self.run_button, self.out)
+        self._show_availability()
+
+    # Subclasses add parameter widgets and map them to keyword arguments.
+    def _controls(self) -> list[w.Widget]:
+        return []
+
+    def params(self) -> dict[str, Any]:
+        """The API call's keyword arguments, read from the controls."""
+        return {}
+
+    def on_done(self, callback, remove: bool = False) -> None:
+        """Register ``callback(result)`` to run after each successful ``run``."""
+        self._callbacks.register_callback(callback, remove=remove)
+
+    def entry(self):
+        """The API function, or raise ``NotAvailable`` saying which one is missing."""
+        module, name = self.ENTRY
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise NotAvailable(f"not available yet: {module} cannot be imported ({e})") from None
+        fn = getattr(mod, name, None)
+        if fn is None:
+            raise NotAvailable(f"not available yet: {module}.{name}(workspace, ...) does not exist")
+        return fn
+
+    def available(self) -> str | None:
+        """None when the step can run, else the reason it cannot (shown in the widget)."""
+        try:
+            self.entry()
+        except NotAvailable as e:
+            return str(e)
+        return None
+
+    def _show_availability(self) -> None:
+        reason = self.available()
+        what = f"<p style='margin:2px'>{html.escape(self.WHAT)}</p>"
+        if reason:
+            self.info.value = what + (f"<div class='vf-unavailable' style='color:#8a6d00;background:#fff8e1;"
+                                      f"padding:6px;border-radius:4px'>{html.escape(reason)}</div>")
+            self.run_button.disabled = True
+        else:
+            self.info.value = what + f"<small>calls <code>{'.'.join(self.ENTRY)}</code></small>"
+            self.run_button.disabled = False
+
+    def run(self, **params: Any) -> Any:
+        """Call the step's API on the workspace; returns (and shows) its result."""
+        result = self._call(self.entry(), **params)
+        self.result = result
+        data = result.to_dict() if hasattr(result, "to_dict") else result
+        self.out.value = f"<pre class='vf-result' style='font-size:11px'>{html.escape(json.dumps(data, indent=1, default=str)[:4000])}</pre>"
+        self._callbacks(result)
+        return result
+
+    def _call(self, fn, **params: Any) -> Any:
+        return fn(self.ws, **params)
+
+
+class ImproveWidget(ApiShell):
+    """Step 3: reinforced self-training of the planner on the workspace's annotated examples."""
+
+    title = "3 · Improve the planner"
+    ENTRY = ("builder.selftrain", "self_train_workspace")
+    WHAT = ("Reinforced self-training: sample programs for the annotated examples, keep the ones the "
+            "examples reward, fine-tune the planner on them, repeat; reports accuracy per round.")
+
+    def _controls(self) -> list[w.Widget]:
+        self.rounds = w.BoundedIntText(description="rounds", value=1, min=1, max=5)
+        self.k = w.BoundedIntText(description="k", value=4, min=1, max=16)
+        return [w.HBox([self.rounds, self.k])]
+
+    def params(self) -> dict[str, Any]:
+        return {"rounds": self.rounds.value, "k": self.k.value}
+
+
+class AugmentWidget(ApiShell):
+    """Step 4: SelTDA pseudo-labels on the customer's unlabeled images, into a workspace dataset."""
+
+    title = "4 · Augment the data"
+    ENTRY = ("augment.seltda", "augment_workspace")
+    WHAT = ("SelTDA: a teacher writes question/answer pairs for unlabeled images; filtered pairs become a "
+            "synthetic dataset under the workspace's datasets/ for fine-tuning.")
+
+    def _controls(self) -> list[w.Widget]:
+        self.images = w.Text(description="images", placeholder="folder of unlabeled images")
+        self.per_image = w.BoundedIntText(description="per image", value=2, min=1, max=4)
+        return [w.HBox([self.images, self.per_image])]
+
+    def params(self) -> dict[str, Any]:
+        return {"images": self.images.value.strip(), "n_per_image": self.per_image.value}
+
+
+class FinetuneWidget(ApiShell):
+    """Step 5: fine-tune the VQA engine on a workspace dataset; before/after figures from the API."""
+
+    title = "5 · Fine-tune the engines"
+    ENTRY = ("builder.finetune", "finetune_workspace")
+    WHAT = "Fine-tune the VQA engine on a dataset in the workspace (real and/or synthetic QA); before/after scores."
+
+    def _controls(self) -> list[w.Widget]:
+        self.dataset = w.Dropdown(description="dataset", options=self.datasets())
+        self.backend = w.Dropdown(description="engine", options=["shapes", "hf"], value="shapes")
+        self.epochs = w.BoundedIntText(description="epochs", value=1, min=1, max=50)
+        self.run_name = w.Text(description="run", value="finetune")
+        make = button("Dataset from the task's examples", self._on(self.build_dataset_from_task), icon="table")
+        return [w.HBox([self.dataset, make]), w.HBox([self.backend, self.epochs, self.run_name])]
+
+    def build_dataset_from_task(self, name: str = "examples") -> Path:
+        """Save the task's examples as a QA dataset ``datasets/<name>`` and make it selectable."""
+        path = dataset_from_task(self.ws, name)
+        self.dataset.options = self.datasets()
+        self.dataset.value = name
+        self._show_availability()
+        self.status = f"dataset {name}: {path}"
+        return path
+
+    def datasets(self) -> list[str]:
+        """Dataset folders in the workspace that hold a QA dataset (``items.jsonl``)."""
+        root = self.ws.dir("datasets")
+        return sorted(p.name for p in root.iterdir() if (p / "items.jsonl").is_file())
+
+    def available(self) -> str | None:
+        reason = super().available()
+        if reason is None and not self.datasets():
+            return (f"no QA dataset in {self.ws.dir('datasets')} yet: build one in the Augment step "
+                    "(or save one with builder.finetune.save_qa_dataset)")
+        return reason
+
+    def params(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.value, "backend": self.backend.value, "epochs": self.epochs.value,
+                "run": self.run_name.value.strip() or "finetune"}
+
+    def _call(self, fn, dataset: str | None = None, backend: str = "shapes", epochs: int = 1,
+              run: str = "finetune", model: str | None = None) -> Any:
+        from builder.finetune import FinetuneConfig, make_adapter
+
+        if not dataset:
+            raise NotAvailable(self.available() or "choose a dataset")
+        return fn(self.ws, dataset, make_adapter(backend, model), run, FinetuneConfig(epochs=epochs))
+
+
+def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:
+    """The task card's examples as a VQA dataset (image, query, answer) under ``datasets/<name>``.
+
+    Only answer-like outputs (text, yes/no, counts) make QA pairs; boxes and choices do not.
+    """
+    from builder.finetune import save_qa_dataset
+    from builder.images import load_image
+
+    card = ws.load_task()
+    if card.output not in ("text", "bool", "count"):
+        raise ValueError(f"a {card.output} task has no short answers to fine-tune a VQA engine on")
+    items = []
+    for ex in card.examples:
+        answer = ("yes" if ex.expected else "no") if card.output == "bool" else str(ex.expected)
+        items.append((load_image(ws.resolve_image(ex.images[0])), ex.query, answer, {"id": ex.id or ""}))
+    if not items:
+        raise ValueError("the task has no examples")
+    return save_qa_dataset(ws.dir("datasets", name), items, overwrite=overwrite)
