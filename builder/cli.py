@@ -175,6 +175,18 @@ def export(
     typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
+@app.command("app")
+def app_command(
+    workspace: Path = typer.Option(Path("visforge-ws"), help="Workspace folder (created on first task)."),
+    port: int = typer.Option(5006),
+    show: bool = typer.Option(False, help="Open a browser tab."),
+) -> None:
+    """Start the Panel app (describe a task, generate and run programs, accept) for workshops."""
+    from builder.app import serve_app
+
+    serve_app(port, str(workspace), show=show)
+
+
 serve_app = typer.Typer(help="Servers.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 

@@ -1,8 +1,9 @@
 """The end-to-end demo on the embedded shapes world: ``python -m builder.demo OUT_DIR``.
 
-Describe a task (a task card with examples) -> workspace -> program candidates run on the
-examples with traces and scores -> accept the best -> export -> an HTML report. Steps whose
-parts are not built yet are listed as missing at the end rather than faked.
+By default it executes ``notebooks/00_end_to_end.ipynb`` through papermill (the notebook is the
+product's main surface); ``--scripted`` runs the same steps as plain Python: describe a task
+(a task card with examples) -> workspace -> planner and engineer candidates run on the examples
+in the sandbox with traces and scores -> accept the best -> export -> an HTML report.
 """
 
 from __future__ import annotations
@@ -120,5 +121,32 @@ def write_report(out: Path, summary: dict, source: str, res) -> None:
     (out / "report.html").write_text(page)
 
 
+def main_notebook(out: str | Path = "demo-out") -> dict:
+    """Run the demo by executing the end-to-end notebook with papermill."""
+    from widgets import run_notebook_demo
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: choose a new folder or remove it")
+    log("executing notebooks/00_end_to_end.ipynb with papermill: task -> plan -> run -> accept -> export -> report")
+    t0 = time.perf_counter()
+    summary = run_notebook_demo(out, n_examples=12, k=8, build_wheel=True)
+    acc = summary.get("accepted") or {}
+    log(f"done in {time.perf_counter() - t0:.0f} s: accepted v{acc.get('version', 0):04d} "
+        f"(accuracy {acc.get('accuracy', 0):.2f})")
+    log(f"   executed notebook {out / '00_end_to_end.ipynb'}; report {out / 'report.html'}")
+    for key in ("wheel", "report"):
+        if summary.get(key):
+            log(f"   {key}: {summary[key]}")
+    for step, why in (summary.get("not_run") or {}).items():
+        log(f"   not run in the demo: {step}: {why}")
+    return summary
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo-out")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    target = args[0] if args else "demo-out"
+    if "--scripted" in sys.argv:
+        main(target)
+    else:
+        main_notebook(target)

@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from builder.executor.validate import parse as parse_source
 from builder.taskcard import TaskCard, dump_task_card
 from builder.tools.profile import BACKENDS, ProfileError, load_profile
 from builder.workspace import Workspace, WorkspaceError
@@ -100,7 +101,7 @@ class ExportResult:
 def engines_used(source: str) -> set[str]:
     """The engine kinds a program can call, read from its AST (over- rather than under-counts)."""
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as e:
         raise ExportError(f"the accepted program does not parse: line {e.lineno}: {e.msg}") from None
     kinds = set()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from builder.executor import validate
+from builder.executor.validate import parse as parse_source
 
 
 @dataclass
@@ -175,7 +176,7 @@ def apply_params(lifted: Lifted, values: dict[str, Any]) -> str:
     unknown = set(values) - {p.name for p in lifted.params}
     if unknown:
         raise KeyError(f"unknown parameters {sorted(unknown)}")
-    tree = ast.parse(lifted.source)
+    tree = parse_source(lifted.source)
     fn = [s for s in tree.body if isinstance(s, ast.FunctionDef) and s.name == lifted.entry][-1]
     lines = lifted.source.splitlines(keepends=True)
     args = fn.args.args[len(fn.args.args) - len(fn.args.defaults):]

@@ -10,6 +10,7 @@ security boundary of this layer; the worker process and seccomp are the next wal
 from __future__ import annotations
 
 import ast
+import threading
 from dataclasses import dataclass
 
 from builder.tools import api
@@ -80,6 +81,18 @@ class ValidationError(ValueError):
         return f"{where}{self.message}"
 
 
+# CPython 3.11 before 3.11.8 races in AST object construction when threads parse at once
+# (python/cpython#106905: "SystemError: AST constructor recursion depth mismatch"), so every
+# parse in the project goes through one lock.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse`` made safe to call from several threads on every Python 3.11 release."""
+    with _PARSE_LOCK:
+        return ast.parse(source, filename=filename, mode="exec")
+
+
 def _fail(node: ast.AST, message: str) -> ValidationError:
     return ValidationError("validation", message, getattr(node, "lineno", None))
 
@@ -93,7 +106,7 @@ def validate(source: str, entry: str = "execute") -> ast.Module:
     if "\x00" in source:
         raise ValidationError("syntax", "program contains a NUL character")
     try:
-        tree = ast.parse(source, filename="<program>", mode="exec")
+        tree = parse(source, filename="<program>")
     except SyntaxError as e:
         raise ValidationError("syntax", f"syntax error: {e.msg}", e.lineno) from None
     except (RecursionError, MemoryError, ValueError) as e:

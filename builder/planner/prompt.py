@@ -20,6 +20,8 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from builder.executor.validate import parse as parse_source
+
 ENTRY = "execute"
 
 TASK_DESCRIPTION = textwrap.dedent("""\
@@ -214,7 +216,7 @@ def _first_function(text: str, entry: str) -> str | None:
 
 def _parses(source: str) -> bool:
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except (SyntaxError, ValueError):
         return False
     return bool(tree.body) and isinstance(tree.body[0], ast.FunctionDef) and bool(tree.body[0].body)
@@ -230,7 +232,7 @@ def check_program(source: str | None, entry: str = ENTRY) -> str | None:
     if not source or not source.strip():
         return "empty program"
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as e:
         return f"syntax error: line {e.lineno}: {e.msg}"
     if not any(isinstance(n, ast.FunctionDef) and n.name == entry for n in tree.body):
