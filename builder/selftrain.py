@@ -447,3 +447,44 @@ def default_prompt_pairs(shots) -> list[tuple[str, str]]:
 
 __all__ = ["FAMILIES", "ProgramRunner", "SelfTrainConfig", "Task", "default_prompt_pairs", "evaluate",
            "load_tasks", "pass_at_k", "probe_image_sets", "rawp_check", "reward", "sample_stats", "self_train"]
+
+
+def tasks_from_workspace(ws) -> list[Task]:
+    """The workspace task card's examples as self-training tasks (no reference programs)."""
+    from builder.batch import examples_from_card
+    from builder.planner.plan import FAMILY_OF_OUTPUT
+
+    card = ws.load_task()
+    family = FAMILY_OF_OUTPUT[card.output]
+    return [
+        Task(id=ex.id, family=family, output=card.output.value, query=ex.query, images=ex.images,
+             expected=ex.expected, choices=ex.choices, multi_image=ex.multi_image)
+        for ex in examples_from_card(card, ws.root)
+    ]
+
+
+def self_train_workspace(ws, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
+                         planner_path: str | Path | None = None, run: str = "selftrain",
+                         progress: bool = True) -> dict:
+    """Self-train the planner on a workspace's annotated examples; checkpoints in ``checkpoints/<run>``.
+
+    The examples are split into a training part (Grow/Improve) and an evaluation part reported per
+    round. Without reference programs there is no "right answer, wrong program" probe, so yes/no
+    tasks may keep lucky programs: check the per-round evaluation before trusting the planner.
+    The trained planner is saved to ``checkpoints/<run>/planner`` for ``propose_for_task``.
+    """
+    from builder.planner.default import load_default_planner, pairs_of, seed_shots
+
+    tasks = tasks_from_workspace(ws)
+    if len(tasks) < 2:
+        raise ValueError("self-training needs at least two annotated examples in the task card")
+    n_eval = max(1, int(len(tasks) * eval_fraction))
+    eval_tasks, train_tasks = tasks[:n_eval], tasks[n_eval:]
+    planner = load_default_planner(planner_path)
+    out = ws.dir("checkpoints", run)
+    config = SelfTrainConfig(rounds=rounds, k=k, steps=steps, probes=0, guard=False, eval_k=0)
+    report = self_train(planner, train_tasks, eval_tasks, out, config, seed_pairs=pairs_of(seed_shots()),
+                        progress=progress)
+    planner.save(out / "planner")
+    report["planner"] = str(out / "planner")
+    return report

@@ -195,3 +195,19 @@ def test_resume_after_sigkill(world, tmp_path):
     assert [r["round"] for r in result["rounds"]] == [0, 1, 2, 3]
     assert result["rounds"][done] == before  # completed rounds are kept, not redone
     assert not list(out.glob(".round_*.tmp"))
+
+
+def test_self_train_workspace_runs_a_round(tmp_path):
+    """The workspace-level entry the Improve widget calls: one tiny round, checkpoints in the workspace."""
+    from builder.selftrain import self_train_workspace
+    from builder.taskcard import load_task_card
+    from builder.workspace import Workspace
+    from builder.world.cards import make_task_card
+
+    card_path = make_task_card(tmp_path / "task", kind="count", target="red objects", n=4)
+    ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
+    report = self_train_workspace(ws, rounds=1, k=2, steps=2, progress=False)
+    assert [r["round"] for r in report["rounds"]] == [0, 1]  # the frozen evaluation, then one round
+    assert report["rounds"][1]["train"]["steps"] == 2
+    assert (ws.root / "checkpoints" / "selftrain" / "planner" / "config.json").is_file()
+    assert "vqa" in report["rounds"][0]["eval"]["accuracy"]
