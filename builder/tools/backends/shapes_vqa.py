@@ -1,7 +1,7 @@
 """The learned shapes-world VQA model: a small CNN with FiLM conditioning on a GRU question encoder.
 
 Why this architecture: on 2 CPU cores a from-scratch transformer VQA model does not learn in
-minutes, while a ~0.4M-parameter FiLM network does (shared/OFFLINE_NOTES.md, "Learnability
+minutes, while a ~0.3M-parameter FiLM network does (shared/OFFLINE_NOTES.md, "Learnability
 probes"). Coordinate channels give the convolutions absolute position, which spatial
 questions ("left of", "above") need.
 
@@ -15,7 +15,7 @@ Everything a later fine-tuning step (SelTDA pseudo-labels, domain adaptation) ne
   ``(image, question, answer)`` triples work.
 * ``evaluate``, ``save_model``/``load_model`` (safetensors + ``config.json`` with the vocab).
 
-Train the default weights (the committed ones were made with exactly this command)::
+Train the default weights (see ``weights/README.md`` for how the committed ones were made)::
 
     python -m builder.tools.backends.shapes_vqa train --out builder/tools/backends/weights
 
@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     # evaluation scenes use another seed, so they are never training scenes
     evalset = build_dataset(a.eval_scenes, a.seed + 10_000, a.domain, "train") if a.eval_scenes else None
     print(f"{len(data)} training QA from {a.n_scenes} scenes in {time.time() - t0:.0f}s")
+    torch.manual_seed(a.seed)  # the initial weights too, so a run is repeatable bit for bit
     model = load_model(a.init) if a.init else ShapesVQANet(build_vocab(ex[1] for ex in data))
     print(f"{sum(p.numel() for p in model.parameters())} parameters")
     hist = train(model, data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, word_dropout=a.word_dropout,
