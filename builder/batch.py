@@ -8,6 +8,8 @@ the set over a Ray Data actor pool (each actor builds its own engines and sandbo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -90,9 +92,22 @@ def run_program(
     inspect: bool = False,
     images: list | None = None,
 ) -> tuple[ExampleResult, Trace | None]:
-    """Run ``source`` on one example; with ``inspect`` also return the step-by-step trace."""
+    """Run ``source`` on one example; with ``inspect`` also return the step-by-step trace.
+
+    With a ``cache``, whole runs are memoised too: a program sees nothing but its inputs and
+    tool results (no clock, randomness or I/O), so the same source on the same image files,
+    query, choices and engine versions gives the same outcome. Timeouts and crashes are not
+    memoised; ``inspect`` runs always execute so their trace is real.
+    """
     t0 = time.perf_counter()
     trace = Trace(source=source) if inspect else None
+    memo_key = None
+    if cache is not None and images is None and not inspect:
+        memo_key = _run_key(source, example, engines)
+        hit = cache.get(memo_key) if memo_key else ToolCache.MISSING
+        if hit is not ToolCache.MISSING:
+            return ExampleResult(example.id, expected=example.expected, duration_ms=(time.perf_counter() - t0) * 1000,
+                                 **hit), trace
     try:
         images = images if images is not None else [load_image(p) for p in example.images]
     except ImageError as e:
@@ -118,7 +133,24 @@ def run_program(
     if trace is not None:
         trace.value, trace.error, trace.stdout = res.value, res.error, run.stdout or ""
         res.trace = trace.to_dict()
+    if memo_key and res.error_kind not in ("timeout", "crash", "memory"):
+        cache.set(memo_key, {"value": res.value, "error": res.error, "error_kind": res.error_kind,
+                             "tool_calls": res.tool_calls})
     return res, trace
+
+
+def _run_key(source: str, example: ExampleInput, engines: Engines) -> str | None:
+    """The memo key of a whole run: program, image file contents, inputs and engine versions."""
+    h = hashlib.sha256()
+    try:
+        for path in example.images:
+            h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    except OSError:
+        return None  # unreadable images: let the run report it
+    versions = [[e.backend_id, e.version] if e is not None else None
+                for e in (engines.detector, engines.vqa, engines.captioner, engines.matcher, engines.ocr)]
+    desc = json.dumps(["run", source, h.hexdigest(), example.query, example.choices, example.multi_image, versions])
+    return hashlib.sha256(desc.encode()).hexdigest()
 
 
 def _format_error(err) -> str:

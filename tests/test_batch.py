@@ -68,9 +68,19 @@ def test_batch_scores_and_keeps_errors(examples, sandbox, tmp_path):
     assert (res.n, res.correct, res.errors) == (5, 4, 1)
     bad = res.results[-1]
     assert bad.error_kind == "image" and "bad.png: not a recognised image format" in bad.error
-    assert engines.detector.calls == 4 and res.cache_misses == 4
+    assert engines.detector.calls == 4 and res.cache_misses == 4 + 5  # tool calls + whole-run lookups
     again = run_batch(src, examples, "count", engines=engines, cache=cache, sandbox=sandbox, progress=False)
     assert engines.detector.calls == 4 and again.cache_hits == 4 and again.correct == 4
+    assert [r.value for r in again.results] == [r.value for r in res.results]
+    # Another program on the same images re-runs (its own memo) but reuses the cached tool calls.
+    other = run_batch(src.replace("return len", "return 0 + len"), examples, "count", engines=engines,
+                      cache=cache, sandbox=sandbox, progress=False)
+    assert other.correct == 4 and engines.detector.calls == 4 and other.cache_hits == 4
+    # A changed engine version invalidates both layers.
+    engines.detector.version = "2"
+    run_batch(src, examples, "count", engines=engines, cache=cache, sandbox=sandbox, progress=False)
+    assert engines.detector.calls == 8
+    engines.detector.version = "1"
     wrong = run_batch("def execute(image):\n    return 'many'\n", examples[:4], "count", engines=engines,
                       sandbox=sandbox, progress=False)
     assert wrong.correct == 0 and wrong.errors == 0
