@@ -132,6 +132,6 @@ def test_app_in_a_real_browser(browser_ready, app_server, tmp_path):
     assert edited.origin == "engineer" and 'image.count("red object")' in edited.source
     assert ws.accepted is not None and ws.accepted.version == edited.version
     assert shot.stat().st_size > 10_000
-    docs = REPO / "docs"
-    if docs.is_dir():
-        shutil.copyfile(shot, docs / "app.png")
+    # Tests stay hermetic: refresh the README's screenshot only when asked to.
+    if os.environ.get("VISFORGE_UPDATE_DOCS") == "1":
+        shutil.copyfile(shot, REPO / "docs" / "app.png")
