@@ -90,8 +90,13 @@ def bwrap_command() -> list[str] | None:
     exe = shutil.which("bwrap")
     if exe is None:
         return None
-    cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-           "--unshare-all", "--die-with-parent", "--new-session", "--"]
+    cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    # An empty /tmp would hide a checkout or virtual environment that lives under /tmp (CI
+    # clones often do): bind those back, read-only.
+    needed = {sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), _PACKAGE_ROOT}
+    for path in sorted(p for p in needed if os.path.realpath(p).startswith("/tmp/")):
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--unshare-all", "--die-with-parent", "--new-session", "--"]
     try:
         ok = subprocess.run([*cmd, sys.executable, "-c", "pass"], capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
