@@ -656,3 +656,41 @@ def precision(labels: Sequence[PseudoLabel], scenes: Sequence) -> dict:
 def count_answers(labels: Sequence[PseudoLabel]) -> dict[str, int]:
     """How often each answer occurs (a collapsed teacher answers one thing)."""
     return dict(Counter(lab.answer for lab in labels).most_common())
+
+
+# ----------------------------------------------------------------------------------------------
+# Workspace entry point (the Augment step of the notebooks and widgets)
+# ----------------------------------------------------------------------------------------------
+
+
+def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "unlabelled", name: str = "seltda",
+                      ratio: float = 1.0, n_per_image: int = 2, top_p: float = 0.9, qgen_steps: int = 400,
+                      seed: int = 0, progress: bool = True) -> dict:
+    """SelTDA on a workspace with the shapes default: train a teacher on ``datasets/<labelled>``
+    (a QA dataset, e.g. the task's examples), pseudo-label the images of ``unlabelled`` (a folder,
+    or a name under ``datasets/``), filter them, and save real + synthetic at ``ratio`` as
+    ``datasets/<name>`` for the Fine-tune step. Returns counts, the filter report and examples.
+    """
+    from builder.finetune import load_qa_dataset, save_qa_dataset
+    from builder.images import load_image
+    from builder.tools.backends.shapes import ShapesVQA
+
+    real = load_qa_dataset(ws.dir("datasets", labelled))
+    folder = Path(unlabelled)
+    if not folder.is_absolute():
+        folder = ws.dir("datasets") / unlabelled
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not paths:
+        raise ValueError(f"{folder}: no unlabelled images (.png/.jpg/.webp) to pseudo-label")
+    images = [load_image(p) for p in paths]
+    teacher = ShapesTeacher.create(ShapesVQA().model, [q.question for q in real])
+    teacher.train(real, qgen_steps=qgen_steps, seed=seed, progress=progress)
+    teacher.save(ws.dir("checkpoints", f"{name}-teacher"))
+    raw = pseudo_label(teacher, images, n_per_image=n_per_image, top_p=top_p, seed=seed, progress=progress)
+    kept, report = filter_pseudo_labels(raw, teacher.answers)
+    student = build_student_set(real, kept, images, ratio, seed=seed)
+    path = save_qa_dataset(ws.dir("datasets", name), student, overwrite=True)
+    return {"dataset": str(path), "real": len(real), "synthetic": len(student) - len(real),
+            "unlabelled_images": len(images), "filter": report.to_dict(),
+            "examples": [{"image": paths[lab.image].name, "question": lab.question, "answer": lab.answer}
+                         for lab in kept[:10]]}

@@ -128,3 +128,27 @@ def test_blip_teacher_on_tiny_model(tmp_path):
     assert len(raw) == 6 and all(isinstance(r.text, str) for r in raw)
     kept, rep = filter_pseudo_labels(raw, ["yes", "no"])
     assert rep.total == 6 == rep.kept + sum(rep.dropped.values())  # a random model: mostly unparsable
+
+
+def test_augment_workspace_builds_a_student_dataset(tmp_path):
+    """The Augment step's entry: teacher on the task's examples, pseudo-labels on a folder, student set."""
+    from augment.seltda import augment_workspace
+    from builder.finetune import load_qa_dataset
+    from builder.taskcard import load_task_card
+    from builder.workspace import Workspace
+    from builder.world import render_scene, sample_scene
+    from builder.world.cards import make_task_card
+    from widgets.steps import dataset_from_task
+
+    card_path = make_task_card(tmp_path / "task", kind="count", target="red objects", n=6)
+    ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
+    dataset_from_task(ws, "examples")
+    folder = ws.dir("datasets", "unlabelled")
+    for i in range(8):
+        render_scene(sample_scene(100 + i, "shifted")).save(folder / f"u{i}.png")
+    out = augment_workspace(ws, ratio=1.0, qgen_steps=5, progress=False)
+    assert out["real"] == 6 and out["unlabelled_images"] == 8
+    assert out["filter"]["total"] == 16
+    assert out["synthetic"] == min(6, out["filter"]["kept"])
+    items = load_qa_dataset(out["dataset"])
+    assert len(items) == out["real"] + out["synthetic"]
