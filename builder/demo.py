@@ -128,9 +128,10 @@ def main_notebook(out: str | Path = "demo-out") -> dict:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty: choose a new folder or remove it")
-    log("executing notebooks/00_end_to_end.ipynb with papermill: task -> plan -> run -> accept -> export -> report")
+    log("executing notebooks/00_end_to_end.ipynb with papermill: task -> plan -> run -> accept -> "
+        "improve -> augment -> fine-tune -> export -> report")
     t0 = time.perf_counter()
-    summary = run_notebook_demo(out, n_examples=12, k=8, build_wheel=True)
+    summary = run_notebook_demo(out, n_examples=12, k=8, build_wheel=True, adapt=True)
     acc = summary.get("accepted") or {}
     log(f"done in {time.perf_counter() - t0:.0f} s: accepted v{acc.get('version', 0):04d} "
         f"(accuracy {acc.get('accuracy', 0):.2f})")
@@ -138,6 +139,8 @@ def main_notebook(out: str | Path = "demo-out") -> dict:
     for key in ("wheel", "report"):
         if summary.get(key):
             log(f"   {key}: {summary[key]}")
+    for step, figures in (summary.get("adaptation") or {}).items():
+        log(f"   {step}: {json.dumps(figures, default=str)[:300]}")
     for step, why in (summary.get("not_run") or {}).items():
         log(f"   not run in the demo: {step}: {why}")
     return summary
