@@ -117,9 +117,11 @@ def test_app_in_a_real_browser(browser_ready, app_server, tmp_path):
             # The engineer edits the program and runs it again: a new version, then accepts it.
             page.get_by_label("Program").fill('def execute(image):\n    return image.count("red object")\n')
             page.get_by_role("button", name="Run on examples").click()
-            page.get_by_text("saved v0").first.wait_for(timeout=90_000)
-            page.get_by_role("button", name="Accept version").click()
-            page.get_by_text("Accepted").first.wait_for(timeout=30_000)
+            # Wait for the edited version's own run (earlier "saved"/"passed" texts are already on the page).
+            page.locator("option", has_text="(engineer) · 8/8").first.wait_for(state="attached", timeout=90_000)
+            page.get_by_text("8/8 passed").first.wait_for(timeout=90_000)
+            page.get_by_role("button", name="Accept version").click(timeout=60_000)
+            page.get_by_text("Accepted").first.wait_for(timeout=60_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(shot), full_page=True)
         finally:
