@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from servers import free_port, stop_process
 
 pytest.importorskip("panel")
 
@@ -57,12 +58,6 @@ def browser_ready():
     return CHROMIUM
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app_server(tmp_path):
     """The app as a real server process on 127.0.0.1 (stopped after the test)."""
@@ -84,11 +79,7 @@ def app_server(tmp_path):
         proc.kill()
         raise AssertionError("server did not start in 60 s")
     yield f"http://127.0.0.1:{port}/", tmp_path / "ws"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
     log.close()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from servers import free_port, stop_process
 
 from builder.export import ExportError, engines_used, export_solution, pin_profile
 from builder.taskcard import TaskCard
@@ -51,12 +51,6 @@ def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:
@@ -91,7 +85,7 @@ def venv(exported, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(venv, exported):
     """The installed solution's HTTP server as a real process on a free localhost port."""
-    port = _free_port()
+    port = free_port()
     log = open(venv.parent / "server.log", "w+")  # noqa: SIM115 - closed in the teardown below
     proc = subprocess.Popen(
         [str(venv / "bin" / exported.name), "serve", "--port", str(port), "--max-request-mb", "2",
@@ -112,12 +106,7 @@ def server(venv, exported):
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from servers import free_port, stop_process
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +30,7 @@ def server(tmp_path_factory):
                         num_attention_heads=2, num_key_value_heads=1)
     path = TransformersPlanner(model, tok, prompt_style="compact", max_new_tokens=16).save(
         tmp_path_factory.mktemp("served"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": ""}
     proc = subprocess.Popen([sys.executable, "-m", "builder.planner.server", "--model", str(path), "--port",
                              str(port), "--name", "tiny"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -55,11 +49,7 @@ def server(tmp_path_factory):
         proc.kill()
         raise RuntimeError("the planner server did not start in 120 s")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 @pytest.mark.parametrize("mode", ["chat", "completions"])
@@ -95,7 +85,7 @@ def test_openai_planner_clear_errors_and_api_key(monkeypatch):
 
     from builder.planner.backends import OpenAIPlanner, PlannerError
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(PlannerError, match="cannot reach"):
         OpenAIPlanner(f"http://127.0.0.1:{port}", "m", timeout=2).propose(["q"], k=1)
     seen = {}
