@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,15 +23,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from servers import free_port  # noqa: E402
 from test_export import ENV, PROGRAM, _make_workspace  # noqa: E402  (the same task the tests export)
 
 from builder.export import export_solution  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _timed_requests(client: httpx.Client, url: str, make_files, n: int) -> float:
@@ -70,7 +64,7 @@ def main() -> None:
         install_s = time.perf_counter() - t0
 
         images = [ws.resolve_image(ex.image).read_bytes() for ex in ws.load_task().examples]
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(env_dir / "bin" / res.name), "serve", "--port", str(port), "--workers",
