@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from builder.cache import ToolCache
 from builder.executor import Sandbox
-from builder.images import ImageError, load_image
+from builder.images import ImageError, decode_image, read_image_bytes
 from builder.metrics import score
 from builder.taskcard import Metric, OutputKind
 from builder.tools.host import Engines, ToolHost
@@ -102,14 +102,17 @@ def run_program(
     t0 = time.perf_counter()
     trace = Trace(source=source) if inspect else None
     memo_key = None
-    if cache is not None and images is None and not inspect:
-        memo_key = _run_key(source, example, engines)
-        hit = cache.get(memo_key) if memo_key else ToolCache.MISSING
-        if hit is not ToolCache.MISSING:
-            return ExampleResult(example.id, expected=example.expected, duration_ms=(time.perf_counter() - t0) * 1000,
-                                 **hit), trace
     try:
-        images = images if images is not None else [load_image(p) for p in example.images]
+        if images is None:
+            # Each file is read once: its bytes key the run memo and are decoded on a miss.
+            encoded = [read_image_bytes(p) for p in example.images]
+            if cache is not None and not inspect:
+                memo_key = _run_key(source, example, engines, encoded)
+                hit = cache.get(memo_key)
+                if hit is not ToolCache.MISSING:
+                    return ExampleResult(example.id, expected=example.expected,
+                                         duration_ms=(time.perf_counter() - t0) * 1000, **hit), trace
+            images = [decode_image(data, str(p)) for data, p in zip(encoded, example.images, strict=True)]
     except ImageError as e:
         return ExampleResult(example.id, error=str(e), error_kind="image", expected=example.expected), trace
     host = ToolHost(engines, images, cache=cache, trace=trace)
@@ -139,14 +142,11 @@ def run_program(
     return res, trace
 
 
-def _run_key(source: str, example: ExampleInput, engines: Engines) -> str | None:
+def _run_key(source: str, example: ExampleInput, engines: Engines, encoded: list[bytes]) -> str:
     """The memo key of a whole run: program, image file contents, inputs and engine versions."""
     h = hashlib.sha256()
-    try:
-        for path in example.images:
-            h.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    except OSError:
-        return None  # unreadable images: let the run report it
+    for data in encoded:
+        h.update(hashlib.sha256(data).digest())
     versions = [[e.backend_id, e.version] if e is not None else None
                 for e in (engines.detector, engines.vqa, engines.captioner, engines.matcher, engines.ocr)]
     desc = json.dumps(["run", source, h.hexdigest(), example.query, example.choices, example.multi_image, versions])

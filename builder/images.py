@@ -44,13 +44,17 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     return np.asarray(img.convert("RGB"))
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file into an (H, W, 3) uint8 RGB array."""
+def read_image_bytes(path: str | Path) -> bytes:
+    """An image file's encoded bytes; a missing or unreadable file is an ``ImageError``."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_image(data, str(path), max_pixels)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file into an (H, W, 3) uint8 RGB array."""
+    return decode_image(read_image_bytes(path), str(path), max_pixels)
