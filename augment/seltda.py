@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from builder.finetune import QA, as_qa
+from builder.methods.finetune import QA, as_qa
 
 QA_PATTERN = re.compile(r"^\s*question\s*:\s*(?P<q>.+?)\s*answer\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
@@ -520,7 +520,7 @@ def augment_image(image: np.ndarray, rng: np.random.Generator, max_shift: int = 
 
 
 def make_augment(seed: int = 0):
-    """An ``augment`` callable for ``builder.finetune.finetune`` (its RNG derives from torch's
+    """An ``augment`` callable for ``builder.methods.finetune.finetune`` (its RNG derives from torch's
     per-epoch seed, so a resumed run replays the same augmentations)."""
     import torch
 
@@ -671,8 +671,8 @@ def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "
     or a name under ``datasets/``), filter them, and save real + synthetic at ``ratio`` as
     ``datasets/<name>`` for the Fine-tune step. Returns counts, the filter report and examples.
     """
-    from builder.finetune import load_qa_dataset, save_qa_dataset
-    from builder.images import load_image
+    from builder.core.images import load_image
+    from builder.methods.finetune import load_qa_dataset, save_qa_dataset
     from builder.tools.backends.shapes import ShapesVQA
 
     real = load_qa_dataset(ws.dir("datasets", labelled))

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from builder.cache import ToolCache
+from builder.tools.cache import ToolCache
 from builder.tools.engines import Answer, Detection, TextSpan
 from builder.tools.host import Engines, ToolError, ToolHost
 from builder.tools.profile import ProfileError, build_engines, load_profile
-from builder.trace import Trace, trace_to_html
+from builder.tools.trace import Trace, trace_to_html
 
 
 class FakeDetector:

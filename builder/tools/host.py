@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from builder.cache import ToolCache, cache_key, image_hash
+from builder.tools.cache import ToolCache, cache_key, image_hash
 from builder.tools.engines import Captioner, Detector, Matcher, OCREngine, VQAEngine
-from builder.trace import Trace
+from builder.tools.trace import Trace
 
 YES = {"yes", "true", "y"}
 MAX_TEXTS = 64  # candidates for one best_text_match / best_image_match call

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from builder.core.errors import UserError
 from builder.tools.host import Engines
 
 KINDS = ("detector", "vqa", "captioner", "matcher", "ocr")
@@ -39,7 +40,7 @@ BACKENDS: dict[tuple[str, str], str] = {
 }
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A profile names an unknown engine kind or backend, or has malformed options."""
 
 

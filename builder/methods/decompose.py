@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from builder.metrics import normalise_text
+from builder.core.metrics import normalise_text
 from builder.tools.engines import Answer, Detector, VQAEngine, as_rgb_array
 
 RELATION_WORDS = ("left of", "right of", "above", "below")
