@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from builder.core.atomic import atomic_write_json
 from builder.core.errors import UserError
+from builder.core.images import ImageError, load_image
 from builder.core.metrics import normalise_text
 from builder.tools.engines import Answer, as_rgb_array
 
@@ -102,9 +103,7 @@ def save_qa_dataset(root: str | Path, items: Sequence, overwrite: bool = False) 
 
 
 def load_qa_dataset(root: str | Path) -> list[QA]:
-    """Read a dataset written by ``save_qa_dataset``."""
-    from PIL import Image
-
+    """Read a dataset written by ``save_qa_dataset`` (images through the guarded loader)."""
     root = Path(root)
     path = root / "items.jsonl"
     if not path.is_file():
@@ -115,9 +114,9 @@ def load_qa_dataset(root: str | Path) -> list[QA]:
             continue
         try:
             row = json.loads(line)
-            img = np.asarray(Image.open(root / row["image"]).convert("RGB"))
+            img = load_image(root / row["image"])
             out.append(QA(img, row["question"], row["answer"], row.get("meta", {})))
-        except (json.JSONDecodeError, KeyError, OSError) as e:
+        except (json.JSONDecodeError, KeyError, OSError, ImageError) as e:
             raise ValueError(f"{path}:{n}: unreadable item ({e})") from None
     return out
 
