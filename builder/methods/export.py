@@ -56,6 +56,7 @@ from builder.core.workspace import Workspace, WorkspaceError
 from builder.executor.validate import parse as parse_source
 from builder.run import examples_from_card, run_batch
 from builder.tools.profile import BACKENDS, ProfileError, load_profile
+from builder.tools.specs import program_engines
 
 # A checkout (or editable install) has the source tree above the builder package.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +64,8 @@ ASSET_PREFIX = "asset:"  # must match runtime.py in the template
 # The solution's own server and test dependencies, pinned to the versions installed here.
 SERVE_PACKAGES = ("fastapi", "uvicorn", "python-multipart")
 TEST_PACKAGES = ("pytest",)
-# Program API names -> the engine each one calls (see builder.tools.api / host.TOOL_ENGINE).
-METHOD_ENGINES = {
-    "find": "detector", "exists": "detector", "count": "detector",
-    "query": "vqa", "verify": "vqa",
-    "caption": "captioner",
-    "read_text": "ocr",
-    "match": "matcher",
-}
-FUNCTION_ENGINES = {"best_text_match": "matcher", "best_image_match": "matcher"}
+# Program API names -> the engine each one calls, derived from the tool table.
+METHOD_ENGINES, FUNCTION_ENGINES = program_engines()
 # (engine kind, backend) -> the visforge extra its dependencies live in ("*": any kind).
 # The shapes VQA engine is a small torch network; the other shapes engines need only the core.
 BACKEND_EXTRAS = {("*", "hf"): "ml", ("vqa", "shapes"): "ml", ("*", "rapidocr"): "ocr"}

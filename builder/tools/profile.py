@@ -22,8 +22,9 @@ import yaml
 
 from builder.core.errors import UserError
 from builder.tools.host import Engines
+from builder.tools.specs import ENGINE_KINDS
 
-KINDS = ("detector", "vqa", "captioner", "matcher", "ocr")
+KINDS = ENGINE_KINDS
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 # (kind, backend) -> "module:Class"; the class is called with the profile's options as keywords.
