@@ -1,6 +1,6 @@
 """SelTDA: self-taught data augmentation for VQA (Khan et al., CVPR 2023), offline-sized.
 
-The recipe (shared/DESIGN.md): train a *teacher* that writes ``"Question: q Answer: a"`` from an
+The recipe (SelTDA, CVPR 2023): train a *teacher* that writes ``"Question: q Answer: a"`` from an
 image alone on the small labelled set; nucleus-sample (top_p 0.9) 1-2 pseudo-labels per
 unlabelled image; drop structurally bad outputs; train the student on real + synthetic data
 at a chosen synthetic:real ratio, with image augmentation that never flips left/right

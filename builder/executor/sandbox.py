@@ -1,6 +1,6 @@
 """The host side of the executor: a pool of sandboxed worker processes.
 
-Defence in depth (see shared/DESIGN.md):
+Defence in depth:
 1. the AST allow-list (``validate``), checked here before a worker sees the program and again
    in the worker;
 2. the worker process: an empty environment, resource limits, seccomp where libseccomp

@@ -1,8 +1,8 @@
 """The learned shapes-world VQA model: a small CNN with FiLM conditioning on a GRU question encoder.
 
 Why this architecture: on 2 CPU cores a from-scratch transformer VQA model does not learn in
-minutes, while a ~0.3M-parameter FiLM network does (shared/OFFLINE_NOTES.md, "Learnability
-probes"). Coordinate channels give the convolutions absolute position, which spatial
+minutes, while a ~0.3M-parameter FiLM network does (measured in learnability
+probes). Coordinate channels give the convolutions absolute position, which spatial
 questions ("left of", "above") need.
 
 Everything a later fine-tuning step (SelTDA pseudo-labels, domain adaptation) needs is public:
