@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Kept in step with builder.workflow.__all__ (tests/test_api.py checks it).
+# The workflow API's public names (builder.workflow defines each one and reuses this list).
 __all__ = [
     "BatchResult", "ExampleResult", "ExportError", "ExportResult", "FinetuneConfig", "FinetuneResult",
     "Metric", "OutputKind", "ProgramVersion", "Runtime", "TaskCard", "TaskCardError", "UserError",

@@ -29,39 +29,32 @@ from typing import Any
 import yaml
 
 from augment import seltda
-from builder.core.errors import UserError
+from builder import __all__ as _PUBLIC_NAMES
+from builder.core.errors import UserError as UserError
 from builder.core.images import store_image
-from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
+from builder.core.taskcard import Metric as Metric
+from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
 from builder.executor import Sandbox
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
 from builder.methods import selftrain as _selftrain
 from builder.methods import tune as _tune
-from builder.methods.export import ExportError, ExportResult
+from builder.methods.export import ExportError as ExportError
+from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
 from builder.planner import propose_for_task
-from builder.run import BatchResult, ExampleResult, examples_from_card, run_program, summarise
+from builder.run import BatchResult as BatchResult
+from builder.run import ExampleResult as ExampleResult
+from builder.run import examples_from_card, run_program, summarise
 from builder.tools.cache import ToolCache
 from builder.tools.profile import build_engines
 from builder.world import generate_dataset
 from builder.world.cards import make_task_card
 
-__all__ = [
-    # types
-    "BatchResult", "ExampleResult", "ExportError", "ExportResult", "FinetuneConfig", "FinetuneResult",
-    "Metric", "OutputKind", "ProgramVersion", "Runtime", "TaskCard", "TaskCardError", "UserError",
-    "Workspace", "WorkspaceError",
-    # describe
-    "load_task_card", "card_from_data", "parse_expected_text", "format_expected", "validation_messages",
-    "stage_image", "images_in_folder", "read_labels", "create_workspace", "open_workspace", "save_task",
-    "shapes_task_data", "ensure_shapes_workspace", "generate_world",
-    # plan, run, edit, accept
-    "planner_available", "template_for", "propose_programs", "add_program", "accept_program",
-    "run_examples", "run_label", "latest_runs", "best_version", "diff_text",
-    # adapt and export
-    "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
-]
+# The public names: listed once, in builder/__init__.py (``from builder import ...``); the
+# types imported ``X as X`` above are re-exported for it.
+__all__ = list(_PUBLIC_NAMES)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
