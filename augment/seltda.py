@@ -1,6 +1,6 @@
 """SelTDA: self-taught data augmentation for VQA (Khan et al., CVPR 2023), offline-sized.
 
-The recipe (shared/DESIGN.md): train a *teacher* that writes ``"Question: q Answer: a"`` from an
+The recipe (SelTDA, CVPR 2023): train a *teacher* that writes ``"Question: q Answer: a"`` from an
 image alone on the small labelled set; nucleus-sample (top_p 0.9) 1-2 pseudo-labels per
 unlabelled image; drop structurally bad outputs; train the student on real + synthetic data
 at a chosen synthetic:real ratio, with image augmentation that never flips left/right
@@ -38,7 +38,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from builder.finetune import QA, as_qa
+from builder.core.images import load_image
+from builder.methods.finetune import QA, as_qa, load_qa_dataset, save_qa_dataset
+from builder.run.ray import ray_session
+from builder.world.language import parse_object_name, relation_holds
+from builder.world.tasks import question_patterns, spatial_margin
 
 QA_PATTERN = re.compile(r"^\s*question\s*:\s*(?P<q>.+?)\s*answer\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
@@ -443,11 +447,7 @@ def load_teacher(path: str | Path):
 
 
 def _read_image(item) -> np.ndarray:
-    if isinstance(item, np.ndarray):
-        return item
-    from PIL import Image
-
-    return np.asarray(Image.open(item).convert("RGB"))
+    return item if isinstance(item, np.ndarray) else load_image(item)
 
 
 def pseudo_label(teacher, images: Sequence, n_per_image: int = 2, top_p: float = 0.9, batch_size: int = 128,
@@ -485,16 +485,7 @@ def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path],
                      progress: bool = True) -> list[PseudoLabel]:
     """``pseudo_label`` over a large folder with a Ray Data actor pool (each actor loads the
     saved teacher once). Returns labels in input order."""
-    import os
-    import tempfile
-
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=tempfile.mkdtemp(prefix="vfray-", dir="/tmp"), configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = progress
+    ray = ray_session(workers, progress)
     ds = ray.data.from_items([{"order": i, "path": str(p)} for i, p in enumerate(image_paths)])
     ds = ds.map_batches(_RayTeacher, fn_constructor_args=(str(teacher_dir), n_per_image, top_p, seed),
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers))
@@ -520,7 +511,7 @@ def augment_image(image: np.ndarray, rng: np.random.Generator, max_shift: int = 
 
 
 def make_augment(seed: int = 0):
-    """An ``augment`` callable for ``builder.finetune.finetune`` (its RNG derives from torch's
+    """An ``augment`` callable for ``builder.methods.finetune.finetune`` (its RNG derives from torch's
     per-epoch seed, so a resumed run replays the same augmentations)."""
     import torch
 
@@ -557,35 +548,10 @@ def build_student_set(real: Sequence, labels: Sequence[PseudoLabel], images: Seq
 # ----------------------------------------------------------------------------------------------
 
 
-def _template_regexes():
-    from builder.world.tasks import TEMPLATES
-
-    groups = {"attr": r"(?P<attr>color|shape|size)", "rel": r"(?P<rel>left of|right of|above|below)"}
-    out = []
-    extra = [("size", "What size is the {obj}?"), ("size", "Is the {obj} small or large?"),
-             ("size", "Tell me the size of the {obj}.")]
-    for qtype, text in [(t.qtype, t.text) for t in TEMPLATES if t.family == "vqa"] + extra:
-        pattern = re.escape(text.lower().rstrip("?."))
-        for name in ("attr", "rel", "obj", "objs", "a_obj", "a", "b", "xs", "ys"):
-            token = re.escape("{" + name + "}")
-            pattern = pattern.replace(token, groups.get(name, rf"(?P<{name}>[a-z ]+?)"), 1)
-        out.append((qtype, re.compile("^" + pattern + "$")))
-    return out
-
-
-_REGEXES = None
-
-
 def world_answer(scene, question: str) -> str | None:
     """The ground-truth answer to a shapes-world question about ``scene``, or None when the
     question does not parse or has no unambiguous answer (references not unique, relation
     too close to call). For measuring pseudo-label precision only."""
-    global _REGEXES
-    from builder.world.language import parse_object_name, relation_holds
-    from builder.world.tasks import spatial_margin
-
-    if _REGEXES is None:
-        _REGEXES = _template_regexes()
     q = " ".join(question.lower().split()).rstrip("?.").strip()
     objs = list(scene.objects)
 
@@ -597,7 +563,7 @@ def world_answer(scene, question: str) -> str | None:
         m = [o for o in objs if spec(name).matches(o)]
         return m[0] if len(m) == 1 else None
 
-    for qtype, rx in _REGEXES:
+    for qtype, rx in question_patterns():
         m = rx.match(q)
         if not m:
             continue
@@ -671,9 +637,7 @@ def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "
     or a name under ``datasets/``), filter them, and save real + synthetic at ``ratio`` as
     ``datasets/<name>`` for the Fine-tune step. Returns counts, the filter report and examples.
     """
-    from builder.finetune import load_qa_dataset, save_qa_dataset
-    from builder.images import load_image
-    from builder.tools.backends.shapes import ShapesVQA
+    from builder.tools.backends.shapes import ShapesVQA  # loads torch (the "ml" extra)
 
     real = load_qa_dataset(ws.dir("datasets", labelled))
     folder = Path(unlabelled)

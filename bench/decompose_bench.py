@@ -2,7 +2,7 @@
 
 The VQA engine is the shapes default model (or, when its weights are missing, the base the
 SelTDA benchmark trains and caches); sub-questions use the shapes detector and the same VQA
-engine on crops (``builder.decompose.WorldDecomposer``). Items are scene-level VQA questions
+engine on crops (``builder.methods.decompose.WorldDecomposer``). Items are scene-level VQA questions
 on clean and shifted scenes. Flips are counted against never decomposing.
 
     python bench/decompose_bench.py [--n-scenes 150] [--domains clean,shifted]
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from builder.decompose import WorldDecomposer, sweep
+from builder.methods.decompose import WorldDecomposer, sweep
 from builder.tools.backends import shapes_vqa as sv
 from builder.tools.backends.shapes import ShapesDetector, ShapesVQA
 from builder.world import build_world, render_array

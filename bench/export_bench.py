@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import free_port  # noqa: E402
 from test_export import ENV, PROGRAM, _make_workspace  # noqa: E402  (the same task the tests export)
 
-from builder.export import export_solution  # noqa: E402
+from builder.methods.export import export_solution  # noqa: E402
 
 
 def _timed_requests(client: httpx.Client, url: str, make_files, n: int) -> float:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from builder.methods.selftrain import FAMILIES, ProgramRunner, SelfTrainConfig, load_tasks, self_train  # noqa: E402
 from builder.planner.default import load_default_planner, pairs_of, seed_shots, train_default  # noqa: E402
-from builder.selftrain import FAMILIES, ProgramRunner, SelfTrainConfig, load_tasks, self_train  # noqa: E402
 from builder.tools.profile import load_profile  # noqa: E402
 from builder.world import generate_dataset  # noqa: E402
 

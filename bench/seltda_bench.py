@@ -38,7 +38,7 @@ from augment.seltda import (
     precision,
     pseudo_label,
 )
-from builder.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
+from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
 from builder.tools.backends import shapes_vqa as sv
 from builder.world import build_world, render_array
 

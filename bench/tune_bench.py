@@ -2,7 +2,7 @@
 
 Task: "How many large objects are there?" on clean and shifted scenes (expected counts from
 ground truth, for scoring only). The engineer's program filters detections by box area with a
-threshold (1500 px^2) above the area of most large objects; ``builder.tune`` lifts it and tunes
+threshold (1500 px^2) above the area of most large objects; ``builder.methods.tune`` lifts it and tunes
 it with Optuna TPE on 70% of the examples, and reports untuned vs tuned on the other 30%.
 
     python bench/tune_bench.py [--n-scenes 80] [--trials 30]
@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder.batch import ExampleInput
+from builder.methods.tune import tune_program
+from builder.run import ExampleInput
 from builder.tools.backends.shapes import ShapesDetector
 from builder.tools.host import Engines
-from builder.tune import tune_program
 from builder.world import build_world, render_scene
 
 PROGRAM = '''def execute(image):

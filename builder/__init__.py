@@ -1,0 +1,46 @@
+"""VisForge: plan, test, adapt and export computer-vision programs.
+
+The public workflow API lives in ``builder.workflow`` and is re-exported here::
+
+    from builder import ensure_shapes_workspace, propose_programs, run_examples, Runtime
+
+    ws = ensure_shapes_workspace("ws/")              # a task card with shapes-world examples
+    versions, note = propose_programs(ws, k=4)       # planner candidates, saved as versions
+    with Runtime(ws) as rt:
+        res = run_examples(ws, versions[0].version, rt)
+    print(res.accuracy)
+
+The names load on first use, so importing one layer (``builder.core``, ``builder.executor``,
+the sandbox worker) does not import the whole product. ``help(builder.workflow)`` lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The workflow API's public names (builder.workflow defines each one and reuses this list).
+__all__ = [
+    "BatchResult", "ExampleResult", "ExportError", "ExportResult", "FinetuneConfig", "FinetuneResult",
+    "Metric", "OutputKind", "ProgramVersion", "Runtime", "TaskCard", "TaskCardError", "UserError",
+    "Workspace", "WorkspaceError",
+    "load_task_card", "card_from_data", "parse_expected_text", "format_expected", "validation_messages",
+    "stage_image", "images_in_folder", "read_labels", "create_workspace", "open_workspace", "save_task",
+    "shapes_task_data", "ensure_shapes_workspace", "generate_world",
+    "planner_available", "template_for", "propose_programs", "add_program", "accept_program",
+    "run_examples", "run_label", "latest_runs", "best_version", "diff_text",
+    "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
+]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names
+    from builder.workflow import *  # noqa: F403
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("builder.workflow"), name)
+    raise AttributeError(f"module 'builder' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

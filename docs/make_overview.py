@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from builder.batch import ExampleInput, run_program
+from builder.run import ExampleInput, run_program
 from builder.executor import Sandbox
 from builder.tools.profile import build_engines
-from builder.trace import draw_boxes
+from builder.tools.trace import draw_boxes
 from builder.world import render_scene, sample_scene
 
 PROGRAM = '''def execute(image):

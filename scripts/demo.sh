@@ -8,4 +8,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # The notebook demo runs on a Jupyter kernel that lives inside the venv; keep IPython's files there too.
 export IPYTHONDIR="$PWD/.venv/ipython"
 .venv/bin/python -m ipykernel install --sys-prefix >/dev/null
-exec .venv/bin/python -m builder.demo "${1:-demo-out}"
+exec .venv/bin/visforge demo "${1:-demo-out}"

@@ -22,8 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def test_app_api_without_browser(tmp_path):
-    from builder.app import VisForgeApp
-    from builder.workspace import Workspace
+    from builder.core.workspace import Workspace
+    from builder.interfaces.app import VisForgeApp
 
     app = VisForgeApp(tmp_path / "ws")
     assert app._guard(lambda: app.generate(1)) is None and "create one" in app.alert.object  # shown, not raised
@@ -64,7 +64,7 @@ def app_server(tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOKEH_RESOURCES": "server"}
-    proc = subprocess.Popen([sys.executable, "-m", "builder.app", "--workspace", str(tmp_path / "ws"),
+    proc = subprocess.Popen([sys.executable, "-m", "builder.interfaces.cli", "app", "--workspace", str(tmp_path / "ws"),
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -117,7 +117,7 @@ def test_app_in_a_real_browser(browser_ready, app_server, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    from builder.workspace import Workspace
+    from builder.core.workspace import Workspace
 
     ws = Workspace.open(ws_dir)
     assert ws.programs() and ws.runs()  # what the browser did landed in the workspace

@@ -138,9 +138,9 @@ def test_vqa_oov_words_and_bad_input(vqa):
 def test_reduced_training_command_writes_loadable_weights(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "w"
-    args = ["--steps", "12", "--n-scenes", "40", "--batch-size", "32", "--eval-scenes", "0", "--log-every", "6"]
-    shapes_vqa.main(["train", "--out", str(out), *args])
-    shapes_vqa.main(["train", "--out", str(tmp_path / "again"), *args])
+    args = {"steps": 12, "n_scenes": 40, "batch_size": 32, "eval_scenes": 0, "log_every": 6}
+    shapes_vqa.train_command(out, **args)
+    shapes_vqa.train_command(tmp_path / "again", **args)
     engine = ShapesVQA(weights=out)
     assert ShapesVQA(weights=tmp_path / "again").version == engine.version  # same seed, same bytes
     assert json.loads((out / "config.json").read_text())["training"]["steps"] == 12

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builder.batch import ExampleInput, run_batch, run_program
-from builder.cache import ToolCache
 from builder.executor import Sandbox
+from builder.run import ExampleInput, run_batch, run_program
+from builder.tools.cache import ToolCache
 from builder.tools.engines import Answer, Detection
 from builder.tools.host import Engines
-from builder.trace import trace_to_html
+from builder.tools.trace import trace_to_html
 
 
 class BrightDetector:

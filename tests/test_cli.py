@@ -9,7 +9,7 @@ import yaml
 
 from builder.world.cards import make_task_card
 
-CLI = [sys.executable, "-m", "builder.cli"]
+CLI = [sys.executable, "-m", "builder.interfaces.cli"]
 
 
 def cli(*args, cwd=None):
@@ -49,7 +49,7 @@ def test_task_validate_and_workspace(tmp_path):
 
 
 def test_cards_expected_from_ground_truth(tmp_path):
-    from builder.taskcard import load_task_card
+    from builder.core.taskcard import load_task_card
 
     card = load_task_card(make_task_card(tmp_path, kind="count", target="red objects", n=10), check_images=True)
     assert card.output.value == "count" and len(card.examples) == 10

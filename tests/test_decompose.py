@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from builder.decompose import (
+from builder.methods.decompose import (
     Decomposition,
     SelectiveVQA,
     TextDecomposer,

@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 from servers import free_port, stop_process
 
-from builder.export import ExportError, engines_used, export_solution, pin_profile
-from builder.taskcard import TaskCard
-from builder.workspace import Workspace
+from builder.core.taskcard import TaskCard
+from builder.core.workspace import Workspace
+from builder.methods.export import ExportError, engines_used, export_solution, pin_profile
 from builder.world import render_scene, sample_scene
 
 PROGRAM = 'def execute(image):\n    return image.count("red circle")\n'

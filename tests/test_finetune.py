@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from builder.finetune import (
+from builder.core.taskcard import parse_task_card
+from builder.core.workspace import Workspace
+from builder.methods.finetune import (
     FinetuneConfig,
     FinetuneError,
     ShapesVQAAdapter,
@@ -24,9 +26,7 @@ from builder.finetune import (
     plot_history,
     save_qa_dataset,
 )
-from builder.taskcard import parse_task_card
 from builder.tools.backends import shapes_vqa as sv
-from builder.workspace import Workspace
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(shapes_ws):
     ref = finetune_workspace(ws, "real", ShapesVQAAdapter(init), "reference", cfg, progress=False)
 
     run = ws.dir("checkpoints", "killed")
-    cmd = [sys.executable, "-m", "builder.finetune", "--workspace", str(ws.root), "--dataset", "real",
+    cmd = [sys.executable, "-m", "builder.interfaces.cli", "finetune", str(ws.root), "--dataset", "real",
            "--run", "killed", "--model", str(init), "--epochs", "3", "--batch-size", "16", "--lr", "0.003",
            "--throttle-s", "0.15", "--no-progress"]
     env = {**os.environ, "VISFORGE_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -126,7 +126,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(shapes_ws):
 
 def test_blip_vqa_finetune_on_tiny_model(tmp_path):
     pytest.importorskip("transformers")
-    from builder.finetune import BlipVQAAdapter
+    from builder.methods.finetune import BlipVQAAdapter
     from builder.tools.backends.hf import HFVQA
     from tests.tiny_models import build_blip
 

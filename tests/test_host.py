@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from builder.cache import ToolCache
+from builder.tools.cache import ToolCache
 from builder.tools.engines import Answer, Detection, TextSpan
 from builder.tools.host import Engines, ToolError, ToolHost
 from builder.tools.profile import ProfileError, build_engines, load_profile
-from builder.trace import Trace, trace_to_html
+from builder.tools.trace import Trace, trace_to_html
 
 
 class FakeDetector:
@@ -148,3 +148,23 @@ def test_profiles():
         load_profile({"vqa": "shapes"})
     with pytest.raises(ProfileError, match="rejected its options"):
         build_engines({"ocr": {"backend": "rapidocr", "colour": "red"}})
+
+
+def test_tool_table_agrees_with_the_program_api():
+    """Every program API name that calls the host is listed by exactly one ToolSpec, and back."""
+    import inspect
+
+    from builder.methods.export import FUNCTION_ENGINES, METHOD_ENGINES
+    from builder.tools import api
+    from builder.tools.specs import TOOLS
+
+    calling = set()
+    for name, member in [*vars(api.ImagePatch).items(), *api.PROGRAM_API.items()]:
+        if inspect.isfunction(member) and not name.startswith("_"):
+            src = inspect.getsource(member)
+            if "_call(" in src or "self.find(" in src:
+                calling.add(name)
+    listed = [c for spec in TOOLS.values() for c in spec.callers]
+    assert sorted(listed) == sorted(set(listed)) and set(listed) == calling
+    assert set(METHOD_ENGINES) | set(FUNCTION_ENGINES) == calling
+    assert all(spec.doc for spec in TOOLS.values())

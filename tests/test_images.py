@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builder.images import ImageError, decode_image, load_image
+from builder.core.images import ImageError, decode_image, load_image
 
 
 def png_bytes(w=8, h=6, mode="RGB"):

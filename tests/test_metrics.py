@@ -2,7 +2,7 @@
 
 import pytest
 
-from builder.metrics import as_boxes, box_iou, boxes_match, score
+from builder.core.metrics import as_boxes, box_iou, boxes_match, score
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_step_notebooks_share_one_workspace(jupyter_env, tmp_path):
     for name in ("03_improve", "04_augment", "05_finetune"):
         execute(name, tmp_path, workspace_dir=ws, **SMALL)
     nb = execute("06_export", tmp_path, workspace_dir=ws, target_kind="project", **SMALL)
-    from builder.workspace import Workspace
+    from builder.core.workspace import Workspace
 
     summary = Workspace.open(ws).summary()
     assert summary["accepted"] and summary["exports"] and "examples" in summary["datasets"]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import world_oracle  # noqa: E402
 
-from builder.selftrain import (  # noqa: E402
+from builder.methods.selftrain import (  # noqa: E402
     ProgramRunner,
     SelfTrainConfig,
     Task,
@@ -199,9 +199,9 @@ def test_resume_after_sigkill(world, tmp_path):
 
 def test_self_train_workspace_runs_a_round(tmp_path):
     """The workspace-level entry the Improve widget calls: one tiny round, checkpoints in the workspace."""
-    from builder.selftrain import self_train_workspace
-    from builder.taskcard import load_task_card
-    from builder.workspace import Workspace
+    from builder.core.taskcard import load_task_card
+    from builder.core.workspace import Workspace
+    from builder.methods.selftrain import self_train_workspace
     from builder.world.cards import make_task_card
 
     card_path = make_task_card(tmp_path / "task", kind="count", target="red objects", n=4)

@@ -133,9 +133,9 @@ def test_blip_teacher_on_tiny_model(tmp_path):
 def test_augment_workspace_builds_a_student_dataset(tmp_path):
     """The Augment step's entry: teacher on the task's examples, pseudo-labels on a folder, student set."""
     from augment.seltda import augment_workspace
-    from builder.finetune import load_qa_dataset
-    from builder.taskcard import load_task_card
-    from builder.workspace import Workspace
+    from builder.core.taskcard import load_task_card
+    from builder.core.workspace import Workspace
+    from builder.methods.finetune import load_qa_dataset
     from builder.world import render_scene, sample_scene
     from builder.world.cards import make_task_card
     from widgets.steps import dataset_from_task

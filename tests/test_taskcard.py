@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from builder.taskcard import (
+from builder.core.taskcard import (
     Metric,
     OutputKind,
     TaskCardError,

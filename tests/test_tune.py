@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from builder.core.taskcard import parse_task_card
+from builder.core.workspace import Workspace
 from builder.executor import validate
-from builder.taskcard import parse_task_card
+from builder.methods.tune import TuneError, apply_params, lift_constants, tune_workspace
 from builder.tools.engines import Detection
 from builder.tools.host import Engines
-from builder.tune import TuneError, apply_params, lift_constants, tune_workspace
-from builder.workspace import Workspace
 
 SRC = '''def execute(image, query):
     # keep confident detections only

@@ -10,7 +10,8 @@ import ipywidgets as w
 import pytest
 from PIL import Image
 
-from builder.workspace import Workspace
+from builder import latest_runs
+from builder.core.workspace import Workspace
 from widgets import (
     AugmentWidget,
     ExportWidget,
@@ -19,7 +20,6 @@ from widgets import (
     PlanWidget,
     Runtime,
     TaskWidget,
-    core,
     ensure_shapes_workspace,
 )
 
@@ -130,7 +130,7 @@ def test_plan_widget_propose_run_edit_diff_accept(planned):
     find_button(plan, "Run on examples").click()
     plan.wait(timeout=120, raise_errors=True)
     assert runs and runs[-1] == (plan.version, 3)
-    assert core.latest_runs(ws)[plan.version]["n"] == 3
+    assert latest_runs(ws)[plan.version]["n"] == 3
     assert "vf-results" in plan.results.value and ("vf-pass" in plan.results.value or "vf-fail" in plan.results.value)
     assert "<img" in plan.trace.value and "find" in plan.trace.value  # the step trace with images
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from builder.taskcard import parse_task_card
-from builder.workspace import Workspace, WorkspaceError
+from builder.core.taskcard import parse_task_card
+from builder.core.workspace import Workspace, WorkspaceError
 
 CARD = parse_task_card(
     {
@@ -70,7 +70,7 @@ def test_dir_stays_inside(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from builder.workspace import Workspace
+    from builder.core.workspace import Workspace
     ws = Workspace.open(sys.argv[1])
     card = ws.load_task()
     big = "x" * 200_000  # large records make a kill mid-write likely

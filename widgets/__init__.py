@@ -6,13 +6,13 @@
     ExportWidget("ws/").export()       # build the installable solution
 
 Every button calls a public method (``save``, ``propose``, ``run``, ``accept``, ``export`` ...)
-that notebooks and tests call directly. The non-UI workflow functions live in
-``widgets.core`` and are shared with the Panel app (``builder.app``).
+that notebooks and tests call directly. The widgets are a thin layer over the workflow API
+(``from builder import ...``), which the Panel app, the CLI and notebooks share.
 """
 
+from builder import Runtime, ensure_shapes_workspace
+from builder.interfaces.demo import run_notebook_demo
 from widgets._base import NotAvailable, StepWidget
-from widgets.core import Runtime, ensure_shapes_workspace
-from widgets.demo import run_notebook_demo
 from widgets.export import ExportWidget
 from widgets.plan import PlanWidget
 from widgets.steps import AugmentWidget, FinetuneWidget, ImproveWidget

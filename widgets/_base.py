@@ -21,6 +21,8 @@ from typing import Any
 import ipywidgets as w
 import traitlets
 
+from builder.core.errors import UserError
+
 # Images embedded in widget HTML are capped so saved notebooks stay small.
 THUMB_SIDE = 96
 
@@ -172,17 +174,7 @@ class StepWidget(w.VBox):
 
 def _is_user_error(exc: BaseException) -> bool:
     """Errors whose message says everything (bad input, missing pieces): no traceback shown."""
-    from builder.taskcard import TaskCardError
-    from builder.workspace import WorkspaceError
-
-    user = (TaskCardError, WorkspaceError, ValueError, FileNotFoundError, NotAvailable)
-    try:
-        from builder.export import ExportError
-
-        user = (*user, ExportError)
-    except ImportError:
-        pass
-    return isinstance(exc, user)
+    return isinstance(exc, (UserError, ValueError, FileNotFoundError, NotAvailable))
 
 
 class NotAvailable(RuntimeError):

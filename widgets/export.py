@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
-from builder.workspace import Workspace
+from builder.core.workspace import Workspace
 from widgets._base import NotAvailable, StepWidget, button
 
 # Export targets: what ``export_solution`` is asked to produce.
@@ -63,11 +63,11 @@ class ExportWidget(StepWidget):
 
     def export(self, target: str = "package", name: str | None = None, version: str | None = None,
                verify: bool = True, overwrite: bool = False, out_dir: str | Path | None = None):
-        """Export the accepted program; returns ``builder.export.ExportResult``."""
+        """Export the accepted program; returns ``builder.methods.export.ExportResult``."""
         try:
-            from builder.export import export_solution
+            from builder.methods.export import export_solution
         except ImportError as e:
-            raise NotAvailable(f"export is not available yet (builder.export: {e})") from None
+            raise NotAvailable(f"export is not available yet (builder.methods.export: {e})") from None
         if target not in TARGETS:
             raise ValueError(f"unknown export target {target!r}; one of {', '.join(TARGETS)}")
         self.set_progress(0, 1)

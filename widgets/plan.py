@@ -10,8 +10,9 @@ import ipywidgets as w
 import traitlets
 from ipywidgets import CallbackDispatcher
 
-from builder.workspace import ProgramVersion, Workspace
-from widgets import core
+from builder import Runtime, best_version, diff_text, latest_runs, propose_programs, run_examples
+from builder.core.workspace import ProgramVersion, Workspace
+from builder.interfaces.views import diff_html, highlight, results_table_html, trace_html
 from widgets._base import StepWidget, button
 
 
@@ -29,11 +30,11 @@ class PlanWidget(StepWidget):
     version = traitlets.Int(None, allow_none=True)
     accepted = traitlets.Int(None, allow_none=True)
 
-    def __init__(self, workspace: Workspace | str | Path, runtime: core.Runtime | None = None,
+    def __init__(self, workspace: Workspace | str | Path, runtime: Runtime | None = None,
                  compare: int = 3, **kwargs: Any):
         super().__init__(**kwargs)
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
-        self.runtime = runtime or core.Runtime(self.ws)
+        self.runtime = runtime or Runtime(self.ws)
         self.compare_n = compare
         self._run_callbacks = CallbackDispatcher()
         self._accept_callbacks = CallbackDispatcher()
@@ -55,7 +56,7 @@ class PlanWidget(StepWidget):
         self.diff_view = w.HTML()
 
         self.version_select.observe(lambda c: c["new"] is not None and self.select(c["new"]), "value")
-        self.editor.observe(lambda c: setattr(self.preview, "value", core.highlight(c["new"] or "")), "value")
+        self.editor.observe(lambda c: setattr(self.preview, "value", highlight(c["new"] or "")), "value")
         self.example_select.observe(lambda c: c["new"] and self._on(lambda: self.show_trace(c["new"]))(), "value")
 
         tabs = w.Tab(children=[
@@ -94,7 +95,7 @@ class PlanWidget(StepWidget):
     def propose(self, k: int = 4) -> list[ProgramVersion]:
         """Ask the planner for ``k`` candidates (the template when no planner); returns new versions."""
         self.status = "asking the planner ..."
-        versions, note = core.propose_programs(self.ws, k=k)
+        versions, note = propose_programs(self.ws, k=k)
         self.refresh()
         if versions:
             self.select(versions[0].version)
@@ -108,8 +109,8 @@ class PlanWidget(StepWidget):
         if self.version_select.value != pv.version:
             self.version_select.value = pv.version
         self.editor.value = pv.source
-        self.preview.value = core.highlight(pv.source)
-        run = core.latest_runs(self.ws).get(pv.version)
+        self.preview.value = highlight(pv.source)
+        run = latest_runs(self.ws).get(pv.version)
         self._show_run(run)
         return pv
 
@@ -142,7 +143,7 @@ class PlanWidget(StepWidget):
         version = self.version if version is None else version
         if version is None:
             raise ValueError("no program version yet: propose programs or save one first")
-        res = core.run_examples(self.ws, version, self.runtime, progress=self.set_progress)
+        res = run_examples(self.ws, version, self.runtime, progress=self.set_progress)
         self.last_result = res
         self.status = f"v{version:04d}: {res.correct}/{res.n} passed, {res.errors} error(s) in {res.seconds:.1f} s"
         self.refresh()
@@ -153,28 +154,28 @@ class PlanWidget(StepWidget):
 
     def run_all(self) -> dict[int, float]:
         """Run every version that has no saved run yet; returns {version: accuracy} for all."""
-        done = core.latest_runs(self.ws)
+        done = latest_runs(self.ws)
         for pv in self.ws.programs():
             if pv.version not in done:
                 self.run(pv.version)
-        return {v: r["accuracy"] for v, r in core.latest_runs(self.ws).items()}
+        return {v: r["accuracy"] for v, r in latest_runs(self.ws).items()}
 
     def show_trace(self, example_id: str) -> str:
         """Show (and return) the trace HTML of one example in the selected version's last run."""
-        run = core.latest_runs(self.ws).get(self.version)
+        run = latest_runs(self.ws).get(self.version)
         if run is None:
             raise ValueError("run the program on the examples first")
         match = [r for r in run["results"] if r["id"] == example_id]
         if not match:
             raise ValueError(f"no example {example_id!r} in the last run")
-        self.trace.value = core.trace_html(self.ws, match[0], title=f"v{self.version:04d} on {example_id}")
+        self.trace.value = trace_html(self.ws, match[0], title=f"v{self.version:04d} on {example_id}")
         return self.trace.value
 
     def diff(self, a: int, b: int) -> str:
         """Show (and return) the unified diff between two versions."""
         pa, pb = self.ws.program(a), self.ws.program(b)
-        self.diff_view.value = core.diff_html(pa.source, pb.source, pa.tag, pb.tag)
-        return core.diff_text(pa.source, pb.source, pa.tag, pb.tag)
+        self.diff_view.value = diff_html(pa.source, pb.source, pa.tag, pb.tag)
+        return diff_text(pa.source, pb.source, pa.tag, pb.tag)
 
     def _diff_clicked(self) -> None:
         if self.diff_a.value is None or self.diff_b.value is None:
@@ -195,7 +196,7 @@ class PlanWidget(StepWidget):
 
     def accept_best(self) -> ProgramVersion:
         """Accept the version with the best latest run (ties: the shorter program)."""
-        best = core.best_version(self.ws)
+        best = best_version(self.ws)
         if best is None:
             raise ValueError("no runs yet: run the programs on the examples first")
         return self.accept(best[0])
@@ -204,7 +205,7 @@ class PlanWidget(StepWidget):
     def refresh(self) -> None:
         """Re-read versions, runs and the accepted version from the workspace."""
         programs = self.ws.programs()
-        runs = core.latest_runs(self.ws)
+        runs = latest_runs(self.ws)
         acc = self.ws.accepted
         self.accepted = acc.version if acc else None
         options = [(f"{p.tag} ({p.origin})", p.version) for p in programs]
@@ -225,7 +226,7 @@ class PlanWidget(StepWidget):
                  if run else "not run yet")
         star = " ★ accepted" if pv.version == self.accepted else ""
         head = w.HTML(f"<b>{pv.tag}</b> <small>{html.escape(pv.origin)}</small> · {score}{star}")
-        code = w.HTML(core.highlight(pv.source), layout=w.Layout(max_height="180px", overflow="auto"))
+        code = w.HTML(highlight(pv.source), layout=w.Layout(max_height="180px", overflow="auto"))
         return w.VBox([head, code, button("Edit", self._on(lambda: self.select(pv.version)), icon="pencil")],
                       layout=w.Layout(border="1px solid #ddd", padding="4px", margin="2px", width="32%",
                                       min_width="260px"))
@@ -251,7 +252,7 @@ class PlanWidget(StepWidget):
             return
         head = (f"<p><b>{run['correct']}/{run['n']} passed</b> · accuracy {run['accuracy']:.2f} · "
                 f"{run['errors']} error(s) · {run['seconds']:.1f} s</p>")
-        self.results.value = head + core.results_table_html(run["results"])
+        self.results.value = head + results_table_html(run["results"])
         ids = [r["id"] for r in run["results"]]
         self.example_select.options = ids
         # Show the first failing example's trace first: that's the one the engineer wants to see.
@@ -259,7 +260,7 @@ class PlanWidget(StepWidget):
         first = failing[0] if failing else (ids[0] if ids else None)
         if first is not None:
             if self.example_select.value == first:
-                self.trace.value = core.trace_html(self.ws, run["results"][ids.index(first)],
+                self.trace.value = trace_html(self.ws, run["results"][ids.index(first)],
                                                    title=f"v{self.version:04d} on {first}")
             else:
                 self.example_select.value = first

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder.workspace import Workspace
-from widgets import core
+from builder import latest_runs
+from builder.core.workspace import Workspace
+from builder.interfaces.views import highlight, results_table_html, trace_html
 
 
 def write_report(workspace: Workspace | str | Path, path: str | Path, export: Any = None,
@@ -17,7 +18,7 @@ def write_report(workspace: Workspace | str | Path, path: str | Path, export: An
     """Write the report to ``path`` and return it. ``export`` is an ``ExportResult`` (or its dict)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     card = ws.load_task()
-    runs = core.latest_runs(ws)
+    runs = latest_runs(ws)
     acc = ws.accepted
     def score(v: int) -> str:
         return f"{runs[v]['accuracy']:.2f}" if v in runs else "—"
@@ -30,13 +31,13 @@ def write_report(workspace: Workspace | str | Path, path: str | Path, export: An
     )
     accepted = "<p><i>no accepted program</i></p>"
     if acc is not None:
-        accepted = core.highlight(acc.source)
+        accepted = highlight(acc.source)
         run = runs.get(acc.version)
         if run:
             accepted += f"<p><b>{run['correct']}/{run['n']} examples passed</b></p>"
-            accepted += core.results_table_html(run["results"])
+            accepted += results_table_html(run["results"])
             if run["results"]:
-                accepted += core.trace_html(ws, run["results"][0], title=f"{acc.tag} on {run['results'][0]['id']}")
+                accepted += trace_html(ws, run["results"][0], title=f"{acc.tag} on {run['results'][0]['id']}")
     exp = ""
     if export is not None:
         d = export.to_dict() if hasattr(export, "to_dict") else dict(export)

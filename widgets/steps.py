@@ -1,15 +1,14 @@
-"""Steps 3-5 (Improve the planner, Augment, Fine-tune) as thin shells over their workspace APIs.
+"""Steps 3-5 (Improve the planner, Augment, Fine-tune) as thin shells over the workflow API.
 
-Each shell names the workspace-level function it calls. When that function is not built yet
-(or its optional dependencies are missing) the shell says so plainly and runs nothing: no
-placeholder numbers are ever shown. When it exists, the shell runs it on a background thread
-and shows what it returned.
+Each shell names the ``builder.workflow`` function it calls. When that function cannot run
+here (a dataset is missing, say) the shell says so plainly and runs nothing: no placeholder
+numbers are ever shown. Otherwise the shell runs it on a background thread and shows what it
+returned.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,21 @@ from typing import Any
 import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
-from builder.workspace import Workspace
+from builder import workflow
+from builder.core.images import load_image
+from builder.core.workspace import Workspace
+from builder.methods.finetune import save_qa_dataset
 from widgets._base import NotAvailable, StepWidget, button
 
 
 class ApiShell(StepWidget):
-    """A step whose work is one workspace-level API call ``ENTRY = (module, function)``.
+    """A step whose work is one workflow API call ``ENTRY`` (a function name in ``builder.workflow``).
 
     Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result.
     Callbacks: ``on_done(cb)`` -- ``cb(result)``.
     """
 
-    ENTRY: tuple[str, str] = ("", "")
+    ENTRY = ""
     WHAT = ""
 
     def __init__(self, workspace: Workspace | str | Path, **kwargs: Any):
@@ -58,16 +60,8 @@ class ApiShell(StepWidget):
         self._callbacks.register_callback(callback, remove=remove)
 
     def entry(self):
-        """The API function, or raise ``NotAvailable`` saying which one is missing."""
-        module, name = self.ENTRY
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            raise NotAvailable(f"not available yet: {module} cannot be imported ({e})") from None
-        fn = getattr(mod, name, None)
-        if fn is None:
-            raise NotAvailable(f"not available yet: {module}.{name}(workspace, ...) does not exist")
-        return fn
+        """The workflow function this step calls."""
+        return getattr(workflow, self.ENTRY)
 
     def available(self) -> str | None:
         """None when the step can run, else the reason it cannot (shown in the widget)."""
@@ -85,7 +79,7 @@ class ApiShell(StepWidget):
                                       f"padding:6px;border-radius:4px'>{html.escape(reason)}</div>")
             self.run_button.disabled = True
         else:
-            self.info.value = what + f"<small>calls <code>{'.'.join(self.ENTRY)}</code></small>"
+            self.info.value = what + f"<small>calls <code>builder.{self.ENTRY}</code></small>"
             self.run_button.disabled = False
 
     def run(self, **params: Any) -> Any:
@@ -105,7 +99,7 @@ class ImproveWidget(ApiShell):
     """Step 3: reinforced self-training of the planner on the workspace's annotated examples."""
 
     title = "3 · Improve the planner"
-    ENTRY = ("builder.selftrain", "self_train_workspace")
+    ENTRY = "improve_planner"
     WHAT = ("Reinforced self-training: sample programs for the annotated examples, keep the ones the "
             "examples reward, fine-tune the planner on them, repeat; reports accuracy per round.")
 
@@ -122,7 +116,7 @@ class AugmentWidget(ApiShell):
     """Step 4: SelTDA pseudo-labels on the customer's unlabeled images, into a workspace dataset."""
 
     title = "4 · Augment the data"
-    ENTRY = ("augment.seltda", "augment_workspace")
+    ENTRY = "augment_data"
     WHAT = ("SelTDA: a teacher writes question/answer pairs for unlabeled images; filtered pairs become a "
             "synthetic dataset under the workspace's datasets/ for fine-tuning.")
 
@@ -139,7 +133,7 @@ class FinetuneWidget(ApiShell):
     """Step 5: fine-tune the VQA engine on a workspace dataset; before/after figures from the API."""
 
     title = "5 · Fine-tune the engines"
-    ENTRY = ("builder.finetune", "finetune_workspace")
+    ENTRY = "finetune_engine"
     WHAT = "Fine-tune the VQA engine on a dataset in the workspace (real and/or synthetic QA); before/after scores."
 
     def _controls(self) -> list[w.Widget]:
@@ -168,7 +162,7 @@ class FinetuneWidget(ApiShell):
         reason = super().available()
         if reason is None and not self.datasets():
             return (f"no QA dataset in {self.ws.dir('datasets')} yet: build one in the Augment step "
-                    "(or save one with builder.finetune.save_qa_dataset)")
+                    "(or save one with builder.methods.finetune.save_qa_dataset)")
         return reason
 
     def params(self) -> dict[str, Any]:
@@ -177,11 +171,10 @@ class FinetuneWidget(ApiShell):
 
     def _call(self, fn, dataset: str | None = None, backend: str = "shapes", epochs: int = 1,
               run: str = "finetune", model: str | None = None) -> Any:
-        from builder.finetune import FinetuneConfig, make_adapter
-
         if not dataset:
             raise NotAvailable(self.available() or "choose a dataset")
-        return fn(self.ws, dataset, make_adapter(backend, model), run, FinetuneConfig(epochs=epochs))
+        return fn(self.ws, dataset, backend=backend, model=model, run=run,
+                  config=workflow.FinetuneConfig(epochs=epochs))
 
 
 def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:
@@ -189,9 +182,6 @@ def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = T
 
     Only answer-like outputs (text, yes/no, counts) make QA pairs; boxes and choices do not.
     """
-    from builder.finetune import save_qa_dataset
-    from builder.images import load_image
-
     card = ws.load_task()
     if card.output not in ("text", "bool", "count"):
         raise ValueError(f"a {card.output} task has no short answers to fine-tune a VQA engine on")

@@ -11,10 +11,21 @@ import ipywidgets as w
 import traitlets
 from ipywidgets import CallbackDispatcher
 
-from builder.taskcard import Metric, OutputKind, TaskCard, TaskCardError
-from builder.workspace import META_FILE, Workspace
+from builder import (
+    card_from_data,
+    format_expected,
+    images_in_folder,
+    parse_expected_text,
+    read_labels,
+    save_task,
+    shapes_task_data,
+    stage_image,
+    validation_messages,
+)
+from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError
+from builder.core.workspace import META_FILE, Workspace
+from builder.interfaces.views import thumbnail_uri
 from builder.world.cards import KINDS as SHAPES_KINDS
-from widgets import core
 from widgets._base import THUMB_SIDE, StepWidget, button
 
 
@@ -139,9 +150,9 @@ class TaskWidget(StepWidget):
         """Check the draft; returns (and shows) the problems, [] when the card is valid."""
         problems: list[str] = []
         try:
-            core.card_from_data(self.data())
+            card_from_data(self.data())
         except TaskCardError as e:
-            problems = core.validation_messages(e)
+            problems = validation_messages(e)
         for i, ex in enumerate(self.examples):
             for p in [ex["image"]] if isinstance(ex["image"], str) else ex["image"]:
                 if not Path(p).is_file():
@@ -165,8 +176,8 @@ class TaskWidget(StepWidget):
         problems = self.validate()
         if problems:
             raise TaskCardError("the task card is not valid: " + "; ".join(problems))
-        card = core.card_from_data(self.data())
-        ws = self._run_guarded("Save task", core.save_task, self.workspace_dir, card)
+        card = card_from_data(self.data())
+        ws = self._run_guarded("Save task", save_task, self.workspace_dir, card)
         self.set_card(ws.load_task(), base=ws.root)
         self.status = f"saved {ws.task_path} ({len(card.examples)} examples)"
         self._save_callbacks(ws)
@@ -180,13 +191,13 @@ class TaskWidget(StepWidget):
         ``expected`` may be typed text ("3", "yes", "[[1,2,3,4]]"); it is parsed as YAML.
         """
         if isinstance(image, bytes):
-            path = core.stage_image(image, filename, self._staging)
+            path = stage_image(image, filename, self._staging)
         else:
             path = Path(image).resolve()
             if not path.is_file():
                 raise FileNotFoundError(f"{image}: no such image file")
         if isinstance(expected, str):
-            expected = core.parse_expected_text(expected)
+            expected = parse_expected_text(expected)
         ex = {"id": example_id or self._next_id(), "image": str(path), "query": query, "expected": expected}
         self.examples.append(ex)
         self._refresh()
@@ -213,10 +224,10 @@ class TaskWidget(StepWidget):
     def add_folder(self, folder: str | Path, query: str | None = None) -> int:
         """Add every image in ``folder``; expected outputs come from its labels.json/labels.csv
         (by file name), else from the expected field."""
-        images = core.images_in_folder(folder)
+        images = images_in_folder(folder)
         if not images:
             raise ValueError(f"{folder}: no image files in this folder")
-        labels = core.read_labels(folder)
+        labels = read_labels(folder)
         q = self.query.value if query is None else query
         for p in images:
             self.add_example(p, q, labels.get(p.name, self.expected.value))
@@ -228,7 +239,7 @@ class TaskWidget(StepWidget):
 
     def generate_shapes(self, kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0) -> None:
         """Replace the draft with a shapes-world task (name, description, output and examples)."""
-        data = core.shapes_task_data(kind, target, n, seed, staging=self._staging / f"shapes-{kind}-{seed}")
+        data = shapes_task_data(kind, target, n, seed, staging=self._staging / f"shapes-{kind}-{seed}")
         self.set_card(data)
         self.status = f"generated {n} shapes-world examples: {data['examples'][0]['query']}"
 
@@ -239,7 +250,7 @@ class TaskWidget(StepWidget):
     def set_expected(self, index: int, value: Any) -> None:
         """Set example ``index``'s expected output (typed text is parsed as YAML)."""
         if isinstance(value, str):
-            value = core.parse_expected_text(value)
+            value = parse_expected_text(value)
         self.examples[index]["expected"] = value
         self._refresh()
 
@@ -262,19 +273,19 @@ class TaskWidget(StepWidget):
     def _show_selected(self, change) -> None:
         i = change["new"]
         if i is not None and 0 <= i < len(self.examples):
-            self.example_expected.value = core.format_expected(self.examples[i].get("expected"))
+            self.example_expected.value = format_expected(self.examples[i].get("expected"))
 
     def _refresh(self, max_rows: int = 24) -> None:
         rows = []
         for i, ex in enumerate(self.examples[:max_rows]):
             paths = [ex["image"]] if isinstance(ex["image"], str) else ex["image"]
             thumbs = "".join(
-                f"<img src='{core.thumbnail_uri(p, THUMB_SIDE // 2)}'>" if Path(p).is_file() else "<i>missing</i>"
+                f"<img src='{thumbnail_uri(p, THUMB_SIDE // 2)}'>" if Path(p).is_file() else "<i>missing</i>"
                 for p in paths
             )
             rows.append(f"<tr><td>{i}</td><td>{html.escape(str(ex.get('id', '')))}</td><td>{thumbs}</td>"
                         f"<td>{html.escape(ex.get('query', ''))}</td>"
-                        f"<td><code>{html.escape(core.format_expected(ex.get('expected')))}</code></td></tr>")
+                        f"<td><code>{html.escape(format_expected(ex.get('expected')))}</code></td></tr>")
         more = (f"<tr><td colspan='5'>... and {len(self.examples) - max_rows} more</td></tr>"
                 if len(self.examples) > max_rows else "")
         self.table.value = (

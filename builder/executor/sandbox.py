@@ -1,6 +1,6 @@
 """The host side of the executor: a pool of sandboxed worker processes.
 
-Defence in depth (see shared/DESIGN.md):
+Defence in depth:
 1. the AST allow-list (``validate``), checked here before a worker sees the program and again
    in the worker;
 2. the worker process: an empty environment, resource limits, seccomp where libseccomp
@@ -37,7 +37,7 @@ from typing import Any
 
 from builder.executor.protocol import FrameError, read_frame, write_frame
 from builder.executor.validate import ValidationError, validate
-from builder.tools.api import HOST_TOOLS
+from builder.tools.specs import TOOL_NAMES
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from builder.executor.worker import main; main()"
@@ -356,7 +356,7 @@ def _plain_args(value: Any, depth: int = 0) -> bool:
 def _dispatch(dispatch: Dispatch, msg: dict, n_images: int) -> dict:
     """Check a worker's tool request, then run it through ``dispatch``; always a reply dict."""
     tool, ref, args = msg.get("tool"), msg.get("ref"), msg.get("args")
-    if tool not in HOST_TOOLS:
+    if tool not in TOOL_NAMES:
         return {"ok": False, "error": f"unknown tool {str(tool)[:40]!r}"}
     if not isinstance(args, list) or not _plain_args(args):
         return {"ok": False, "error": f"{tool}: invalid arguments"}

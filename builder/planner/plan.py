@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from builder.core.taskcard import OutputKind, TaskCard
 from builder.planner.prompt import PlanRequest, check_program
-from builder.taskcard import OutputKind, TaskCard
 
 # The planner's task families by task-card output kind.
 FAMILY_OF_OUTPUT = {

@@ -11,6 +11,8 @@ or, for examples with several images, a list of ``ImagePatch``. Two optional par
 filled by name when declared: ``query`` (the question text) and ``choices`` (candidate texts).
 
 Every public method's docstring renders into the planner prompt (see ``builder.tools.docs``).
+The host side of each engine call (engine kind, argument checks, implementation) is its
+``ToolSpec`` in ``builder.tools.specs``.
 """
 
 from __future__ import annotations
@@ -216,6 +218,3 @@ PROGRAM_API = {
     "largest": largest,
     "smallest": smallest,
 }
-
-# Host-side tools a transport must serve, with the shape of their reference argument.
-HOST_TOOLS = ("find", "query", "verify", "caption", "read_text", "match", "best_text_match", "best_image_match")

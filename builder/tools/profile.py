@@ -20,9 +20,11 @@ from typing import Any
 
 import yaml
 
+from builder.core.errors import UserError
 from builder.tools.host import Engines
+from builder.tools.specs import ENGINE_KINDS
 
-KINDS = ("detector", "vqa", "captioner", "matcher", "ocr")
+KINDS = ENGINE_KINDS
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 # (kind, backend) -> "module:Class"; the class is called with the profile's options as keywords.
@@ -39,7 +41,7 @@ BACKENDS: dict[tuple[str, str], str] = {
 }
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A profile names an unknown engine kind or backend, or has malformed options."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.taskcard import TaskCard, parse_task_card, save_task_card
+from builder.core.taskcard import TaskCard, parse_task_card, save_task_card
 from builder.world.language import parse_object_name
 from builder.world.scene import render_scene, sample_scene
 

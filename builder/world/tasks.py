@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -415,3 +417,26 @@ def make_image_choice(scenes: list[Scene], target: int, rng: np.random.Generator
           "expected": order.index(target), "template_id": template.id, "split": template.split,
           "program": _prog(f"return best_image_match(image, {_q(caption)})")}
     return ex, order
+
+
+# Size questions the shapes VQA model answers beyond the VQA templates.
+SIZE_PHRASINGS = ("What size is the {obj}?", "Is the {obj} small or large?", "Tell me the size of the {obj}.")
+
+
+@lru_cache(maxsize=4)
+def question_patterns(skip_qtypes: tuple[str, ...] = ()) -> tuple[tuple[str, re.Pattern], ...]:
+    """(qtype, regex) for every shapes-world VQA phrasing (train and held-out templates, plus the
+    size questions), lower-case without the final "?"/"."; named groups are the template's slots.
+
+    Selective decomposition parses questions with it; SelTDA's precision oracle answers them.
+    """
+    slots = {"attr": r"(?P<attr>color|shape|size)", "rel": r"(?P<rel>left of|right of|above|below)"}
+    texts = [(t.qtype, t.text) for t in TEMPLATES if t.family == "vqa" and t.qtype not in skip_qtypes]
+    texts += [("size", text) for text in SIZE_PHRASINGS]
+    out = []
+    for qtype, text in texts:
+        pattern = re.escape(text.lower().rstrip("?."))
+        for name in ("attr", "rel", "obj", "objs", "a_obj", "a", "b", "xs", "ys"):
+            pattern = pattern.replace(re.escape("{" + name + "}"), slots.get(name, rf"(?P<{name}>[a-z ]+?)"), 1)
+        out.append((qtype, re.compile("^" + pattern + "$")))
+    return tuple(out)

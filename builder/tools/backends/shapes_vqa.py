@@ -1,8 +1,8 @@
 """The learned shapes-world VQA model: a small CNN with FiLM conditioning on a GRU question encoder.
 
 Why this architecture: on 2 CPU cores a from-scratch transformer VQA model does not learn in
-minutes, while a ~0.3M-parameter FiLM network does (shared/OFFLINE_NOTES.md, "Learnability
-probes"). Coordinate channels give the convolutions absolute position, which spatial
+minutes, while a ~0.3M-parameter FiLM network does (measured in learnability
+probes). Coordinate channels give the convolutions absolute position, which spatial
 questions ("left of", "above") need.
 
 Everything a later fine-tuning step (SelTDA pseudo-labels, domain adaptation) needs is public:
@@ -17,7 +17,7 @@ Everything a later fine-tuning step (SelTDA pseudo-labels, domain adaptation) ne
 
 Train the default weights (see ``weights/README.md`` for how the committed ones were made)::
 
-    python -m builder.tools.backends.shapes_vqa train --out builder/tools/backends/weights
+    visforge engines train-vqa --out builder/tools/backends/weights
 
 A reduced run (seconds): ``... train --out /tmp/w --steps 30 --n-scenes 200``. Resume or
 fine-tune from existing weights with ``--init DIR``.
@@ -25,7 +25,6 @@ fine-tune from existing weights with ``--init DIR``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -215,7 +214,7 @@ def load_model(weights_dir=DEFAULT_WEIGHTS, device: str = "cpu") -> ShapesVQANet
     for name in ("config.json", "model.safetensors"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d}: no {name}; train weights with "
-                                    "`python -m builder.tools.backends.shapes_vqa train --out DIR`")
+                                    "`visforge engines train-vqa --out DIR`")
     cfg = json.loads((d / "config.json").read_text())
     if cfg.get("arch") != ARCH:
         raise ValueError(f"{d}: architecture {cfg.get('arch')!r} is not {ARCH!r}")
@@ -377,45 +376,30 @@ def evaluate(model: ShapesVQANet, dataset, batch_size: int = 256) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``train`` (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m builder.tools.backends.shapes_vqa")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train (or fine-tune with --init) the shapes VQA model")
-    t.add_argument("--out", required=True, help="folder for model.safetensors + config.json")
-    t.add_argument("--init", default=None, help="start from these weights (resume / fine-tune)")
-    t.add_argument("--n-scenes", type=int, default=5000)
-    t.add_argument("--per-scene", type=int, default=1, help="rounds of scene-level questions per scene")
-    t.add_argument("--crops-per-scene", type=int, default=2, help="object crops (3 questions each) per scene")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--word-dropout", type=float, default=0.1)
-    t.add_argument("--domain", default="clean", help="domain preset of the training scenes")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machines are shared)")
-    t.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes for progress logs (0: none)")
-    t.add_argument("--log-every", type=int, default=500)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+def train_command(out: str | Path, init: str | Path | None = None, n_scenes: int = 5000, per_scene: int = 1,
+                  crops_per_scene: int = 2, steps: int = 3000, batch_size: int = 64, lr: float = 2e-3,
+                  word_dropout: float = 0.1, domain: str = "clean", seed: int = 0, threads: int = 1,
+                  eval_scenes: int = 100, log_every: int = 500) -> dict:
+    """Train (or fine-tune from ``init``) the shapes VQA model and save it to ``out``.
+
+    ``visforge engines train-vqa`` calls this. Returns the training record saved in config.json.
+    """
+    torch.set_num_threads(threads)
     t0 = time.time()
-    data = build_dataset(a.n_scenes, a.seed, a.domain, "train", a.per_scene, a.crops_per_scene)
+    data = build_dataset(n_scenes, seed, domain, "train", per_scene, crops_per_scene)
     # evaluation scenes use another seed, so they are never training scenes
-    evalset = build_dataset(a.eval_scenes, a.seed + 10_000, a.domain, "train") if a.eval_scenes else None
-    print(f"{len(data)} training QA from {a.n_scenes} scenes in {time.time() - t0:.0f}s")
-    torch.manual_seed(a.seed)  # the initial weights too, so a run is repeatable bit for bit
-    model = load_model(a.init) if a.init else ShapesVQANet(build_vocab(ex[1] for ex in data))
+    evalset = build_dataset(eval_scenes, seed + 10_000, domain, "train") if eval_scenes else None
+    print(f"{len(data)} training QA from {n_scenes} scenes in {time.time() - t0:.0f}s")
+    torch.manual_seed(seed)  # the initial weights too, so a run is repeatable bit for bit
+    model = load_model(init) if init else ShapesVQANet(build_vocab(ex[1] for ex in data))
     print(f"{sum(p.numel() for p in model.parameters())} parameters")
-    hist = train(model, data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, word_dropout=a.word_dropout,
-                 seed=a.seed, log_every=a.log_every, eval_set=evalset)
-    extra = {"command": "python -m builder.tools.backends.shapes_vqa " + " ".join(argv or __import__("sys").argv[1:]),
-             "n_scenes": a.n_scenes, "per_scene": a.per_scene, "crops_per_scene": a.crops_per_scene,
-             "word_dropout": a.word_dropout, "n_qa": len(data), "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr,
-             "domain": a.domain, "seed": a.seed, "threads": a.threads, "init": a.init,
-             "train_seconds": hist["seconds"], "final_eval": hist["eval"][-1][1] if hist["eval"] else None}
-    save_model(model, a.out, extra)
-    print(f"saved {a.out} ({hist['seconds']}s training)")
-
-
-if __name__ == "__main__":
-    main()
+    hist = train(model, data, steps=steps, batch_size=batch_size, lr=lr, word_dropout=word_dropout,
+                 seed=seed, log_every=log_every, eval_set=evalset)
+    extra = {"command": "visforge engines train-vqa", "n_scenes": n_scenes, "per_scene": per_scene,
+             "crops_per_scene": crops_per_scene, "word_dropout": word_dropout, "n_qa": len(data), "steps": steps,
+             "batch_size": batch_size, "lr": lr, "domain": domain, "seed": seed, "threads": threads,
+             "init": str(init) if init else None, "train_seconds": hist["seconds"],
+             "final_eval": hist["eval"][-1][1] if hist["eval"] else None}
+    save_model(model, out, extra)
+    print(f"saved {out} ({hist['seconds']}s training)")
+    return extra

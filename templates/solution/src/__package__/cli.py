@@ -15,7 +15,7 @@ from .runtime import manifest
 
 
 def _run(args: argparse.Namespace) -> int:
-    from builder.images import ImageError, load_image
+    from builder.core.images import ImageError, load_image
 
     from .runtime import Solution
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from builder.batch import ExampleInput, run_program
-from builder.cache import ToolCache
+from builder.run import ExampleInput, run_program
+from builder.tools.cache import ToolCache
 from builder.executor import Sandbox
 from builder.tools.profile import build_engines, load_profile
 
@@ -97,7 +97,7 @@ class Solution:
     ) -> dict[str, Any]:
         """Run the program on one input (one image, or several for multi-image solutions).
 
-        ``images`` are (H, W, 3) uint8 RGB arrays (see ``builder.images.decode_image``).
+        ``images`` are (H, W, 3) uint8 RGB arrays (see ``builder.core.images.decode_image``).
         ``query``/``choices`` default to the task's own when every example shares them.
         Returns ``{"ok", "value", "error", "error_kind", "duration_ms", "tool_calls"}``;
         a program that fails on this input is ``ok: false``, never an exception.

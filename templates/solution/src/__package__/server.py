@@ -26,7 +26,7 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from builder.images import ImageError, decode_image
+from builder.core.images import ImageError, decode_image
 
 from .runtime import Solution, manifest
 

@@ -4,7 +4,7 @@ Each round:
 
 1. **Grow** — sample k programs per annotated (images, query, expected) task at temperature ~1,
    run every distinct one in the sandboxed executor with the task's engines (tool results cached
-   by content, so repeated calls are free), and reward it 1 if ``builder.metrics.score`` accepts
+   by content, so repeated calls are free), and reward it 1 if ``builder.core.metrics.score`` accepts
    its output (exact answer, boxes at IoU >= 0.5, right choice; any error scores 0).
 2. **Filter** — keep rewarded (query, program) pairs, deduplicated, at most ``max_per_query``
    distinct programs per query, and check each on ``probes`` other scenes (below).
@@ -49,8 +49,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from builder.atomic import atomic_write_json
-from builder.metrics import score
+from builder.core.atomic import atomic_write_json
+from builder.core.metrics import score
 from builder.planner.prompt import PlanRequest, check_program, compact_prompt
 
 FAMILIES = ("vqa", "grounding", "itm")
@@ -113,8 +113,8 @@ class ProgramRunner:
 
     def __init__(self, profile: str | dict = "shapes", cache_dir: str | Path | None = None, workers: int = 2,
                  engines=None, sandbox=None):
-        from builder.cache import ToolCache
         from builder.executor import Sandbox
+        from builder.tools.cache import ToolCache
         from builder.tools.profile import build_engines
 
         self.engines = engines if engines is not None else build_engines(profile)
@@ -129,7 +129,7 @@ class ProgramRunner:
         self._images: dict[str, Any] = {}
 
     def _load(self, paths: Sequence[str]):
-        from builder.images import load_image
+        from builder.core.images import load_image
 
         for p in paths:
             if p not in self._images:
@@ -137,7 +137,7 @@ class ProgramRunner:
         return [self._images[p] for p in paths]
 
     def run(self, jobs: Sequence[tuple], progress: bool = False, desc: str = "execute") -> list[tuple[Any, str | None]]:
-        from builder.batch import ExampleInput, run_program
+        from builder.run import ExampleInput, run_program
 
         unique = list(dict.fromkeys(_job_key(j) for j in jobs))
         index = {key: i for i, key in enumerate(unique)}
@@ -451,8 +451,8 @@ __all__ = ["FAMILIES", "ProgramRunner", "SelfTrainConfig", "Task", "default_prom
 
 def tasks_from_workspace(ws) -> list[Task]:
     """The workspace task card's examples as self-training tasks (no reference programs)."""
-    from builder.batch import examples_from_card
     from builder.planner.plan import FAMILY_OF_OUTPUT
+    from builder.run import examples_from_card
 
     card = ws.load_task()
     family = FAMILY_OF_OUTPUT[card.output]

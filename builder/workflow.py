@@ -1,31 +1,60 @@
-"""The workflow steps as plain functions over a ``Workspace`` (no UI): widgets, notebooks and the
-Panel app are all thin layers on these, so everything a button does can be called directly.
+"""The public workflow API: every step of building a vision solution as a plain function.
 
-Everything reads and writes through ``builder.workspace.Workspace``; the only state kept here is
-``Runtime`` (engines, the sandbox and the tool cache), which is expensive to build and is
-shared by the widgets of one notebook.
+A task's way is describe -> plan -> run -> edit/accept -> improve -> augment -> fine-tune ->
+tune -> export; each step here takes a ``Workspace`` (or its folder) and reads and writes only
+through it. The CLI, the notebook widgets, the notebooks and the Panel app are thin layers on
+these functions, so everything a button does can be called directly::
+
+    from builder import ensure_shapes_workspace, propose_programs, run_examples, Runtime
+
+The only state kept here is ``Runtime`` (engines, the sandbox and the tool cache), which is
+expensive to build and is shared by the widgets of one notebook.
+
+``builder/__init__.py`` re-exports the names in ``__all__`` (``from builder import ...``).
 """
 
 from __future__ import annotations
 
-import base64
+import csv
 import difflib
-import hashlib
-import html
-import io
 import json
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from builder.atomic import atomic_write_bytes
-from builder.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
-from builder.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from augment import seltda
+from builder import __all__ as _PUBLIC_NAMES
+from builder.core.errors import UserError as UserError
+from builder.core.images import store_image
+from builder.core.taskcard import Metric as Metric
+from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
+from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.executor import Sandbox
+from builder.methods import export as _export
+from builder.methods import finetune as _finetune
+from builder.methods import selftrain as _selftrain
+from builder.methods import tune as _tune
+from builder.methods.export import ExportError as ExportError
+from builder.methods.export import ExportResult
+from builder.methods.finetune import FinetuneConfig, FinetuneResult
+from builder.planner import propose_for_task
+from builder.run import BatchResult as BatchResult
+from builder.run import ExampleResult as ExampleResult
+from builder.run import examples_from_card, run_program, summarise
+from builder.tools.cache import ToolCache
+from builder.tools.profile import build_engines
+from builder.world import generate_dataset
+from builder.world.cards import make_task_card
+
+# The public names: listed once, in builder/__init__.py (``from builder import ...``); the
+# types imported ``X as X`` above are re-exported for it.
+__all__ = list(_PUBLIC_NAMES)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -64,8 +93,6 @@ class Runtime:
     def engines(self):
         with self._lock:
             if self._engines is None:
-                from builder.tools.profile import build_engines
-
                 self._engines = build_engines(self.profile)
             return self._engines
 
@@ -73,8 +100,6 @@ class Runtime:
     def sandbox(self):
         with self._lock:
             if self._sandbox is None:
-                from builder.executor import Sandbox
-
                 self._sandbox = Sandbox(workers=self.workers)
             return self._sandbox
 
@@ -82,8 +107,6 @@ class Runtime:
     def cache(self):
         with self._lock:
             if self._cache is None:
-                from builder.cache import ToolCache
-
                 self._cache = ToolCache(self.workspace.dir("cache"))
             return self._cache
 
@@ -149,11 +172,7 @@ def stage_image(data: bytes, name: str = "upload.png", staging: str | Path | Non
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{name}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
     folder = Path(staging) if staging is not None else Path(tempfile.gettempdir()) / "visforge-staging"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (hashlib.sha256(data).hexdigest()[:16] + suffix)
-    if not path.exists():
-        atomic_write_bytes(path, data)
-    return path
+    return folder / store_image(data, folder, suffix)
 
 
 def images_in_folder(folder: str | Path) -> list[Path]:
@@ -173,8 +192,6 @@ def read_labels(folder: str | Path) -> dict[str, Any]:
             raise ValueError(f"{folder / 'labels.json'}: must map file names to expected outputs")
         return data
     if (folder / "labels.csv").is_file():
-        import csv
-
         with open(folder / "labels.csv", newline="", encoding="utf-8") as f:
             return {row[0]: parse_expected_text(row[1]) for row in csv.reader(f) if len(row) >= 2}
     return {}
@@ -182,12 +199,7 @@ def read_labels(folder: str | Path) -> dict[str, Any]:
 
 def _import_image(ws: Workspace, path: Path) -> str:
     """Copy an image into the workspace (content-hash name, as ``Workspace.init`` does)."""
-    data = path.read_bytes()
-    name = hashlib.sha256(data).hexdigest()[:16] + (path.suffix.lower() or ".png")
-    dest = ws.dir("images") / name
-    if not dest.exists():
-        atomic_write_bytes(dest, data)
-    return f"images/{name}"
+    return "images/" + store_image(path.read_bytes(), ws.dir("images"), path.suffix)
 
 
 def save_task(workspace_dir: str | Path, card: TaskCard) -> Workspace:
@@ -218,8 +230,6 @@ def save_task(workspace_dir: str | Path, card: TaskCard) -> Workspace:
 def shapes_task_data(kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0,
                      domain: str = "clean", staging: str | Path | None = None) -> dict[str, Any]:
     """A draft task card (plain data, absolute image paths) drawn from the shapes world."""
-    from builder.world.cards import make_task_card
-
     folder = Path(staging) if staging is not None else Path(tempfile.mkdtemp(prefix="visforge-shapes-"))
     card_path = make_task_card(folder, kind=kind, target=target, n=n, seed=seed, domain=domain)
     card = load_task_card(card_path, check_images=True)
@@ -227,6 +237,29 @@ def shapes_task_data(kind: str = "count", target: str = "red objects", n: int = 
     for ex in data["examples"]:
         ex["image"] = str((card_path.parent / ex["image"]).resolve())
     return data
+
+
+def create_workspace(root: str | Path, task: str | Path | TaskCard) -> Workspace:
+    """Create a workspace at ``root`` for a task card (a YAML path, or a card whose image paths
+    are absolute or relative to the current folder); the example images are copied in."""
+    if isinstance(task, TaskCard):
+        return Workspace.init(root, task, images_from=Path.cwd())
+    path = Path(task)
+    card = load_task_card(path, check_images=True)
+    return Workspace.init(root, card, images_from=path.parent)
+
+
+def open_workspace(root: str | Path) -> Workspace:
+    """Open an existing workspace (``WorkspaceError`` naming the problem if it is not one)."""
+    return Workspace.open(root)
+
+
+def generate_world(out: str | Path, n: int = 200, seed: int = 0, domain: str = "clean") -> Path:
+    """Generate a shapes-world dataset (images/, scenes.jsonl, examples.jsonl) into ``out``.
+
+    The same seed gives byte-identical output. Returns the dataset folder.
+    """
+    return generate_dataset(out, n=n, seed=seed, domain=domain)
 
 
 def ensure_shapes_workspace(workspace_dir: str | Path, kind: str = "count", target: str = "red objects",
@@ -239,23 +272,12 @@ def ensure_shapes_workspace(workspace_dir: str | Path, kind: str = "count", targ
     return save_task(root, card_from_data(shapes_task_data(kind, target, n, seed)))
 
 
-def thumbnail_uri(path: str | Path, side: int = 96) -> str:
-    """A small PNG data URI of an image file (saved notebooks stay small)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 # ---- programs --------------------------------------------------------------------------------
 def planner_available() -> str | None:
     """None when the default planner can be used, else the reason it cannot."""
     try:
-        from builder.planner import propose_for_task  # noqa: F401
+        # The default planner's module needs the optional ``ml`` extra (torch, transformers)
+        # at use; importing it here tells whether the weights are in place.
         from builder.planner.default import WEIGHTS_DIR
     except ImportError as e:
         return f"planner not available: {e}"
@@ -280,8 +302,6 @@ def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tup
     card = ws.load_task()
     reason = planner_available()
     if reason is None:
-        from builder.planner import propose_for_task
-
         # The greedy program (the planner's single best guess) first, then k samples for variety.
         sources = propose_for_task(card, k=1, temperature=0.0)
         if k > 1:
@@ -297,6 +317,24 @@ def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tup
         reason = "the planner returned no valid program"
     pv = ws.add_program(template_for(card), origin="template", note="starting template; edit it")
     return [pv], f"{reason}; saved the {card.output} template to edit"
+
+
+def add_program(ws: Workspace, source: str, origin: str = "engineer", note: str = "",
+                accept: bool = False, parent: int | None = None) -> ProgramVersion:
+    """Save an edited (or new) program as the next version; versions are never overwritten.
+
+    With ``accept`` the new version also becomes the accepted one (what export ships).
+    """
+    pv = ws.add_program(source, origin=origin, note=note, parent=parent)
+    if accept:
+        ws.accept(pv.version)
+    return pv
+
+
+def accept_program(ws: Workspace, version: int) -> ProgramVersion:
+    """Mark ``version`` as the accepted program (the one ``export_solution`` ships)."""
+    ws.accept(version)
+    return ws.program(version)
 
 
 def run_label(run_id: str) -> str:
@@ -324,10 +362,6 @@ def latest_runs(ws: Workspace) -> dict[int, dict[str, Any]]:
 def run_examples(ws: Workspace, version: int, runtime: Runtime,
                  progress: Callable[[int, int], None] | None = None, save: bool = True):
     """Run a program version on every example with traces; save the run; return ``BatchResult``."""
-    import time
-
-    from builder.batch import examples_from_card, run_program, summarise
-
     card = ws.load_task()
     if not card.examples:
         raise ValueError("the task has no examples yet: add some in the Task step")
@@ -353,71 +387,6 @@ def run_examples(ws: Workspace, version: int, runtime: Runtime,
     return res
 
 
-def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200) -> str:
-    """Per-example pass/fail as an HTML table (accepts ``ExampleResult``s or their dicts)."""
-    rows = []
-    for r in list(results)[:limit]:
-        d = r if isinstance(r, dict) else r.__dict__
-        ok = d.get("correct")
-        mark = ("<span class='vf-pass' style='color:#0a7d28;font-weight:bold'>pass</span>" if ok else
-                "<span class='vf-fail' style='color:#b00020;font-weight:bold'>fail</span>")
-        out = d.get("error") or json.dumps(d.get("value"))
-        rows.append(
-            f"<tr><td>{html.escape(str(d.get('id')))}</td><td><code>{html.escape(_clip(json.dumps(d.get('expected'))))}"
-            f"</code></td><td><code>{html.escape(_clip(out))}</code></td><td>{mark}</td></tr>"
-        )
-    return ("<table class='vf-results' style='border-collapse:collapse;font-size:12px' border='1' cellpadding='3'>"
-            "<tr><th>example</th><th>expected</th><th>output</th><th>result</th></tr>" + "".join(rows) + "</table>")
-
-
-def _clip(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def trace_html(ws: Workspace, result: dict[str, Any] | Any, title: str | None = None) -> str:
-    """The step-by-step trace of one example result (images with boxes drawn), as HTML."""
-    from builder.batch import examples_from_card
-    from builder.images import load_image
-    from builder.trace import Trace, trace_to_html
-
-    d = result if isinstance(result, dict) else result.__dict__
-    if not d.get("trace"):
-        return "<i>no trace recorded for this example</i>"
-    card = ws.load_task()
-    by_id = {ex.id: ex for ex in examples_from_card(card, ws.root)}
-    ex = by_id.get(d.get("id"))
-    images = [load_image(p) for p in ex.images] if ex is not None else []
-    return trace_to_html(Trace.from_dict(d["trace"]), images, title=title or f"Trace of {d.get('id')}")
-
-
-def highlight(source: str) -> str:
-    """Python source as syntax-highlighted HTML (inline styles: no stylesheet needed)."""
-    from pygments import highlight as _hl
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import PythonLexer
-
-    return _hl(source, PythonLexer(), HtmlFormatter(noclasses=True, style="friendly", nobackground=False))
-
-
-def diff_text(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
-    """A unified diff of two program sources."""
-    return "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), a_label, b_label))
-
-
-def diff_html(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
-    """The unified diff coloured as HTML (additions green, removals red)."""
-    text = diff_text(a, b, a_label, b_label)
-    if not text:
-        return "<i>no differences</i>"
-    lines = []
-    for line in text.splitlines():
-        color = ("#0a7d28" if line.startswith("+") and not line.startswith("+++") else
-                 "#b00020" if line.startswith("-") and not line.startswith("---") else
-                 "#555" if line.startswith("@@") else "#222")
-        lines.append(f"<span style='color:{color}'>{html.escape(line)}</span>")
-    return "<pre class='vf-diff' style='font-size:12px;background:#fafafa;padding:6px'>" + "\n".join(lines) + "</pre>"
-
-
 def best_version(ws: Workspace) -> tuple[int, float] | None:
     """The program version with the best latest run (ties: the shorter program); None if no runs."""
     runs = latest_runs(ws)
@@ -426,3 +395,60 @@ def best_version(ws: Workspace) -> tuple[int, float] | None:
     scored = [(run["accuracy"], -len(ws.program(v).source), v) for v, run in runs.items()]
     acc, _, v = max(scored)
     return v, acc
+
+
+def diff_text(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
+    """A unified diff of two program sources (to compare versions)."""
+    return "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), a_label, b_label))
+
+
+# ---- adapt and export ------------------------------------------------------------------------
+def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, **options: Any) -> dict:
+    """Reinforced self-training of the planner on the workspace's annotated examples.
+
+    Samples ``k`` programs per example, keeps the rewarded ones, fine-tunes the planner on
+    them, repeats for ``rounds``; the planner is saved under ``checkpoints/<run>/planner``.
+    Returns the per-round report. ``options`` go to ``builder.methods.selftrain.self_train_workspace``.
+    """
+    return _selftrain.self_train_workspace(ws, rounds=rounds, k=k, steps=steps, **options)
+
+
+def augment_data(ws: Workspace, labelled: str = "examples", unlabelled: str | Path = "unlabelled",
+                 name: str = "seltda", **options: Any) -> dict:
+    """SelTDA: pseudo-label unlabeled images with a teacher trained on ``datasets/<labelled>``,
+    filter them, and save real + synthetic as ``datasets/<name>`` for fine-tuning.
+
+    ``options`` go to ``augment.seltda.augment_workspace`` (ratio, n_per_image, top_p, seed, ...).
+    """
+    return seltda.augment_workspace(ws, labelled=labelled, unlabelled=unlabelled, name=name, **options)
+
+
+def finetune_engine(ws: Workspace, dataset: str | Sequence[str], backend: str = "shapes",
+                    model: str | None = None, run: str = "finetune", config: FinetuneConfig | None = None,
+                    **options: Any) -> FinetuneResult:
+    """Fine-tune the VQA engine on workspace dataset(s) (folders under ``datasets/``).
+
+    ``backend`` is "shapes" (the embedded engine; ``model`` = other weights) or "hf" (a BLIP
+    model id or folder). Checkpoints go to ``checkpoints/<run>``; an interrupted run resumes.
+    Returns before/after scores and the best checkpoint.
+    """
+    adapter = _finetune.make_adapter(backend, model)
+    return _finetune.finetune_workspace(ws, dataset, adapter, run, config, **options)
+
+
+def tune_program(ws: Workspace, version: int | None = None, n_trials: int = 30, **options: Any):
+    """Tune the numeric constants of the accepted program (or ``version``) on the examples and
+    save the tuned program as a new version (origin "tuned"). Needs the ``tune`` extra (Optuna)."""
+    return _tune.tune_workspace(ws, version=version, n_trials=n_trials, **options)
+
+
+def export_solution(ws: Workspace | str | Path, out_dir: str | Path | None = None, name: str | None = None,
+                    profile: str | Path | dict | None = None, version: str | None = None,
+                    **options: Any) -> ExportResult:
+    """Export the accepted program as a pip-installable solution (program, pinned engine
+    profile, CLI, HTTP server, acceptance tests from the examples) and build its wheel.
+
+    ``options``: ``overwrite``, ``verify``, ``build``, ``template_dir``
+    (see ``builder.methods.export.export_solution``).
+    """
+    return _export.export_solution(ws, out_dir, name, profile, version, **options)

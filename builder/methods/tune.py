@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from builder.core.errors import UserError
 from builder.executor import validate
 from builder.executor.validate import parse as parse_source
 
@@ -56,7 +57,7 @@ class Lifted:
         return apply_params(self, values)
 
 
-class TuneError(ValueError):
+class TuneError(UserError, ValueError):
     """Nothing to tune, or the program or examples cannot be tuned."""
 
 
@@ -212,16 +213,16 @@ class TuneResult:
 def tune_program(source: str, examples: Sequence, output, metric=None, engines=None, profile: str | dict = "shapes",
                  n_trials: int = 30, heldout_fraction: float = 0.3, seed: int = 0, space=None, exclude=(),
                  entry: str = "execute", cache=None, workers: int = 1, progress: bool = True) -> TuneResult:
-    """Tune ``source``'s constants on ``examples`` (``builder.batch.ExampleInput``); see the module docstring.
+    """Tune ``source``'s constants on ``examples`` (``builder.run.local.ExampleInput``); see the module docstring.
 
     ``workers`` defaults to 1: CPython 3.11.7's ``ast.parse`` can fail with "AST constructor
     recursion depth mismatch" when threads parse concurrently (the sandbox validates every run),
     and thousands of tuning runs hit it."""
     import optuna
 
-    from builder.batch import run_batch
-    from builder.cache import ToolCache
     from builder.executor import Sandbox
+    from builder.run import run_batch
+    from builder.tools.cache import ToolCache
     from builder.tools.profile import build_engines
 
     examples = list(examples)
@@ -277,7 +278,7 @@ def tune_workspace(ws, version: int | None = None, n_trials: int = 30, heldout_f
                    seed: int = 0, profile: str | dict = "shapes", engines=None, **kw):
     """Tune the accepted program (or ``version``) on the task card's examples and save the tuned
     program as a new version (origin "tuned", params = the tuned values and the scores)."""
-    from builder.batch import examples_from_card
+    from builder.run import examples_from_card
 
     pv = ws.program(version) if version is not None else ws.accepted
     if pv is None:

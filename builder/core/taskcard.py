@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from builder.atomic import atomic_write_text
+from builder.core.atomic import atomic_write_text
+from builder.core.errors import UserError
 
 
 class OutputKind(StrEnum):
@@ -114,7 +115,7 @@ class _FieldError(ValueError):
         self.loc = loc
 
 
-class TaskCardError(ValueError):
+class TaskCardError(UserError, ValueError):
     """A task card could not be loaded; the message names the file, the field and the problem."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from builder.core.atomic import atomic_write_bytes
+from builder.core.errors import UserError
+
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger images are refused before decoding
 MAX_BYTES = 50 * 1024 * 1024
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image could not be used; the message names the image and the problem."""
 
 
@@ -58,3 +62,31 @@ def read_image_bytes(path: str | Path) -> bytes:
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into an (H, W, 3) uint8 RGB array."""
     return decode_image(read_image_bytes(path), str(path), max_pixels)
+
+
+def load_pil_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file into an RGB ``PIL.Image`` through the same guards as ``load_image``."""
+    return Image.fromarray(load_image(path, max_pixels))
+
+
+def content_name(data: bytes, suffix: str = ".png") -> str:
+    """The file name VisForge stores image bytes under: 16 hex digits of their SHA-256 + suffix."""
+    return hashlib.sha256(data).hexdigest()[:16] + (suffix.lower() or ".png")
+
+
+def store_image(data: bytes, folder: str | Path, suffix: str = ".png", atomic: bool = True) -> str:
+    """Write image bytes into ``folder`` under their content name (kept if already there).
+
+    Returns the file name. The one place images are copied by content: workspaces, uploads and
+    exports all name their images this way, so the same image is stored once.
+    """
+    folder = Path(folder)
+    name = content_name(data, suffix)
+    dest = folder / name
+    if not dest.exists():
+        if atomic:
+            atomic_write_bytes(dest, data)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+    return name

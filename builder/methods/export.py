@@ -24,6 +24,7 @@ backends (OCR, Hugging Face) and their dependencies out unless the program needs
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import json
 import keyword
@@ -43,27 +44,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
+from builder.core.errors import UserError
+from builder.core.images import store_image
+from builder.core.resources import solution_template_dir
+from builder.core.taskcard import TaskCard, dump_task_card
+from builder.core.workspace import Workspace, WorkspaceError
 from builder.executor.validate import parse as parse_source
-from builder.taskcard import TaskCard, dump_task_card
+from builder.run import examples_from_card, run_batch
 from builder.tools.profile import BACKENDS, ProfileError, load_profile
-from builder.workspace import Workspace, WorkspaceError
+from builder.tools.specs import program_engines
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_DIR = REPO_ROOT / "templates" / "solution"
+# A checkout (or editable install) has the source tree above the builder package.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSET_PREFIX = "asset:"  # must match runtime.py in the template
 # The solution's own server and test dependencies, pinned to the versions installed here.
 SERVE_PACKAGES = ("fastapi", "uvicorn", "python-multipart")
 TEST_PACKAGES = ("pytest",)
-# Program API names -> the engine each one calls (see builder.tools.api / host.TOOL_ENGINE).
-METHOD_ENGINES = {
-    "find": "detector", "exists": "detector", "count": "detector",
-    "query": "vqa", "verify": "vqa",
-    "caption": "captioner",
-    "read_text": "ocr",
-    "match": "matcher",
-}
-FUNCTION_ENGINES = {"best_text_match": "matcher", "best_image_match": "matcher"}
+# Program API names -> the engine each one calls, derived from the tool table.
+METHOD_ENGINES, FUNCTION_ENGINES = program_engines()
 # (engine kind, backend) -> the visforge extra its dependencies live in ("*": any kind).
 # The shapes VQA engine is a small torch network; the other shapes engines need only the core.
 BACKEND_EXTRAS = {("*", "hf"): "ml", ("vqa", "shapes"): "ml", ("*", "rapidocr"): "ocr"}
@@ -73,7 +75,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The workspace cannot be exported; the message says what to change."""
 
 
@@ -123,8 +125,6 @@ def _check_name(name: str) -> str:
 
 
 def _check_version(version: str) -> str:
-    from packaging.version import InvalidVersion, Version
-
     try:
         Version(version)
     except InvalidVersion:
@@ -204,9 +204,6 @@ def lock_requirements(requirements: list[str]) -> tuple[list[str], list[str]]:
     Returns ``(pins, missing)``: requirements that apply here but are not installed are
     listed in ``missing`` rather than guessed.
     """
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     pins: dict[str, str] = {}
     missing: set[str] = set()
     done: set[tuple[str, frozenset]] = set()
@@ -233,8 +230,6 @@ def lock_requirements(requirements: list[str]) -> tuple[list[str], list[str]]:
 
 def _wheel_requirements(wheel: Path, extras: set[str]) -> list[str]:
     """Requires-Dist of a built wheel that apply with ``extras`` (markers evaluated here)."""
-    from packaging.requirements import Requirement
-
     with zipfile.ZipFile(wheel) as zf:
         meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         text = zf.read(meta_name).decode("utf-8")
@@ -276,19 +271,63 @@ def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*"))
 
 
-def build_visforge_wheel(dest: Path, cache_dir: Path | None = None) -> Path:
-    """Build the visforge wheel from this source tree, versioned by the tree's content hash.
-
-    The build happens in a copy, so the source tree gets no build/ or egg-info folders;
-    with ``cache_dir`` an identical tree reuses the wheel built before.
-    """
+def _source_tree() -> Path | None:
+    """The visforge source tree this code runs from, or None for a normal (non-editable) install."""
     pyproject = REPO_ROOT / "pyproject.toml"
-    if not pyproject.is_file() or 'name = "visforge"' not in pyproject.read_text(encoding="utf-8"):
-        raise ExportError(f"{REPO_ROOT}: the visforge source tree is not here (visforge must be installed editable)")
+    if pyproject.is_file() and 'name = "visforge"' in pyproject.read_text(encoding="utf-8"):
+        return REPO_ROOT
+    return None
+
+
+# dist-info files that describe one installation, not the package: left out of a repacked wheel.
+_INSTALL_ONLY = {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json"}
+
+
+def repack_installed_wheel(dest: Path) -> Path:
+    """The installed visforge distribution packed back into a wheel (for non-editable installs).
+
+    Takes the files the installation's RECORD lists inside site-packages (packages, package
+    data and the ``.dist-info`` metadata, scripts excluded: pip makes them from the entry
+    points), and writes a fresh RECORD with their hashes.
+    """
+    dist = metadata.distribution("visforge")
+    info = next((f for f in dist.files or [] if f.parts[0].endswith(".dist-info")), None)
+    if info is None:
+        raise ExportError("the installed visforge has no file list (RECORD): reinstall it with pip")
+    wheel = dest / f"visforge-{dist.version}-py3-none-any.whl"
+    dest.mkdir(parents=True, exist_ok=True)
+    records = []
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(dist.files, key=str):
+            rel = str(f)
+            if rel.startswith("..") or "__pycache__" in f.parts or rel.endswith(".pyc"):
+                continue
+            if f.parts[0] == info.parts[0] and f.name in _INSTALL_ONLY:
+                continue
+            data = Path(dist.locate_file(f)).read_bytes()
+            zf.writestr(rel, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{rel},sha256={digest},{len(data)}")
+        record = f"{info.parts[0]}/RECORD"
+        zf.writestr(record, "\n".join([*records, f"{record},,"]) + "\n")
+    return wheel
+
+
+def build_visforge_wheel(dest: Path, cache_dir: Path | None = None) -> Path:
+    """The visforge wheel an exported solution installs.
+
+    From a source tree (a checkout, an editable install) it is built from that tree, versioned
+    by the tree's content hash; the build happens in a copy, so the source tree gets no build/
+    or egg-info folders, and with ``cache_dir`` an identical tree reuses the wheel built before.
+    From a normal install the installed distribution is repacked.
+    """
+    if _source_tree() is None:
+        return repack_installed_wheel(dest)
+    pyproject = REPO_ROOT / "pyproject.toml"
     with tempfile.TemporaryDirectory(prefix="visforge-src-") as tmp:
         src = Path(tmp) / "visforge"
         src.mkdir()
-        for item in ("pyproject.toml", "README.md", "LICENSE", "builder", "widgets", "augment"):
+        for item in ("pyproject.toml", "README.md", "LICENSE", "builder", "widgets", "augment", "templates"):
             path = REPO_ROOT / item
             if path.is_dir():
                 _copy_tree(path, src / item)
@@ -353,8 +392,7 @@ def _copy_examples(ws: Workspace, card: TaskCard, dest: Path) -> TaskCard:
             data = path.read_bytes()
         except OSError as e:
             raise ExportError(f"example image {rel}: cannot read {path} ({e.strerror})") from None
-        name = hashlib.sha256(data).hexdigest()[:16] + (path.suffix.lower() or ".png")
-        (dest / "images" / name).write_bytes(data)
+        name = store_image(data, dest / "images", path.suffix, atomic=False)
         return f"images/{name}"
 
     for ex in card.examples:
@@ -370,8 +408,6 @@ def _shared(values: list) -> Any:
 
 def _verify(ws: Workspace, card: TaskCard, source: str, profile: dict) -> dict[str, dict[str, Any]]:
     """Run the program on the task's examples, here, with the exported engines."""
-    from builder.batch import examples_from_card, run_batch
-
     result = run_batch(source, examples_from_card(card, ws.root), card.output, card.metric,
                        profile=profile, workers=1, progress=False)
     return {r.id: {"correct": r.correct, "value": r.value, "error": r.error} for r in result.results}
@@ -409,7 +445,7 @@ def export_solution(
     out = Path(out_dir) if out_dir is not None else ws.dir("exports") / f"{name}-{version}"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: already exists; pass overwrite=True or choose another folder")
-    templates = Path(template_dir) if template_dir is not None else TEMPLATE_DIR
+    templates = Path(template_dir) if template_dir is not None else solution_template_dir()
     if not templates.is_dir():
         raise ExportError(f"{templates}: solution templates not found")
     try:
@@ -462,8 +498,6 @@ def _write_project(ws, card, accepted, root: Path, name, package, version, pinne
     pins, missing = lock_requirements(
         _wheel_requirements(visforge_wheel, extras) + direct[1:] + test_deps
     )
-    from packaging.version import Version
-
     wheel_file = f"{package}-{Version(version)}-py3-none-any.whl"  # the name setuptools gives it
     install = [f"pip install -c requirements.lock --find-links wheels dist/{wheel_file}"]
     if "ocr" in extras:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from builder.taskcard import Metric, OutputKind
+from builder.core.taskcard import Metric, OutputKind
 
 _YES = {"yes", "true", "y"}
 _NO = {"no", "false", "n"}

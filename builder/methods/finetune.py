@@ -20,13 +20,12 @@ continues from the newest one. Per-epoch shuffling and seeding derive from (seed
 a resumed run reproduces the weights of an uninterrupted one.
 
 The loop uses ``accelerate.Accelerator`` for device placement, backward and gathering, so
-``accelerate launch -m builder.finetune ...`` runs it on several GPUs unchanged (only the main
+``accelerate launch -m builder.interfaces.cli finetune ...`` runs it on several GPUs unchanged (only the main
 process writes files).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -42,8 +41,10 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from builder.atomic import atomic_write_json
-from builder.metrics import normalise_text
+from builder.core.atomic import atomic_write_json
+from builder.core.errors import UserError
+from builder.core.images import ImageError, load_image
+from builder.core.metrics import normalise_text
 from builder.tools.engines import Answer, as_rgb_array
 
 # ----------------------------------------------------------------------------------------------
@@ -102,9 +103,7 @@ def save_qa_dataset(root: str | Path, items: Sequence, overwrite: bool = False) 
 
 
 def load_qa_dataset(root: str | Path) -> list[QA]:
-    """Read a dataset written by ``save_qa_dataset``."""
-    from PIL import Image
-
+    """Read a dataset written by ``save_qa_dataset`` (images through the guarded loader)."""
     root = Path(root)
     path = root / "items.jsonl"
     if not path.is_file():
@@ -115,9 +114,9 @@ def load_qa_dataset(root: str | Path) -> list[QA]:
             continue
         try:
             row = json.loads(line)
-            img = np.asarray(Image.open(root / row["image"]).convert("RGB"))
+            img = load_image(root / row["image"])
             out.append(QA(img, row["question"], row["answer"], row.get("meta", {})))
-        except (json.JSONDecodeError, KeyError, OSError) as e:
+        except (json.JSONDecodeError, KeyError, OSError, ImageError) as e:
             raise ValueError(f"{path}:{n}: unreadable item ({e})") from None
     return out
 
@@ -360,7 +359,7 @@ class FinetuneResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(UserError, RuntimeError):
     """A run cannot start or continue (bad data, a run folder from another config, ...)."""
 
 
@@ -642,7 +641,7 @@ def plot_history(history: dict | str | Path, out_png: str | Path, size=(640, 360
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI: python -m builder.finetune (also under `accelerate launch -m builder.finetune`)
+# Adapters by name (the CLI's --backend)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -655,35 +654,3 @@ def make_adapter(backend: str, model: str | None):
             raise FinetuneError("the hf backend needs --model (a BLIP VQA id or folder)")
         return BlipVQAAdapter(model)
     raise FinetuneError(f"unknown backend {backend!r}; use 'shapes' or 'hf'")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from builder.workspace import Workspace
-
-    ap = argparse.ArgumentParser(prog="python -m builder.finetune", description=__doc__.split("\n")[0])
-    ap.add_argument("--workspace", required=True)
-    ap.add_argument("--dataset", required=True, action="append", help="dataset folder name(s) under datasets/")
-    ap.add_argument("--run", required=True, help="run name under checkpoints/")
-    ap.add_argument("--backend", default="shapes", choices=["shapes", "hf"])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
-    for f in FinetuneConfig.__dataclass_fields__.values():
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    args = ap.parse_args(argv)
-    torch_threads = os.environ.get("VISFORGE_TORCH_THREADS")
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(int(torch_threads))
-    cfg = FinetuneConfig(**{k: getattr(args, k) for k in FinetuneConfig.__dataclass_fields__})
-    ws = Workspace.open(args.workspace)
-    res = finetune_workspace(ws, args.dataset, make_adapter(args.backend, args.model), args.run, cfg,
-                             resume=not args.no_resume, progress=not args.no_progress)
-    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "before": res.before, "after": res.after,
-                      "resumed_from": res.resumed_from}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The VisForge Panel app for workshops: describe a task, generate a program, run it, save/accept.
 
-    python -m builder.app --workspace ws/ --port 5006          # serve on 127.0.0.1:5006
+    visforge app --workspace ws/ --port 5006          # serve on 127.0.0.1:5006
     serve_app(5006, "ws/")                                      # the same from Python
     create_app("ws/")                                           # the Panel viewable (notebooks: display it)
 
@@ -14,7 +14,6 @@ the app's alert box.
 
 from __future__ import annotations
 
-import argparse
 import html
 import traceback
 from collections.abc import Callable
@@ -23,10 +22,22 @@ from typing import Any
 
 import panel as pn
 
-from builder.taskcard import TaskCardError
-from builder.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder import (
+    Runtime,
+    card_from_data,
+    format_expected,
+    latest_runs,
+    parse_expected_text,
+    propose_programs,
+    run_examples,
+    save_task,
+    shapes_task_data,
+    stage_image,
+)
+from builder.core.taskcard import TaskCardError
+from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.interfaces.views import results_table_html, thumbnail_uri, trace_html
 from builder.world.cards import KINDS as SHAPES_KINDS
-from widgets import core
 
 CSS = """
 .vf-code textarea {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px;}
@@ -38,7 +49,7 @@ class VisForgeApp:
 
     def __init__(self, workspace_dir: str | Path):
         self.root = Path(workspace_dir)
-        self.runtime: core.Runtime | None = None
+        self.runtime: Runtime | None = None
         self.last_result = None
 
         # 1 describe
@@ -91,9 +102,9 @@ class VisForgeApp:
             raise WorkspaceError("no task yet: create one in step 1 first")
         return Workspace.open(self.root)
 
-    def _runtime(self) -> core.Runtime:
+    def _runtime(self) -> Runtime:
         if self.runtime is None:
-            self.runtime = core.Runtime(self.workspace)
+            self.runtime = Runtime(self.workspace)
         return self.runtime
 
     def close(self) -> None:
@@ -133,8 +144,8 @@ class VisForgeApp:
     # ---- public API: one method per button -----------------------------------------------------
     def create_task(self, kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0) -> Workspace:
         """Make a shapes-world task (kind/target, n examples) the workspace's task (created if missing)."""
-        card = core.card_from_data(core.shapes_task_data(kind, target, int(n), int(seed)))
-        ws = core.save_task(self.root, card)
+        card = card_from_data(shapes_task_data(kind, target, int(n), int(seed)))
+        ws = save_task(self.root, card)
         self.close()  # engines/cache follow the workspace
         self._refresh_all()
         self._say(f"Task **{card.name}** with {len(card.examples)} examples: *{card.examples[0].query}*")
@@ -148,8 +159,8 @@ class VisForgeApp:
         """
         if not files:
             raise ValueError("choose image files first")
-        value = core.parse_expected_text(expected)
-        examples = [{"image": str(core.stage_image(data, name)), "query": query, "expected": value}
+        value = parse_expected_text(expected)
+        examples = [{"image": str(stage_image(data, name)), "query": query, "expected": value}
                     for name, data in files]
         if (self.root / META_FILE).is_file():
             ws = self.workspace
@@ -161,7 +172,7 @@ class VisForgeApp:
                     "boxes" if isinstance(value, list) else "text")
             data = {"name": "uploaded-task", "description": query or "Uploaded examples", "output": kind,
                     "examples": [{"id": f"up{i:04d}", **ex} for i, ex in enumerate(examples)]}
-        ws = core.save_task(self.root, core.card_from_data(data))
+        ws = save_task(self.root, card_from_data(data))
         self._refresh_all()
         self._say(f"Added {len(files)} example(s).")
         return ws
@@ -175,7 +186,7 @@ class VisForgeApp:
 
     def generate(self, k: int = 3) -> list[ProgramVersion]:
         """Planner candidates (or the template when no planner) saved as versions; selects the first."""
-        versions, note = core.propose_programs(self.workspace, k=int(k))
+        versions, note = propose_programs(self.workspace, k=int(k))
         self._refresh_versions(select=versions[0].version if versions else None)
         self.program_note.object = html.escape(note)
         return versions
@@ -184,7 +195,7 @@ class VisForgeApp:
         """Load a version into the editor and show its last run."""
         pv = self.workspace.program(int(version))
         self.code.value = pv.source
-        self._show_run(core.latest_runs(self.workspace).get(pv.version), pv.version)
+        self._show_run(latest_runs(self.workspace).get(pv.version), pv.version)
         return pv
 
     def save_version(self, source: str, note: str = "edited in the app") -> ProgramVersion:
@@ -211,7 +222,7 @@ class VisForgeApp:
             raise ValueError("no program yet: generate one (step 2) first")
         if self.code.value.strip() and self.code.value != ws.program(int(version)).source:
             version = self.save_version(self.code.value).version
-        res = core.run_examples(ws, int(version), self._runtime())
+        res = run_examples(ws, int(version), self._runtime())
         self.last_result = res
         self._refresh_versions(select=int(version))
         return res
@@ -228,12 +239,12 @@ class VisForgeApp:
 
     def show_trace(self, example_id: str) -> str:
         """Show the step-by-step trace of one example from the selected version's last run."""
-        run = core.latest_runs(self.workspace).get(self.version.value)
+        run = latest_runs(self.workspace).get(self.version.value)
         if run is None:
             return ""
         match = [r for r in run["results"] if r["id"] == example_id]
         if match:
-            self.trace.object = core.trace_html(self.workspace, match[0],
+            self.trace.object = trace_html(self.workspace, match[0],
                                                 title=f"v{self.version.value:04d} on {example_id}")
         return self.trace.object
 
@@ -242,8 +253,8 @@ class VisForgeApp:
         ws = self.workspace
         card = ws.load_task()
         rows = "".join(
-            f"<td style='text-align:center;padding:2px'><img src='{core.thumbnail_uri(ws.resolve_image(ex.images[0]), 72)}'>"
-            f"<br><small>{html.escape(ex.id or str(i))}: <b>{html.escape(core.format_expected(ex.expected))}</b></small></td>"
+            f"<td style='text-align:center;padding:2px'><img src='{thumbnail_uri(ws.resolve_image(ex.images[0]), 72)}'>"
+            f"<br><small>{html.escape(ex.id or str(i))}: <b>{html.escape(format_expected(ex.expected))}</b></small></td>"
             for i, ex in enumerate(card.examples[:12])
         )
         more = f"<small>... and {len(card.examples) - 12} more</small>" if len(card.examples) > 12 else ""
@@ -257,7 +268,7 @@ class VisForgeApp:
 
     def _refresh_versions(self, select: int | None = None) -> None:
         ws = self.workspace
-        runs = core.latest_runs(ws)
+        runs = latest_runs(ws)
         acc = ws.accepted
         options = {}
         for p in ws.programs():
@@ -283,7 +294,7 @@ class VisForgeApp:
             return
         self.summary.object = (f"**v{version:04d}: {run['correct']}/{run['n']} passed** "
                                f"(accuracy {run['accuracy']:.2f}, {run['errors']} errors, {run['seconds']:.1f} s)")
-        self.results.object = core.results_table_html(run["results"])
+        self.results.object = results_table_html(run["results"])
         ids = [r["id"] for r in run["results"]]
         failing = [r["id"] for r in run["results"] if not r["correct"]]
         self.trace_example.options = ids
@@ -340,19 +351,3 @@ def serve_app(port: int = 5006, workspace_dir: str | Path = "visforge-ws", show:
         {"/": lambda: create_app(workspace_dir)}, port=port, address=address, show=show, threaded=threaded,
         title="VisForge", websocket_origin=[f"{address}:{port}", f"localhost:{port}"], **kwargs,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m builder.app --workspace ws/ --port 5006``."""
-    ap = argparse.ArgumentParser(prog="visforge app", description="Serve the VisForge Panel app.")
-    ap.add_argument("--workspace", default="visforge-ws", help="workspace folder (created by 'Create task')")
-    ap.add_argument("--port", type=int, default=5006)
-    ap.add_argument("--address", default="127.0.0.1")
-    ap.add_argument("--show", action="store_true", help="open a browser")
-    args = ap.parse_args(argv)
-    serve_app(args.port, args.workspace, show=args.show, address=args.address)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,13 +8,12 @@ Layout::
     <ws>/runs/<id>.json            results of running a program on examples
     <ws>/datasets/ checkpoints/ exports/ cache/
 
-Every write is atomic (see ``builder.atomic``): a process killed at any moment leaves the
+Every write is atomic (see ``builder.core.atomic``): a process killed at any moment leaves the
 previous state intact and loadable. Program versions are append-only; nothing is overwritten.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -22,8 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import atomic_create_text, atomic_write_bytes, atomic_write_json, remove_stale_temp_files
-from builder.taskcard import TaskCard, TaskCardError, load_task_card, save_task_card
+from builder.core.atomic import (
+    atomic_create_text,
+    atomic_write_json,
+    remove_stale_temp_files,
+)
+from builder.core.errors import UserError
+from builder.core.images import store_image
+from builder.core.taskcard import TaskCard, TaskCardError, load_task_card, save_task_card
 
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
@@ -41,8 +46,7 @@ def _copy_example_images(task: TaskCard, src: Path, dest: Path) -> TaskCard:
                 data = path.read_bytes()
             except OSError as e:
                 raise WorkspaceError(f"example image {rel}: cannot read {path} ({e.strerror})") from None
-            name = hashlib.sha256(data).hexdigest()[:16] + (path.suffix.lower() or ".png")
-            atomic_write_bytes(dest / name, data)
+            name = store_image(data, dest, path.suffix)
             copied[rel] = f"images/{name}"
         return copied[rel]
 
@@ -52,7 +56,7 @@ def _copy_example_images(task: TaskCard, src: Path, dest: Path) -> TaskCard:
     return task
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(UserError, RuntimeError):
     """The folder is not a usable workspace, or a requested item does not exist."""
 
 

@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from builder.metrics import normalise_text
+from builder.core.metrics import normalise_text
 from builder.tools.engines import Answer, Detector, VQAEngine, as_rgb_array
+from builder.world.language import parse_object_name
+from builder.world.tasks import question_patterns as world_question_patterns
 
 RELATION_WORDS = ("left of", "right of", "above", "below")
 CROP_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
@@ -74,28 +76,9 @@ class SelectiveAnswer:
 # Shapes-world question patterns
 # ----------------------------------------------------------------------------------------------
 
-_PATTERNS: list[tuple[str, re.Pattern]] | None = None
-
-
-def question_patterns() -> list[tuple[str, re.Pattern]]:
-    """(qtype, regex) for every shapes-world VQA phrasing (train and held-out templates, plus
-    the size questions of the shapes VQA model); named groups are the template's slots."""
-    global _PATTERNS
-    if _PATTERNS is None:
-        from builder.world.tasks import TEMPLATES
-
-        slots = {"attr": r"(?P<attr>color|shape|size)", "rel": r"(?P<rel>left of|right of|above|below)"}
-        texts = [(t.qtype, t.text) for t in TEMPLATES if t.family == "vqa" and t.qtype != "read"]
-        texts += [("size", "What size is the {obj}?"), ("size", "Is the {obj} small or large?"),
-                  ("size", "Tell me the size of the {obj}.")]
-        out = []
-        for qtype, text in texts:
-            pattern = re.escape(text.lower().rstrip("?."))
-            for name in ("attr", "rel", "obj", "objs", "a_obj", "a", "b", "xs", "ys"):
-                pattern = pattern.replace(re.escape("{" + name + "}"), slots.get(name, rf"(?P<{name}>[a-z ]+?)"), 1)
-            out.append((qtype, re.compile("^" + pattern + "$")))
-        _PATTERNS = out
-    return _PATTERNS
+def question_patterns() -> tuple[tuple[str, re.Pattern], ...]:
+    """(qtype, regex) for the shapes-world VQA phrasings this decomposer parses (no OCR questions)."""
+    return world_question_patterns(("read",))
 
 
 def parse_world_question(question: str) -> tuple[str, dict[str, str]] | None:
@@ -110,8 +93,6 @@ def parse_world_question(question: str) -> tuple[str, dict[str, str]] | None:
 
 def _attributes(name: str) -> dict[str, str] | None:
     """{size, color, shape} named in an object phrase ("the large red circles"), None if unknown words."""
-    from builder.world.language import parse_object_name
-
     try:
         spec = parse_object_name(re.sub(r"^(a|an|the) ", "", name.strip()))
     except ValueError:

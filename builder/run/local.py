@@ -1,9 +1,9 @@
-"""Running a program on examples: one at a time with a trace, or over a dataset with a metric.
+"""Running a program on examples in this process: one at a time with a trace, or a set on threads.
 
 ``run_program`` runs one example through the sandbox with a ``ToolHost`` serving the tool
-calls (cached, traced). ``run_batch`` runs a whole example set with a progress bar, keeps
-per-example errors, and scores each output against the expected one; ``engine="ray"`` spreads
-the set over a Ray Data actor pool (each actor builds its own engines and sandbox).
+calls (cached, traced). ``run_local`` is the ``local`` runner of ``builder.run.registry``: it
+runs a whole example set on a thread pool with a progress bar, keeping per-example errors.
+``summarise`` scores the results against the expected outputs.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from builder.cache import ToolCache
+from builder.core.images import ImageError, decode_image, read_image_bytes
+from builder.core.metrics import score
 from builder.executor import Sandbox
-from builder.images import ImageError, decode_image, read_image_bytes
-from builder.metrics import score
-from builder.taskcard import Metric, OutputKind
+from builder.tools.cache import ToolCache
 from builder.tools.host import Engines, ToolHost
 from builder.tools.profile import build_engines
-from builder.trace import Trace
+from builder.tools.trace import Trace
 
 
 @dataclass
@@ -53,6 +52,15 @@ class ExampleResult:
     duration_ms: float = 0.0
     tool_calls: int = 0
     trace: dict | None = None
+
+
+@dataclass
+class RunnerOutput:
+    """What a runner returns: per-example results (in input order) and tool-cache counts."""
+
+    results: list[ExampleResult]
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 @dataclass
@@ -127,7 +135,7 @@ def run_program(
     res = ExampleResult(
         example.id,
         value=run.value if run.ok else None,
-        error=None if run.ok else _format_error(run.error),
+        error=None if run.ok else str(run.error),
         error_kind=None if run.ok else run.error.kind,
         expected=example.expected,
         duration_ms=(time.perf_counter() - t0) * 1000,
@@ -153,53 +161,35 @@ def _run_key(source: str, example: ExampleInput, engines: Engines, encoded: list
     return hashlib.sha256(desc.encode()).hexdigest()
 
 
-def _format_error(err) -> str:
-    where = f"line {err.line}: " if getattr(err, "line", None) else ""
-    return f"{err.kind} error: {where}{err.message}"
-
-
-def run_batch(
+def run_local(
     source: str,
     examples: list[ExampleInput],
-    output: OutputKind | str,
-    metric: Metric | str | None = None,
+    *,
     engines: Engines | None = None,
     profile: str | dict = "shapes",
     cache: ToolCache | None = None,
     workers: int = 2,
-    engine: str = "local",
     progress: bool = True,
     inspect: bool = False,
     sandbox: Sandbox | None = None,
-) -> BatchResult:
-    """Run ``source`` on every example and score it (``engine``: "local" threads or "ray")."""
-    t0 = time.perf_counter()
-    if engine == "ray":
-        from builder.batch_ray import run_ray
+) -> RunnerOutput:
+    """The ``local`` runner: every example on a thread pool sharing one sandbox and one cache."""
+    engines = engines if engines is not None else build_engines(profile)
+    own_sandbox = sandbox is None
+    sandbox = sandbox if sandbox is not None else Sandbox(workers=workers)
+    h0, m0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    try:
+        def one(ex: ExampleInput) -> ExampleResult:
+            return run_program(source, ex, engines, sandbox, cache, inspect=inspect)[0]
 
-        results = run_ray(source, examples, profile, workers=workers, progress=progress)
-        hits = misses = 0
-    elif engine == "local":
-        engines = engines if engines is not None else build_engines(profile)
-        own_sandbox = sandbox is None
-        sandbox = sandbox if sandbox is not None else Sandbox(workers=workers)
-        h0, m0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
-        try:
-            def one(ex: ExampleInput) -> ExampleResult:
-                return run_program(source, ex, engines, sandbox, cache, inspect=inspect)[0]
-
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                results = list(
-                    tqdm(pool.map(one, examples), total=len(examples), disable=not progress, desc="examples")
-                )
-        finally:
-            if own_sandbox:
-                sandbox.close()
-        hits = (cache.hits - h0) if cache is not None else 0
-        misses = (cache.misses - m0) if cache is not None else 0
-    else:
-        raise ValueError(f"unknown batch engine {engine!r}; use 'local' or 'ray'")
-    return summarise(results, output, metric, time.perf_counter() - t0, hits, misses)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = list(tqdm(pool.map(one, examples), total=len(examples), disable=not progress, desc="examples"))
+    finally:
+        if own_sandbox:
+            sandbox.close()
+    hits = (cache.hits - h0) if cache is not None else 0
+    misses = (cache.misses - m0) if cache is not None else 0
+    return RunnerOutput(results, hits, misses)
 
 
 def summarise(results: list[ExampleResult], output, metric, seconds: float, hits: int = 0,

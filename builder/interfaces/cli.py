@@ -1,0 +1,361 @@
+"""The ``visforge`` command line: a thin layer over the Python API (each command calls one function).
+
+Errors meant for users (``builder.core.errors.UserError``) print as ``error: ...`` with exit
+code 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from builder import workflow
+from builder.core.errors import UserError
+from builder.core.images import load_image
+from builder.core.taskcard import load_task_card
+from builder.core.workspace import Workspace
+from builder.planner import propose_for_task
+from builder.run import examples_from_card, run_batch
+from builder.tools.trace import Trace, trace_to_html
+
+app = typer.Typer(help="VisForge: plan, test, adapt and export computer-vision programs.", no_args_is_help=True)
+world_app = typer.Typer(help="The shapes world: the embedded offline default domain.", no_args_is_help=True)
+task_app = typer.Typer(help="Task cards: the task in words and examples.", no_args_is_help=True)
+ws_app = typer.Typer(help="Workspaces: one folder per solution.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(task_app, name="task")
+engines_app = typer.Typer(help="Engines: train the embedded shapes-world engines.", no_args_is_help=True)
+app.add_typer(ws_app, name="workspace")
+app.add_typer(engines_app, name="engines")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@world_app.command("generate")
+def world_generate(
+    out: Path = typer.Option(..., help="Output folder (images/, scenes.jsonl, examples.jsonl)."),
+    n: int = typer.Option(200, min=1, help="Number of scenes."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical output."),
+    domain: str = typer.Option("clean", help="Domain preset (clean, textured, noisy, blur, palette, ...)."),
+) -> None:
+    """Generate a shapes-world dataset covering VQA, grounding and image-text matching."""
+    t0 = time.perf_counter()
+    try:
+        path = workflow.generate_world(out, n=n, seed=seed, domain=domain)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {n} scenes to {path} in {time.perf_counter() - t0:.1f} s")
+
+
+@task_app.command("validate")
+def task_validate(
+    path: Path,
+    check_images: bool = typer.Option(True, help="Also check that every example image exists."),
+) -> None:
+    """Validate a task card; errors name the file, the field and the problem."""
+    try:
+        card = load_task_card(path, check_images=check_images)
+    except UserError as e:
+        _fail(str(e))
+    typer.echo(f"{path}: ok ({card.name}: {card.output.value}, metric {card.metric.value}, {len(card.examples)} examples)")
+
+
+@ws_app.command("init")
+def workspace_init(
+    root: Path,
+    task: Path = typer.Option(..., help="Task card YAML; its example images are copied in."),
+) -> None:
+    """Create a workspace for a task card."""
+    try:
+        ws = workflow.create_workspace(root, task)
+    except UserError as e:
+        _fail(str(e))
+    typer.echo(f"created workspace {ws.root} for task {ws.load_task().name}")
+
+
+@ws_app.command("add-program")
+def workspace_add_program(
+    root: Path,
+    program: Path = typer.Argument(..., help="A Python file defining execute(image, ...)."),
+    note: str = typer.Option("", help="A note stored with the version."),
+    accept: bool = typer.Option(False, help="Also mark this version as accepted."),
+) -> None:
+    """Save a program file as a new version (append-only)."""
+    try:
+        ws = workflow.open_workspace(root)
+        pv = workflow.add_program(ws, program.read_text(encoding="utf-8"), note=note, accept=accept)
+    except (UserError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"saved {pv.tag}{' (accepted)' if accept else ''}")
+
+
+@ws_app.command("show")
+def workspace_show(root: Path) -> None:
+    """Print what a workspace holds, as JSON."""
+    try:
+        ws = Workspace.open(root)
+    except UserError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(ws.summary(), indent=2))
+
+
+@app.command("run")
+def run(
+    program: Path = typer.Argument(..., help="A Python file defining execute(image, ...)."),
+    task: Path = typer.Option(..., help="Task card whose examples to run on."),
+    profile: str = typer.Option("shapes", help="Engine profile: a bundled name (shapes, hf) or a YAML path."),
+    engine: str = typer.Option("local", help="local (threads) or ray (Ray Data actor pool)."),
+    workers: int = typer.Option(2, min=1, help="Parallel workers."),
+    trace_dir: Path | None = typer.Option(None, help="Write one HTML trace per example here."),
+) -> None:
+    """Run a program on a task card's examples in the sandbox and print the score as JSON."""
+    try:
+        card = load_task_card(task, check_images=True)
+        source = program.read_text(encoding="utf-8")
+    except (UserError, OSError) as e:
+        _fail(str(e))
+    examples = examples_from_card(card, task.parent)
+    res = run_batch(source, examples, card.output, card.metric, profile=profile, engine=engine,
+                    workers=workers, inspect=trace_dir is not None and engine == "local")
+    if trace_dir is not None:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        for ex, r in zip(examples, res.results, strict=True):
+            if r.trace is not None:
+                images = [load_image(p) for p in ex.images]
+                page = trace_to_html(Trace.from_dict(r.trace), images, title=f"{program.name} on {ex.id}")
+                (trace_dir / f"{ex.id}.html").write_text(page, encoding="utf-8")
+    out = {k: v for k, v in res.to_dict().items() if k != "results"}
+    out["failures"] = [{"id": r.id, "expected": r.expected, "value": r.value, "error": r.error}
+                       for r in res.results if not r.correct][:20]
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
+@app.command("plan")
+def plan(
+    task: Path = typer.Option(..., help="Task card to plan for."),
+    k: int = typer.Option(4, min=1, help="Candidates to sample."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
+    planner: Path | None = typer.Option(None, help="A planner folder (default: the embedded planner)."),
+    workspace: Path | None = typer.Option(None, help="Save each candidate as a program version here."),
+) -> None:
+    """Propose candidate programs for a task card (printed, and saved to a workspace if given)."""
+    # The default planner's module loads torch/transformers (the "ml" extra) when used.
+    from builder.planner.default import load_default_planner
+
+    try:
+        card = load_task_card(task)
+        ws = Workspace.open(workspace) if workspace else None
+    except UserError as e:
+        _fail(str(e))
+    model = load_default_planner(planner) if planner else None
+    for i, src in enumerate(propose_for_task(card, planner=model, k=k, temperature=temperature)):
+        tag = ws.add_program(src, origin="planner").tag if ws else f"candidate {i + 1}"
+        typer.echo(f"# {tag}\n{src}")
+
+
+@app.command("export")
+def export(
+    root: Path = typer.Argument(..., help="Workspace with an accepted program."),
+    out: Path | None = typer.Option(None, help="Project folder (default: <ws>/exports/<name>-<version>)."),
+    name: str | None = typer.Option(None, help="Package name (default: the task's name)."),
+    profile: str | None = typer.Option(None, help="Engine profile (default: shapes)."),
+    version: str | None = typer.Option(None, help="Package version."),
+    overwrite: bool = typer.Option(False, help="Replace an existing export folder."),
+) -> None:
+    """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests)."""
+    try:
+        result = workflow.export_solution(root, out, name, profile, version, overwrite=overwrite)
+    except UserError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+
+
+@app.command("app")
+def app_command(
+    workspace: Path = typer.Option(Path("visforge-ws"), help="Workspace folder (created on first task)."),
+    port: int = typer.Option(5006),
+    address: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    show: bool = typer.Option(False, help="Open a browser tab."),
+) -> None:
+    """Start the Panel app (describe a task, generate and run programs, accept) for workshops."""
+    # Panel is the optional "notebook" extra and slow to import: only this command needs it.
+    from builder.interfaces.app import serve_app
+
+    serve_app(port, str(workspace), show=show, address=address)
+
+
+serve_app = typer.Typer(help="Servers.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("planner")
+def serve_planner(
+    model: Path | None = typer.Option(None, help="Planner folder (default: the embedded planner)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+) -> None:
+    """Serve a planner behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
+    # fastapi/uvicorn are the optional "serve" extra: only this command needs them.
+    from builder.planner.server import serve
+
+    serve(model, host=host, port=port)
+
+
+def _open(root: Path) -> Workspace:
+    try:
+        return workflow.open_workspace(root)
+    except UserError as e:
+        _fail(str(e))
+
+
+def _echo_json(data) -> None:
+    data = data.to_dict() if hasattr(data, "to_dict") else data
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _torch_threads(threads: int | None) -> None:
+    threads = threads or int(os.environ.get("VISFORGE_TORCH_THREADS", "0") or 0)
+    if threads:
+        import torch  # the "ml" extra; only the training commands need it
+
+        torch.set_num_threads(threads)
+
+
+@app.command("improve")
+def improve(
+    root: Path = typer.Argument(..., help="Workspace whose annotated examples train the planner."),
+    rounds: int = typer.Option(1, min=1, help="Self-training rounds."),
+    k: int = typer.Option(8, min=1, help="Programs sampled per example."),
+    steps: int = typer.Option(100, min=1, help="Planner fine-tuning steps per round."),
+    run: str = typer.Option("selftrain", help="Run name under checkpoints/."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Reinforced self-training of the planner on the workspace's examples; prints the per-round report."""
+    ws = _open(root)
+    try:
+        report = workflow.improve_planner(ws, rounds=rounds, k=k, steps=steps, run=run, progress=progress)
+    except UserError as e:
+        _fail(str(e))
+    _echo_json(report)
+
+
+@app.command("augment")
+def augment(
+    root: Path = typer.Argument(..., help="Workspace."),
+    unlabelled: str = typer.Option("unlabelled", help="Folder of unlabeled images (or a dataset name)."),
+    labelled: str = typer.Option("examples", help="QA dataset under datasets/ that trains the teacher."),
+    name: str = typer.Option("seltda", help="Name of the dataset written under datasets/."),
+    ratio: float = typer.Option(1.0, help="Synthetic : real ratio of the student set."),
+    n_per_image: int = typer.Option(2, min=1, help="Pseudo-labels sampled per image."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """SelTDA: pseudo-label unlabeled images and save real + synthetic QA as a workspace dataset."""
+    ws = _open(root)
+    try:
+        report = workflow.augment_data(ws, labelled=labelled, unlabelled=unlabelled, name=name, ratio=ratio,
+                                       n_per_image=n_per_image, seed=seed, progress=progress)
+    except (UserError, FileNotFoundError) as e:
+        _fail(str(e))
+    _echo_json(report)
+
+
+@app.command("finetune")
+def finetune(
+    root: Path = typer.Argument(..., help="Workspace."),
+    dataset: list[str] = typer.Option(..., help="Dataset folder name(s) under datasets/ (repeat for several)."),
+    run: str = typer.Option(..., help="Run name under checkpoints/."),
+    backend: str = typer.Option("shapes", help="shapes (the embedded engine) or hf (a BLIP model)."),
+    model: str | None = typer.Option(None, help="Weights folder or model id (hf: required)."),
+    epochs: int = typer.Option(3, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(0.0),
+    grad_clip: float = typer.Option(1.0),
+    val_fraction: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+    eval_batch_size: int = typer.Option(64, min=1),
+    throttle_s: float = typer.Option(0.0, help="Sleep after each step (to demonstrate interruption)."),
+    resume: bool = typer.Option(True, help="Continue from the run's newest checkpoint."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: VISFORGE_TORCH_THREADS)."),
+) -> None:
+    """Fine-tune the VQA engine on workspace dataset(s); resumable; prints before/after figures."""
+    _torch_threads(threads)
+    ws = _open(root)
+    config = workflow.FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                     grad_clip=grad_clip, val_fraction=val_fraction, seed=seed,
+                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s)
+    try:
+        res = workflow.finetune_engine(ws, dataset, backend=backend, model=model, run=run, config=config,
+                                       resume=resume, progress=progress)
+    except UserError as e:
+        _fail(str(e))
+    # One line of JSON: scripts read the last line of output.
+    typer.echo(json.dumps({"best_checkpoint": str(res.best_checkpoint), "before": res.before, "after": res.after,
+                           "resumed_from": res.resumed_from}, default=str))
+
+
+@app.command("tune")
+def tune(
+    root: Path = typer.Argument(..., help="Workspace with an accepted program."),
+    version: int | None = typer.Option(None, help="Program version to tune (default: the accepted one)."),
+    n_trials: int = typer.Option(30, min=1, help="Optuna trials."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Tune the program's numeric constants on the examples; saves the tuned program as a new version."""
+    ws = _open(root)
+    try:
+        res = workflow.tune_program(ws, version=version, n_trials=n_trials, seed=seed)
+    except UserError as e:
+        _fail(str(e))
+    _echo_json(res)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Argument(Path("demo-out"), help="Output folder (must be new or empty)."),
+    scripted: bool = typer.Option(False, help="Plain Python steps instead of executing the notebook."),
+) -> None:
+    """The end-to-end demo on the shapes world: task -> plan -> run -> accept -> export -> report."""
+    from builder.interfaces import demo as demo_module  # runs the whole product: imported on use
+
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out} is not empty: choose a new folder or remove it")
+    (demo_module.main if scripted else demo_module.main_notebook)(out)
+
+
+@engines_app.command("train-vqa")
+def engines_train_vqa(
+    out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
+    init: Path | None = typer.Option(None, help="Start from these weights (resume / fine-tune)."),
+    n_scenes: int = typer.Option(5000, min=1),
+    per_scene: int = typer.Option(1, help="Rounds of scene-level questions per scene."),
+    crops_per_scene: int = typer.Option(2, help="Object crops (3 questions each) per scene."),
+    steps: int = typer.Option(3000, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(2e-3),
+    word_dropout: float = typer.Option(0.1),
+    domain: str = typer.Option("clean", help="Domain preset of the training scenes."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
+    eval_scenes: int = typer.Option(100, help="Held-out scenes for progress logs (0: none)."),
+    log_every: int = typer.Option(500),
+) -> None:
+    """Train (or fine-tune with --init) the embedded shapes-world VQA engine."""
+    # torch (the "ml" extra) is only needed here.
+    from builder.tools.backends.shapes_vqa import train_command
+
+    train_command(out, init, n_scenes, per_scene, crops_per_scene, steps, batch_size, lr, word_dropout,
+                  domain, seed, threads, eval_scenes, log_every)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,78 @@
+"""The ``ray`` runner: large example sets on a Ray Data actor pool (each actor owns engines + a sandbox).
+
+Examples and results cross process boundaries as JSON text, so any plain program output
+survives Arrow's typing and nothing is unpickled from a program. ``ray_session`` is the one
+place VisForge starts Ray (SelTDA's pseudo-labelling uses it too).
+
+``ray`` (the ``scale`` extra) is imported inside the functions that need it: importing this
+module costs nothing where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+
+import numpy as np
+
+from builder.executor import Sandbox
+from builder.run.local import ExampleInput, ExampleResult, RunnerOutput, run_program
+from builder.tools.profile import build_engines
+
+
+def ray_session(num_cpus: int, progress: bool = True):
+    """The ``ray`` module, connected: joins a running session or starts a local one.
+
+    A new local session gets ``num_cpus`` CPUs, no dashboard, and a short private temp folder
+    (Ray's socket paths have a length limit). ``progress`` switches Ray Data's progress bars.
+    """
+    import ray  # optional dependency (the "scale" extra)
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="vfray-", dir="/tmp"), configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    return ray
+
+
+class _Runner:
+    """One Ray actor: builds its engines and a one-worker sandbox once, then runs batches."""
+
+    def __init__(self, source: str, profile):
+        self.source = source
+        self.engines = build_engines(profile)
+        self.sandbox = Sandbox(workers=1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for text in batch["example"]:
+            ex = ExampleInput(**json.loads(text))
+            res, _ = run_program(self.source, ex, self.engines, self.sandbox)
+            out.append(json.dumps(asdict(res)))
+        return {"order": batch["order"], "result": np.array(out, dtype=object)}
+
+
+def run_ray(source: str, examples: list[ExampleInput], *, profile: str | dict = "shapes", workers: int = 2,
+            progress: bool = True, batch_size: int = 16, **_local_only) -> RunnerOutput:
+    """The ``ray`` runner: ``source`` over ``examples`` on a local (or already connected) Ray cluster.
+
+    Each actor builds its engines from ``profile`` (a name, path or dict: engine objects do not
+    travel). Options only the local runner has (``engines``, ``cache``, ``sandbox``,
+    ``inspect``) are ignored.
+    """
+    if not isinstance(profile, (str, dict)):
+        raise TypeError("the Ray path builds engines in each actor: pass a profile name, path or dict")
+    ray = ray_session(workers, progress)
+    items = [{"order": i, "example": json.dumps(asdict(ex))} for i, ex in enumerate(examples)]
+    ds = ray.data.from_items(items).map_batches(
+        _Runner,
+        fn_constructor_args=(source, profile),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+    )
+    rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
+    return RunnerOutput([ExampleResult(**json.loads(r["result"])) for r in rows])
