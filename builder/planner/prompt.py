@@ -20,6 +20,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from builder.executor.validate import ValidationError, validate
 from builder.executor.validate import parse as parse_source
 
 ENTRY = "execute"
@@ -234,9 +235,8 @@ def check_program(source: str | None, entry: str = ENTRY, request: PlanRequest |
 
     Parses it, requires a top-level ``def <entry>`` that returns a value on some path and, for a
     ``request``, the request's inputs: a ``choices`` parameter exactly when the request has
-    choices (``query`` may be declared). When the sandbox exposes ``validate``
-    (``builder.executor.validate``), its AST policy is applied too, so nothing the executor would
-    refuse is ever sent to it.
+    choices (``query`` may be declared). The sandbox's own AST policy (``validate``) is applied
+    too, so nothing the executor would refuse is ever sent to it.
     """
     if not source or not source.strip():
         return "empty program"
@@ -253,11 +253,10 @@ def check_program(source: str | None, entry: str = ENTRY, request: PlanRequest |
         problem = _signature_problem(fn, request)
         if problem:
             return problem
-    validate = _validator()
-    if validate is not None:
-        problem = validate(source)
-        if problem:
-            return str(problem)
+    try:
+        validate(source)
+    except ValidationError as e:
+        return str(e)
     return None
 
 
@@ -275,21 +274,3 @@ def _signature_problem(fn: ast.FunctionDef, request: PlanRequest) -> str | None:
     if "choices" not in params and request.choices is not None:
         return f"def {fn.name} must declare a choices parameter: this task passes candidate texts"
     return None
-
-
-def _validator():
-    """``builder.executor.validate`` adapted to return an error text or None (if the executor has it)."""
-    try:
-        from builder.executor import validate
-    except ImportError:
-        return None
-
-    def run(source: str):
-        # The executor's validate raises on a rejected program and returns the parsed tree otherwise.
-        try:
-            out = validate(source)
-        except Exception as e:
-            return f"{type(e).__name__}: {e}"
-        return out if isinstance(out, str) and out else None
-
-    return run

@@ -218,7 +218,7 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if bar is not None:
             bar.update(1)
             if step % log_every == 0:
