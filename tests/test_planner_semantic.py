@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import world_oracle  # noqa: E402
 
-from builder.executor import validate  # noqa: E402
 from builder.core.metrics import score  # noqa: E402
+from builder.executor import validate  # noqa: E402
 from builder.planner.lexicon import lookup  # noqa: E402
 from builder.planner.meaning import KIND_NAMES, KINDS, Caption, Meaning, MeaningError, Ref, compile_program  # noqa: E402
 from builder.planner.phrasings import detokenize, generate, is_world_heldout, random_meaning  # noqa: E402
@@ -176,7 +176,7 @@ def test_blind_development_set_is_read_correctly(planner):
     allowed = [allowed_kinds(KINDS[i["meaning"]["kind"]][1][0], i["meaning"]["kind"] == "choose_image",
                              i["meaning"]["kind"] == "choose_caption") for i in items]
     parses = planner.parser.parse([i["query"] for i in items], allowed, k=8)
-    top1 = np.mean([bool(p) and p[0].meaning == Meaning.from_dict(i["meaning"]) for i, p in zip(items, parses)])
+    top1 = np.mean([bool(p) and p[0].meaning == Meaning.from_dict(i["meaning"]) for i, p in zip(items, parses, strict=True)])
     assert top1 >= 0.85, top1
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass
