@@ -65,15 +65,24 @@ class Runner:
             self.images[scene_key] = np.asarray(render_scene(scene).convert("RGB"))
         return self.images[scene_key]
 
-    def accuracy(self, source: str, examples: list[dict], output: str) -> float:
-        hits = 0
+    def outputs(self, source: str, examples: list[dict]) -> list:
+        """The program's value on each example (None where it errors)."""
+        values = []
         for ex in examples:
             imgs = [self.image(k, s) for k, s in ex["scenes"]]
             inp = ExampleInput([f"scene{k}" for k, _ in ex["scenes"]], ex.get("query", ""), ex.get("choices"),
-                               ex["expected"], multi_image=ex.get("multi", False))
+                               ex.get("expected"), multi_image=ex.get("multi", False))
             res, _ = run_program(source, inp, self.engines, self.sandbox, self.cache, images=imgs)
-            hits += res.error is None and score(output, res.value, ex["expected"])
-        return hits / max(1, len(examples))
+            values.append(res.value if res.error is None else None)
+        return values
+
+    def hits(self, source: str, examples: list[dict], output: str) -> list[bool]:
+        """Whether the program answers each example right."""
+        return [v is not None and score(output, v, ex["expected"])
+                for v, ex in zip(self.outputs(source, examples), examples, strict=True)]
+
+    def accuracy(self, source: str, examples: list[dict], output: str) -> float:
+        return float(np.mean(self.hits(source, examples, output))) if examples else 0.0
 
     def close(self):
         self.sandbox.close()

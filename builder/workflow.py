@@ -30,20 +30,23 @@ import yaml
 
 from augment import seltda
 from builder import __all__ as _PUBLIC_NAMES
+from builder.core.atomic import atomic_write_json
 from builder.core.errors import UserError as UserError
 from builder.core.images import store_image
+from builder.core.metrics import score as score_output
 from builder.core.taskcard import Metric as Metric
 from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
 from builder.executor import Sandbox
+from builder.methods import adapt as _adapt
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
-from builder.methods import selftrain as _selftrain
 from builder.methods import tune as _tune
 from builder.methods.export import ExportError as ExportError
 from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
-from builder.planner import propose_for_task
+from builder.planner import load_planner, propose_for_task
+from builder.planner.semantic import clear_planner_cache
 from builder.run import BatchResult as BatchResult
 from builder.run import ExampleResult as ExampleResult
 from builder.run import examples_from_card, run_program, summarise
@@ -305,7 +308,7 @@ def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tup
     card = ws.load_task()
     reason = planner_available()
     if reason is None:
-        sources = propose_for_task(card, k=k, temperature=temperature)
+        sources = propose_for_task(card, planner=workspace_planner(ws), k=k, temperature=temperature)
         existing = {p.source for p in ws.programs()}
         versions = [ws.add_program(s, origin="planner", note=f"planner candidate (k={k}, T={temperature})")
                     for s in sources if s not in existing]
@@ -403,14 +406,69 @@ def diff_text(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
 
 
 # ---- adapt and export ------------------------------------------------------------------------
-def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, **options: Any) -> dict:
-    """Reinforced self-training of the planner on the workspace's annotated examples.
+WORKSPACE_PLANNER = "planner"  # checkpoints/planner: the planner adapted to this customer
 
-    Samples ``k`` programs per example, keeps the rewarded ones, fine-tunes the planner on
-    them, repeats for ``rounds``; the planner is saved under ``checkpoints/<run>/planner``.
-    Returns the per-round report. ``options`` go to ``builder.methods.selftrain.self_train_workspace``.
+
+def workspace_planner(ws: Workspace):
+    """The planner proposals use for this workspace: its adapted planner if Improve saved one,
+    else the embedded default (both loaded once per process)."""
+    path = ws.root / "checkpoints" / WORKSPACE_PLANNER
+    return load_planner(path if (path / "parser.json").is_file() else None)
+
+
+def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
+                    progress: bool | Callable[[str, float], None] = False,
+                    should_stop: Callable[[], bool] | None = None, runtime: Runtime | None = None,
+                    **options: Any) -> dict:
+    """Reinforced self-training of the planner on the workspace's annotated examples (the Improve step).
+
+    The examples are grouped by query; per query, the first part of its examples trains (the
+    planner's readings are run on them and a reading that answers all of them is kept) and the
+    rest (``eval_fraction``) evaluates. The adapted planner is saved to ``checkpoints/planner``,
+    used by later proposals in this workspace, and exported with the solution. Returns the
+    report: accuracy before and after each round on the evaluation examples, kept readings, the
+    planner's path. ``options`` go to ``builder.methods.adapt.AdaptConfig``.
     """
-    return _selftrain.self_train_workspace(ws, rounds=rounds, k=k, steps=steps, **options)
+    card = ws.load_task()
+    output = OutputKind(card.output).value
+    by_query: dict[tuple, list] = {}
+    for ex in examples_from_card(card, ws.root):
+        by_query.setdefault((ex.query, ex.choices is not None, ex.multi_image), []).append(ex)
+    train, held = [], []
+    for (query, has_choices, multi), exs in by_query.items():
+        if not query:
+            continue
+        n_eval = int(round(len(exs) * eval_fraction)) if len(exs) > 1 else 0
+        cut = len(exs) - n_eval
+        train.append(_adapt.QueryTask(query, output, exs[:cut], has_choices, multi))
+        if n_eval:
+            held.append(_adapt.QueryTask(query, output, exs[cut:], has_choices, multi))
+    if not train:
+        raise UserError("self-training needs annotated examples with a query in the task card")
+    own = runtime is None
+    runtime = runtime or Runtime(ws)
+
+    def scorer(source, task, examples):
+        return [res.error is None and score_output(output, res.value, res.expected, card.metric)
+                for res in (run_program(source, ex, runtime.engines, runtime.sandbox, runtime.cache)[0]
+                            for ex in examples)]
+
+    report_progress = progress if callable(progress) else (
+        (lambda msg, frac: print(f"[{frac:4.0%}] {msg}", flush=True)) if progress else None)
+    try:
+        planner, report = _adapt.self_train(workspace_planner(ws), train, held, scorer,
+                                            _adapt.AdaptConfig(rounds=rounds, k=k, steps=steps, **options),
+                                            progress=report_progress, should_stop=should_stop)
+    finally:
+        if own:
+            runtime.close()
+    out = ws.root / "checkpoints" / WORKSPACE_PLANNER
+    planner.parser.save(out)
+    clear_planner_cache(out)
+    report.update(planner=str(out), train_examples=sum(len(t.examples) for t in train),
+                  eval_examples=sum(len(t.examples) for t in held), queries=len(by_query))
+    atomic_write_json(ws.root / "checkpoints" / "planner_report.json", report)
+    return report
 
 
 def augment_data(ws: Workspace, labelled: str = "examples", unlabelled: str | Path = "unlabelled",

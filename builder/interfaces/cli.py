@@ -252,15 +252,16 @@ def _torch_threads(threads: int | None) -> None:
 def improve(
     root: Path = typer.Argument(..., help="Workspace whose annotated examples train the planner."),
     rounds: int = typer.Option(1, min=1, help="Self-training rounds."),
-    k: int = typer.Option(8, min=1, help="Programs sampled per example."),
+    k: int = typer.Option(8, min=1, help="Readings tried per query."),
     steps: int = typer.Option(100, min=1, help="Planner fine-tuning steps per round."),
-    run: str = typer.Option("selftrain", help="Run name under checkpoints/."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    eval_fraction: float = typer.Option(0.5, min=0.0, max=0.9, help="Share of each query's examples kept for evaluation."),
+    progress: bool = typer.Option(True, help="Print progress."),
 ) -> None:
-    """Reinforced self-training of the planner on the workspace's examples; prints the per-round report."""
+    """Reinforced self-training of the planner on the workspace's examples (saved to checkpoints/planner)."""
     ws = _open(root)
     try:
-        report = workflow.improve_planner(ws, rounds=rounds, k=k, steps=steps, run=run, progress=progress)
+        report = workflow.improve_planner(ws, rounds=rounds, k=k, steps=steps, eval_fraction=eval_fraction,
+                                          progress=progress)
     except UserError as e:
         _fail(str(e))
     _echo_json(report)

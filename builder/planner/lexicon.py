@@ -21,6 +21,7 @@ NUMBERS = {"zero": 0, "no": None, "one": 1, "a single": 1, "two": 2, "three": 3,
 LEXICON: dict[str, tuple[str, str | int]] = {}
 for _c in COLORS:
     LEXICON[_c] = ("color", _c)
+    LEXICON[_c + "s"] = ("color", _c)  # "how many reds?"
 LEXICON.update({"violet": ("color", "purple"), "turquoise": ("color", "cyan"), "teal": ("color", "cyan"),
                 "reddish": ("color", "red"), "bluish": ("color", "blue"), "greenish": ("color", "green")})
 _SHAPE_FORMS = {
@@ -61,6 +62,9 @@ def lookup(word: str, known_words: frozenset[str] | set[str] = frozenset()) -> t
     for suffix in ("coloured", "colored", "shaped", "sized"):  # "red-coloured", "star-shaped"
         if w.endswith(suffix) and w[: -len(suffix)] in LEXICON:
             return LEXICON[w[: -len(suffix)]]
+    parts = [LEXICON[p] for p in word.lower().split("-") if p in LEXICON]
+    if "-" in word and len(parts) == 1:  # "red-object", "light-blue"
+        return parts[0]
     if len(w) < 4 or not w.isalpha() or w in known_words:
         return None
     close = difflib.get_close_matches(w, [k for k in LEXICON if k.isalpha() and len(k) >= 4], n=1, cutoff=0.8)

@@ -498,8 +498,11 @@ def to_example(rng, m: Meaning, pieces) -> dict:
     return {"query": query, "words": final, "roles": roles[: len(final)], "meaning": m.to_dict()}
 
 
-def generate(n: int, seed: int = 0, kinds: tuple[str, ...] | None = None) -> list[dict]:
-    """``n`` training examples {"query", "meaning"}, balanced over question kinds, none a world held-out phrasing."""
+def generate(n: int, seed: int = 0, kinds: tuple[str, ...] | None = None,
+             patterns_per_kind: int | None = None) -> list[dict]:
+    """``n`` training examples {"query", "words", "roles", "meaning"}, balanced over question kinds,
+    none a world held-out phrasing. ``patterns_per_kind`` keeps only the first few patterns of each
+    kind (a planner with room to improve, for self-training benchmarks)."""
     from builder.planner.meaning import KIND_NAMES
 
     rng = np.random.default_rng(seed)
@@ -509,7 +512,7 @@ def generate(n: int, seed: int = 0, kinds: tuple[str, ...] | None = None) -> lis
         kind = kinds[len(out) % len(kinds)]
         m = random_meaning(rng, kind)
         key = kind + (f".{m.op}" if kind == "compare" else "")
-        pattern = _pick(rng, PATTERNS[key])
+        pattern = _pick(rng, PATTERNS[key][:patterns_per_kind])
         if rng.random() < 0.12 and not pattern[0].islower() and "{" != pattern[0]:
             pattern = _pick(rng, PREFIXES) + pattern[0].lower() + pattern[1:]
         ex = to_example(rng, m, render(rng, m, pattern))

@@ -99,32 +99,56 @@ class Encoded:
     values: list[list[tuple | None]]  # per example, per word: lexicon (field, value) or None
 
 
-def encode(word_lists: list[list[str]], batch_size: int = 64) -> Encoded:
-    """Encode pre-split queries with the frozen MiniLM (no gradient)."""
+_CACHE: dict[tuple, tuple] = {}  # words -> (hidden [n, 384], fields [n], first sub-token per word, values)
+_CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 200_000
+
+
+def _encode_new(keys: list[tuple], batch_size: int) -> None:
+    """Encode queries not yet in the cache (MiniLM is frozen, so a query's states never change)."""
     tok, model, vocab, torch = minilm()
-    word_lists = [(ws[:MAX_WORDS] or ["?"]) for ws in word_lists]
-    hidden_parts, field_rows, firsts, values = [], [], [], []
-    enc = tok(word_lists, is_split_into_words=True, padding=True, truncation=True, max_length=128,
-              return_tensors="pt")
-    with torch.no_grad():
-        for i in range(0, len(word_lists), batch_size):
-            out = model(input_ids=enc["input_ids"][i:i + batch_size],
-                        attention_mask=enc["attention_mask"][i:i + batch_size])
-            hidden_parts.append(out.last_hidden_state)
-    T = enc["input_ids"].shape[1]
-    for b, words in enumerate(word_lists):
-        vals = [lookup(w, vocab) for w in words]
-        row, first = [0] * T, [-1] * len(words)
-        for t, wid in enumerate(enc.word_ids(b)):
-            if wid is None:
-                continue
-            if first[wid] < 0:
-                first[wid] = t
-            row[t] = FIELDS.index(vals[wid][0]) if vals[wid] else 0
-        field_rows.append(row)
-        firsts.append(first)
-        values.append(vals)
-    return Encoded(torch.cat(hidden_parts), torch.tensor(field_rows), enc["attention_mask"].bool(), firsts, values)
+    for i in range(0, len(keys), batch_size):
+        chunk = [list(k) for k in keys[i:i + batch_size]]
+        enc = tok(chunk, is_split_into_words=True, padding=True, truncation=True, max_length=128,
+                  return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        for b, words in enumerate(chunk):
+            n = int(enc["attention_mask"][b].sum())
+            vals = [lookup(w, vocab) for w in words]
+            fields, first = [0] * n, [-1] * len(words)
+            for t, wid in enumerate(enc.word_ids(b)[:n]):
+                if wid is None:
+                    continue
+                if first[wid] < 0:
+                    first[wid] = t
+                fields[t] = FIELDS.index(vals[wid][0]) if vals[wid] else 0
+            with _CACHE_LOCK:
+                if len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.clear()
+                _CACHE[keys[i + b]] = (hidden[b, :n].clone(), fields, first, vals)
+
+
+def encode(word_lists: list[list[str]], batch_size: int = 64) -> Encoded:
+    """Encode pre-split queries with the frozen MiniLM (no gradient; each query is encoded once per process)."""
+    torch = minilm()[3]
+    keys = [tuple(ws[:MAX_WORDS] or ["?"]) for ws in word_lists]
+    with _CACHE_LOCK:
+        missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
+    _encode_new(missing, batch_size)
+    with _CACHE_LOCK:
+        items = [_CACHE.get(k) for k in keys]
+    if any(it is None for it in items):  # evicted meanwhile by another thread: encode again
+        _encode_new([k for k, it in zip(keys, items, strict=True) if it is None], batch_size)
+        with _CACHE_LOCK:
+            items = [_CACHE[k] for k in keys]
+    T = max(len(it[1]) for it in items)
+    hidden = torch.zeros(len(items), T, items[0][0].shape[-1])
+    fields = torch.zeros(len(items), T, dtype=torch.long)
+    mask = torch.zeros(len(items), T, dtype=torch.bool)
+    for b, (h, f, _, _) in enumerate(items):
+        hidden[b, :len(f)], fields[b, :len(f)], mask[b, :len(f)] = h, torch.tensor(f), True
+    return Encoded(hidden, fields, mask, [it[2] for it in items], [it[3] for it in items])
 
 
 # ---- the trained head -----------------------------------------------------------------------
@@ -183,8 +207,13 @@ def _targets(examples: list[dict], enc: Encoded):
 
 
 def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                 config: dict | None = None, progress: bool = True, log_every: int = 100) -> tuple[object, dict]:
-    """Train a parser head on examples {"words", "roles", "meaning"} (MiniLM frozen). Returns (head, log)."""
+                 config: dict | None = None, progress: bool = True, log_every: int = 100, head=None,
+                 warmup: float = 0.1, should_stop=None) -> tuple[object, dict]:
+    """Train a parser head on examples {"words", "roles", "meaning"} (MiniLM frozen). Returns (head, log).
+
+    With ``head`` the given head is trained further (self-training continues from the current
+    planner); ``should_stop()`` is polled every step so long runs can be cancelled.
+    """
     import torch
     from torch.nn import functional as F
 
@@ -194,9 +223,9 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
     enc = encode([e["words"] for e in examples])
     encode_s = time.perf_counter() - t0
     kind, slots, role = _targets(examples, enc)
-    head = build_head(config)
+    head = head if head is not None else build_head(config)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=warmup)
     losses = []
     bar = None
     if progress:
@@ -205,7 +234,9 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
         bar = tqdm(total=steps, desc="planner head", leave=False)
     head.train()
     for step in range(steps):
-        idx = torch.from_numpy(rng.choice(len(examples), batch_size, replace=False))
+        if should_stop is not None and should_stop():
+            break
+        idx = torch.from_numpy(rng.choice(len(examples), min(batch_size, len(examples)), replace=False))
         lengths = enc.mask[idx].sum(1).max()
         out = head(enc.hidden[idx, :lengths], enc.fields[idx, :lengths], enc.mask[idx, :lengths])
         loss = F.cross_entropy(out["kind"], kind[idx])
@@ -245,18 +276,21 @@ class Parse:
 
     meaning: Meaning
     score: float
+    roles: list[str] | None = None  # per word of the query: the role the reading gave it (training labels)
 
 
-def _refs(words_vals, roles_allowed: set[str], swap: bool = False) -> tuple[dict[str, Ref], float, int | None]:
-    """References built from value words: each word goes to its most likely allowed role (or none)."""
+def _refs(words_vals, roles_allowed: set[str], swap: bool = False):
+    """(references, log-probability, number, {word index: role}) built from the value words: each
+    word goes to its most likely allowed role (or none)."""
     fields: dict[str, dict[str, tuple[float, str]]] = {r: {} for r in ("A", "B", "P")}
-    score, number = 0.0, None
-    for (field, value), lp in words_vals:
+    score, number, assigned = 0.0, None, {}
+    for w, (field, value), lp in words_vals:
         options = ["O"] + sorted(roles_allowed)
         best = max(options, key=lambda r: lp[ROLES.index(r)])
         if swap and best in ("A", "B") and {"A", "B"} <= roles_allowed:
             best = "B" if best == "A" else "A"
         score += float(lp[ROLES.index(best)])
+        assigned[w] = best
         if best == "O":
             continue
         if field == "number":
@@ -267,7 +301,7 @@ def _refs(words_vals, roles_allowed: set[str], swap: bool = False) -> tuple[dict
         if prev is None or lp[ROLES.index(best)] > prev[0]:
             fields[best][field] = (float(lp[ROLES.index(best)]), value)
     refs = {r: Ref(**{f: v for f, (_, v) in fs.items()}) for r, fs in fields.items()}
-    return refs, score, number
+    return refs, score, number, assigned
 
 
 def _meanings(kind: str, slot_lp: dict, refs: dict[str, Ref], number, cap_kind: str | None):
@@ -353,14 +387,16 @@ class SemanticParser:
         kind_lp = lp["kind"][b]
         slot_lp = {n: lp[n][b] for n in SLOTS}
         cap_order = [SLOTS["cap"][i] for i in np.argsort(-slot_lp["cap"]) if i > 0]
-        words_vals = [(v, lp["role"][b, t]) for v, t in zip(enc.values[b], enc.first[b], strict=True)
+        words_vals = [(w, v, lp["role"][b, t]) for w, (v, t) in enumerate(zip(enc.values[b], enc.first[b], strict=True))
                       if v is not None and t >= 0]
+        n_words = len(enc.values[b])
         ranked = sorted(kinds_ok, key=lambda kd: -kind_lp[KIND_NAMES.index(kd)])
         found: dict[str, Parse] = {}
         for kind in ranked[:4]:
             base = float(kind_lp[KIND_NAMES.index(kind)])
             for swap in (False, True):
-                refs, role_score, number = _refs(words_vals, KIND_ROLES[kind], swap)
+                refs, role_score, number, assigned = _refs(words_vals, KIND_ROLES[kind], swap)
+                roles = [assigned.get(w, "O") for w in range(n_words)]
                 caps = cap_order[:2] if kind in ("caption_check", "choose_image") else [None]
                 for cap in caps:
                     cap_score = float(slot_lp["cap"][SLOTS["cap"].index(cap)]) if cap else 0.0
@@ -368,7 +404,7 @@ class SemanticParser:
                         total = base + s + role_score + cap_score
                         key = m.key()
                         if key not in found or found[key].score < total:
-                            found[key] = Parse(m, total)
+                            found[key] = Parse(m, total, roles)
         return sorted(found.values(), key=lambda p: -p.score)[:k]
 
     def save(self, out: str | Path) -> Path:
@@ -463,6 +499,15 @@ def load_semantic_planner(path: str | Path | None = None) -> SemanticPlanner:
         return _DEFAULT[key]
 
 
+def clear_planner_cache(path: str | Path | None = None) -> None:
+    """Forget the loaded planner of ``path`` (all when None), e.g. after saving new weights there."""
+    with _DEFAULT_LOCK:
+        if path is None:
+            _DEFAULT.clear()
+        else:
+            _DEFAULT.pop(str(Path(path).resolve()), None)
+
+
 def train_default_planner(out: str | Path, n_examples: int = 12000, steps: int = 1500, batch_size: int = 64,
                           lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
     """Generate training phrasings, train the head and save it to ``out``; returns the training log."""
@@ -476,6 +521,5 @@ def train_default_planner(out: str | Path, n_examples: int = 12000, steps: int =
             "command": f"visforge planner train --out {out} --examples {n_examples} --steps {steps} "
                        f"--batch-size {batch_size} --lr {lr} --seed {seed}"}
     SemanticParser(head, info).save(out)
-    with _DEFAULT_LOCK:
-        _DEFAULT.pop(str(Path(out).resolve()), None)
+    clear_planner_cache(out)
     return info

@@ -26,11 +26,14 @@ def make_task_card(
     domain: str = "clean",
     name: str | None = None,
     description: str | None = None,
+    queries: list[str] | None = None,
 ) -> Path:
     """Write ``n`` scene images and a task card asking the same question of each; returns the card path.
 
     ``kind``: "count" (how many ``target``), "exists" (is there a ``target``) or "locate" (boxes
     of every ``target``). Scenes are drawn so that the answers vary across the examples.
+    ``queries``: the customer's own phrasings of that question, used in turn by the examples
+    (default: one plain phrasing).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -55,7 +58,8 @@ def make_task_card(
             expected = [list(o.box) for o in matching]
         path = f"images/{i:04d}.png"
         render_scene(scene).save(out / path, format="PNG")
-        examples.append({"id": f"ex{i:04d}", "image": path, "query": query, "expected": expected})
+        asked = queries[i % len(queries)] if queries else query
+        examples.append({"id": f"ex{i:04d}", "image": path, "query": asked, "expected": expected})
     card: TaskCard = parse_task_card(
         {
             "name": name or f"{kind}-{spec.name(plural=True).replace(' ', '-')}",
