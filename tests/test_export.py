@@ -233,3 +233,46 @@ def test_generated_acceptance_tests_pass(venv, exported):
                 cwd=exported.project_dir, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert f"{len(SEEDS) + 2} passed" in proc.stdout
+
+
+def test_server_verifies_every_image_and_refuses_huge_ones_fast(server, workspace):
+    import struct
+
+    path, expected = _examples(workspace)[0]
+    good = bytearray(path.read_bytes())
+    # zero 16 bytes inside the first IDAT chunk, leaving its (now wrong) CRC: corrupt, not truncated
+    i = good.find(b"IDAT")
+    length = struct.unpack(">I", good[i - 4:i])[0]
+    bad = bytes(good[: i + 4 + length // 2] + bytes(16) + good[i + 4 + length // 2 + 16:])
+    r = httpx.post(f"{server}/predict", files={"image": ("crc.png", bad, "image/png")}, timeout=60)
+    assert r.status_code == 400 and "crc.png" in r.json()["detail"], r.text
+    # a 4999 x 4999 single-colour PNG (tens of KB): refused from its header, before decoding
+    buf = io.BytesIO()
+    Image.new("RGB", (4999, 4999), (20, 200, 20)).save(buf, format="PNG")
+    t0 = time.perf_counter()
+    r = httpx.post(f"{server}/predict", files={"image": ("huge.png", buf.getvalue(), "image/png")}, timeout=60)
+    assert r.status_code == 413 and "4999x4999" in r.json()["detail"], r.text
+    assert time.perf_counter() - t0 < 2
+    # the same image as base64 text (what schema-driven clients send) is decoded like the file
+    import base64
+
+    r = httpx.post(f"{server}/predict", files={"image": ("b64.png", base64.b64encode(bytes(good)), "text/plain")},
+                   timeout=60)
+    assert r.status_code == 200 and r.json()["value"] == expected, r.text
+
+
+def test_schemathesis_finds_no_failures(server, tmp_path):
+    """Every check schemathesis has, against the installed server, with a schema whose example is a real image."""
+    exe = Path(sys.executable).parent / "schemathesis"
+    if not exe.exists():
+        pytest.skip("schemathesis is not installed (the dev extra)")
+    schema = httpx.get(f"{server}/openapi.json").json()
+    image = schema["components"]["schemas"]
+    assert any("examples" in c.get("properties", {}).get("image", {}).get("items", {}) for c in image.values())
+    # Schema-valid bytes need not be an image (400), a dimension can be over the limit (413), and
+    # `queries` must have one entry per image (422): a cross-field rule OpenAPI cannot state.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "400", "413", "422"]\n')
+    proc = _run([exe, "--config-file", config, "run", f"{server}/openapi.json", "--checks", "all", "--mode",
+                 "positive", "--max-examples", "40", "--seed", "1"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:]
