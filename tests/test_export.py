@@ -276,3 +276,71 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
     proc = _run([exe, "--config-file", config, "run", f"{server}/openapi.json", "--checks", "all", "--mode",
                  "positive", "--max-examples", "40", "--seed", "1"], timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
+
+
+def test_offline_install_from_the_wheelhouse_outside_the_checkout(exported, tmp_path):
+    """One command, no index: the solution and its exact VisForge build come from wheelhouse/.
+
+    The third-party dependencies come from this environment (a .pth line appends its
+    site-packages, without running its .pth files, so the editable VisForge stays out of sight).
+    """
+    import sysconfig
+
+    wheelhouse = exported.project_dir / "wheelhouse"
+    assert sorted(w.name.split("-")[0] for w in wheelhouse.glob("*.whl")) == ["red_circles", "visforge"]
+    assert "--no-index --find-links wheelhouse red-circles" in (exported.project_dir / "README.md").read_text()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "zz_visforge_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    outside = tmp_path / "customer"
+    outside.mkdir()
+    proc = _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-index", "--find-links",
+                 wheelhouse, "red-circles"], cwd=outside, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = {k: v for k, v in ENV.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(py), "-c", "import builder, red_circles; print(builder.__file__, red_circles.__file__)"],
+                          cwd=outside, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and all(str(site) in p for p in proc.stdout.split()), proc.stdout + proc.stderr
+    proc = subprocess.run([str(venv / "bin" / "red-circles"), "info"], cwd=outside, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["name"] == "red-circles", proc.stderr
+
+
+def test_killed_export_leaves_no_debris(tmp_path):
+    import signal
+
+    import psutil
+
+    ws = _make_workspace(tmp_path / "k")
+    ws.accept(ws.add_program(PROGRAM).version)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    env = {**ENV, "TMPDIR": str(systmp)}
+    code = f"from builder.methods.export import export_solution; export_solution({str(ws.root)!r}, verify=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    children: list = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = parent.children(recursive=True)
+        if any("pip" in " ".join(c.cmdline()) for c in children if c.is_running()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export finished before a build tool started"
+    time.sleep(0.5)  # well inside the build
+    children = parent.children(recursive=True)
+    exports = ws.root / "exports"
+    assert any(p.name.startswith(".") for p in exports.iterdir())  # the hidden temporary folder exists
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [c.cmdline() for c in alive]
+    assert not list(systmp.iterdir()), list(systmp.iterdir())  # nothing in the system temp directory
+    reopened = Workspace.open(ws.root)
+    assert reopened.summary()["exports"] == []
+    assert not list(exports.iterdir()), list(exports.iterdir())  # the debris was removed at open
+    # and a new export then works
+    result = export_solution(reopened, verify=False)
+    assert reopened.summary()["exports"] == [result.project_dir.name]
