@@ -36,10 +36,19 @@ PROG = 'def execute(image):\n    return str(image.count("red circle"))\n'
     f"{PROG}\nThe function above counts circles.",  # bare code then chatter
     f"{PROG}\ndef execute(image):\n    return 1\n",  # only the first definition
     f"    {PROG.replace(chr(10), chr(10) + '    ')}",  # uniformly indented
-    PROG + '    x = image.find("sq',  # truncated tail is trimmed back to what parses
 ])
 def test_extract_program_variants(completion):
     assert extract_program(completion) == PROG
+
+
+def test_a_tail_is_trimmed_only_when_the_completion_hit_the_token_limit():
+    from builder.planner.backends import Completion
+
+    cut = PROG + '    x = image.find("sq'
+    assert extract_program(cut, truncated=True) == PROG
+    assert extract_program(Completion(cut, truncated=True)) == PROG
+    kept = extract_program(cut)  # a finished completion that does not parse is never silently altered
+    assert kept == cut + "\n" and check_program(kept).startswith("syntax error")
 
 
 def test_extract_program_keeps_helpers_inside_and_rejects_missing():

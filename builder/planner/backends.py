@@ -30,6 +30,18 @@ from builder.planner.prompt import (
 PLANNER_META = "planner.json"  # saved next to the weights: how to prompt this model
 
 
+class Completion(str):
+    """A completion's text; ``truncated`` is True when generation stopped at the token limit
+    (only then may ``extract_program`` trim an unfinished tail)."""
+
+    truncated: bool = False
+
+    def __new__(cls, text: str, truncated: bool = False):
+        obj = super().__new__(cls, text)
+        obj.truncated = truncated
+        return obj
+
+
 class PlannerError(RuntimeError):
     """A planner could not produce completions (bad model path, HTTP error, malformed reply)."""
 
@@ -161,7 +173,10 @@ class TransformersPlanner(Planner):
                 enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
                 gen = self.model.generate(**enc, **gen_kwargs)
                 new = gen[:, enc["input_ids"].shape[1]:]
-                decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                limit = gen_kwargs["max_new_tokens"]
+                cut = [new.shape[1] >= limit and not (row == self.tokenizer.eos_token_id).any() for row in new]
+                decoded = [Completion(text, bool(c)) for text, c in
+                           zip(self.tokenizer.batch_decode(new, skip_special_tokens=True), cut, strict=True)]
                 n = k if sample else 1
                 for j in range(len(chunk)):
                     cands = decoded[j * n: (j + 1) * n]
@@ -249,6 +264,7 @@ class OpenAIPlanner(Planner):
             data = self._post("completions", body)
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            return [(c["message"]["content"] if self.mode == "chat" else c["text"]) or "" for c in choices]
+            return [Completion((c["message"]["content"] if self.mode == "chat" else c["text"]) or "",
+                               c.get("finish_reason") == "length") for c in choices]
         except (KeyError, TypeError, AttributeError) as e:
             raise PlannerError(f"malformed reply from the planner endpoint (missing {e}): {str(data)[:300]}") from None

@@ -213,7 +213,7 @@ def _first_function(text: str, entry: str, truncated: bool = False) -> str | Non
     while body and not body[-1].strip():
         body.pop()
     if not truncated:
-        return "\n".join(body).rstrip() + "\n"
+        return "\n".join(body).rstrip() + "\n" if len(body) > 1 else None
     # Trim a truncated tail (max_new_tokens hit mid-statement) until what is left parses.
     for end in range(len(body), 1, -1):
         source = "\n".join(body[:end]).rstrip() + "\n"
