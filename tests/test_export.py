@@ -274,7 +274,7 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
     config = tmp_path / "schemathesis.toml"
     config.write_text('[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "400", "413", "422"]\n')
     proc = _run([exe, "--config-file", config, "run", f"{server}/openapi.json", "--checks", "all", "--mode",
-                 "positive", "--max-examples", "40", "--seed", "1"], timeout=600)
+                 "positive", "--max-examples", "40", "--seed", "1"], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
 
 
