@@ -233,3 +233,114 @@ def test_generated_acceptance_tests_pass(venv, exported):
                 cwd=exported.project_dir, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert f"{len(SEEDS) + 2} passed" in proc.stdout
+
+
+def test_server_verifies_every_image_and_refuses_huge_ones_fast(server, workspace):
+    import struct
+
+    path, expected = _examples(workspace)[0]
+    good = bytearray(path.read_bytes())
+    # zero 16 bytes inside the first IDAT chunk, leaving its (now wrong) CRC: corrupt, not truncated
+    i = good.find(b"IDAT")
+    length = struct.unpack(">I", good[i - 4:i])[0]
+    bad = bytes(good[: i + 4 + length // 2] + bytes(16) + good[i + 4 + length // 2 + 16:])
+    r = httpx.post(f"{server}/predict", files={"image": ("crc.png", bad, "image/png")}, timeout=60)
+    assert r.status_code == 400 and "crc.png" in r.json()["detail"], r.text
+    # a 4999 x 4999 single-colour PNG (tens of KB): refused from its header, before decoding
+    buf = io.BytesIO()
+    Image.new("RGB", (4999, 4999), (20, 200, 20)).save(buf, format="PNG")
+    t0 = time.perf_counter()
+    r = httpx.post(f"{server}/predict", files={"image": ("huge.png", buf.getvalue(), "image/png")}, timeout=60)
+    assert r.status_code == 413 and "4999x4999" in r.json()["detail"], r.text
+    assert time.perf_counter() - t0 < 2
+    # the same image as base64 text (what schema-driven clients send) is decoded like the file
+    import base64
+
+    r = httpx.post(f"{server}/predict", files={"image": ("b64.png", base64.b64encode(bytes(good)), "text/plain")},
+                   timeout=60)
+    assert r.status_code == 200 and r.json()["value"] == expected, r.text
+
+
+def test_schemathesis_finds_no_failures(server, tmp_path):
+    """Every check schemathesis has, against the installed server, with a schema whose example is a real image."""
+    exe = Path(sys.executable).parent / "schemathesis"
+    if not exe.exists():
+        pytest.skip("schemathesis is not installed (the dev extra)")
+    schema = httpx.get(f"{server}/openapi.json").json()
+    image = schema["components"]["schemas"]
+    assert any("examples" in c.get("properties", {}).get("image", {}).get("items", {}) for c in image.values())
+    # Schema-valid bytes need not be an image (400), a dimension can be over the limit (413), and
+    # `queries` must have one entry per image (422): a cross-field rule OpenAPI cannot state.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "400", "413", "422"]\n')
+    proc = _run([exe, "--config-file", config, "run", f"{server}/openapi.json", "--checks", "all", "--mode",
+                 "positive", "--max-examples", "40", "--seed", "1"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+
+
+def test_offline_install_from_the_wheelhouse_outside_the_checkout(exported, tmp_path):
+    """One command, no index: the solution and its exact VisForge build come from wheelhouse/.
+
+    The third-party dependencies come from this environment (a .pth line appends its
+    site-packages, without running its .pth files, so the editable VisForge stays out of sight).
+    """
+    import sysconfig
+
+    wheelhouse = exported.project_dir / "wheelhouse"
+    assert sorted(w.name.split("-")[0] for w in wheelhouse.glob("*.whl")) == ["red_circles", "visforge"]
+    assert "--no-index --find-links wheelhouse red-circles" in (exported.project_dir / "README.md").read_text()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "zz_visforge_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    outside = tmp_path / "customer"
+    outside.mkdir()
+    proc = _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-index", "--find-links",
+                 wheelhouse, "red-circles"], cwd=outside, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = {k: v for k, v in ENV.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(py), "-c", "import builder, red_circles; print(builder.__file__, red_circles.__file__)"],
+                          cwd=outside, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and all(str(site) in p for p in proc.stdout.split()), proc.stdout + proc.stderr
+    proc = subprocess.run([str(venv / "bin" / "red-circles"), "info"], cwd=outside, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["name"] == "red-circles", proc.stderr
+
+
+def test_killed_export_leaves_no_debris(tmp_path):
+    import signal
+
+    import psutil
+
+    ws = _make_workspace(tmp_path / "k")
+    ws.accept(ws.add_program(PROGRAM).version)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    env = {**ENV, "TMPDIR": str(systmp)}
+    code = f"from builder.methods.export import export_solution; export_solution({str(ws.root)!r}, verify=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    children: list = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = parent.children(recursive=True)
+        if any("pip" in " ".join(c.cmdline()) for c in children if c.is_running()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export finished before a build tool started"
+    time.sleep(0.5)  # well inside the build
+    children = parent.children(recursive=True)
+    exports = ws.root / "exports"
+    assert any(p.name.startswith(".") for p in exports.iterdir())  # the hidden temporary folder exists
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [c.cmdline() for c in alive]
+    assert not list(systmp.iterdir()), list(systmp.iterdir())  # nothing in the system temp directory
+    reopened = Workspace.open(ws.root)
+    assert reopened.summary()["exports"] == []
+    assert not list(exports.iterdir()), list(exports.iterdir())  # the debris was removed at open
+    # and a new export then works
+    result = export_solution(reopened, verify=False)
+    assert reopened.summary()["exports"] == [result.project_dir.name]

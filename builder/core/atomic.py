@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,36 @@ def remove_stale_temp_files(folder: str | Path) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+_STALE_EXPORT = re.compile(r"^\..+\.(tmp|old)-(\d+)-[0-9a-f]+(\.build)?$")
+
+
+def remove_stale_exports(folder: str | Path) -> int:
+    """Delete hidden ``.<name>.tmp-<pid>-<hex>`` / ``.old-`` folders left by exports that were killed.
+
+    A folder whose process is still alive (an export running now) is kept. Returns how many went.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.iterdir():
+        m = _STALE_EXPORT.match(p.name)
+        if not m or _alive(int(m.group(2))):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

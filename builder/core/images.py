@@ -21,27 +21,61 @@ class ImageError(UserError, ValueError):
     """An image could not be used; the message names the image and the problem."""
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode encoded image bytes (PNG, JPEG, ...) into an (H, W, 3) uint8 RGB array."""
-    if len(data) > MAX_BYTES:
-        raise ImageError(f"{name}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
+class ImageTooLarge(ImageError):
+    """An image whose declared size is over a limit (refused before its pixels are decoded)."""
+
+
+def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding a pixel."""
     if not data:
         raise ImageError(f"{name}: empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name}: {w}x{h} pixels is over the {max_pixels}-pixel limit")
-            img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: image is too large (decompression bomb guard)") from None
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name}: image is too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+
+
+def check_image_size(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                     max_side: int | None = None) -> tuple[int, int]:
+    """The header's (width, height), or ``ImageTooLarge`` when a side or the pixel count is over a limit."""
+    w, h = image_size(data, name)
+    if max_side is not None and max(w, h) > max_side:
+        raise ImageTooLarge(f"{name}: {w}x{h} pixels: a side is over the {max_side}-pixel limit")
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{name}: {w}x{h} pixels is over the {max_pixels}-pixel limit")
+    return w, h
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                 max_side: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, ...) into an (H, W, 3) uint8 RGB array.
+
+    The size is checked from the header before any pixel is decoded (``ImageTooLarge``); then
+    the whole file is verified (for PNG: every chunk's CRC, IDAT included) and fully decoded,
+    so a corrupt or truncated file is an ``ImageError``, never a silently wrong picture.
+    """
+    if len(data) > MAX_BYTES:
+        raise ImageTooLarge(f"{name}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
+    w, h = check_image_size(data, name, max_pixels, max_side)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as check:
+                check.verify()  # checksums, without keeping pixels
+            img = Image.open(io.BytesIO(data))
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"{name}: image is too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     if w < 1 or h < 1:
         raise ImageError(f"{name}: image has no pixels")

@@ -24,6 +24,7 @@ from typing import Any
 from builder.core.atomic import (
     atomic_create_text,
     atomic_write_json,
+    remove_stale_exports,
     remove_stale_temp_files,
 )
 from builder.core.errors import UserError
@@ -129,6 +130,7 @@ class Workspace:
         for sub in SUBDIRS:
             (root / sub).mkdir(exist_ok=True)
         remove_stale_temp_files(root)
+        remove_stale_exports(root / "exports")
         return cls(root, meta)
 
     def _save_meta(self) -> None:
@@ -265,5 +267,5 @@ class Workspace:
             "runs": len(self.runs()),
             "datasets": sorted(p.name for p in (self.root / "datasets").iterdir() if p.is_dir()),
             "checkpoints": sorted(p.name for p in (self.root / "checkpoints").iterdir()),
-            "exports": sorted(p.name for p in (self.root / "exports").iterdir()),
+            "exports": sorted(p.name for p in (self.root / "exports").iterdir() if not p.name.startswith(".")),
         }

@@ -217,15 +217,20 @@ app.add_typer(serve_app, name="serve")
 
 @serve_app.command("planner")
 def serve_planner(
-    model: Path | None = typer.Option(None, help="Planner folder (default: the embedded planner)."),
+    model: Path | None = typer.Option(None, help="Causal-LM planner folder (default: builder/planner/weights)."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
+    name: str = typer.Option("visforge-planner", help="The model name clients ask for."),
+    workers: int = typer.Option(1, help="Generation threads."),
+    max_queue: int = typer.Option(8, help="Requests that may wait for a worker before the server answers 503."),
+    max_prompt_chars: int | None = typer.Option(None, help="Prompt character cap (default: from the model's context)."),
 ) -> None:
-    """Serve a planner behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
+    """Serve a causal-LM planner behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
     # fastapi/uvicorn are the optional "serve" extra: only this command needs them.
-    from builder.planner.server import serve
+    from builder.planner.server import ServerLimits, serve
 
-    serve(model, host=host, port=port)
+    serve(model, host=host, port=port, model_name=name,
+          limits=ServerLimits(max_prompt_chars=max_prompt_chars, workers=workers, max_queue=max_queue))
 
 
 def _open(root: Path) -> Workspace:

@@ -245,8 +245,23 @@ def _wheel_requirements(wheel: Path, extras: set[str]) -> list[str]:
 
 
 # ---- building --------------------------------------------------------------------------------
-def _pip_wheel(project: Path, dest: Path) -> Path:
-    """Build ``project`` into a wheel in ``dest`` (no dependencies, offline when possible)."""
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the exporting process dies (Linux prctl)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _pip_wheel(project: Path, dest: Path, tmp_dir: Path | None = None) -> Path:
+    """Build ``project`` into a wheel in ``dest`` (no dependencies, offline when possible).
+
+    pip dies with this process, and with ``tmp_dir`` its temporary folders live there (inside
+    the export's own temporary folder, removed with it) rather than in the system temp directory.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("*.whl"))
     # An absolute path: a bare folder name would be looked up on the package index.
@@ -258,7 +273,12 @@ def _pip_wheel(project: Path, dest: Path) -> Path:
         cmd.insert(4, "--no-build-isolation")
     except ImportError:
         pass
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if tmp_dir is not None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        env.update(TMPDIR=str(tmp_dir), TEMP=str(tmp_dir), TMP=str(tmp_dir))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     if proc.returncode != 0:
         raise ExportError(f"building a wheel from {project} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     built = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob("*.whl"), key=lambda p: p.stat().st_mtime)
@@ -313,7 +333,7 @@ def repack_installed_wheel(dest: Path) -> Path:
     return wheel
 
 
-def build_visforge_wheel(dest: Path, cache_dir: Path | None = None) -> Path:
+def build_visforge_wheel(dest: Path, cache_dir: Path | None = None, tmp_dir: Path | None = None) -> Path:
     """The visforge wheel an exported solution installs.
 
     From a source tree (a checkout, an editable install) it is built from that tree, versioned
@@ -324,7 +344,9 @@ def build_visforge_wheel(dest: Path, cache_dir: Path | None = None) -> Path:
     if _source_tree() is None:
         return repack_installed_wheel(dest)
     pyproject = REPO_ROOT / "pyproject.toml"
-    with tempfile.TemporaryDirectory(prefix="visforge-src-") as tmp:
+    if tmp_dir is not None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visforge-src-", dir=tmp_dir) as tmp:
         src = Path(tmp) / "visforge"
         src.mkdir()
         for item in ("pyproject.toml", "README.md", "LICENSE", "builder", "widgets", "augment", "templates"):
@@ -348,7 +370,7 @@ def build_visforge_wheel(dest: Path, cache_dir: Path | None = None) -> Path:
         (src / "pyproject.toml").write_text(
             text[: base.start()] + f'version = "{local}"' + text[base.end():], encoding="utf-8"
         )
-        wheel = _pip_wheel(src, dest)
+        wheel = _pip_wheel(src, dest, Path(tmp) / "pip-tmp")
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(wheel, cache_dir / wheel.name)
@@ -432,7 +454,10 @@ def export_solution(
     to the bundled offline default ``"shapes"``, ``out_dir`` to ``<ws>/exports/<name>-<version>``.
     With ``verify`` the program first runs on the task's examples here; the outcomes go into
     the manifest and decide which generated acceptance tests are expected to pass. The folder
-    appears complete or not at all (built aside, then renamed into place).
+    appears complete or not at all (built aside in a hidden ``.<name>.tmp-*`` folder, then
+    renamed into place); an export killed half-way leaves only hidden folders, which
+    ``Workspace.open`` removes and ``Workspace.show`` never lists. Build tools run as children
+    that die with this process and keep their temporary files inside that hidden folder.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     accepted = ws.accepted
@@ -463,13 +488,13 @@ def export_solution(
         at_export = _verify(ws, card, accepted.source, local)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         result = _write_project(ws, card, accepted, tmp, name, package, version, pinned, model_files,
                                 extras, at_export, templates, build)
         if out.exists():
-            trash = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+            trash = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             out.rename(trash)
             tmp.rename(out)
             shutil.rmtree(trash, ignore_errors=True)
@@ -478,6 +503,8 @@ def export_solution(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(out.parent / f"{tmp.name}.build", ignore_errors=True)
     # Paths were made inside the temporary folder: point them at the final one.
     result.project_dir = out
     result.wheel = out / result.wheel.relative_to(tmp) if result.wheel else None
@@ -490,7 +517,8 @@ def _write_project(ws, card, accepted, root: Path, name, package, version, pinne
                    at_export, templates: Path, build: bool) -> ExportResult:
     source = accepted.source
     # The VisForge build goes in first: its version is what the project pins.
-    visforge_wheel = build_visforge_wheel(root / "wheels", cache_dir=ws.dir("cache", "wheels"))
+    build_tmp = root.parent / f"{root.name}.build"  # a hidden sibling: removed with the export's temp folder
+    visforge_wheel = build_visforge_wheel(root / "wheels", cache_dir=ws.dir("cache", "wheels"), tmp_dir=build_tmp)
     visforge_version = visforge_wheel.name.split("-")[1]
     extra_spec = f"[{','.join(sorted(extras))}]" if extras else ""
     direct = [f"visforge{extra_spec}=={visforge_version}"] + [f"{p}=={_installed_version(p)}" for p in SERVE_PACKAGES]
@@ -498,8 +526,9 @@ def _write_project(ws, card, accepted, root: Path, name, package, version, pinne
     pins, missing = lock_requirements(
         _wheel_requirements(visforge_wheel, extras) + direct[1:] + test_deps
     )
-    wheel_file = f"{package}-{Version(version)}-py3-none-any.whl"  # the name setuptools gives it
-    install = [f"pip install -c requirements.lock --find-links wheels dist/{wheel_file}"]
+    # wheelhouse/ holds the solution's wheel and the exact VisForge build it pins: pip resolves
+    # the pin from there, offline with --no-index once the other dependencies are present.
+    install = [f"pip install --find-links wheelhouse -c requirements.lock {name}"]
     if "ocr" in extras:
         # rapidocr's own opencv-python requirement would replace the headless OpenCV.
         ocr_version = _installed_version("rapidocr-onnxruntime")
@@ -549,6 +578,7 @@ def _write_project(ws, card, accepted, root: Path, name, package, version, pinne
         "passed": str(passed) if at_export else "(not verified)",
         "n_examples": str(len(card.examples)),
         "install_commands": "\n".join(f".venv/bin/{cmd}" for cmd in install),
+        "offline_install": f".venv/bin/pip install --no-index --find-links wheelhouse {name}",
         "engines": engines_md,
     }
     render_templates(templates, root, context, package)
@@ -580,7 +610,10 @@ def _write_project(ws, card, accepted, root: Path, name, package, version, pinne
 
     wheel = None
     if build:
-        wheel = _pip_wheel(root, root / "dist")
+        wheel = _pip_wheel(root, root / "dist", build_tmp / "pip-tmp")
+        (root / "wheelhouse").mkdir(exist_ok=True)
+        for w in (wheel, visforge_wheel):
+            shutil.copy2(w, root / "wheelhouse" / w.name)
         # In-tree build leftovers; the project folder stays what a customer should see.
         shutil.rmtree(root / "build", ignore_errors=True)
         for egg in (root / "src").glob("*.egg-info"):

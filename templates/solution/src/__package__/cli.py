@@ -44,8 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
     limits = Limits(
         max_request_bytes=int(args.max_request_mb * MB),
         max_image_bytes=int(args.max_image_mb * MB),
+        max_side=args.max_side,
         max_pixels=args.max_pixels,
         max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        request_timeout_s=args.timeout,
     )
     serve(host=args.host, port=args.port, workers=args.workers, limits=limits, cache_dir=args.cache_dir,
           log_level=args.log_level)
@@ -73,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve the HTTP API (see /docs)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--workers", type=int, default=1, help="sandbox worker processes")
+    srv.add_argument("--workers", type=int, default=2, help="sandbox worker processes (requests run at once)")
+    srv.add_argument("--max-queue", type=int, default=16, help="requests that may wait for a worker (then 503)")
+    srv.add_argument("--timeout", type=float, default=30.0, help="each request's deadline in seconds (then 504)")
     srv.add_argument("--max-request-mb", type=float, default=32.0)
     srv.add_argument("--max-image-mb", type=float, default=16.0)
-    srv.add_argument("--max-pixels", type=int, default=25_000_000)
+    srv.add_argument("--max-side", type=int, default=4096, help="longest image side in pixels (then 413)")
+    srv.add_argument("--max-pixels", type=int, default=12_000_000, help="pixels per image (then 413)")
     srv.add_argument("--max-batch", type=int, default=64)
     srv.add_argument("--cache-dir", default=None, help="keep a tool-result cache in this folder")
     srv.add_argument("--log-level", default="info")

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from builder.executor import Limits as SandboxLimits
+from builder.executor import Sandbox
 from builder.run import ExampleInput, run_program
 from builder.tools.cache import ToolCache
-from builder.executor import Sandbox
 from builder.tools.profile import build_engines, load_profile
 
 ASSETS = Path(__file__).parent / "assets"
@@ -65,16 +66,17 @@ class Solution:
     """The exported solution: ``predict`` one input, ``predict_many`` several.
 
     ``workers`` sandbox processes run programs in parallel (``predict_many`` and concurrent
-    server requests); ``cache_dir`` turns on the content-keyed tool-result cache.
+    server requests); ``cache_dir`` turns on the content-keyed tool-result cache; ``timeout_s``
+    is each run's wall-clock deadline (a run past it is ``ok: false`` with ``error_kind: timeout``).
     Use as a context manager, or call ``close`` to stop the sandbox workers.
     """
 
-    def __init__(self, workers: int = 1, cache_dir: str | Path | None = None):
+    def __init__(self, workers: int = 1, cache_dir: str | Path | None = None, timeout_s: float = 30.0):
         self.manifest = manifest()
         self.source = program_source()
         self.engines = build_engines(engine_profile())
         self.workers = max(1, int(workers))
-        self.sandbox = Sandbox(workers=self.workers)
+        self.sandbox = Sandbox(workers=self.workers, limits=SandboxLimits(timeout_s=float(timeout_s)))
         self.cache = ToolCache(cache_dir) if cache_dir else None
         self.multi_image = bool(self.manifest.get("multi_image"))
 

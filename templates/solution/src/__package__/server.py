@@ -5,28 +5,36 @@ and ``choices`` fields), ``POST /predict/batch`` (multipart: ``images`` files, o
 each, optional shared ``query``/``choices`` or one ``queries`` field per image). The OpenAPI
 schema is at ``/openapi.json``, interactive docs at ``/docs``.
 
-Every client error is a 4xx JSON body ``{"error": <code>, "detail": <message>}``: corrupt image
-400, oversized request or image 413, wrong content type 415, missing/empty fields 422.
+Every error is a JSON body ``{"error": <code>, "detail": <message>}``: a corrupt image 400 (every
+image is fully decoded and, for PNG, every chunk's checksum verified), an oversized request or
+image 413 (a side over ``max_side`` pixels, more than ``max_pixels`` pixels, or too many bytes:
+decided from the header, before any pixel is decoded), wrong content type 415, missing/empty
+fields 422, a full queue 503 with ``Retry-After`` (``workers`` requests run at once, at most
+``max_queue`` wait), a request past its deadline 504. Decoding and the program run in the
+server's worker pool, never on the event loop, so ``/health`` and other requests are answered
+while a slow one runs. The OpenAPI schema at ``/openapi.json`` states all of this.
 This file is copied verbatim by ``visforge export``.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
+import base64
+import ctypes
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from PIL import Image
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from builder.core.images import ImageError, decode_image
+from builder.core.images import ImageError, ImageTooLarge, check_image_size, decode_image
 
 from .runtime import Solution, manifest
 
@@ -39,8 +47,11 @@ class Limits:
 
     max_request_bytes: int = 32 * MB
     max_image_bytes: int = 16 * MB
-    max_pixels: int = 25_000_000  # 5000 x 5000
+    max_side: int = 4096  # the longer side, in pixels
+    max_pixels: int = 12_000_000  # a 4000 x 3000 photo
     max_batch: int = 64
+    max_queue: int = 16  # requests waiting for a worker before the server answers 503
+    request_timeout_s: float = 30.0  # each request's deadline (504 past it)
 
 
 class Prediction(BaseModel):
@@ -68,12 +79,62 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-                415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error"}
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 415, 422)}
+                415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error",
+                503: "overloaded", 504: "timeout"}
+_RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Not an image, or a corrupt or truncated one."},
+    413: {"model": ErrorBody, "description": "Request bytes, image bytes, image side or pixel count over the limit."},
+    415: {"model": ErrorBody, "description": "Not multipart/form-data."},
+    422: {"model": ErrorBody, "description": "Missing, empty, too many or inconsistent fields."},
+    503: {"model": ErrorBody, "description": "Queue full or shutting down.", "headers": _RETRY},
+    504: {"model": ErrorBody, "description": "The request passed its deadline."},
+}
 
 
-def _error(status: int, detail: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": code or _ERROR_CODES.get(status, "error"), "detail": detail}, status_code=status)
+def _error(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code or _ERROR_CODES.get(status, "error"), "detail": detail}, status_code=status,
+                        headers=headers)
+
+
+def _trim_memory() -> None:
+    """Give freed heap back to the OS after a large request (glibc; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Pool:
+    """The worker threads that decode images and run the program, with a bounded queue."""
+
+    def __init__(self, workers: int, max_queue: int):
+        self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="solution")
+        self.capacity = max(1, workers) + max(0, max_queue)
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args):
+        with self._lock:
+            if self.count >= self.capacity:
+                raise HTTPException(503, f"the server is busy ({self.count} requests running or queued); retry shortly",
+                                    headers={"Retry-After": "1"})
+            self.count += 1
+        try:
+            fut = self.executor.submit(fn, *args)
+        except RuntimeError:
+            with self._lock:
+                self.count -= 1
+            raise HTTPException(503, "the server is shutting down", headers={"Retry-After": "5"}) from None
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _fut) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class _BodyTooLarge(HTTPException):
@@ -134,27 +195,43 @@ class RequestGuard:
                 return
 
 
-def _check_pixels(data: bytes, name: str, limits: Limits) -> None:
-    """413 for images whose header declares too many pixels (read without decoding them)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"{name}: image is too large (decompression bomb guard)") from None
-    except Exception:
-        return  # not readable at all: decode_image gives the precise 400 message
-    if w * h > limits.max_pixels:
-        raise HTTPException(413, f"{name}: {w}x{h} pixels is over the {limits.max_pixels}-pixel limit")
-
-
-async def _read_image(upload: UploadFile, limits: Limits):
+async def _read_image(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
+    """The upload's bytes, refused (413) when over the byte, side or pixel limit: header only."""
     name = upload.filename or "image"
     data = await upload.read(limits.max_image_bytes + 1)
     if len(data) > limits.max_image_bytes:
         raise HTTPException(413, f"{name}: over the {limits.max_image_bytes}-byte image limit")
-    _check_pixels(data, name, limits)
+    data = _unbase64(data)
     try:
-        return decode_image(data, name, max_pixels=limits.max_pixels)
+        check_image_size(data, name, limits.max_pixels, limits.max_side)
+    except ImageTooLarge as e:
+        raise HTTPException(413, str(e)) from None
+    except ImageError as e:
+        raise HTTPException(400, str(e)) from None
+    return name, data
+
+
+_B64_STARTS = (b"iVBORw0KGgo", b"/9j/", b"R0lGOD", b"UklGR", b"Qk")  # PNG, JPEG, GIF, WebP, BMP
+
+
+def _unbase64(data: bytes) -> bytes:
+    """An image sent as its base64 text (as JSON-minded clients and schema tools do) is decoded."""
+    text = data.strip()
+    if text.startswith(_B64_STARTS) and len(text) % 4 == 0:
+        try:
+            return base64.b64decode(text, validate=True)
+        except ValueError:
+            return data
+    return data
+
+
+def _decode_all(files: list[tuple[str, bytes]], limits: Limits) -> list:
+    """Every image fully decoded and verified (in a worker thread)."""
+    try:
+        return [decode_image(data, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
+                for name, data in files]
+    except ImageTooLarge as e:
+        raise HTTPException(413, str(e)) from None
     except ImageError as e:
         raise HTTPException(400, str(e)) from None
 
@@ -174,34 +251,52 @@ def _clean_choices(choices: list[str] | None) -> list[str] | None:
     return choices
 
 
-def create_app(solution: Solution | None = None, limits: Limits | None = None, workers: int = 1,
+def _example_png() -> bytes:
+    """A valid 8x8 PNG, the schema's example image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def create_app(solution: Solution | None = None, limits: Limits | None = None, workers: int = 2,
                cache_dir: str | None = None) -> FastAPI:
-    """The FastAPI app; builds a ``Solution`` at startup unless one is given."""
+    """The FastAPI app; builds a ``Solution`` with ``workers`` sandbox workers at startup unless one is given."""
     limits = limits or Limits()
     info = manifest()
-    state: dict[str, Solution] = {}
+    state: dict[str, Any] = {}
+    n_workers = max(1, solution.workers if solution is not None else workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own = solution is None
-        state["solution"] = solution if solution is not None else Solution(workers=workers, cache_dir=cache_dir)
+        state["pool"] = Pool(n_workers, limits.max_queue)
+        state["solution"] = solution if solution is not None else Solution(
+            workers=n_workers, cache_dir=cache_dir, timeout_s=limits.request_timeout_s)
         try:
             yield
         finally:
+            state["pool"].close()
             if own:
                 state["solution"].close()
 
     app = FastAPI(
         title=info["name"],
         version=info["version"],
-        description=f"{info['description']}\n\nOutput: {info['output']} (program {info['program_version']}).",
+        description=f"{info['description']}\n\nOutput: {info['output']} (program {info['program_version']}).\n\n"
+                    f"Limits: {limits.max_side} pixels a side, {limits.max_pixels} pixels, "
+                    f"{limits.max_image_bytes} bytes an image, {limits.max_request_bytes} bytes a request, "
+                    f"{limits.max_batch} images a batch; {limits.request_timeout_s:g} s a request.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestGuard, max_bytes=limits.max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -215,12 +310,27 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
     async def internal_error(request: Request, exc: Exception):
         return _error(500, f"{type(exc).__name__}: {exc}")
 
+    async def _in_pool(fn, *args):
+        """Run ``fn`` in the worker pool under the request deadline (503 when the queue is full)."""
+        fut = state["pool"].submit(fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), limits.request_timeout_s + 5)
+        except TimeoutError:
+            raise HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s") from None
+
+    def _big(files: list[tuple[str, bytes]]) -> bool:
+        return sum(len(d) for _, d in files) > MB
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is being served."""
         return {"status": "ok", **{k: info[k] for k in ("name", "version", "program_version", "output")}}
 
-    @app.post("/predict", response_model=Prediction, responses=_ERRORS)
+    predict_responses = {**_ERRORS, 500: {"model": Prediction | ErrorBody,
+                                          "description": "The program failed on this input (a Prediction with "
+                                                         "ok: false), or an internal error."}}
+
+    @app.post("/predict", response_model=Prediction, responses=predict_responses)
     async def predict(
         image: Annotated[list[UploadFile], File(description="The image (several for multi-image solutions).")],
         query: Annotated[str | None, Form(description="The question; defaults to the task's own.")] = None,
@@ -228,11 +338,22 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
     ):
         """Run the solution on one input. A program failure is 500 with the same body as a success."""
         if len(image) > limits.max_batch:
-            raise HTTPException(413, f"at most {limits.max_batch} images per request")
+            raise HTTPException(422, f"image: at most {limits.max_batch} images per request")
         if not state["solution"].multi_image and len(image) != 1:
             raise HTTPException(422, f"image: this solution takes exactly one image, got {len(image)}")
-        arrays = [await _read_image(f, limits) for f in image]
-        result = await run_in_threadpool(state["solution"].predict, arrays, query, _clean_choices(choices))
+        files = [await _read_image(f, limits) for f in image]
+        picked = _clean_choices(choices)
+
+        def work():
+            arrays = _decode_all(files, limits)
+            try:
+                return state["solution"].predict(arrays, query, picked)
+            finally:
+                del arrays
+                if _big(files):
+                    _trim_memory()
+
+        result = await _in_pool(work)
         return JSONResponse(result, status_code=200 if result["ok"] else 500)
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
@@ -246,26 +367,60 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         if not images:
             raise HTTPException(422, "images: the batch is empty")
         if len(images) > limits.max_batch:
-            raise HTTPException(413, f"at most {limits.max_batch} images per batch, got {len(images)}")
+            raise HTTPException(422, f"images: at most {limits.max_batch} images per batch, got {len(images)}")
         if state["solution"].multi_image:
             raise HTTPException(422, "this solution takes several images per input: use /predict")
         if queries is not None and len(queries) != len(images):
             raise HTTPException(422, f"queries: {len(queries)} given for {len(images)} images")
-        arrays = [await _read_image(f, limits) for f in images]
+        files = [await _read_image(f, limits) for f in images]
         shared = _clean_choices(choices)
-        items = [
-            {"images": [a], "query": queries[i] if queries is not None else query, "choices": shared, "id": f"item{i}"}
-            for i, a in enumerate(arrays)
-        ]
-        return {"results": await run_in_threadpool(state["solution"].predict_many, items)}
 
+        def work():
+            arrays = _decode_all(files, limits)
+            items = [{"images": [a], "query": queries[i] if queries is not None else query, "choices": shared,
+                      "id": f"item{i}"} for i, a in enumerate(arrays)]
+            try:
+                return {"results": state["solution"].predict_many(items)}
+            finally:
+                del arrays, items
+                if _big(files):
+                    _trim_memory()
+
+        return await _in_pool(work)
+
+    multi = bool(info.get("multi_image"))
+    example = base64.b64encode(_example_png()).decode()
+
+    def openapi() -> dict[str, Any]:
+        # The generated schema, made exact where FastAPI cannot say it: how many files each field
+        # takes, a valid example image, and the Allow header on 405.
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for comp in schema.get("components", {}).get("schemas", {}).values():
+            props = comp.get("properties", {})
+            for field, most in (("image", limits.max_batch if multi else 1), ("images", limits.max_batch)):
+                if field in props and props[field].get("type") == "array":
+                    props[field].update(minItems=1, maxItems=most)
+                    props[field]["items"].update(
+                        examples=[example], description="An image file (PNG, JPEG, ...) or its base64 text.")
+                    props[field]["examples"] = [[example]]
+            for field in ("queries", "choices"):
+                if field in props:
+                    props[field].setdefault("examples", [["How many red objects are there?"]])
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, limits: Limits | None = None,
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, limits: Limits | None = None,
           cache_dir: str | None = None, log_level: str = "info") -> None:
-    """Serve the solution with uvicorn (one process; ``workers`` sandbox processes)."""
+    """Serve the solution with uvicorn (one process; ``workers`` sandbox workers and pool threads)."""
     import uvicorn
 
     app = create_app(limits=limits, workers=workers, cache_dir=cache_dir)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)

@@ -1,0 +1,259 @@
+"""Bounded load test of both servers, with the in-process runtime as the baseline; prints JSON.
+
+1. The exported solution ('count the red circles', shapes engines): its HTTP server (a real
+   process on 127.0.0.1, ``--workers`` sandbox workers) under ``--clients`` concurrent clients for
+   ``--seconds`` (at most ``--max-requests``), against ``Solution.predict`` called in-process by the
+   same number of threads, in the same run. Overhead = server p50 / in-process p50.
+2. The planner server (``visforge serve planner``, the committed causal-LM planner): completions
+   under the same bounded load, against ``Engine.generate`` in-process; ``/health`` latency is
+   sampled throughout.
+
+Per phase: requests, req/s, p50/p99 ms, errors, the server's peak RSS. Loopback only; every loop
+is bounded in count and time. Writes bench/results/serve_bench.json.
+
+    .venv/bin/python bench/serve_bench.py [--clients 8] [--seconds 10] [--max-requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from servers import free_port, stop_process  # noqa: E402
+from test_export import ENV, PROGRAM, _make_workspace  # noqa: E402  (the same task the tests export)
+
+from builder.methods.export import export_solution  # noqa: E402
+
+
+def _stats(latencies: list[float], errors: int, seconds: float) -> dict:
+    lat = sorted(latencies)
+
+    def pct(q):
+        return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
+
+    return {"requests": len(lat) + errors, "ok": len(lat), "errors": errors, "seconds": round(seconds, 2),
+            "req_per_s": round(len(lat) / seconds, 2) if seconds else None, "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+
+
+def load(call, clients: int, seconds: float, max_requests: int) -> dict:
+    """``call()`` from ``clients`` threads until ``seconds`` pass or ``max_requests`` are made."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    left = [max_requests]
+    end = time.monotonic() + seconds
+
+    def worker():
+        while time.monotonic() < end:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            t0 = time.perf_counter()
+            try:
+                ok = call()
+            except Exception:  # noqa: BLE001 - a failed request is counted, not raised
+                ok = False
+            dt = time.perf_counter() - t0
+            with lock:
+                if ok:
+                    latencies.append(dt)
+                else:
+                    errors[0] += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    return _stats(latencies, errors[0], time.monotonic() - t0)
+
+
+class RssSampler:
+    """Peak RSS of a process (and its children: the sandbox workers) sampled every 100 ms."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.peak = self.own_peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                own = self.proc.memory_info().rss
+                total = own + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
+            except psutil.Error:
+                break
+            self.own_peak, self.peak = max(self.own_peak, own), max(self.peak, total)
+            time.sleep(0.1)
+
+    def now_mb(self) -> float:
+        return round(self.proc.memory_info().rss / 2**20, 1)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._t.join(2)
+        return {"server_peak_rss_mb": round(self.own_peak / 2**20, 1),
+                "with_workers_peak_rss_mb": round(self.peak / 2**20, 1)}
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 120) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url}: no /health within {timeout} s")
+
+
+def bench_solution(tmp: Path, a) -> dict:
+    ws = _make_workspace(tmp / "task")
+    ws.accept(ws.add_program(PROGRAM).version)
+    project = export_solution(ws, tmp / "solution", build=False, verify=False).project_dir
+    src = project / "src"
+    image = next((ws.root / "images").glob("*.png")).read_bytes()
+    env = {**ENV, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "red_circles", "serve", "--port", str(port), "--workers",
+                             str(a.workers), "--max-queue", str(4 * a.clients), "--log-level", "warning"],
+                            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {"workers": a.workers}
+    try:
+        out["start_s"] = round(_wait_health(url, proc), 2)
+        rss = RssSampler(proc.pid)
+        client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=a.clients))
+        files = {"image": ("a.png", image, "image/png")}
+        client.post(f"{url}/predict", files=files).raise_for_status()  # warm the sandbox workers
+        out["idle_rss_mb"] = rss.now_mb()
+        out["http"] = load(lambda: client.post(f"{url}/predict", files=files).status_code == 200,
+                           a.clients, a.seconds, a.max_requests)
+        out["http"].update(rss.stop())
+        out["rss_after_mb"] = rss.now_mb()
+        client.close()
+    finally:
+        stop_process(proc)
+    # The baseline: the same runtime called in-process (decode + predict), same threads, same run.
+    sys.path.insert(0, str(src))
+    from red_circles.runtime import Solution
+
+    from builder.core.images import decode_image
+
+    with Solution(workers=a.workers) as sol:
+        sol.predict([decode_image(image)])
+        out["in_process"] = load(lambda: sol.predict([decode_image(image)])["ok"], a.clients, a.seconds,
+                                 a.max_requests)
+    h, b = out["http"], out["in_process"]
+    if h["p50_ms"] and b["p50_ms"]:
+        out["overhead_p50_ratio"] = round(h["p50_ms"] / b["p50_ms"], 2)
+        out["throughput_ratio"] = round(h["req_per_s"] / b["req_per_s"], 2)
+    return out
+
+
+def bench_planner(a) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "builder.planner.server", "--port", str(port),
+                             "--max-queue", str(4 * a.clients)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = {"model": "visforge-planner", "prompt": "query: How many red circles are there?\n", "max_tokens": 16,
+            "temperature": 0}
+    out: dict = {}
+    try:
+        out["start_s"] = round(_wait_health(url, proc), 2)
+        rss = RssSampler(proc.pid)
+        client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=a.clients + 1))
+        client.post(f"{url}/v1/completions", json=body).raise_for_status()
+        out["idle_rss_mb"] = rss.now_mb()
+        health: list[float] = []
+        stop = threading.Event()
+
+        def poll():
+            with httpx.Client(timeout=5) as h:
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    try:
+                        h.get(f"{url}/health")
+                        health.append(time.perf_counter() - t0)
+                    except httpx.HTTPError:
+                        health.append(float("inf"))
+                    time.sleep(0.05)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        out["http"] = load(lambda: client.post(f"{url}/v1/completions", json=body).status_code == 200,
+                           a.clients, a.seconds, a.max_requests)
+        # a 1 MB prompt under load: refused before tokenizing
+        t0 = time.perf_counter()
+        big = client.post(f"{url}/v1/completions", json={**body, "prompt": "a" * 1_000_000})
+        out["megabyte_prompt"] = {"status": big.status_code, "ms": round(1000 * (time.perf_counter() - t0), 1)}
+        stop.set()
+        poller.join()
+        out["http"].update(rss.stop())
+        hs = sorted(health)
+        out["health_under_load"] = {"samples": len(hs), "p50_ms": round(1000 * hs[len(hs) // 2], 2),
+                                    "max_ms": round(1000 * hs[-1], 2)}
+        client.close()
+    finally:
+        stop_process(proc)
+    from builder.planner.default import load_default_planner
+    from builder.planner.server import Engine, Params
+
+    engine = Engine(load_default_planner())
+    p = Params(n=1, temperature=0.0, top_p=1.0, max_tokens=16, stop=[], stream=False, include_usage=False, seed=None)
+    out["in_process"] = load(lambda: bool(engine.generate(body["prompt"], p, "prompt")), a.clients, a.seconds,
+                             a.max_requests)
+    engine.shutdown()
+    h, b = out["http"], out["in_process"]
+    if h["p50_ms"] and b["p50_ms"]:
+        out["overhead_p50_ratio"] = round(h["p50_ms"] / b["p50_ms"], 2)
+        out["throughput_ratio"] = round(h["req_per_s"] / b["req_per_s"], 2)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--max-requests", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=2, help="the solution server's sandbox workers")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result = {"command": "python bench/serve_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_avg_1m": round(os.getloadavg()[0], 2)},
+              "clients": a.clients, "seconds": a.seconds, "max_requests": a.max_requests}
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        result["solution"] = bench_solution(Path(tmp), a)
+    result["planner"] = bench_planner(a)
+    text = json.dumps(result, indent=1)
+    print(text)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
