@@ -10,12 +10,13 @@ from typing import Any
 
 from builder import latest_runs
 from builder.core.workspace import Workspace
-from builder.interfaces.views import highlight, results_table_html, trace_html
+from builder.interfaces.views import highlight, improve_chart_html, results_table_html, trace_html
 
 
 def write_report(workspace: Workspace | str | Path, path: str | Path, export: Any = None,
-                 notes: list[str] | None = None) -> Path:
-    """Write the report to ``path`` and return it. ``export`` is an ``ExportResult`` (or its dict)."""
+                 notes: list[str] | None = None, improve: dict | None = None) -> Path:
+    """Write the report to ``path`` and return it. ``export`` is an ``ExportResult`` (or its dict);
+    ``improve`` an Improve (self-training) report, drawn as a before/after chart."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     card = ws.load_task()
     runs = latest_runs(ws)
@@ -53,6 +54,7 @@ query: <b>{html.escape(card.examples[0].query if card.examples else '')}</b></p>
 <h2>Program versions</h2><table border="1" cellpadding="4" style="border-collapse:collapse">
 <tr><th>version</th><th>origin</th><th>accuracy</th><th>source</th></tr>{rows}</table>
 <h2>Accepted program</h2>{accepted}{exp}
+{f'<h2>Improve</h2>{improve_chart_html(improve)}' if improve else ''}
 {f'<h2>Notes</h2><ul>{notes_html}</ul>' if notes_html else ''}
 <p><small>{html.escape(json.dumps(ws.summary()))}</small></p></body></html>"""
     out = Path(path)

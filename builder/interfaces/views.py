@@ -85,3 +85,40 @@ def diff_html(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
                  "#555" if line.startswith("@@") else "#222")
         lines.append(f"<span style='color:{color}'>{html.escape(line)}</span>")
     return "<pre class='vf-diff' style='font-size:12px;background:#fafafa;padding:6px'>" + "\n".join(lines) + "</pre>"
+
+
+def accuracy_bars_svg(bars: list[tuple[str, float, str]], title: str, width: int = 460) -> str:
+    """A bar chart (inline SVG) of accuracies in [0, 1]: (label, value, caption under the bar)."""
+    h, top, bottom = 180, 28, 40
+    slot = (width - 40) / max(1, len(bars))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + bottom}" role="img" '
+             f'aria-label="{html.escape(title)}" style="font:11px system-ui,sans-serif">',
+             f'<text x="4" y="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<line x1="30" y1="{h}" x2="{width - 6}" y2="{h}" stroke="#888"/>']
+    for i, (label, value, caption) in enumerate(bars):
+        v = max(0.0, min(1.0, float(value)))
+        x, bh = 34 + i * slot, (h - top) * v
+        color = "#9aa5b1" if i == 0 else "#2f7d4f"
+        parts += [f'<rect x="{x:.0f}" y="{h - bh:.0f}" width="{slot * 0.7:.0f}" height="{bh:.0f}" fill="{color}"/>',
+                  f'<text x="{x:.0f}" y="{h - bh - 4:.0f}">{v:.2f}</text>',
+                  f'<text x="{x:.0f}" y="{h + 14}">{html.escape(label)}</text>',
+                  f'<text x="{x:.0f}" y="{h + 28}" fill="#555">{html.escape(caption)}</text>']
+    return "".join(parts) + "</svg>"
+
+
+def improve_chart_html(report: dict) -> str:
+    """Before/after accuracy of an Improve (self-training) report, per round, with kept readings."""
+    if not report or "before" not in report:
+        return ""
+    bars = [("before", report["before"]["accuracy"], "frozen planner")]
+    for r in report.get("rounds", []):
+        bars.append((f"round {r['round']}", r["eval"]["accuracy"], f"{r.get('kept_total', 0)} kept"))
+    n = report.get("eval_examples")
+    title = "Improve: planner accuracy on held-out examples" + (f" (n={n})" if n else "")
+    families = report["before"].get("per_family", {})
+    rows = "".join(
+        f"<tr><td>{html.escape(f)}</td><td>{v:.2f}</td><td>{report['after']['per_family'].get(f, 0):.2f}</td></tr>"
+        for f, v in families.items()) if report.get("after") else ""
+    table = (f"<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>family</th><th>before</th>"
+             f"<th>after</th></tr>{rows}</table>") if rows else ""
+    return f"<div class='vf-chart'>{accuracy_bars_svg(bars, title)}{table}</div>"

@@ -1,0 +1,47 @@
+"""The Improve step on the default planner: self-training on a customer's own phrasings."""
+
+from __future__ import annotations
+
+from builder import improve_planner, propose_programs
+from builder.core.taskcard import load_task_card
+from builder.core.workspace import Workspace
+from builder.interfaces.views import improve_chart_html
+from builder.planner.prompt import PlanRequest
+from builder.planner.semantic import load_semantic_planner
+from builder.workflow import workspace_planner
+from builder.world.cards import make_task_card
+
+# Phrasings of "count the red objects" that the shipped planner reads wrongly (it answers
+# "how many other objects share the colour" for the first two).
+CUSTOMER = ["Tot up everything red.", "Reds in frame?"]
+
+
+def test_improve_adapts_the_planner_to_a_customers_phrasing_and_later_proposals_use_it(tmp_path):
+    card_path = make_task_card(tmp_path / "task", "count", "red objects", n=8, seed=3, name="customer",
+                               queries=CUSTOMER)
+    ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
+    seen = []
+    report = improve_planner(ws, rounds=1, k=8, steps=40, eval_fraction=0.5, replay=100,
+                             progress=lambda msg, frac: seen.append((msg, frac)))
+    assert report["eval_examples"] == 4 and report["train_examples"] == 4
+    assert report["before"]["accuracy"] < 0.75  # the frozen planner fails on these phrasings
+    assert report["after"]["accuracy"] == 1.0
+    assert report["rounds"][0]["queries_rewarded"] == 2
+    assert seen and seen[-1][1] == 1.0
+    assert (ws.root / "checkpoints" / "planner" / "head.safetensors").is_file()
+    # later proposals in this workspace come from the adapted planner
+    adapted = workspace_planner(ws)
+    assert adapted is not load_semantic_planner()
+    src = adapted.propose([PlanRequest(CUSTOMER[0], None, None, False, "count")], k=1)[0][0]
+    assert src.strip().endswith('return image.count("red object")')
+    chart = improve_chart_html(report)
+    assert "<svg" in chart and "round 1" in chart and "n=4" in chart
+    versions, _ = propose_programs(ws, k=2)
+    assert versions and all(v.origin == "planner" for v in versions)
+
+
+def test_improve_can_be_cancelled(tmp_path):
+    card_path = make_task_card(tmp_path / "task", "count", "red objects", n=4, seed=4, queries=CUSTOMER)
+    ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
+    report = improve_planner(ws, rounds=3, k=2, steps=5, replay=0, should_stop=lambda: True)
+    assert report.get("cancelled") and report["rounds"] == []
