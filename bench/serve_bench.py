@@ -174,7 +174,7 @@ def bench_planner(a) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**ENV, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "builder.planner.server", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "builder.interfaces.cli", "serve", "planner", "--port", str(port),
                              "--max-queue", str(4 * a.clients)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     body = {"model": "visforge-planner", "prompt": "query: How many red circles are there?\n", "max_tokens": 16,

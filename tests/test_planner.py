@@ -191,7 +191,8 @@ def test_seed_set_uses_training_phrasings_only():
 
 def test_training_command_at_reduced_size(tmp_path):
     out = tmp_path / "planner"
-    cmd = [sys.executable, "-m", "builder.planner.default", "--out", str(out), "--pairs", "24", "--steps", "3",
+    cmd = [sys.executable, "-m", "builder.interfaces.cli", "planner", "train-causal", "--out", str(out), "--pairs", "24",
+           "--steps", "3",
            "--hidden-size", "32", "--layers", "1", "--vocab-size", "400", "--no-progress"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})

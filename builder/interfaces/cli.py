@@ -211,6 +211,29 @@ def planner_train(
     typer.echo(json.dumps({k: v for k, v in info.items() if k != "losses"}, indent=1))
 
 
+@planner_app.command("train-causal")
+def planner_train_causal(
+    out: Path = typer.Option(..., help="Folder for the model (the shipped baseline: builder/planner/weights)."),
+    pairs: int = typer.Option(200, min=1), steps: int = typer.Option(400, min=1),
+    batch_size: int = typer.Option(32, min=1), lr: float = typer.Option(3e-3),
+    seed: int = typer.Option(0), vocab_size: int = typer.Option(1024, min=64),
+    prompt_noise: float = typer.Option(0.2, min=0.0, max=1.0),
+    hidden_size: int = typer.Option(128, min=16), layers: int = typer.Option(4, min=1),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train the previous default planner (a small causal LM on seed programs; the benchmark baseline)."""
+    from builder.planner.default import MODEL_CONFIG, train_default
+
+    overrides = {}
+    if hidden_size != MODEL_CONFIG["hidden_size"]:
+        overrides.update(hidden_size=hidden_size, intermediate_size=3 * hidden_size)
+    if layers != MODEL_CONFIG["num_hidden_layers"]:
+        overrides["num_hidden_layers"] = layers
+    info = train_default(out, pairs, steps, batch_size, lr, seed, vocab_size, prompt_noise, progress=progress,
+                         **overrides)
+    typer.echo(json.dumps(info, indent=1))
+
+
 serve_app = typer.Typer(help="Servers.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder.core.errors import UserError
 from builder.planner.prompt import (
     ExampleRetriever,
     as_request,
@@ -42,7 +43,7 @@ class Completion(str):
         return obj
 
 
-class PlannerError(RuntimeError):
+class PlannerError(UserError, RuntimeError):
     """A planner could not produce completions (bad model path, HTTP error, malformed reply)."""
 
 

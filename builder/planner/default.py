@@ -10,7 +10,7 @@ with ``tokenizers`` on that seed text, a randomly initialised Qwen2 from a confi
 full fine-tune with loss on program tokens only. The committed weights under
 ``builder/planner/weights/`` come from::
 
-    python -m builder.planner.default --out builder/planner/weights
+    visforge planner train-causal --out builder/planner/weights
 
 Tokenizer design (it mattered most in an early planner probe): quoted
 text is split off from code, and inside quotes into words. Code between quotes then merges into
@@ -20,7 +20,6 @@ program literals ("red", " circle") share tokens, so a small model can learn to 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -136,7 +135,7 @@ def train_default(out: str | Path, n_pairs: int = 200, steps: int = 400, batch_s
             "vocab_size": len(tok), "params": n_params, "train_seconds": log["seconds"],
             "loss_first": round(log["loss_first"], 4), "loss_last": round(log["loss_last"], 4),
             "total_seconds": round(time.perf_counter() - t0, 2),
-            "command": f"python -m builder.planner.default --out {out} --pairs {n_pairs} --steps {steps} "
+            "command": f"visforge planner train-causal --out {out} --pairs {n_pairs} --steps {steps} "
                        f"--batch-size {batch_size} --lr {lr} --seed {seed} --vocab-size {vocab_size} "
                        f"--prompt-noise {prompt_noise}"}
     planner.save(out, extra={"trained": info})
@@ -153,33 +152,5 @@ def load_default_planner(path: str | Path | None = None, **kwargs):
     path = Path(path) if path is not None else WEIGHTS_DIR
     if not (path / "config.json").is_file():
         raise PlannerError(f"no planner weights in {path}; build them with "
-                           f"`python -m builder.planner.default --out {path}`")
+                           f"`visforge planner train-causal --out {path}`")
     return TransformersPlanner.from_pretrained(path, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train the embedded default planner on shapes-world seed programs.")
-    ap.add_argument("--out", default=str(WEIGHTS_DIR))
-    ap.add_argument("--pairs", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vocab-size", type=int, default=1024)
-    ap.add_argument("--prompt-noise", type=float, default=0.2)
-    ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
-    ap.add_argument("--layers", type=int, default=MODEL_CONFIG["num_hidden_layers"])
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
-    overrides = {}
-    if a.hidden_size != MODEL_CONFIG["hidden_size"]:
-        overrides.update(hidden_size=a.hidden_size, intermediate_size=3 * a.hidden_size)
-    if a.layers != MODEL_CONFIG["num_hidden_layers"]:
-        overrides["num_hidden_layers"] = a.layers
-    info = train_default(a.out, a.pairs, a.steps, a.batch_size, a.lr, a.seed, a.vocab_size,
-                         a.prompt_noise, progress=not a.no_progress, **overrides)
-    print(json.dumps(info, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -33,7 +33,6 @@ Run: ``python -m builder.planner.server --model PATH --port 8000`` or ``serve(mo
 """
 
 
-import argparse
 import asyncio
 import json
 import math
@@ -531,21 +530,3 @@ def serve(model_path: str | None = None, host: str = "127.0.0.1", port: int = 80
     sys.stderr.flush()
     # A worker thread still inside a tokenizer call would hold up the interpreter's exit.
     os._exit(0)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="OpenAI-compatible server for a VisForge causal-LM planner.")
-    ap.add_argument("--model", default=None, help="planner folder (default: the embedded causal-LM planner)")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--name", default="visforge-planner")
-    ap.add_argument("--workers", type=int, default=1, help="generation threads")
-    ap.add_argument("--max-queue", type=int, default=8, help="requests that may wait for a worker (then 503)")
-    ap.add_argument("--max-prompt-chars", type=int, default=None, help="default: from the model's context")
-    a = ap.parse_args(argv)
-    serve(a.model, a.host, a.port, a.name,
-          ServerLimits(max_prompt_chars=a.max_prompt_chars, workers=a.workers, max_queue=a.max_queue))
-
-
-if __name__ == "__main__":
-    main()
