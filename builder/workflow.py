@@ -769,14 +769,14 @@ def _child_main(folder: str) -> None:
     atomic_write_bytes(base / "result.pickle", pickle.dumps(out))
 
 
-def run_step_in_process(entry: str, ws: Workspace, progress: Callable[[str, float], None] | None = None,
+def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float], None] | None = None,
                         should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2,
                         **kwargs: Any) -> dict:
     """Call the workflow function ``entry`` (``augment_data``, ``finetune_engine``,
     ``export_solution``, ...) as ``entry(ws, **kwargs)`` in a child process; returns its result
     as plain data (``to_dict()`` for result objects).
 
-    ``progress(message, fraction)`` gets the child's progress bars (read from its stderr);
+    ``on_progress(message, fraction)`` gets the child's progress bars (read from its stderr);
     ``should_stop()`` returning True kills the child at once and raises ``Cancelled`` (the
     steps write their outputs atomically, so a killed one leaves the workspace as it was).
     """
@@ -802,7 +802,7 @@ def run_step_in_process(entry: str, ws: Workspace, progress: Callable[[str, floa
             if should_stop is not None and should_stop():
                 raise Cancelled(f"{entry} cancelled; its process was stopped")
             time.sleep(poll_s)
-            if progress is not None:
+            if on_progress is not None:
                 try:
                     tail = log.read_bytes()[-2000:].decode("utf-8", "replace")
                 except OSError:
@@ -813,7 +813,7 @@ def run_step_in_process(entry: str, ws: Workspace, progress: Callable[[str, floa
                     text = f"{desc.strip() or entry}: {done}/{total}"
                     if text != last:
                         last = text
-                        progress(text, int(done) / max(1, int(total)))
+                        on_progress(text, int(done) / max(1, int(total)))
     finally:
         if proc.poll() is None:
             try:

@@ -171,8 +171,8 @@ class VisForgeApp:
         self.target = W.TextInput(label="Target objects", value="red objects", width=160)
         self.n = W.IntInput(label="Examples", value=8, start=1, end=60, width=90)
         self.seed = W.IntInput(label="Seed", value=0, width=80)
-        self.create_button = W.Button(label="Create task", button_type="primary")
-        self.replace_button = W.Button(label="Replace the current task", button_type="danger", visible=False)
+        self.create_button = W.Button(label="Create task", color="primary")
+        self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
         self.upload = W.FileInput(accept="image/*", multiple=True)
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
         self.expected = W.TextInput(label="Expected output", placeholder="3 / yes / [[x0,y0,x1,y1]]")
@@ -182,20 +182,20 @@ class VisForgeApp:
         self.example_pick = W.Select(label="Example", options=[], width=130)
         self.example_expected = W.TextInput(label="Its expected output", width=150)
         self.example_save = W.Button(label="Save example")
-        self.example_delete = W.Button(label="Delete example", button_type="warning")
+        self.example_delete = W.Button(label="Delete example", color="warning")
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
         # 2 program
-        self.generate_button = W.Button(label="Generate program", button_type="primary")
+        self.generate_button = W.Button(label="Generate program", color="primary")
         self.k = W.IntInput(label="Candidates", value=3, start=1, end=8, width=100)
         self.version = W.Select(label="Version", options={}, width=260)
         self.code = W.TextAreaInput(label="Program", height=170, sizing_mode="stretch_width",
                                     css_classes=["vf-code"], placeholder="def execute(image):\n    ...")
         self.save_button = W.Button(label="Save version")
-        self.accept_button = W.Button(label="Accept version", button_type="success")
+        self.accept_button = W.Button(label="Accept version", color="success")
         self.program_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         # 3 run
-        self.run_button = W.Button(label="Run on examples", button_type="primary")
+        self.run_button = W.Button(label="Run on examples", color="primary")
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
         self.trace_example = W.Select(label="Trace of example", options=[], width=200)
@@ -204,23 +204,23 @@ class VisForgeApp:
         self.rounds = W.IntInput(label="Rounds", value=1, start=1, end=5, width=80)
         self.improve_k = W.IntInput(label="Readings per query", value=4, start=1, end=16, width=130)
         self.improve_steps = W.IntInput(label="Steps", value=30, start=1, end=1000, width=90)
-        self.improve_button = W.Button(label="Improve the planner", button_type="primary")
+        self.improve_button = W.Button(label="Improve the planner", color="primary")
         self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width")
         self.n_unlabelled = W.IntInput(label="Unlabeled images", value=8, start=1, end=500, width=130)
         self.qgen_steps = W.IntInput(label="Teacher steps", value=60, start=5, end=5000, width=110)
-        self.augment_button = W.Button(label="Augment the data", button_type="primary")
+        self.augment_button = W.Button(label="Augment the data", color="primary")
         self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width")
         self.epochs = W.IntInput(label="Epochs", value=1, start=1, end=50, width=80)
         self.ft_dataset = W.Select(label="Dataset", options=["examples"], value="examples", width=140)
-        self.finetune_button = W.Button(label="Fine-tune the engine", button_type="primary")
+        self.finetune_button = W.Button(label="Fine-tune the engine", color="primary")
         self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.build_wheel = W.Checkbox(name="build the wheel (slower)", value=False)
-        self.export_button = W.Button(label="Export the solution", button_type="primary")
+        self.build_wheel = W.Checkbox(label="build the wheel (slower)", value=False)
+        self.export_button = W.Button(label="Export the solution", color="primary")
         self.export_view = pn.pane.HTML("", sizing_mode="stretch_width")
         # jobs and messages
         self.progress = pn.indicators.Progress(value=0, max=100, visible=False, width=260, bar_color="primary")
         self.job_status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.cancel_button = W.Button(label="Cancel", button_type="danger", visible=False)
+        self.cancel_button = W.Button(label="Cancel", color="danger", visible=False)
         self.resume_button = W.Button(label="Resume", visible=False)
         self.message = pn.pane.Alert("", alert_type="success", visible=False, sizing_mode="stretch_width")
         self.alert = self.message  # one message area: a new message replaces the last one
@@ -662,7 +662,7 @@ class VisForgeApp:
         kwargs = {"labelled": "examples", "unlabelled": str(folder), "qgen_steps": int(qgen_steps)}
         if job is None:
             return augment_data(ws, progress=False, **kwargs)
-        return run_step_in_process("augment_data", ws, progress=job.progress, should_stop=job.stop.is_set, **kwargs)
+        return run_step_in_process("augment_data", ws, on_progress=job.progress, should_stop=job.stop.is_set, **kwargs)
 
     def _show_augment(self, out: dict) -> None:
         folder = self.workspace.root / "datasets" / "unlabelled"
@@ -694,7 +694,7 @@ class VisForgeApp:
         if job is None:
             res = finetune_engine(ws, **kwargs)
             return json.loads(json.dumps(res.to_dict() if hasattr(res, "to_dict") else res.__dict__, default=str))
-        return run_step_in_process("finetune_engine", ws, progress=job.progress, should_stop=job.stop.is_set,
+        return run_step_in_process("finetune_engine", ws, on_progress=job.progress, should_stop=job.stop.is_set,
                                    **kwargs)
 
     def _show_finetune(self, out: dict) -> None:
@@ -722,7 +722,7 @@ class VisForgeApp:
         if job is None:
             return export_solution(ws, build=bool(build), overwrite=True).to_dict()
         job.progress("verifying on the examples and writing the project", None)
-        return run_step_in_process("export_solution", ws, progress=job.progress, should_stop=job.stop.is_set,
+        return run_step_in_process("export_solution", ws, on_progress=job.progress, should_stop=job.stop.is_set,
                                    build=bool(build), overwrite=True)
 
     def _show_export(self, out: dict) -> None:
@@ -774,6 +774,8 @@ class VisForgeApp:
             self._pick_example(self.example_pick.value)
         self.history.options = {f"#{h['number']} {h['name']} ({h['examples']} ex., {h['reason']})": h["number"]
                                 for h in reversed(task_history(ws))}
+        if self.history.options and self.history.value not in self.history.options.values():
+            self.history.value = next(iter(self.history.options.values()))
         self._refresh_versions()
 
     def _load_results(self) -> None:
