@@ -760,11 +760,10 @@ class VisForgeApp:
             f"output <b>{card.output}</b> · metric <b>{card.metric}</b> · <b>{len(card.examples)} examples</b> · "
             f"query <i>{html.escape(query or '')}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")
         # The form shows the workspace's task (a reload never resets it to the defaults).
-        if card.name.startswith("shapes-"):
-            parts = card.name.split("-", 2)
-            if len(parts) == 3 and parts[1] in SHAPES_KINDS:
-                self.kind.value = parts[1]
-                self.target.value = parts[2].replace("-", " ")
+        kind, _, target = card.name.partition("-")
+        if kind in SHAPES_KINDS and target:  # a shapes-world card is named <kind>-<target>
+            self.kind.value = kind
+            self.target.value = target.replace("-", " ")
         self.n.value = max(1, len(card.examples))
         ids = [ex.id for ex in card.examples if ex.id]
         self.example_pick.options = ids
