@@ -30,6 +30,9 @@ __all__ = [
     "planner_available", "template_for", "propose_programs", "add_program", "accept_program",
     "run_examples", "run_label", "latest_runs", "best_version", "diff_text",
     "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
+    "Cancelled", "task_fingerprint", "validate_image_upload", "task_history", "restore_task", "replace_task",
+    "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
+    "examples_dataset", "shapes_unlabelled", "run_step_in_process",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names

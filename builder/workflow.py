@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
+import io
 import json
+import re
+import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +35,9 @@ import yaml
 
 from augment import seltda
 from builder import __all__ as _PUBLIC_NAMES
-from builder.core.atomic import atomic_write_json
+from builder.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from builder.core.errors import UserError as UserError
-from builder.core.images import store_image
+from builder.core.images import ImageError, decode_image, load_image, read_image_bytes, store_image
 from builder.core.metrics import score as score_output
 from builder.core.taskcard import Metric as Metric
 from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
@@ -113,6 +118,14 @@ class Runtime:
                 self._cache = ToolCache(self.workspace.dir("cache"))
             return self._cache
 
+    def cancel(self) -> None:
+        """Stop every program running in the sandbox now (their runs end as errors); the next
+        run starts fresh workers."""
+        with self._lock:
+            sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            sandbox.close()
+
     def close(self) -> None:
         """Stop the sandbox workers (engines and cache need no cleanup)."""
         with self._lock:
@@ -170,10 +183,12 @@ def card_from_data(data: dict[str, Any]) -> TaskCard:
 
 
 def stage_image(data: bytes, name: str = "upload.png", staging: str | Path | None = None) -> Path:
-    """Write uploaded image bytes to a staging folder under a content-hash name; returns the path."""
+    """Write uploaded image bytes to a staging folder under a content-hash name; returns the path.
+
+    The bytes are decoded and size-checked first: a file that is not a usable image raises
+    ``UserError`` naming it, and nothing is written."""
     suffix = Path(name).suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"{name}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+    validate_image_upload(data, name)  # decoded and size-checked before anything is written
     folder = Path(staging) if staging is not None else Path(tempfile.gettempdir()) / "visforge-staging"
     return folder / store_image(data, folder, suffix)
 
@@ -205,11 +220,14 @@ def _import_image(ws: Workspace, path: Path) -> str:
     return "images/" + store_image(path.read_bytes(), ws.dir("images"), path.suffix)
 
 
-def save_task(workspace_dir: str | Path, card: TaskCard) -> Workspace:
+def save_task(workspace_dir: str | Path, card: TaskCard, reason: str = "edited") -> Workspace:
     """Save ``card`` as the task of the workspace at ``workspace_dir`` (created if missing).
 
     Image paths may be absolute (uploads, folders) or relative to the workspace; absolute ones
-    are copied into the workspace so it stays self-contained.
+    are copied into the workspace (each decoded first: a bad file is an error naming it, and
+    nothing is saved) so it stays self-contained. A changed card never overwrites silently:
+    the previous one is kept in ``history/`` (``task_history``, ``restore_task``) with
+    ``reason``; runs on the old card show as stale (``run_is_stale``).
     """
     root = Path(workspace_dir)
     card = card.model_copy(deep=True)
@@ -221,12 +239,23 @@ def save_task(workspace_dir: str | Path, card: TaskCard) -> Workspace:
         return Workspace.init(root, card, images_from=root)
     ws = Workspace.open(root)
     for ex in card.examples:
+        for p in ex.images:
+            if Path(p).is_absolute():
+                path = Path(p)
+                decode_image(read_image_bytes(path), f"{path.name} (example {ex.id})")
+    for ex in card.examples:
         new = [_import_image(ws, Path(p)) if Path(p).is_absolute() else p for p in ex.images]
         missing = [p for p in new if not ws.resolve_image(p).is_file()]
         if missing:
             raise WorkspaceError(f"example image {missing[0]} is not in the workspace")
         ex.image = new[0] if isinstance(ex.image, str) else new
-    ws.save_task(card)
+    try:
+        unchanged = task_fingerprint(ws.load_task()) == task_fingerprint(card)
+    except TaskCardError:
+        unchanged = False
+    if not unchanged:
+        _archive_task(ws, reason)
+        ws.save_task(card)
     return ws
 
 
@@ -363,8 +392,14 @@ def latest_runs(ws: Workspace) -> dict[int, dict[str, Any]]:
 
 
 def run_examples(ws: Workspace, version: int, runtime: Runtime,
-                 progress: Callable[[int, int], None] | None = None, save: bool = True):
-    """Run a program version on every example with traces; save the run; return ``BatchResult``."""
+                 progress: Callable[[int, int], None] | None = None, save: bool = True,
+                 should_stop: Callable[[], bool] | None = None):
+    """Run a program version on every example with traces; save the run; return ``BatchResult``.
+
+    ``should_stop()`` is polled while programs run; when it returns True the sandbox's running
+    programs are killed (``Runtime.cancel``), nothing is saved and ``Cancelled`` is raised.
+    The saved run records the task card's fingerprint (``run_is_stale``).
+    """
     card = ws.load_task()
     if not card.examples:
         raise ValueError("the task has no examples yet: add some in the Task step")
@@ -376,17 +411,32 @@ def run_examples(ws: Workspace, version: int, runtime: Runtime,
     done = 0
     if progress:
         progress(0, len(examples))
-    with ThreadPoolExecutor(max_workers=max(1, runtime.workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, runtime.workers))
+    cancelled = False
+    try:
         futures = {pool.submit(run_program, pv.source, ex, engines, sandbox, cache, inspect=True): i
                    for i, ex in enumerate(examples)}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()[0]
-            done += 1
-            if progress:
-                progress(done, len(examples))
+        pending = set(futures)
+        while pending:
+            finished, pending = wait_futures(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            if should_stop is not None and should_stop():
+                cancelled = True
+                for fut in pending:
+                    fut.cancel()
+                runtime.cancel()  # kills the programs still running; their threads end at once
+                break
+            for fut in finished:
+                results[futures[fut]] = fut.result()[0]
+                done += 1
+                if progress:
+                    progress(done, len(examples))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if cancelled:
+        raise Cancelled(f"run of {pv.tag} cancelled after {done}/{len(examples)} examples; nothing saved")
     res = summarise(results, card.output, card.metric, time.perf_counter() - t0)
     if save:
-        ws.save_run({"program": pv.version, **res.to_dict()}, label=pv.tag)
+        ws.save_run({"program": pv.version, "task": task_fingerprint(card), **res.to_dict()}, label=pv.tag)
     return res
 
 
@@ -510,3 +560,273 @@ def export_solution(ws: Workspace | str | Path, out_dir: str | Path | None = Non
     (see ``builder.methods.export.export_solution``).
     """
     return _export.export_solution(ws, out_dir, name, profile, version, **options)
+
+
+# ---- keeping work safe: task history, staleness, validated uploads ---------------------------
+class Cancelled(UserError, RuntimeError):
+    """A step was cancelled by the user (``should_stop`` returned True); nothing half-done is saved."""
+
+
+HISTORY_DIR = "history"  # <ws>/history/task-0001.yaml ...: every task card the workspace ever had
+
+
+def task_fingerprint(card: TaskCard) -> str:
+    """A short hash of the task card's content (runs record it; a different one marks them stale)."""
+    data = json.dumps(card.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
+
+
+def validate_image_upload(data: bytes, name: str = "upload.png") -> tuple[int, int]:
+    """Check uploaded bytes are a real image within the size limits (decoded fully, nothing saved).
+
+    Returns (width, height); raises ``UserError`` naming the file and the problem otherwise.
+    """
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageError(f"{name}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+    arr = decode_image(data, name)
+    return int(arr.shape[1]), int(arr.shape[0])
+
+
+def task_history(ws: Workspace) -> list[dict[str, Any]]:
+    """Earlier task cards kept by ``save_task``/``replace_task`` (oldest first): number, file,
+    when, why, the accepted version at the time, the card's name and example count."""
+    folder = ws.root / HISTORY_DIR
+    out = []
+    for p in sorted(folder.glob("task-*.json")):
+        try:
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _archive_task(ws: Workspace, reason: str) -> dict[str, Any] | None:
+    """Keep the workspace's current task card as the next history entry (nothing is ever lost)."""
+    if not ws.task_path.is_file():
+        return None
+    folder = ws.root / HISTORY_DIR
+    folder.mkdir(exist_ok=True)
+    nums = [int(p.stem.split("-")[1]) for p in folder.glob("task-*.json") if p.stem.split("-")[1].isdigit()]
+    n = max(nums, default=0) + 1
+    text = ws.task_path.read_text(encoding="utf-8")
+    atomic_write_text(folder / f"task-{n:04d}.yaml", text)
+    try:
+        card = ws.load_task()
+        name, examples, fp = card.name, len(card.examples), task_fingerprint(card)
+    except TaskCardError:
+        name, examples, fp = "(unreadable card)", 0, ""
+    try:
+        acc = ws.accepted.version if ws.accepted is not None else None
+    except WorkspaceError:
+        acc = None
+    record = {"number": n, "file": f"{HISTORY_DIR}/task-{n:04d}.yaml", "saved": time.time(), "reason": reason,
+              "name": name, "examples": examples, "task": fp, "accepted": acc}
+    atomic_write_json(folder / f"task-{n:04d}.json", record)
+    return record
+
+
+def restore_task(ws: Workspace, number: int) -> TaskCard:
+    """Make history entry ``number`` the task again (the current card is archived first)."""
+    path = ws.root / HISTORY_DIR / f"task-{int(number):04d}.yaml"
+    if not path.is_file():
+        raise WorkspaceError(f"{ws.root}: no task history entry {number}")
+    card = load_task_card(path)
+    _archive_task(ws, f"replaced by history entry {number}")
+    ws.save_task(card)
+    return card
+
+
+def replace_task(workspace_dir: str | Path, card: TaskCard, reason: str = "replaced") -> Workspace:
+    """Make ``card`` the task of an existing workspace explicitly: the old card is kept in
+    ``history/`` (``task_history``/``restore_task``), old runs and the accepted version become
+    stale (they were scored on the old task). Creates the workspace when missing."""
+    return save_task(workspace_dir, card, reason=reason)
+
+
+def run_is_stale(ws: Workspace, run: dict[str, Any], fingerprint: str | None = None) -> bool:
+    """True when ``run`` was scored on another task card than the workspace's current one."""
+    if fingerprint is None:
+        fingerprint = task_fingerprint(ws.load_task())
+    recorded = run.get("task")
+    if recorded is not None:
+        return recorded != fingerprint
+    # Runs saved before fingerprints: stale if the card changed after the run was saved.
+    run_file = ws.root / "runs" / f"{run.get('id')}.json"
+    try:
+        return run_file.stat().st_mtime < ws.task_path.stat().st_mtime
+    except OSError:
+        return False
+
+
+def accepted_status(ws: Workspace) -> dict[str, Any] | None:
+    """The accepted version and whether it is stale (its newest run is on another task card, or
+    it has no run on the current one); None when nothing is accepted."""
+    acc = ws.accepted
+    if acc is None:
+        return None
+    run = latest_runs(ws).get(acc.version)
+    stale = run is None or run_is_stale(ws, run)
+    return {"version": acc.version, "tag": acc.tag, "stale": stale,
+            "accuracy": None if run is None else run.get("accuracy")}
+
+
+def task_problems(ws: Workspace) -> list[str]:
+    """What is wrong with the workspace's task (unreadable card, missing or undecodable example
+    images), one message per problem naming the file; [] when everything loads."""
+    try:
+        card = ws.load_task()
+    except TaskCardError as e:
+        return [str(e)]
+    problems = []
+    for ex in card.examples:
+        for p in ex.images:
+            path = ws.resolve_image(p)
+            try:
+                decode_image(read_image_bytes(path), f"{p} (example {ex.id})")
+            except ImageError as e:
+                problems.append(str(e))
+    return problems
+
+
+def delete_example(ws: Workspace, example_id: str) -> TaskCard:
+    """Remove one example from the task (the previous card is kept in ``history/``)."""
+    card = ws.load_task()
+    ids = [ex.id for ex in card.examples]
+    if example_id not in ids:
+        raise WorkspaceError(f"no example {example_id!r} in the task")
+    data = card.model_dump(mode="json", exclude_none=True)
+    data["examples"] = [ex for ex in data["examples"] if ex.get("id") != example_id]
+    new = card_from_data(data)
+    save_task(ws.root, new, reason=f"deleted example {example_id}")
+    return new
+
+
+def update_example(ws: Workspace, example_id: str, query: str | None = None, expected: Any = None) -> TaskCard:
+    """Change one example's query and/or expected output (typed text is parsed like the form's)."""
+    card = ws.load_task()
+    data = card.model_dump(mode="json", exclude_none=True)
+    match = [ex for ex in data["examples"] if ex.get("id") == example_id]
+    if not match:
+        raise WorkspaceError(f"no example {example_id!r} in the task")
+    if query is not None:
+        match[0]["query"] = query
+    if expected is not None:
+        match[0]["expected"] = parse_expected_text(expected) if isinstance(expected, str) else expected
+    new = card_from_data(data)
+    save_task(ws.root, new, reason=f"edited example {example_id}")
+    return new
+
+
+def examples_dataset(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:
+    """The task card's examples as a VQA dataset (image, query, answer) under ``datasets/<name>``
+    (what Augment's teacher and Fine-tune train on). Only answer-like outputs (text, yes/no,
+    counts) make QA pairs."""
+    card = ws.load_task()
+    if card.output not in ("text", "bool", "count"):
+        raise UserError(f"a {card.output} task has no short answers to fine-tune a VQA engine on")
+    items = []
+    for ex in card.examples:
+        answer = ("yes" if ex.expected else "no") if card.output == "bool" else str(ex.expected)
+        items.append((load_image(ws.resolve_image(ex.images[0])), ex.query, answer, {"id": ex.id or ""}))
+    if not items:
+        raise UserError("the task has no examples")
+    return _finetune.save_qa_dataset(ws.dir("datasets", name), items, overwrite=overwrite)
+
+
+def shapes_unlabelled(ws: Workspace, n: int = 8, seed: int = 100, domain: str = "shifted",
+                      name: str = "unlabelled") -> Path:
+    """Unlabeled shapes-world images in ``datasets/<name>`` (stand-ins for a customer's photos,
+    for Augment); existing images are kept. Returns the folder."""
+    from builder.world import render_scene, sample_scene
+
+    folder = ws.dir("datasets", name)
+    for i in range(n):
+        path = folder / f"u{seed + i:05d}.png"
+        if not path.is_file():
+            buf = io.BytesIO()
+            render_scene(sample_scene(seed + i, domain)).save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue())
+    return folder
+
+
+# ---- running a step in its own process (so Cancel can stop work that has no stop hook) --------
+_PROGRESS_RE = re.compile(r"([^\r\n|:]{0,60}?):?\s*(\d{1,3})%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+def _child_main(folder: str) -> None:
+    """The child process of ``run_step_in_process``: reads ``call.pickle``, writes ``result.pickle``."""
+    import pickle
+
+    base = Path(folder)
+    entry, root, kwargs = pickle.loads((base / "call.pickle").read_bytes())
+    try:
+        result = globals()[entry](Workspace.open(root), **kwargs)
+        data = result.to_dict() if hasattr(result, "to_dict") else result
+        out = ("ok", json.loads(json.dumps(data, default=str)))
+    except BaseException as e:  # noqa: BLE001 - sent to the parent, which raises it
+        out = ("error", type(e).__name__, str(e), isinstance(e, UserError | ValueError))
+    atomic_write_bytes(base / "result.pickle", pickle.dumps(out))
+
+
+def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2,
+                        **kwargs: Any) -> dict:
+    """Call the workflow function ``entry`` (``augment_data``, ``finetune_engine``,
+    ``export_solution``, ...) as ``entry(ws, **kwargs)`` in a child process; returns its result
+    as plain data (``to_dict()`` for result objects).
+
+    ``on_progress(message, fraction)`` gets the child's progress bars (read from its stderr);
+    ``should_stop()`` returning True kills the child at once and raises ``Cancelled`` (the
+    steps write their outputs atomically, so a killed one leaves the workspace as it was).
+    """
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+
+    if entry not in _PUBLIC_NAMES or not callable(globals().get(entry)):
+        raise ValueError(f"{entry!r} is not a workflow step")
+    base = ws.root / "cache" / "jobs" / f"{entry}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "call.pickle").write_bytes(pickle.dumps((entry, str(ws.root), kwargs)))
+    log = base / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from builder.workflow import _child_main; _child_main(sys.argv[1])",
+             str(base)], stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+    last = ""
+    try:
+        while proc.poll() is None:
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"{entry} cancelled; its process was stopped")
+            time.sleep(poll_s)
+            if on_progress is not None:
+                try:
+                    tail = log.read_bytes()[-2000:].decode("utf-8", "replace")
+                except OSError:
+                    tail = ""
+                found = _PROGRESS_RE.findall(tail)
+                if found:
+                    desc, _pct, done, total = found[-1]
+                    text = f"{desc.strip() or entry}: {done}/{total}"
+                    if text != last:
+                        last = text
+                        on_progress(text, int(done) / max(1, int(total)))
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+    result = base / "result.pickle"
+    if not result.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:] if log.is_file() else ""
+        raise RuntimeError(f"{entry}: the step's process ended without a result (exit code {proc.returncode})\n{tail}")
+    msg = pickle.loads(result.read_bytes())
+    if msg[0] == "ok":
+        return msg[1]
+    _, kind, text, user = msg
+    raise (UserError(text) if user else RuntimeError(f"{kind}: {text}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,12 +35,23 @@ def test_app_api_without_browser(tmp_path):
         assert versions and app.version.value == versions[0].version
         res = app.run(app.version.value)
         assert res.n == 3 and "passed" in app.summary.object and "<img" in app.trace.object
-        app.code.value = 'def execute(image):\n    return image.exists("blue circle")\n'
+        app.code.value = 'def execute(image):\n    return image.count("blue circle") > 0\n'
         app.run(app.version.value)  # unsaved edits are saved as a new version first
         ws = app.workspace
         assert ws.programs()[-1].source == app.code.value and ws.programs()[-1].origin == "engineer"
         app.accept(app.version.value)
         assert Workspace.open(ws.root).accepted.version == ws.programs()[-1].version
+        # a second create never replaces the task; an explicit replace keeps it restorable
+        app.create_task("count", "red objects", n=4)
+        assert len(Workspace.open(ws.root).load_task().examples) == 3 and app.message.alert_type == "warning"
+        app.replace_task("count", "red objects", n=4)
+        assert len(Workspace.open(ws.root).load_task().examples) == 4 and "(stale)" in str(app.version.options)
+        app.restore(app.history.value)
+        assert len(Workspace.open(ws.root).load_task().examples) == 3
+        assert app._guard(lambda: app.add_examples([("fake.png", b"text")], "q", "yes")) is None
+        assert "fake.png" in app.message.object and app.message.alert_type == "danger"
+        app.delete_example(app.example_pick.value)
+        assert len(Workspace.open(ws.root).load_task().examples) == 2
     finally:
         app.close()
 
@@ -81,6 +93,199 @@ def app_server(tmp_path):
     yield f"http://127.0.0.1:{port}/", tmp_path / "ws"
     stop_process(proc)
     log.close()
+
+
+def _png(seed: int = 0) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (seed * 40 % 255, 90, 160)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _shot(page, name: str, tmp_path: Path) -> None:
+    """A screenshot of the current step (copied into docs/ when VISFORGE_UPDATE_DOCS=1)."""
+    path = tmp_path / f"app-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("VISFORGE_UPDATE_DOCS") == "1":
+        shutil.copyfile(path, REPO / "docs" / f"app-{name}.png")
+
+
+def _no_overlap(page) -> None:
+    boxes = page.locator(".vf-card").evaluate_all(
+        "els => els.map(e => {const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]})")
+    assert len(boxes) == 7, boxes
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            ox = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+            oy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+            assert ox <= 1 or oy <= 1, f"cards overlap: {a} {b}"
+    # children stay inside their card (thumbnails do not spill under the next card)
+    spill = page.locator(".vf-card").evaluate_all("""els => els.flatMap(card => {
+        const c = card.getBoundingClientRect();
+        return Array.from(card.querySelectorAll('img, button')).map(e => e.getBoundingClientRect())
+            .filter(r => r.width > 0 && (r.right > c.right + 2 || r.bottom > c.bottom + 2))
+            .map(r => [c.right, c.bottom, r.right, r.bottom]); })""")
+    assert not spill, spill
+
+
+def test_browser_never_loses_work(browser_ready, app_server, tmp_path):
+    """Create-task on an existing task, a fake image upload, double clicks, delete an example, layout."""
+    from playwright.sync_api import sync_playwright
+
+    from builder import task_history
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not an image")
+    good = tmp_path / "good.png"
+    good.write_bytes(_png(1))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("8 examples").first.wait_for(timeout=60_000)
+            before = (ws_dir / "task.yaml").read_text()
+            # create again on the existing task: a warning, nothing changed on disk
+            page.get_by_label("Target objects").fill("blue circles")
+            page.get_by_role("button", name="Create task").click()
+            page.get_by_text("already has the task").wait_for(timeout=30_000)
+            assert (ws_dir / "task.yaml").read_text() == before
+            # a fake image: a clear error naming the file, nothing saved, no stale success banner
+            page.locator("input[type=file]").set_input_files(str(fake))
+            page.get_by_label("Expected output", exact=True).fill("2")
+            page.get_by_role("button", name="Add uploaded examples").click()
+            page.get_by_text("fake.png: not a recognised image format").wait_for(timeout=30_000)
+            assert page.locator(".alert-success").count() == 0
+            assert (ws_dir / "task.yaml").read_text() == before
+            assert not list((ws_dir / "images").glob("*")) or all(
+                f.read_bytes() != fake.read_bytes() for f in (ws_dir / "images").iterdir())
+            # a real image, double-clicked: added once
+            page.locator("input[type=file]").set_input_files(str(good))
+            page.get_by_role("button", name="Add uploaded examples").dblclick()
+            page.get_by_text("9 examples").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)
+            assert len(Workspace.open(ws_dir).load_task().examples) == 9
+            # delete an example: gone from the task, the earlier card kept in the history
+            page.get_by_role("button", name="Delete example").click()
+            page.get_by_text("8 examples").first.wait_for(timeout=30_000)
+            ws = Workspace.open(ws_dir)
+            assert len(ws.load_task().examples) == 8 and len(task_history(ws)) >= 2
+            _no_overlap(page)
+            page.set_viewport_size({"width": 1920, "height": 1080})
+            page.wait_for_timeout(800)
+            _no_overlap(page)
+            _shot(page, "1-task", tmp_path)
+            # explicit replace keeps the old task restorable
+            page.get_by_role("button", name="Create task").click()
+            page.get_by_role("button", name="Replace the current task").click(timeout=30_000)
+            page.get_by_text("Task replaced").wait_for(timeout=60_000)
+        finally:
+            browser.close()
+    ws = Workspace.open(ws_dir)
+    assert "blue" in ws.load_task().name and any(h["examples"] == 8 for h in task_history(ws))
+
+
+def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_path):
+    """An infinite loop is cancelled within 2 s (after a reload mid-run); a double-clicked Run records one run."""
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Target objects").fill("blue circles")
+            page.get_by_label("Task kind").select_option("count")
+            page.get_by_label("Examples", exact=True).fill("3")
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("3 examples").first.wait_for(timeout=60_000)
+            page.get_by_label("Program").fill('def execute(image):\n    return image.count("blue circle")\n')
+            page.get_by_role("button", name="Save version").click()
+            page.get_by_text("saved v0001").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Run on examples").dblclick()
+            page.get_by_text("3/3 passed").first.wait_for(timeout=90_000)
+            page.wait_for_timeout(1000)
+            assert len(Workspace.open(ws_dir).runs()) == 1
+            # an infinite loop, then a reload mid-run: the page shows it running, with Cancel
+            page.get_by_label("Program").fill("def execute(image):\n    while True:\n        pass\n")
+            page.get_by_role("button", name="Run on examples").click()
+            page.get_by_text("Run** running").or_(page.get_by_text("running ·")).first.wait_for(timeout=30_000)
+            page.reload(wait_until="domcontentloaded")
+            page.get_by_text("running ·").first.wait_for(timeout=30_000)
+            assert page.get_by_label("Target objects").input_value() == "blue circles"  # the form shows the task
+            assert page.get_by_role("button", name="Run on examples").is_disabled()
+            t0 = time.time()
+            page.get_by_role("button", name="Cancel").click()
+            page.get_by_text("cancelled after").first.wait_for(timeout=10_000)
+            took = time.time() - t0
+            assert took < 2.0, f"cancel took {took:.1f} s"
+            assert page.get_by_role("button", name="Run on examples").is_enabled()
+        finally:
+            browser.close()
+    ws = Workspace.open(ws_dir)
+    assert len(ws.runs()) == 1 and len(ws.programs()) == 2  # the cancelled run saved nothing; the edit is kept
+    records = [json.loads(p.read_text()) for p in (ws_dir / "jobs").glob("*.json")]
+    assert sorted(r["state"] for r in records if r["step"] == "run") == ["cancelled", "done"]
+
+
+def test_browser_task_to_export(browser_ready, app_server, tmp_path):
+    """The whole workflow in the app: Task → Program → Run → Improve → Augment → Fine-tune → Export."""
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Examples", exact=True).fill("4")
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("4 examples").first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Generate program").click()
+            page.get_by_text("Generate** finished").or_(page.get_by_text("Generate finished")).first.wait_for(
+                timeout=120_000)
+            _shot(page, "2-program", tmp_path)
+            page.get_by_role("button", name="Run on examples").click()
+            page.get_by_text("passed").first.wait_for(timeout=90_000)
+            page.locator(".vf-results img").first.wait_for(timeout=30_000)
+            page.locator(".vf-trace img").first.wait_for(timeout=30_000)
+            _shot(page, "3-run", tmp_path)
+            page.get_by_role("button", name="Accept version").click()
+            page.get_by_text("Accepted").first.wait_for(timeout=30_000)
+            page.get_by_label("Steps", exact=True).fill("5")
+            for button, done, name in [("Improve the planner", "Improve finished", "4-improve"),
+                                       ("Augment the data", "Augment finished", "5-augment"),
+                                       ("Fine-tune the engine", "Fine-tune finished", "6-finetune"),
+                                       ("Export the solution", "Exported:", "7-export")]:
+                if name == "5-augment":
+                    page.get_by_label("Teacher steps").fill("5")
+                    page.get_by_label("Unlabeled images").fill("4")
+                page.get_by_role("button", name=button).click()
+                page.get_by_text(done).first.wait_for(timeout=240_000)
+                page.wait_for_timeout(300)
+                _shot(page, name, tmp_path)
+            assert page.locator(".vf-chart").count() >= 4  # before/after charts and the acceptance result
+            page.get_by_text("acceptance tests: 4/4").or_(page.get_by_text("acceptance tests:")).first.wait_for()
+            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        finally:
+            browser.close()
+    ws = Workspace.open(ws_dir)
+    summary = ws.summary()
+    assert summary["accepted"] and summary["exports"] and summary["runs"] >= 1
+    assert "seltda" in summary["datasets"] and (ws_dir / "checkpoints" / "planner" / "parser.json").is_file()
+    if os.environ.get("VISFORGE_UPDATE_DOCS") == "1":
+        shutil.copyfile(tmp_path / "app.png", REPO / "docs" / "app.png")
 
 
 def test_app_in_a_real_browser(browser_ready, app_server, tmp_path):

@@ -97,3 +97,22 @@ def test_step_notebooks_share_one_workspace(jupyter_env, tmp_path):
 
     summary = Workspace.open(ws).summary()
     assert summary["accepted"] and summary["exports"] and "examples" in summary["datasets"]
+
+
+def test_every_notebook_runs_twice_on_one_workspace(jupyter_env, tmp_path):
+    """Top to bottom, twice in a row, on the same workspace: no errors, nothing lost."""
+    from builder.core.workspace import Workspace
+
+    ws = str(tmp_path / "ws")
+    for round_ in (1, 2):
+        out = tmp_path / f"round{round_}"
+        out.mkdir()
+        execute("01_task", out, workspace_dir=ws, **SMALL)
+        execute("02_plan", out, workspace_dir=ws, k=2, **SMALL)
+        for name in ("03_improve", "04_augment", "05_finetune"):
+            execute(name, out, workspace_dir=ws, **SMALL)
+        execute("06_export", out, workspace_dir=ws, target_kind="project", **SMALL)
+        card = Workspace.open(ws).load_task()
+        assert len(card.examples) == SMALL["n_examples"]
+    first = json.loads((tmp_path / "round1" / "01_task.ipynb").read_text())
+    assert "Error" not in outputs_text(first)

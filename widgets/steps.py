@@ -17,9 +17,7 @@ import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
 from builder import workflow
-from builder.core.images import load_image
 from builder.core.workspace import Workspace
-from builder.methods.finetune import save_qa_dataset
 from widgets._base import NotAvailable, StepWidget, button
 
 
@@ -121,12 +119,26 @@ class AugmentWidget(ApiShell):
             "synthetic dataset under the workspace's datasets/ for fine-tuning.")
 
     def _controls(self) -> list[w.Widget]:
-        self.images = w.Text(description="images", placeholder="folder of unlabeled images")
+        self.images = w.Text(description="images", placeholder="folder of unlabeled images (empty: shapes-world)")
         self.per_image = w.BoundedIntText(description="per image", value=2, min=1, max=4)
-        return [w.HBox([self.images, self.per_image])]
+        self.qgen_steps = w.BoundedIntText(description="teacher steps", value=400, min=5, max=5000)
+        return [w.HBox([self.images, self.per_image, self.qgen_steps])]
+
+    def available(self) -> str | None:
+        reason = super().available()
+        if reason is None and self.ws.load_task().output not in ("text", "bool", "count"):
+            return f"a {self.ws.load_task().output} task has no short answers for SelTDA's teacher"
+        return reason
 
     def params(self) -> dict[str, Any]:
-        return {"images": self.images.value.strip(), "n_per_image": self.per_image.value}
+        return {"unlabelled": self.images.value.strip(), "n_per_image": self.per_image.value,
+                "qgen_steps": self.qgen_steps.value}
+
+    def _call(self, fn, unlabelled: str = "", **options: Any) -> Any:
+        # The teacher learns from the task's examples; without a folder, shapes-world stand-ins.
+        workflow.examples_dataset(self.ws, "examples")
+        folder = unlabelled or str(workflow.shapes_unlabelled(self.ws))
+        return fn(self.ws, labelled="examples", unlabelled=folder, progress=False, **options)
 
 
 class FinetuneWidget(ApiShell):
@@ -178,17 +190,5 @@ class FinetuneWidget(ApiShell):
 
 
 def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:
-    """The task card's examples as a VQA dataset (image, query, answer) under ``datasets/<name>``.
-
-    Only answer-like outputs (text, yes/no, counts) make QA pairs; boxes and choices do not.
-    """
-    card = ws.load_task()
-    if card.output not in ("text", "bool", "count"):
-        raise ValueError(f"a {card.output} task has no short answers to fine-tune a VQA engine on")
-    items = []
-    for ex in card.examples:
-        answer = ("yes" if ex.expected else "no") if card.output == "bool" else str(ex.expected)
-        items.append((load_image(ws.resolve_image(ex.images[0])), ex.query, answer, {"id": ex.id or ""}))
-    if not items:
-        raise ValueError("the task has no examples")
-    return save_qa_dataset(ws.dir("datasets", name), items, overwrite=overwrite)
+    """The task card's examples as a VQA dataset under ``datasets/<name>`` (``builder.examples_dataset``)."""
+    return workflow.examples_dataset(ws, name, overwrite=overwrite)

@@ -141,7 +141,7 @@ class TaskWidget(StepWidget):
             ex = dict(ex)
             if base is not None:
                 paths = [ex["image"]] if isinstance(ex["image"], str) else ex["image"]
-                paths = [p if Path(p).is_absolute() else str(Path(base) / p) for p in paths]
+                paths = [p if Path(p).is_absolute() else str((Path(base) / p).resolve()) for p in paths]
                 ex["image"] = paths[0] if isinstance(ex["image"], str) else paths
             self.examples.append(ex)
         self._refresh()

@@ -33,21 +33,27 @@ def thumbnail_uri(path: str | Path, side: int = 96) -> str:
 
 
 
-def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200) -> str:
-    """Per-example pass/fail as an HTML table (accepts ``ExampleResult``s or their dicts)."""
+def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200,
+                       images: dict[str, str | Path] | None = None) -> str:
+    """Per-example pass/fail as an HTML table (accepts ``ExampleResult``s or their dicts); with
+    ``images`` ({example id: image path}) each row starts with the example's thumbnail."""
     rows = []
     for r in list(results)[:limit]:
         d = r if isinstance(r, dict) else r.__dict__
+        thumb = ""
+        if images is not None:
+            path = images.get(str(d.get("id")))
+            thumb = f"<td>{safe_thumbnail(path, 40) if path else ''}</td>"
         ok = d.get("correct")
         mark = ("<span class='vf-pass' style='color:#0a7d28;font-weight:bold'>pass</span>" if ok else
                 "<span class='vf-fail' style='color:#b00020;font-weight:bold'>fail</span>")
         out = d.get("error") or json.dumps(d.get("value"))
         rows.append(
-            f"<tr><td>{html.escape(str(d.get('id')))}</td><td><code>{html.escape(_clip(json.dumps(d.get('expected'))))}"
+            f"<tr>{thumb}<td>{html.escape(str(d.get('id')))}</td><td><code>{html.escape(_clip(json.dumps(d.get('expected'))))}"
             f"</code></td><td><code>{html.escape(_clip(out))}</code></td><td>{mark}</td></tr>"
         )
     return ("<table class='vf-results' style='border-collapse:collapse;font-size:12px' border='1' cellpadding='3'>"
-            "<tr><th>example</th><th>expected</th><th>output</th><th>result</th></tr>" + "".join(rows) + "</table>")
+            "<tr>" + ("<th></th>" if images is not None else "") + "<th>example</th><th>expected</th><th>output</th><th>result</th></tr>" + "".join(rows) + "</table>")
 
 
 def _clip(text: str, n: int = 80) -> str:
@@ -87,32 +93,79 @@ def diff_html(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
     return "<pre class='vf-diff' style='font-size:12px;background:#fafafa;padding:6px'>" + "\n".join(lines) + "</pre>"
 
 
-def accuracy_bars_svg(bars: list[tuple[str, float, str]], title: str, width: int = 460) -> str:
-    """A bar chart (inline SVG) of accuracies in [0, 1]: (label, value, caption under the bar)."""
-    h, top, bottom = 180, 28, 40
-    slot = (width - 40) / max(1, len(bars))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + bottom}" role="img" '
-             f'aria-label="{html.escape(title)}" style="font:11px system-ui,sans-serif">',
-             f'<text x="4" y="14" font-weight="bold">{html.escape(title)}</text>',
-             f'<line x1="30" y1="{h}" x2="{width - 6}" y2="{h}" stroke="#888"/>']
-    for i, (label, value, caption) in enumerate(bars):
-        v = max(0.0, min(1.0, float(value)))
-        x, bh = 34 + i * slot, (h - top) * v
-        color = "#9aa5b1" if i == 0 else "#2f7d4f"
-        parts += [f'<rect x="{x:.0f}" y="{h - bh:.0f}" width="{slot * 0.7:.0f}" height="{bh:.0f}" fill="{color}"/>',
-                  f'<text x="{x:.0f}" y="{h - bh - 4:.0f}">{v:.2f}</text>',
-                  f'<text x="{x:.0f}" y="{h + 14}">{html.escape(label)}</text>',
-                  f'<text x="{x:.0f}" y="{h + 28}" fill="#555">{html.escape(caption)}</text>']
-    return "".join(parts) + "</svg>"
+def bars_svg(bars: list[tuple[str, float | None]], title: str = "", maximum: float = 1.0,
+             fmt: str = "{:.0%}", width: int = 360) -> str:
+    """A horizontal bar chart (inline SVG, no plotting library): one labelled bar per value."""
+    row, label_w, pad = 26, 110, 6
+    height = pad * 2 + row * len(bars) + (18 if title else 0)
+    top = 18 if title else 0
+    parts = [f"<svg class='vf-chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"style='font:12px sans-serif'>"]
+    if title:
+        parts.append(f"<text x='0' y='13' font-weight='bold'>{html.escape(title)}</text>")
+    colors = ["#9aa5b1", "#2f6fdf", "#1b9e5a", "#d97706"]
+    for i, (label, value) in enumerate(bars):
+        y = top + pad + i * row
+        v = 0.0 if value is None else float(value)
+        w = max(0.0, min(1.0, v / maximum if maximum else 0.0)) * (width - label_w - 60)
+        text = "n/a" if value is None else fmt.format(value)
+        parts.append(f"<text x='0' y='{y + 15}'>{html.escape(label)}</text>"
+                     f"<rect x='{label_w}' y='{y + 3}' width='{w:.1f}' height='16' fill='{colors[i % len(colors)]}'/>"
+                     f"<text x='{label_w + w + 4:.1f}' y='{y + 15}'>{html.escape(text)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def curve_svg(series: dict[str, list[tuple[float, float]]], title: str = "", width: int = 360,
+              height: int = 160) -> str:
+    """Line chart of named (x, y) series as inline SVG (loss curves)."""
+    pts = [p for s in series.values() for p in s if p[1] == p[1]]
+    if not pts:
+        return "<i>no curve to draw</i>"
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-6)
+    pad, top = 30, 20
+
+    def xy(x, y):
+        return (pad + (x - x0) / (x1 - x0) * (width - 2 * pad),
+                height - pad - (y - y0) / (y1 - y0) * (height - pad - top))
+
+    colors = ["#2f6fdf", "#d62728", "#1b9e5a"]
+    parts = [f"<svg class='vf-chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"style='font:11px sans-serif'><text x='0' y='13' font-weight='bold'>{html.escape(title)}</text>",
+             f"<rect x='{pad}' y='{top}' width='{width - 2 * pad}' height='{height - pad - top}' fill='none' "
+             "stroke='#ccc'/>",
+             f"<text x='2' y='{top + 10}'>{y1:.3g}</text><text x='2' y='{height - pad}'>{y0:.3g}</text>"]
+    for i, (name, s) in enumerate(series.items()):
+        c = colors[i % len(colors)]
+        line = " ".join("{:.1f},{:.1f}".format(*xy(x, y)) for x, y in s if y == y)
+        if len(s) > 1:
+            parts.append(f"<polyline fill='none' stroke='{c}' stroke-width='2' points='{line}'/>")
+        else:
+            parts.extend(f"<circle cx='{xy(x, y)[0]:.1f}' cy='{xy(x, y)[1]:.1f}' r='3' fill='{c}'/>" for x, y in s)
+        parts.append(f"<text x='{width - 2 * pad - 60}' y='{top + 12 + 12 * i}' fill='{c}'>{html.escape(name)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def safe_thumbnail(path: str | Path, side: int = 72) -> str:
+    """An <img> of an image file, or a red box naming the file when it cannot be decoded."""
+    try:
+        return f"<img src='{thumbnail_uri(path, side)}'>"
+    except Exception as e:  # noqa: BLE001 - a bad file is shown, never fatal
+        return (f"<div class='vf-badimg' style='width:{side}px;height:{side}px;border:1px solid #b00020;"
+                f"color:#b00020;font-size:10px;overflow:hidden'>{html.escape(Path(str(path)).name)}: "
+                f"{html.escape(str(e)[-80:])}</div>")
 
 
 def improve_chart_html(report: dict) -> str:
     """Before/after accuracy of an Improve (self-training) report, per round, with kept readings."""
     if not report or "before" not in report:
         return ""
-    bars = [("before", report["before"]["accuracy"], "frozen planner")]
-    for r in report.get("rounds", []):
-        bars.append((f"round {r['round']}", r["eval"]["accuracy"], f"{r.get('kept_total', 0)} kept"))
+    bars = [("before", report["before"]["accuracy"])]
+    bars += [(f"round {r['round']} ({r.get('kept_total', 0)} kept)", r["eval"]["accuracy"])
+             for r in report.get("rounds", [])]
     n = report.get("eval_examples")
     title = "Improve: planner accuracy on held-out examples" + (f" (n={n})" if n else "")
     families = report["before"].get("per_family", {})
@@ -121,4 +174,4 @@ def improve_chart_html(report: dict) -> str:
         for f, v in families.items()) if report.get("after") else ""
     table = (f"<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>family</th><th>before</th>"
              f"<th>after</th></tr>{rows}</table>") if rows else ""
-    return f"<div class='vf-chart'>{accuracy_bars_svg(bars, title)}{table}</div>"
+    return f"<div>{bars_svg(bars, title, width=460)}{table}</div>"
