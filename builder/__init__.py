@@ -30,6 +30,7 @@ __all__ = [
     "planner_available", "template_for", "propose_programs", "add_program", "accept_program",
     "run_examples", "run_label", "latest_runs", "best_version", "diff_text",
     "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
+    "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names

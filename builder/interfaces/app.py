@@ -36,6 +36,7 @@ from builder import (
 )
 from builder.core.taskcard import TaskCardError
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.interfaces.app_search import search_card
 from builder.interfaces.views import results_table_html, thumbnail_uri, trace_html
 from builder.world.cards import KINDS as SHAPES_KINDS
 
@@ -326,7 +327,7 @@ class VisForgeApp:
         return pn.Column(
             pn.pane.Markdown("# VisForge\nDescribe a vision task with examples, let the planner write a program, "
                              "run it on the examples with a step-by-step trace, then save and accept it."),
-            self.alert, self.info, pn.Row(describe, program, sizing_mode="stretch_width"), run,
+            self.alert, self.info, pn.Row(describe, program, sizing_mode="stretch_width"), run, search_card(self),
             sizing_mode="stretch_width", styles={"max-width": "1400px", "margin": "auto"},
         )
 
