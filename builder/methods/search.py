@@ -220,7 +220,7 @@ def build_index(ws: Workspace, source: str | Path | Sequence[str | Path], name: 
                 "dim": int(embedder.dim), "profile": profile if isinstance(profile, str) else "<dict>"}
         index = SearchIndex(folder, meta, [], np.zeros((0, int(embedder.dim)), np.float32))
     known = {it["sha"]: i for i, it in enumerate(index.items)}
-    new_paths, new_shas, already, corrupt, seen = [], [], 0, [], set()
+    new_paths, new_shas, already, corrupt, dups = [], [], 0, [], {}
     for p in paths:
         try:
             sha = _digest(p.read_bytes())
@@ -230,12 +230,12 @@ def build_index(ws: Workspace, source: str | Path | Sequence[str | Path], name: 
         if sha in known:
             index.items[known[sha]]["path"] = str(p)
             already += 1
-        elif sha not in seen:
-            seen.add(sha)
+        elif sha not in dups:
+            dups[sha] = []
             new_paths.append(p)
             new_shas.append(sha)
         else:
-            already += 1  # a duplicate file within this batch
+            dups[sha].append(str(p))  # the same content twice in this batch: indexed once
     if runner == "local":
         ok, vecs, bad = _embed_local(embedder, new_paths, batch_size, progress)
     elif runner == "ray":
@@ -246,6 +246,12 @@ def build_index(ws: Workspace, source: str | Path | Sequence[str | Path], name: 
     else:
         raise SearchError(f"unknown runner {runner!r}; use 'local' or 'ray'")
     corrupt += bad
+    bad_shas = {new_shas[i] for i in set(range(len(new_paths))) - set(ok)}
+    for sha, copies in dups.items():
+        if sha in bad_shas:
+            corrupt += copies
+        else:
+            already += len(copies)
     if len(ok):
         index.items += [{"path": str(new_paths[i]), "sha": new_shas[i]} for i in ok]
         index.vectors = np.concatenate([index.vectors, vecs]) if len(index.vectors) else vecs
