@@ -109,22 +109,27 @@ def main() -> None:
              "seconds_all_pairs": round(brute_s, 2),
              "ms_per_text_query": round(1000 * brute_s / m, 2)}
 
-    # hybrid: embedding shortlist, matcher re-ranks it (the rest keeps embedding order below)
+    # hybrid: embedding shortlist, matcher re-ranks it (the rest keeps embedding order below);
+    # the matcher's score of every (caption, image) pair is ``full`` (computed above, same engine)
+    def hybrid(shortlist: int) -> dict:
+        out = {}
+        for name, sim, ver in (("text_to_image", sims, full), ("image_to_text", sims.T, full.T)):
+            order = np.argsort(-sim, axis=1, kind="stable")
+            ranks = []
+            for q in range(m):
+                cands = order[q, :shortlist]
+                pos = np.flatnonzero(cands == q)
+                if not len(pos):
+                    ranks.append(m)  # not shortlisted: at best after the shortlist
+                    continue
+                sc, si = ver[q, cands], sim[q, cands]
+                ranks.append(int(((sc > sc[pos[0]]) | ((sc == sc[pos[0]]) & (si > si[pos[0]]))).sum()))
+            out[name] = recalls(np.array(ranks))
+        return out
+
     s = args.shortlist
-    hyb = {}
-    for name, sim, score_of in (
-        ("text_to_image", sims, lambda q, cands: [matcher.scores(pixels[j], [texts[q]])[0] for j in cands]),
-        ("image_to_text", sims.T, lambda q, cands: matcher.scores(pixels[q], [texts[j] for j in cands])),
-    ):
-        ranks = []
-        for q in range(m):
-            order = np.argsort(-sim[q], kind="stable")
-            cands = order[:s]
-            sc = score_of(q, cands)
-            reranked = [int(cands[i]) for i in sorted(range(len(cands)), key=lambda i: (-sc[i], -sim[q, cands[i]]))]
-            full_order = reranked + [int(j) for j in order[s:]]
-            ranks.append(full_order.index(q))
-        hyb[name] = recalls(np.array(ranks))
+    hyb = hybrid(s)
+    hyb_sizes = {str(n): hybrid(n) for n in sorted({50, 100, 200, 300, s}) if n <= m}
 
     # query latency through the search API (embed the text, faiss, decode + verify the shortlist)
     lat_emb, lat_hyb = [], []
@@ -165,7 +170,7 @@ def main() -> None:
         "images": args.n, "captioned": m, "no_distinctive_caption": args.n - m,
         "mean_clauses_per_caption": round(float(np.mean(n_clauses)), 2), "phrasings": "heldout",
         "example_caption": texts[0], "shortlist": s,
-        "embedding_only": emb, "hybrid": hyb, "brute_force_matcher": brute,
+        "embedding_only": emb, "hybrid": hyb, "hybrid_by_shortlist": hyb_sizes, "brute_force_matcher": brute,
         "latency": {"text_query_embedding_1k": ms(lat_emb), "text_query_hybrid_1k": ms(lat_hyb),
                     f"text_query_embedding_{args.big // 1000}k": ms(lat_big),
                     f"faiss_search_only_{args.big // 1000}k": ms(lat_faiss)},

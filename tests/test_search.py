@@ -210,3 +210,17 @@ def test_ray_embeds_a_collection(ws, profile, tmp_path):
     assert local.added == 6
     order = {it["path"]: i for i, it in enumerate(b.items)}
     assert np.allclose(a.vectors, b.vectors[[order[it["path"]] for it in a.items]], atol=1e-5)
+
+
+def test_search_widget_and_app_card(ws, profile, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from builder import Runtime
+    from widgets import SearchWidget
+
+    folder = _images(tmp_path / "p", range(3), corrupt=1)
+    with Runtime(ws, profile=profile) as rt:
+        widget = SearchWidget(ws, runtime=rt)
+        assert widget.index(folder).added == 3 and "1 corrupt" in widget.status.value
+        hits = widget.search("There is a red circle.", k=2)
+        assert len(hits) == 2 and widget.results.value.count("<img") == 2
+        assert len(widget.add_results(1).examples) == len(ws.load_task().examples)

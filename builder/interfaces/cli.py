@@ -454,13 +454,13 @@ def search_cmd(
 @engines_app.command("train-embed")
 def engines_train_embed(
     out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
-    n_scenes: int = typer.Option(12000, min=1),
-    steps: int = typer.Option(500, min=1),
-    batch_size: int = typer.Option(64, min=2),
+    n_scenes: int = typer.Option(5000, min=1),
+    steps: int = typer.Option(1200, min=1),
+    batch_size: int = typer.Option(128, min=2),
     lr: float = typer.Option(3e-3),
-    word_dropout: float = typer.Option(0.15),
+    word_dropout: float = typer.Option(0.1),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch CPU threads (the machines are shared)."),
+    threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
     max_minutes: float = typer.Option(18.0, help="Stop training early (and save) after this long."),
     log_every: int = typer.Option(50),
 ) -> None:

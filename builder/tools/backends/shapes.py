@@ -493,21 +493,26 @@ class ShapesMatcher:
 class ShapesEmbedder:
     """The shapes-world dual encoder (``shapes_embed.DualEncoder``): images and captions in one space.
 
+    Images go through ``detector`` (frozen) and the trained set encoder; texts through the
+    trained clause encoder.
+
     ``ShapesEmbedder()`` loads the bundled weights (``weights/embed``), ``weights="dir"`` others.
     ``version`` includes a hash of the weights, so cached embeddings never outlive a retrain.
     """
 
     backend_id = "shapes:embedder"
 
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
+                 detector: ShapesDetector | None = None):
         from builder.tools.backends import shapes_embed
 
+        self.detector = detector or ShapesDetector()
         self.weights = Path(weights) if weights is not None else shapes_embed.DEFAULT_WEIGHTS
         path = self.weights / "model.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
                                     "`visforge engines train-embed --out DIR`)")
-        self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+        self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}+det{self.detector.version}"
         self.device = device
         self.batch_size = int(batch_size)
         self._model = None
@@ -529,13 +534,13 @@ class ShapesEmbedder:
     def embed_images(self, images: list) -> np.ndarray:
         import torch
 
-        from builder.tools.backends.shapes_embed import prepare_images
+        from builder.tools.backends.shapes_embed import object_inputs
 
         model, out = self.model, []
         with torch.inference_mode():
             for s in range(0, len(images), self.batch_size):
                 chunk = [as_rgb_array(im) for im in images[s: s + self.batch_size]]
-                x = prepare_images(chunk, model.config["image_size"]).to(self.device)
+                x = object_inputs(chunk, self.detector).to(self.device)
                 out.append(model.encode_images(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 

@@ -1,19 +1,23 @@
 """The shapes-world dual encoder: images and captions embedded into one space (contrastive).
 
-Image side: a slim CNN with coordinate channels down to an 8x8 grid, max-pooled (what is in
-the image) and flattened (where), then an MLP. Text side: a caption is split into clauses (at
-sentence punctuation, commas and "and"); each clause goes through word embeddings and dilated
-1-D convolutions, max- and mean-pooled; the text embedding is the
-normalised *sum* of the clause embeddings, so a caption's similarity to an image is roughly the
-sum of its clauses' similarities (a compositional bias that lets long captions of several
-clauses work). Unknown words map to ``<unk>``; word dropout during training makes unseen
-phrasings (held-out patterns) in-distribution.
+The ROSA recipe on the shapes world: align a frozen vision model with a small trained one,
+with little data and compute. Image side: the shapes detector (classical CV on the pixels,
+frozen, no training) lists the objects it sees; a trained set encoder embeds each object
+(size, colour, shape one-hots, centre, side, score) and each ordered pair of objects (their
+offset carries "left of", "above"), pools them (max: what is there; sum: how many) and
+projects. Text side: a caption is split into clauses (at sentence punctuation, commas and
+"and"); each clause goes through word embeddings and dilated 1-D convolutions, max- and
+mean-pooled; the text embedding is the normalised *sum* of the clause embeddings, so a
+caption's similarity to an image is roughly the sum of its clauses' similarities (a
+compositional bias that lets long captions of several clauses work). Unknown words map to
+``<unk>``; word dropout during training makes unseen phrasings (held-out patterns)
+in-distribution.
 
-Training (``train_command``, ``visforge engines train-embed``): rendered shapes-world scenes,
-captions of 1-4 true clauses in the world's *training* phrasings, symmetric InfoNCE over the
-batch plus one hard negative caption per image (one clause changed so it is false). Other
-captions of the batch that also hold for an image (checked on ground truth: labels only) are
-left out of its negatives. The encoders themselves see pixels and text only.
+Training (``train_command``, ``visforge engines train-embed``): rendered shapes-world scenes
+(through the detector), captions of 1-4 true clauses in the world's *training* phrasings,
+symmetric InfoNCE over the batch plus one hard negative caption per image (one clause changed
+so it is false). Other captions of the batch that also hold for an image (checked on ground
+truth: labels only) are left out of its negatives. The encoders see pixels and text only.
 """
 
 from __future__ import annotations
@@ -30,12 +34,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from builder.tools.backends.shapes_vqa import resize_square, to_tensor
 from builder.world.captions import CLAUSE_KINDS, PATTERNS, hard_negative, random_clauses, render_clauses
 from builder.world.scene import COLORS, SHAPES, SIZES, get_domain, render_array, sample_scene
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "embed"
-ARCH = "dual-clause-cnn-v1"
+ARCH = "dual-objects-clauses-v1"
 PAD, UNK = "<pad>", "<unk>"
 _CLAUSE_SPLIT = re.compile(r"[.;,:!?]|\band\b")
 
@@ -67,29 +70,47 @@ def _coords(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, xs, ys], 1)
 
 
+MAX_OBJECTS = 10
+OBJ_FEATURES = len(SIZES) + len(COLORS) + len(SHAPES) + 4  # one-hots, centre x/y, side, score
+
+
+def object_inputs(images: list[np.ndarray], detector) -> torch.Tensor:
+    """(N, MAX_OBJECTS, OBJ_FEATURES) inputs of the image encoder: what the (frozen) shapes
+    detector sees in each image's pixels, one row per object (zeros pad; the last column of a
+    real object's row, its detection score, is > 0)."""
+    out = torch.zeros(len(images), MAX_OBJECTS, OBJ_FEATURES)
+    sizes, colors, shapes = list(SIZES), list(COLORS), list(SHAPES)
+    for n, image in enumerate(images):
+        h, w = image.shape[:2]
+        for k, o in enumerate(detector.objects(image)[:MAX_OBJECTS]):
+            row = out[n, k]
+            row[sizes.index(o.size)] = 1
+            row[len(sizes) + colors.index(o.color)] = 1
+            row[len(sizes) + len(colors) + shapes.index(o.shape)] = 1
+            cx, cy = o.center
+            side = max(o.box[2] - o.box[0], o.box[3] - o.box[1])
+            row[-4:] = torch.tensor([cx / w * 2 - 1, cy / h * 2 - 1, side / max(h, w), max(0.05, o.score)])
+    return out
+
+
 class DualEncoder(nn.Module):
     """Image and clause encoders into ``dim``-d unit vectors; ``config`` is plain JSON.
 
-    Sized for training on two shared CPU cores: a slim strided CNN whose 8x8 grid is both
-    max-pooled (what is there) and flattened into a projection (where it is), and a dilated
-    1-D convolution over each clause's words (receptive field of 15 words, enough for
-    "a large red circle left of a small blue square").
+    Image side (the ROSA recipe: align a frozen vision model with a small trained one): the
+    shapes detector (classical CV on the pixels, frozen) lists the objects; a set encoder embeds
+    each object and each ordered pair of objects (their offset carries "left of", "above"),
+    pools them (max: what is there; sum: how many) and projects. Text side: a dilated 1-D
+    convolution over each clause's words (receptive field of 15 words).
     """
 
-    def __init__(self, vocab: list[str], image_size: int = 64, ch: int = 64, emb: int = 48, hidden: int = 96,
-                 dim: int = 128):
+    def __init__(self, vocab: list[str], emb: int = 48, hidden: int = 96, dim: int = 128):
         super().__init__()
-        self.config = {"arch": ARCH, "vocab": list(vocab), "image_size": image_size, "ch": ch, "emb": emb,
-                       "hidden": hidden, "dim": dim}
+        self.config = {"arch": ARCH, "vocab": list(vocab), "emb": emb, "hidden": hidden, "dim": dim,
+                       "max_objects": MAX_OBJECTS, "obj_features": OBJ_FEATURES}
         self.word_index = {w: i for i, w in enumerate(vocab)}
-        self.stem = nn.Sequential(
-            nn.Conv2d(5, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
-            nn.Conv2d(24, 48, 3, stride=2, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
-            nn.Conv2d(48, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU(),
-            nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU())
-        cells = (image_size // 8) ** 2
-        self.squeeze = nn.Conv2d(ch + 2, 16, 1)
-        self.image_proj = nn.Sequential(nn.Linear(16 * cells + ch, 256), nn.ReLU(), nn.Linear(256, dim))
+        self.obj = nn.Sequential(nn.Linear(OBJ_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.pair = nn.Sequential(nn.Linear(2 * hidden + 2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.image_proj = nn.Sequential(nn.Linear(3 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, dim))
         self.embed = nn.Embedding(len(vocab), emb, padding_idx=0)
         self.convs = nn.ModuleList([nn.Conv1d(emb, hidden, 3, padding=1),
                                     nn.Conv1d(hidden, hidden, 3, padding=2, dilation=2),
@@ -101,11 +122,17 @@ class DualEncoder(nn.Module):
     def dim(self) -> int:
         return self.config["dim"]
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) floats in [0, 1] -> (N, dim) unit vectors."""
-        x = self.stem(_coords(images))
-        where = F.relu(self.squeeze(_coords(x))).flatten(1)
-        return F.normalize(self.image_proj(torch.cat([x.amax((2, 3)), where], 1)), dim=-1)
+    def encode_images(self, objects: torch.Tensor) -> torch.Tensor:
+        """(N, MAX_OBJECTS, OBJ_FEATURES) from ``object_inputs`` -> (N, dim) unit vectors."""
+        valid = objects[:, :, -1] > 0  # (N, K)
+        h = self.obj(objects) * valid[..., None]
+        n, k, d = h.shape
+        offset = objects[:, :, None, -4:-2] - objects[:, None, :, -4:-2]  # (N, K, K, 2)
+        pairs = torch.cat([h[:, :, None].expand(n, k, k, d), h[:, None].expand(n, k, k, d), offset], -1)
+        pair_ok = valid[:, :, None] & valid[:, None, :] & ~torch.eye(k, dtype=torch.bool)[None]
+        p = self.pair(pairs).masked_fill(~pair_ok[..., None], 0.0)
+        pooled = torch.cat([h.amax(1), h.sum(1) / 4, p.flatten(1, 2).amax(1)], 1)
+        return F.normalize(self.image_proj(pooled), dim=-1)
 
     def clause_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(clause token ids padded, clause lengths, owner text index per clause)."""
@@ -139,10 +166,6 @@ class DualEncoder(nn.Module):
         return self.encode_clauses(ids.to(dev), lengths, owner, len(texts))
 
 
-def prepare_images(images: list[np.ndarray], size: int) -> torch.Tensor:
-    return to_tensor(np.stack([resize_square(im, size) for im in images]))
-
-
 def save_model(model: DualEncoder, out_dir, extra: dict | None = None) -> Path:
     """``model.safetensors`` (float16) and ``config.json``."""
     out = Path(out_dir)
@@ -163,22 +186,22 @@ def load_model(weights_dir=DEFAULT_WEIGHTS, device: str = "cpu") -> DualEncoder:
     cfg = json.loads((d / "config.json").read_text())
     if cfg.get("arch") != ARCH:
         raise ValueError(f"{d}: architecture {cfg.get('arch')!r} is not {ARCH!r}")
-    model = DualEncoder(cfg["vocab"], cfg["image_size"], cfg["ch"], cfg["emb"], cfg["hidden"], cfg["dim"])
+    model = DualEncoder(cfg["vocab"], cfg["emb"], cfg["hidden"], cfg["dim"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(d / "model.safetensors")).items()}
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
 # ---- training -------------------------------------------------------------------------------
-def render_scenes(n: int, seed: int, domain="clean", image_size: int = 64):
-    """(scenes, (n, S, S, 3) uint8 resized pixels)."""
-    dom = get_domain(domain)
-    scenes, pics = [], np.zeros((n, image_size, image_size, 3), np.uint8)
-    for i in range(n):
-        scene = sample_scene(np.random.default_rng([seed, i, 11]), dom)
-        scenes.append(scene)
-        pics[i] = resize_square(render_array(scene), image_size)
-    return scenes, pics
+def render_scenes(n: int, seed: int, domain="clean"):
+    """(scenes, (n, MAX_OBJECTS, OBJ_FEATURES) encoder inputs from the rendered pixels)."""
+    from builder.tools.backends.shapes import ShapesDetector
+
+    dom, detector = get_domain(domain), ShapesDetector()
+    scenes = [sample_scene(np.random.default_rng([seed, i, 11]), dom) for i in range(n)]
+    inputs = torch.cat([object_inputs([render_array(sc) for sc in scenes[s: s + 256]], detector)
+                        for s in range(0, n, 256)])
+    return scenes, inputs
 
 
 _SIZE_I = {None: 0, **{v: i + 1 for i, v in enumerate(SIZES)}}
@@ -232,15 +255,15 @@ def _possible(caps: list[list], scenes: list) -> torch.Tensor:
 
 
 def train(model: DualEncoder, scenes, pics: np.ndarray, steps: int, batch_size: int = 128, lr: float = 2e-3,
-          word_dropout: float = 0.15, seed: int = 0, log_every: int = 100, log=print,
+          word_dropout: float = 0.1, seed: int = 0, log_every: int = 100, log=print,
           max_seconds: float | None = None) -> dict:
     """Train in place; returns a small history. ``max_seconds`` stops early (a guard on busy machines)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup, t0, running, hist = 100, time.time(), 0.0, {"loss": []}
+    warmup, t0, running, hist = max(1, min(100, steps // 15)), time.time(), 0.0, {"loss": []}
     unk = model.word_index[UNK]
-    images_all = torch.from_numpy(pics)
+    images_all = pics
     model.train()
     for step in range(1, steps + 1):
         progress = max(0.0, (step - warmup) / max(1, steps - warmup))
@@ -261,7 +284,7 @@ def train(model: DualEncoder, scenes, pics: np.ndarray, steps: int, batch_size: 
         if word_dropout > 0:
             ids = ids.masked_fill((torch.rand(ids.shape) < word_dropout) & (ids > 0), unk)
         txt = model.encode_clauses(ids, lengths, owner, len(texts) + len(negs))
-        img = model.encode_images(to_tensor(images_all[idx]))
+        img = model.encode_images(images_all[torch.from_numpy(idx)])
         scale = model.logit_scale.exp().clamp(max=100)
         possible = _possible(caps, batch)  # [caption, image]
         pos_mask = possible & ~torch.eye(batch_size, dtype=torch.bool)
@@ -299,11 +322,11 @@ def retrieval_check(model: DualEncoder, n: int = 200, seed: int = 10_000, split:
     """Quick text->image recall on ``n`` fresh scenes with distinctive captions in ``split``."""
     from builder.world.captions import distinctive_caption
 
-    scenes, pics = render_scenes(n, seed, image_size=model.config["image_size"])
+    scenes, pics = render_scenes(n, seed)
     rng = np.random.default_rng(seed)
     pairs = [(i, c) for i in range(n) if (c := distinctive_caption(scenes, i, rng)) is not None]
     texts = [render_clauses(c, rng, split) for _, c in pairs]
-    img = model.encode_images(to_tensor(torch.from_numpy(pics)))
+    img = model.encode_images(pics)
     txt = model.encode_texts(texts)
     sims = txt @ img.T
     target = torch.tensor([i for i, _ in pairs])
@@ -311,16 +334,16 @@ def retrieval_check(model: DualEncoder, n: int = 200, seed: int = 10_000, split:
     return {f"t2i_R@{k}": round(float((rank < k).float().mean()), 4) for k in (1, 5, 10)} | {"n": len(pairs)}
 
 
-def train_command(out: str | Path, n_scenes: int = 12000, steps: int = 500, batch_size: int = 64,
-                  lr: float = 3e-3, word_dropout: float = 0.15, seed: int = 0, threads: int = 2,
-                  log_every: int = 50, image_size: int = 64, max_minutes: float | None = 18.0) -> dict:
+def train_command(out: str | Path, n_scenes: int = 5000, steps: int = 1200, batch_size: int = 128,
+                  lr: float = 3e-3, word_dropout: float = 0.1, seed: int = 0, threads: int = 1,
+                  log_every: int = 50, max_minutes: float | None = 18.0) -> dict:
     """Train the shapes dual encoder and save it to ``out`` (``visforge engines train-embed``)."""
     torch.set_num_threads(threads)
     t0 = time.time()
-    scenes, pics = render_scenes(n_scenes, seed, image_size=image_size)
-    print(f"rendered {n_scenes} scenes in {time.time() - t0:.0f}s")
+    scenes, pics = render_scenes(n_scenes, seed)
+    print(f"rendered {n_scenes} scenes and ran the detector in {time.time() - t0:.0f}s")
     torch.manual_seed(seed)
-    model = DualEncoder(build_vocab(), image_size=image_size)
+    model = DualEncoder(build_vocab())
     print(f"{sum(p.numel() for p in model.parameters())} parameters")
     hist = train(model, scenes, pics, steps, batch_size, lr, word_dropout, seed, log_every,
                  max_seconds=None if max_minutes is None else 60 * max_minutes - (time.time() - t0))
@@ -328,7 +351,7 @@ def train_command(out: str | Path, n_scenes: int = 12000, steps: int = 500, batc
     print(f"held-out phrasing check over 200 scenes: {check}")
     extra = {"command": "visforge engines train-embed", "n_scenes": n_scenes, "steps": steps,
              "batch_size": batch_size, "lr": lr, "word_dropout": word_dropout, "seed": seed, "threads": threads,
-             "image_size": image_size, "steps_done": hist["steps_done"], "max_minutes": max_minutes,
+             "steps_done": hist["steps_done"], "max_minutes": max_minutes,
              "train_seconds": hist["seconds"], "total_seconds": round(time.time() - t0, 1),
              "final_loss": hist["loss"][-1][1], "heldout_check": check}
     save_model(model, out, extra)
