@@ -119,7 +119,7 @@ def run_world_seed(seed: int, a, runner: Runner, pool) -> dict:
     weak_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     cfg = AdaptConfig(rounds=a.rounds, k=a.k, steps=a.steps, seed=seed)
-    _, report = self_train(planner, train, held, scorer, cfg)
+    _, report = self_train(planner, train, held, scorer, cfg, progress=_log(f"seed {seed}"))
     rounds_s = time.perf_counter() - t1
     # guard precision/recall against the audit (8 further probes)
     tp = fp = fn = tn = 0
@@ -173,11 +173,15 @@ def blind_adaptation(planner: SemanticPlanner, runner: Runner, pool, a, label: s
     scorer = Scorer(runner)
     cfg = AdaptConfig(rounds=a.rounds, k=a.k, steps=a.steps, seed=0)
     t0 = time.perf_counter()
-    _, report = self_train(planner, adapt, held, scorer, cfg)
+    _, report = self_train(planner, adapt, held, scorer, cfg, progress=_log(label))
     return {"planner": label, "adaptation_queries": len(adapt), "evaluation_queries": len(held),
             "before": report["before"], "after": report["after"],
             "rounds": [{k: v for k, v in r.items() if k != "audit"} for r in report["rounds"]],
             "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _log(prefix: str):
+    return lambda msg, frac: print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
 
 
 def _stats(values):

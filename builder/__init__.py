@@ -33,6 +33,7 @@ __all__ = [
     "Cancelled", "task_fingerprint", "validate_image_upload", "task_history", "restore_task", "replace_task",
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
     "examples_dataset", "shapes_unlabelled", "run_step_in_process",
+    "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names

@@ -136,7 +136,7 @@ def test_trace_html_draws_steps():
 
 
 def test_profiles():
-    assert set(load_profile("shapes")) == {"detector", "vqa", "captioner", "matcher", "ocr"}
+    assert set(load_profile("shapes")) == {"detector", "vqa", "captioner", "matcher", "ocr", "embedder"}
     assert load_profile("hf")["vqa"]["model"] == "Salesforce/blip-vqa-base"
     with pytest.raises(ProfileError, match="unknown engine kind 'segmenter'"):
         load_profile({"segmenter": {"backend": "hf"}})

@@ -15,6 +15,7 @@ from builder.interfaces.demo import run_notebook_demo
 from widgets._base import NotAvailable, StepWidget
 from widgets.export import ExportWidget
 from widgets.plan import PlanWidget
+from widgets.search import SearchWidget
 from widgets.steps import AugmentWidget, FinetuneWidget, ImproveWidget
 from widgets.task import TaskWidget
 
@@ -25,6 +26,7 @@ __all__ = [
     "ImproveWidget",
     "NotAvailable",
     "PlanWidget",
+    "SearchWidget",
     "Runtime",
     "StepWidget",
     "TaskWidget",

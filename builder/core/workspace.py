@@ -33,7 +33,7 @@ from builder.core.taskcard import TaskCard, TaskCardError, load_task_card, save_
 
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
-SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache")
+SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index")
 
 
 def _copy_example_images(task: TaskCard, src: Path, dest: Path) -> TaskCard:

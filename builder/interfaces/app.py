@@ -68,6 +68,7 @@ from builder import (
 from builder.core.atomic import atomic_write_json
 from builder.core.taskcard import TaskCardError
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.interfaces.app_search import search_card
 from builder.interfaces.views import bars_svg, curve_svg, results_table_html, safe_thumbnail, trace_html
 from builder.world.cards import KINDS as SHAPES_KINDS
 
@@ -878,6 +879,7 @@ class VisForgeApp:
             self.message, jobs,
             pn.GridBox(task, program, ncols=2, sizing_mode="stretch_width"), run,
             pn.GridBox(improve, augment, finetune, export, ncols=2, sizing_mode="stretch_width"),
+            search_card(self),
             sizing_mode="stretch_width", styles={"max-width": "1800px", "margin": "auto"},
         )
 

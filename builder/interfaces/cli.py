@@ -406,5 +406,93 @@ def engines_train_vqa(
                   domain, seed, threads, eval_scenes, log_every)
 
 
+@app.command("index")
+def index_cmd(
+    source: list[Path] = typer.Argument(..., help="Folders (searched recursively) or image files to index."),
+    workspace: Path = typer.Option(..., help="The workspace that keeps the index."),
+    name: str = typer.Option("default", help="Index name (several indexes can live in one workspace)."),
+    profile: str = typer.Option("shapes", help="Engine profile whose embedder embeds the images."),
+    runner: str = typer.Option("local", help="local (in this process) or ray (Ray Data actor pool)."),
+    workers: int = typer.Option(2, min=1, help="Ray actors."),
+    rebuild: bool = typer.Option(False, help="Start the index afresh instead of adding new images."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Index a collection of images for search (incremental: only new images are embedded)."""
+    try:
+        ws = workflow.open_workspace(workspace)
+        res = workflow.index_images(ws, source, name=name, profile=profile, runner=runner, workers=workers,
+                                    progress=progress, rebuild=rebuild)
+    except (UserError, FileNotFoundError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({**res.__dict__, "corrupt_count": len(res.corrupt)}))
+        return
+    typer.echo(res.summary())
+    for path in res.corrupt[:20]:
+        typer.echo(f"  skipped (corrupt or unreadable): {path}")
+    if len(res.corrupt) > 20:
+        typer.echo(f"  ... and {len(res.corrupt) - 20} more")
+
+
+@app.command("search")
+def search_cmd(
+    query: str = typer.Argument("", help="Text to find images for (text->image)."),
+    workspace: Path | None = typer.Option(None, help="The workspace with the index (text->image)."),
+    k: int = typer.Option(10, min=1, help="How many results."),
+    name: str = typer.Option("default", help="Index name."),
+    profile: str = typer.Option("shapes", help="Engine profile (embedder, and matcher for --verify)."),
+    verify: bool = typer.Option(True, help="Hybrid: re-rank an embedding shortlist with the matcher."),
+    shortlist: int = typer.Option(100, min=1, help="Embedding candidates the matcher re-ranks."),
+    image: Path | None = typer.Option(None, help="Image->text: rank the texts of --texts for this image."),
+    texts: Path | None = typer.Option(None, help="Candidate texts, one per line (with --image)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+) -> None:
+    """Search: `visforge search "a red circle left of a blue square" --workspace ws/` or
+    `visforge search --image img.png --texts captions.txt`."""
+    from builder.methods.search import hits_json
+
+    try:
+        if image is not None:
+            if texts is None:
+                _fail("--image needs --texts FILE (candidate texts, one per line)")
+            lines = [t.strip() for t in texts.read_text(encoding="utf-8").splitlines() if t.strip()]
+            hits = workflow.search_captions(image, lines, k=k, profile=profile, verify=verify, shortlist=shortlist)
+        else:
+            if workspace is None or not query.strip():
+                _fail("text->image search needs a QUERY and --workspace (or use --image)")
+            ws = workflow.open_workspace(workspace)
+            hits = workflow.search_images(ws, query, k=k, name=name, profile=profile, verify=verify,
+                                          shortlist=shortlist)
+    except (UserError, FileNotFoundError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(hits_json(hits)))
+        return
+    for h in hits:
+        extra = f" (similarity {h.similarity:.3f})" if h.verified is not None else ""
+        typer.echo(f"{h.rank:3d}  {h.score:.4f}{extra}  {h.item}")
+
+
+@engines_app.command("train-embed")
+def engines_train_embed(
+    out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
+    n_scenes: int = typer.Option(5000, min=1),
+    steps: int = typer.Option(1200, min=1),
+    batch_size: int = typer.Option(128, min=2),
+    lr: float = typer.Option(3e-3),
+    word_dropout: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
+    max_minutes: float = typer.Option(18.0, help="Stop training early (and save) after this long."),
+    log_every: int = typer.Option(50),
+) -> None:
+    """Train the shapes-world dual encoder (the `shapes` embedder for image-text search)."""
+    from builder.tools.backends.shapes_embed import train_command
+
+    train_command(out, n_scenes, steps, batch_size, lr, word_dropout, seed, threads, log_every,
+                  max_minutes=max_minutes)
+
+
 if __name__ == "__main__":
     app()

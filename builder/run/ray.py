@@ -76,3 +76,49 @@ def run_ray(source: str, examples: list[ExampleInput], *, profile: str | dict = 
     )
     rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
     return RunnerOutput([ExampleResult(**json.loads(r["result"])) for r in rows])
+
+
+class _Embedder:
+    """One Ray actor: builds the profile's embedder once, then embeds batches of image files."""
+
+    def __init__(self, profile):
+        self.embedder = build_engines(profile).embedder
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from builder.core.images import ImageError, load_image
+
+        images, ok = [], []
+        for path in batch["path"]:
+            try:
+                images.append(load_image(str(path)))
+                ok.append(True)
+            except (ImageError, OSError, ValueError):
+                ok.append(False)
+        vecs = self.embedder.embed_images(images) if images else np.zeros((0, 1), np.float32)
+        rows, k = [], 0
+        for good in ok:
+            rows.append(json.dumps(vecs[k].tolist()) if good else "")
+            k += int(good)
+        return {"order": batch["order"], "vector": np.array(rows, dtype=object)}
+
+
+def embed_images_ray(paths: list[str], profile: str | dict = "shapes", workers: int = 2, batch_size: int = 64,
+                     progress: bool = True) -> tuple[list[int], np.ndarray, list[str]]:
+    """Embed image files on a Ray Data actor pool: (indices embedded, vectors, unreadable paths).
+
+    Each actor builds the profile's ``embedder``; files are read inside the actors (only paths
+    and vectors cross process boundaries).
+    """
+    if not isinstance(profile, (str, dict)):
+        raise TypeError("the Ray path builds engines in each actor: pass a profile name, path or dict")
+    if not paths:
+        return [], np.zeros((0, 0), np.float32), []
+    ray = ray_session(workers, progress)
+    ds = ray.data.from_items([{"order": i, "path": p} for i, p in enumerate(paths)]).map_batches(
+        _Embedder, fn_constructor_args=(profile,), batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers))
+    rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
+    ok = [int(r["order"]) for r in rows if r["vector"]]
+    bad = [paths[int(r["order"])] for r in rows if not r["vector"]]
+    vecs = np.array([json.loads(r["vector"]) for r in rows if r["vector"]], np.float32)
+    return ok, vecs, bad

@@ -80,6 +80,21 @@ class Matcher(Engine, Protocol):
 
 
 @runtime_checkable
+class Embedder(Engine, Protocol):
+    """Image and text encoders into one space (retrieval). Rows are unit vectors, float32."""
+
+    dim: int
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, dim) embeddings of N images."""
+        ...
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(N, dim) embeddings of N texts, comparable to image embeddings by inner product."""
+        ...
+
+
+@runtime_checkable
 class OCREngine(Engine, Protocol):
     def read(self, image: np.ndarray) -> list[TextSpan]:
         """Read all text in the image, in reading order."""

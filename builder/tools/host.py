@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from builder.tools.cache import ToolCache, cache_key, image_hash
-from builder.tools.engines import Captioner, Detector, Matcher, OCREngine, VQAEngine
+from builder.tools.engines import Captioner, Detector, Embedder, Matcher, OCREngine, VQAEngine
 from builder.tools.specs import MAX_TEXTS, TOOLS, ToolError
 from builder.tools.trace import Trace
 
@@ -31,6 +31,7 @@ class Engines:
     captioner: Captioner | None = None
     matcher: Matcher | None = None
     ocr: OCREngine | None = None
+    embedder: Embedder | None = None  # search only (no program tool uses it)
 
     def get(self, kind: str):
         engine = getattr(self, kind)

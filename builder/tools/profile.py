@@ -38,6 +38,8 @@ BACKENDS: dict[tuple[str, str], str] = {
     ("captioner", "hf"): "builder.tools.backends.hf:HFCaptioner",
     ("matcher", "hf"): "builder.tools.backends.hf:HFMatcher",
     ("ocr", "rapidocr"): "builder.tools.backends.ocr:RapidOCREngine",
+    ("embedder", "shapes"): "builder.tools.backends.shapes:ShapesEmbedder",
+    ("embedder", "hf"): "builder.tools.backends.hf:HFEmbedder",
 }
 
 

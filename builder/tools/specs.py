@@ -26,7 +26,7 @@ from typing import Any
 from builder.tools import api
 
 # Engine kinds, in profile order. Each has a protocol in builder.tools.engines.
-ENGINE_KINDS = ("detector", "vqa", "captioner", "matcher", "ocr")
+ENGINE_KINDS = ("detector", "vqa", "captioner", "matcher", "ocr", "embedder")
 YES = {"yes", "true", "y"}
 MAX_TEXTS = 64  # candidates for one best_text_match / best_image_match call
 MAX_ARG_CHARS = 2_000

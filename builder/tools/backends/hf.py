@@ -375,6 +375,95 @@ class HFMatcher(_HFBackend):
 
 
 # --------------------------------------------------------------------------------------------
+# Embedder
+# --------------------------------------------------------------------------------------------
+
+
+def _features(out):
+    """transformers 5 returns a model output from ``get_*_features``; older versions a tensor."""
+    if hasattr(out, "pooler_output"):
+        return out.pooler_output
+    return out
+
+
+class HFEmbedder(_HFBackend):
+    """Image and text embeddings from CLIP or SigLIP (``AutoModel``): the projected features,
+    L2-normalised, so inner product is the cosine similarity the model was trained with.
+
+    Images and texts are embedded in batches of ``batch_size``; SigLIP texts are padded to
+    max_length (as it was trained).
+    """
+
+    kind = "dual encoder"
+
+    def __init__(
+        self,
+        model: str | Path = "openai/clip-vit-base-patch32",
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 32,
+    ):
+        super().__init__(model, revision, device, dtype)
+        if batch_size < 1:
+            raise ValueError(f"HFEmbedder: batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+
+    def _model_class(self):
+        from transformers import AutoModel
+
+        return AutoModel
+
+    def _check_config(self, model) -> None:
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ModelLoadError(
+                f"HFEmbedder: {self.model!r} ({model.config.model_type!r}) is not a dual image-text "
+                "encoder such as CLIP or SigLIP"
+            )
+
+    @property
+    def dim(self) -> int:
+        model, _ = self._load()
+        cfg = model.config
+        return int(getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size)
+
+    def _normalise(self, feats) -> np.ndarray:
+        arr = feats.float().cpu().numpy().astype(np.float32)
+        return arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
+
+    def embed_images(self, images: list) -> np.ndarray:
+        """(N, dim) unit vectors."""
+        import torch
+
+        model, processor = self._load()
+        out = []
+        for s in range(0, len(images), self.batch_size):
+            batch = processor(images=[_pil(im) for im in images[s: s + self.batch_size]], return_tensors="pt")
+            with torch.inference_mode():
+                feats = _features(model.get_image_features(pixel_values=self._inputs(batch)["pixel_values"]))
+            out.append(self._normalise(feats))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(N, dim) unit vectors."""
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("HFEmbedder.embed_texts: texts must be a list of strings, not one string")
+        model, processor = self._load()
+        padding = "max_length" if model.config.model_type.startswith("siglip") else True
+        out = []
+        for s in range(0, len(texts), self.batch_size):
+            batch = processor(text=list(texts[s: s + self.batch_size]), padding=padding, truncation=True,
+                              return_tensors="pt")
+            inputs = {k: v for k, v in self._inputs(batch).items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                feats = _features(model.get_text_features(**inputs))
+            out.append(self._normalise(feats))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+# --------------------------------------------------------------------------------------------
 # BLIP: VQA and captions
 # --------------------------------------------------------------------------------------------
 

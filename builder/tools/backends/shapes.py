@@ -17,6 +17,7 @@ import colorsys
 import hashlib
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +52,7 @@ SIZE_SPLIT = 0.162
 # Two objects whose sides differ by this factor belong to different size classes (nominal 1.83).
 SIZE_RATIO = 1.4
 BLUR_LEVELS = (0.0, 0.8, 1.5, 2.2)  # blur radii (pixels) the shape classifier considers
+OBJECT_CACHE_SIZE = 4096  # images whose detected objects a detector remembers
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
@@ -198,6 +200,10 @@ class ShapesDetector:
         self.threshold = float(threshold)
         self.chroma_threshold = float(chroma_threshold)
         self.version = f"{DETECTOR_VERSION}+t{self.threshold:g}+c{self.chroma_threshold:g}"
+        # The objects of recently seen images (by pixel digest): hybrid search verifies many
+        # captions against the same shortlisted images.
+        self._seen: OrderedDict[bytes, list[ShapeObject]] = OrderedDict()
+        self._seen_lock = threading.Lock()
 
     def _masks(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(core mask, raw chroma, smoothed image). A 3x3 median removes pixel noise but rounds
@@ -213,6 +219,19 @@ class ShapesDetector:
     def objects(self, image) -> list[ShapeObject]:
         """Every object in the image, left to right."""
         img = as_rgb_array(image)
+        key = hashlib.blake2b(img.tobytes(), digest_size=16, person=str(img.shape).encode()[:16]).digest()
+        with self._seen_lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return list(self._seen[key])
+        objs = self._objects(img)
+        with self._seen_lock:
+            self._seen[key] = objs
+            while len(self._seen) > OBJECT_CACHE_SIZE:
+                self._seen.popitem(last=False)
+        return list(objs)
+
+    def _objects(self, img: np.ndarray) -> list[ShapeObject]:
         H, W = img.shape[:2]
         core, raw, smooth = self._masks(img)
         if not core.any():
@@ -396,6 +415,12 @@ def _holds(a: ShapeObject, b: ShapeObject, rel: str) -> bool:
 
 
 def parse_caption(text: str) -> list[tuple]:
+    """Constraints in a caption (see ``_parse_caption``); parsed once per distinct text."""
+    return list(_parse_caption(text))
+
+
+@lru_cache(maxsize=8192)
+def _parse_caption(text: str) -> tuple:
     """Constraints in a caption: ("exists", q), ("count", q) or ("relation", qa, rel, qb).
 
     Clauses are split at ",", ";", ":" and "and"; a clause with a relation word relates the
@@ -414,7 +439,7 @@ def parse_caption(text: str) -> list[tuple]:
         q = parse_object_query(clause)
         if q.size or q.color or q.shape or q.count is not None or not q.known:
             out.append(_object_constraint(q))
-    return out
+    return tuple(out)
 
 
 def _object_constraint(q: ObjectQuery) -> tuple:
@@ -462,3 +487,70 @@ class ShapesMatcher:
                 near += float(ok)
             hits += float(ok)
         return round(hits / len(constraints) + 0.009 * near / len(constraints), 6)
+
+
+# ---- embedder ---------------------------------------------------------------------------------
+class ShapesEmbedder:
+    """The shapes-world dual encoder (``shapes_embed.DualEncoder``): images and captions in one space.
+
+    Images go through ``detector`` (frozen) and the trained set encoder; texts through the
+    trained clause encoder.
+
+    ``ShapesEmbedder()`` loads the bundled weights (``weights/embed``), ``weights="dir"`` others.
+    ``version`` includes a hash of the weights, so cached embeddings never outlive a retrain.
+    """
+
+    backend_id = "shapes:embedder"
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
+                 detector: ShapesDetector | None = None):
+        from builder.tools.backends import shapes_embed
+
+        self.detector = detector or ShapesDetector()
+        self.weights = Path(weights) if weights is not None else shapes_embed.DEFAULT_WEIGHTS
+        path = self.weights / "model.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
+                                    "`visforge engines train-embed --out DIR`)")
+        self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}+det{self.detector.version}"
+        self.device = device
+        self.batch_size = int(batch_size)
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                from builder.tools.backends.shapes_embed import load_model
+
+                self._model = load_model(self.weights, self.device)
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def embed_images(self, images: list) -> np.ndarray:
+        import torch
+
+        from builder.tools.backends.shapes_embed import object_inputs
+
+        model, out = self.model, []
+        with torch.inference_mode():
+            for s in range(0, len(images), self.batch_size):
+                chunk = [as_rgb_array(im) for im in images[s: s + self.batch_size]]
+                x = object_inputs(chunk, self.detector).to(self.device)
+                out.append(model.encode_images(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings")
+        model, out = self.model, []
+        with torch.inference_mode():
+            for s in range(0, len(texts), self.batch_size):
+                out.append(model.encode_texts(list(texts[s: s + self.batch_size])).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
