@@ -296,10 +296,12 @@ def finetune(
     model: str | None = typer.Option(None, help="Weights folder or model id (hf: required)."),
     epochs: int = typer.Option(3, min=1),
     batch_size: int = typer.Option(16, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after a short warmup)."),
     weight_decay: float = typer.Option(0.0),
     grad_clip: float = typer.Option(1.0),
-    val_fraction: float = typer.Option(0.1),
+    val_fraction: float = typer.Option(0.2),
+    replay_fraction: float = typer.Option(0.5, help="Share of every batch from the original task's data."),
+    patience: int = typer.Option(2, help="Stop after this many epochs without a better validation (0: never)."),
     seed: int = typer.Option(0),
     eval_batch_size: int = typer.Option(64, min=1),
     throttle_s: float = typer.Option(0.0, help="Sleep after each step (to demonstrate interruption)."),
@@ -312,7 +314,8 @@ def finetune(
     ws = _open(root)
     config = workflow.FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                      grad_clip=grad_clip, val_fraction=val_fraction, seed=seed,
-                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s)
+                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s,
+                                     replay_fraction=replay_fraction, patience=patience)
     try:
         res = workflow.finetune_engine(ws, dataset, backend=backend, model=model, run=run, config=config,
                                        resume=resume, progress=progress)

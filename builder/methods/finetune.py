@@ -547,7 +547,8 @@ def finetune(
                             "accuracy": evaluate(adapter, raw, val, cfg.eval_batch_size, acc)["accuracy"],
                             "replay_accuracy": evaluate(adapter, raw, replay_val, cfg.eval_batch_size,
                                                         acc)["accuracy"]}
-    total_steps = cfg.epochs * (acc.num_processes and -(-len(train) // per_batch) // acc.num_processes or 1)
+    n_batches = -(-len(train) // per_batch)
+    total_steps = cfg.epochs * max(1, -(-n_batches // acc.num_processes))
 
     def lr_at(k: int) -> float:
         if k < cfg.warmup_steps:
