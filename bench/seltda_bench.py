@@ -78,8 +78,8 @@ def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
     def train_student(items, tag):
         per_batch = args.batch_size - round(args.batch_size * args.replay_fraction)
         epochs = max(1, round(args.steps * per_batch / (len(items) * 0.8)))
-        cfg = FinetuneConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, patience=2,
-                             replay_fraction=args.replay_fraction)
+        cfg = FinetuneConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                             patience=args.patience, replay_fraction=args.replay_fraction)
         res = finetune(ShapesVQAAdapter(base_dir), items, workdir / f"s{seed}-{tag}", cfg, resume=False,
                        progress=False, augment=make_augment(seed))
         best = res.best_checkpoint.name
@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=100, help="test scenes per split (several QA each)")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--replay-fraction", type=float, default=0.25, help="original-task share of each batch")
+    ap.add_argument("--patience", type=int, default=0,
+                    help="early stop (0: train every epoch; the best epoch, or the start, is still kept)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--min-confidence", type=float, default=0.6)
