@@ -6,7 +6,16 @@ unlabelled image; drop structurally bad outputs; train the student on real + syn
 at a chosen synthetic:real ratio, with image augmentation that never flips left/right
 (spatial questions would change their answers).
 
-Teachers (both only see pixels):
+Teachers (all only see pixels):
+
+* ``DetectionTeacher`` (the default for the shapes world): writes questions about what the
+  shapes detector (classical computer vision on the image) finds, after illumination
+  normalisation, and answers them from those detections. The question-type mix is learnt from
+  the labelled set; questions are phrased with the world's training templates. Answerability:
+  a question is kept only if its references are unique and its relations clear in a second,
+  independent detector view of the image; confidence: the two views must agree on the answer
+  and every detection must be confident (``min_score``). Unanswerable and low-confidence
+  labels are counted and dropped by ``filter_pseudo_labels``.
 
 * ``ShapesTeacher`` for the shapes world: an image-conditioned GRU language model over a word
   vocabulary writes the question; the answer token is produced by a FiLM VQA network (a copy of
@@ -30,11 +39,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -42,7 +53,11 @@ from builder.core.images import load_image
 from builder.methods.finetune import QA, as_qa, load_qa_dataset, save_qa_dataset
 from builder.run.ray import ray_session
 from builder.world.language import parse_object_name, relation_holds
-from builder.world.tasks import question_patterns, spatial_margin
+from builder.world.scene import SIZES, Scene, SceneObject
+from builder.world.tasks import ANSWER_VOCAB, QTYPES, make_example, question_patterns, spatial_margin
+
+UNANSWERABLE = "unanswerable"  # the answer a teacher writes when it cannot answer its question
+TEACHER_QTYPES = tuple(q for q in QTYPES["vqa"] if q != "read")
 
 QA_PATTERN = re.compile(r"^\s*question\s*:\s*(?P<q>.+?)\s*answer\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
@@ -82,6 +97,7 @@ class PseudoLabel:
     text: str
     question: str = ""
     answer: str = ""
+    confidence: float = 1.0
 
 
 @dataclass
@@ -90,17 +106,19 @@ class FilterReport:
 
     total: int = 0
     kept: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"unparsable": 0, "answer_not_in_vocabulary": 0,
+    dropped: dict[str, int] = field(default_factory=lambda: {"unparsable": 0, "unanswerable": 0,
+                                                             "low_confidence": 0, "answer_not_in_vocabulary": 0,
                                                              "duplicate": 0, "contradictory": 0})
 
     def to_dict(self) -> dict:
         return {"total": self.total, "kept": self.kept, "dropped": dict(self.dropped)}
 
 
-def filter_pseudo_labels(labels: Sequence[PseudoLabel], answer_vocab: Sequence[str] | None) -> tuple[
-        list[PseudoLabel], FilterReport]:
-    """Structural filtering: drop unparsable texts, answers outside ``answer_vocab`` (None: any
-    answer), exact duplicates, and contradictory pairs — every label of an image whose (normalised)
+def filter_pseudo_labels(labels: Sequence[PseudoLabel], answer_vocab: Sequence[str] | None,
+                         min_confidence: float = 0.0) -> tuple[list[PseudoLabel], FilterReport]:
+    """Drop unparsable texts, questions the teacher marked unanswerable, labels whose teacher
+    confidence is below ``min_confidence``, answers outside ``answer_vocab`` (None: any answer),
+    exact duplicates, and contradictory pairs — every label of an image whose (normalised)
     question got two different answers is dropped, since at most one can be right."""
     rep = FilterReport(total=len(labels))
     vocab = {a.lower() for a in answer_vocab} if answer_vocab is not None else None
@@ -110,10 +128,16 @@ def filter_pseudo_labels(labels: Sequence[PseudoLabel], answer_vocab: Sequence[s
         if qa is None:
             rep.dropped["unparsable"] += 1
             continue
+        if qa[1] == UNANSWERABLE:
+            rep.dropped["unanswerable"] += 1
+            continue
+        if lab.confidence < min_confidence:
+            rep.dropped["low_confidence"] += 1
+            continue
         if vocab is not None and qa[1] not in vocab:
             rep.dropped["answer_not_in_vocabulary"] += 1
             continue
-        parsed.append(PseudoLabel(lab.image, lab.text, qa[0], qa[1]))
+        parsed.append(PseudoLabel(lab.image, lab.text, qa[0], qa[1], lab.confidence))
     answers: dict[tuple[int, str], set[str]] = defaultdict(set)
     for lab in parsed:
         answers[(lab.image, _norm_question(lab.question))].add(lab.answer)
@@ -359,6 +383,122 @@ class ShapesTeacher:
 
 
 # ----------------------------------------------------------------------------------------------
+# The detection-conditioned teacher (shapes world default)
+# ----------------------------------------------------------------------------------------------
+
+
+def illumination_normalise(image: np.ndarray, target: float = 215.0, kernel: int = 31) -> np.ndarray:
+    """Flat-field correction: divide by a smooth estimate of the light (a wide median of the
+    brightest channel, which follows the background, not the objects) so dim or unevenly lit
+    images look like daylight ones. Hues are unchanged; uint8 in, uint8 out."""
+    img = np.asarray(image, np.uint8)
+    bright = cv2.medianBlur(np.ascontiguousarray(img.max(axis=2)), kernel).astype(np.float32)
+    bright = cv2.GaussianBlur(bright, (0, 0), 8)
+    out = img.astype(np.float32) * (target / np.maximum(bright, 1.0))[:, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _detected_scene(objects, width: int, height: int) -> Scene:
+    """The detections as a scene graph (what the teacher saw, not ground truth)."""
+    return Scene(width, height, tuple(SceneObject(o.shape, o.color, o.size, tuple(o.box)) for o in objects))
+
+
+class DetectionTeacher:
+    """Questions and answers from what the shapes detector sees (module docstring).
+
+    ``train`` learns the question-type mix of the labelled set; ``generate_scored`` writes
+    ``n`` labels per image with a confidence each.
+    """
+
+    kind = "detection"
+
+    def __init__(self, qtype_prior: dict[str, float] | None = None, min_score: float = 0.7):
+        from builder.tools.backends.shapes import ShapesDetector
+
+        self.qtype_prior = dict(qtype_prior or {q: 1.0 for q in TEACHER_QTYPES})
+        self.min_score = float(min_score)
+        # two views: different light estimates and chroma thresholds; they must agree
+        self.views = ((ShapesDetector(), 31), (ShapesDetector(chroma_threshold=45), 45))
+        self.answers = list(ANSWER_VOCAB) + list(SIZES)
+
+    def train(self, items: Sequence, seed: int = 0, progress: bool = False, **_) -> dict:
+        """Estimate the question-type mix of the labelled items (add-half smoothing)."""
+        counts = Counter()
+        # "What color is the object left of the red star?" also fits the attribute pattern
+        # (object name "object left of the red star"): relational patterns are tried first
+        patterns = sorted(question_patterns(), key=lambda p: p[0] != "relate_attr")
+        for q in (as_qa(x) for x in items):
+            text = " ".join(q.question.lower().split()).rstrip("?.").strip()
+            qtype = next((t for t, rx in patterns if rx.match(text)), None)
+            if qtype in TEACHER_QTYPES:
+                counts[qtype] += 1
+        self.qtype_prior = {q: counts[q] + 0.5 for q in TEACHER_QTYPES}
+        total = sum(self.qtype_prior.values())
+        self.qtype_prior = {q: round(v / total, 4) for q, v in self.qtype_prior.items()}
+        return {"qtype_prior": self.qtype_prior, "parsed": sum(counts.values())}
+
+    def views_of(self, image: np.ndarray) -> tuple[list[Scene], float]:
+        """The image's scene graph under each detector view, and the lowest detection score of
+        the first view (0 when it finds nothing)."""
+        h, w = image.shape[:2]
+        found = [det.objects(illumination_normalise(image, kernel=k)) for det, k in self.views]
+        return [_detected_scene(objs, w, h) for objs in found], min((o.score for o in found[0]), default=0.0)
+
+    def generate_scored(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9,
+                        temperature: float = 1.0, seed: int = 0, **_) -> list[list[tuple[str, float]]]:
+        """``n`` (text, confidence) labels per image; unanswerable ones say so (confidence 0)."""
+        qtypes = list(self.qtype_prior)
+        p = np.array([self.qtype_prior[q] for q in qtypes], np.float64) ** (1 / max(temperature, 1e-6))
+        p /= p.sum()
+        order = np.argsort(-p)
+        keep = np.zeros(len(p), bool)
+        keep[order[(np.cumsum(p[order]) - p[order]) < top_p]] = True  # nucleus over question types
+        p = np.where(keep, p, 0)
+        p /= p.sum()
+        out = []
+        for image in images:
+            image = np.asarray(image, np.uint8)
+            # seeded by the pixels, not the position in a batch: any batching gives the same labels
+            rng = np.random.default_rng([seed % 2**63, zlib.crc32(image.tobytes()), 17])
+            (main, *others), score = self.views_of(image)
+            labels = []
+            for _ in range(n):
+                ex = None
+                for _try in range(4):
+                    qtype = qtypes[int(rng.choice(len(qtypes), p=p))]
+                    ex = make_example(main, rng, "vqa", qtype, 0.0) if main.objects else None
+                    if ex is not None:
+                        break
+                if ex is None:
+                    continue
+                second = [world_answer(v, ex["query"]) for v in others]
+                if any(a is None for a in second):
+                    labels.append((format_qa(ex["query"], UNANSWERABLE), 0.0))
+                    continue
+                agree = all(a == ex["expected"] for a in second)
+                labels.append((format_qa(ex["query"], ex["expected"]), round(score if agree else 0.0, 4)))
+            out.append(labels)
+        return out
+
+    def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
+                 max_len: int | None = None, seed: int = 0) -> list[list[str]]:
+        """Texts only (see ``generate_scored``)."""
+        return [[t for t, _ in row] for row in self.generate_scored(images, n, top_p, temperature, seed)]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "teacher.json").write_text(json.dumps({"kind": self.kind, "qtype_prior": self.qtype_prior,
+                                                       "min_score": self.min_score}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DetectionTeacher:
+        cfg = json.loads((Path(path) / "teacher.json").read_text())
+        return cls(cfg["qtype_prior"], cfg["min_score"])
+
+
+# ----------------------------------------------------------------------------------------------
 # The Hugging Face (BLIP) teacher
 # ----------------------------------------------------------------------------------------------
 
@@ -436,6 +576,8 @@ class BlipTeacher:
 def load_teacher(path: str | Path):
     """A saved teacher folder of either kind."""
     path = Path(path)
+    if (path / "teacher.json").is_file():
+        return DetectionTeacher.load(path)
     if (path / "qgen.json").is_file():
         return ShapesTeacher.load(path)
     return BlipTeacher.load(path)
@@ -459,9 +601,16 @@ def pseudo_label(teacher, images: Sequence, n_per_image: int = 2, top_p: float =
     for s in tqdm(range(0, len(images), batch_size), desc="pseudo-labels", disable=not progress,
                   total=-(-len(images) // batch_size)):
         chunk = [_read_image(x) for x in images[s:s + batch_size]]
-        texts = teacher.generate(chunk, n=n_per_image, top_p=top_p, seed=seed * 1_000_003 + s)
-        out += [PseudoLabel(s + i, t) for i, ts in enumerate(texts) for t in ts]
+        scored = _generate_scored(teacher, chunk, n_per_image, top_p, seed * 1_000_003 + s)
+        out += [PseudoLabel(s + i, t, confidence=c) for i, ts in enumerate(scored) for t, c in ts]
     return out
+
+
+def _generate_scored(teacher, images, n: int, top_p: float, seed: int) -> list[list[tuple[str, float]]]:
+    """(text, confidence) per label; teachers without confidences give 1.0."""
+    if hasattr(teacher, "generate_scored"):
+        return teacher.generate_scored(images, n=n, top_p=top_p, seed=seed)
+    return [[(t, 1.0) for t in row] for row in teacher.generate(images, n=n, top_p=top_p, seed=seed)]
 
 
 class _RayTeacher:
@@ -476,8 +625,8 @@ class _RayTeacher:
     def __call__(self, batch: dict) -> dict:
         images = [_read_image(str(p)) for p in batch["path"]]
         first = int(batch["order"][0])
-        texts = self.teacher.generate(images, n=self.n, top_p=self.top_p, seed=self.seed * 1_000_003 + first)
-        return {"order": batch["order"], "texts": np.array([json.dumps(t) for t in texts], dtype=object)}
+        scored = _generate_scored(self.teacher, images, self.n, self.top_p, self.seed * 1_000_003 + first)
+        return {"order": batch["order"], "texts": np.array([json.dumps(t) for t in scored], dtype=object)}
 
 
 def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path], n_per_image: int = 2,
@@ -490,7 +639,7 @@ def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path],
     ds = ds.map_batches(_RayTeacher, fn_constructor_args=(str(teacher_dir), n_per_image, top_p, seed),
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers))
     rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
-    return [PseudoLabel(int(r["order"]), t) for r in rows for t in json.loads(r["texts"])]
+    return [PseudoLabel(int(r["order"]), t, confidence=float(c)) for r in rows for t, c in json.loads(r["texts"])]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -631,14 +780,15 @@ def count_answers(labels: Sequence[PseudoLabel]) -> dict[str, int]:
 
 def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "unlabelled", name: str = "seltda",
                       ratio: float = 1.0, n_per_image: int = 2, top_p: float = 0.9, qgen_steps: int = 400,
-                      seed: int = 0, progress: bool = True) -> dict:
-    """SelTDA on a workspace with the shapes default: train a teacher on ``datasets/<labelled>``
+                      seed: int = 0, progress: bool = True, teacher: str = "detection",
+                      min_confidence: float = 0.6) -> dict:
+    """SelTDA on a workspace with the shapes default: fit a teacher to ``datasets/<labelled>``
     (a QA dataset, e.g. the task's examples), pseudo-label the images of ``unlabelled`` (a folder,
-    or a name under ``datasets/``), filter them, and save real + synthetic at ``ratio`` as
-    ``datasets/<name>`` for the Fine-tune step. Returns counts, the filter report and examples.
+    or a name under ``datasets/``), filter them (answerability, confidence >= ``min_confidence``,
+    structure), and save real + synthetic at ``ratio`` as ``datasets/<name>`` for the Fine-tune
+    step. ``teacher``: "detection" (``DetectionTeacher``, the default) or "generative"
+    (``ShapesTeacher``, ``qgen_steps`` of training). Returns counts, the filter report and examples.
     """
-    from builder.tools.backends.shapes import ShapesVQA  # loads torch (the "ml" extra)
-
     real = load_qa_dataset(ws.dir("datasets", labelled))
     folder = Path(unlabelled)
     if not folder.is_absolute():
@@ -647,14 +797,23 @@ def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "
     if not paths:
         raise ValueError(f"{folder}: no unlabelled images (.png/.jpg/.webp) to pseudo-label")
     images = [load_image(p) for p in paths]
-    teacher = ShapesTeacher.create(ShapesVQA().model, [q.question for q in real])
-    teacher.train(real, qgen_steps=qgen_steps, seed=seed, progress=progress)
-    teacher.save(ws.dir("checkpoints", f"{name}-teacher"))
-    raw = pseudo_label(teacher, images, n_per_image=n_per_image, top_p=top_p, seed=seed, progress=progress)
-    kept, report = filter_pseudo_labels(raw, teacher.answers)
+    if teacher == "detection":
+        model = DetectionTeacher(min_score=min_confidence)
+        model.train(real)
+    elif teacher == "generative":
+        from builder.tools.backends.shapes import ShapesVQA  # loads torch (the "ml" extra)
+
+        model = ShapesTeacher.create(ShapesVQA().model, [q.question for q in real])
+        model.train(real, qgen_steps=qgen_steps, seed=seed, progress=progress)
+        min_confidence = 0.0
+    else:
+        raise ValueError(f"unknown teacher {teacher!r}; use 'detection' or 'generative'")
+    model.save(ws.dir("checkpoints", f"{name}-teacher"))
+    raw = pseudo_label(model, images, n_per_image=n_per_image, top_p=top_p, seed=seed, progress=progress)
+    kept, report = filter_pseudo_labels(raw, model.answers, min_confidence=min_confidence)
     student = build_student_set(real, kept, images, ratio, seed=seed)
     path = save_qa_dataset(ws.dir("datasets", name), student, overwrite=True)
     return {"dataset": str(path), "real": len(real), "synthetic": len(student) - len(real),
-            "unlabelled_images": len(images), "filter": report.to_dict(),
+            "unlabelled_images": len(images), "teacher": teacher, "filter": report.to_dict(),
             "examples": [{"image": paths[lab.image].name, "question": lab.question, "answer": lab.answer}
                          for lab in kept[:10]]}

@@ -25,7 +25,7 @@ from builder.tools.backends.shapes_vqa import build_dataset, evaluate
 from builder.world.scene import render_array, sample_scene
 from builder.world.tasks import make_example
 
-DOMAINS = ("clean", "textured", "noisy", "blur", "palette", "small", "clutter", "shifted")
+DOMAINS = ("clean", "textured", "noisy", "blur", "palette", "small", "clutter", "shifted", "dusk")
 SEED = 20_261_124  # far from the training seeds (0 and 10_000)
 
 

@@ -86,15 +86,43 @@ def test_checkpoints_history_plot_and_mismatch(shapes_ws, tmp_path):
                            progress=False)
 
 
+def test_recipe_keeps_the_starting_model_when_training_hurts(shapes_ws):
+    # A destructive learning rate: no epoch beats the starting model on validation, so the best
+    # checkpoint is the starting model (saved as run/start) and the after-score equals the before.
+    ws, init, items = shapes_ws
+    good = sv.load_model(init)
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=5.0, warmup_steps=0, schedule="constant", patience=1,
+                         replay_items=60)
+    res = finetune_workspace(ws, "real", ShapesVQAAdapter(init), "hurt", cfg, progress=False)
+    assert res.history["start"]["epoch"] == 0 and res.history["start"]["replay_accuracy"] is not None
+    if res.best_checkpoint.name == "start":
+        assert res.after["accuracy"] == res.before["accuracy"]
+        a, b = load_file(str(res.best_checkpoint / "model.safetensors")), good.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:  # an epoch really was better on validation
+        assert max(h["accuracy"] for h in res.history["val"]) > res.history["start"]["accuracy"]
+    assert len(res.history["val"]) <= 3  # early stop may cut it short
+
+
+def test_recipe_mixes_replay_items_and_decays_lr(shapes_ws, tmp_path):
+    ws, init, items = shapes_ws
+    replay = [(q[0], q[1], q[2]) for q in items[:40]]
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, replay_fraction=0.5, patience=0)
+    res = finetune(ShapesVQAAdapter(init), items[40:80], tmp_path / "mix", cfg, progress=False, replay=replay)
+    steps = res.history["train"][-1]["step"]
+    assert steps == 2 * -(-32 // 4)  # 32 training items, 4 of them per batch (the rest replay)
+    assert all(h.get("replay_accuracy") is not None for h in res.history["val"])
+
+
 def test_resume_after_sigkill_matches_uninterrupted_run(shapes_ws):
     ws, init, items = shapes_ws
-    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3)
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, patience=0)
     ref = finetune_workspace(ws, "real", ShapesVQAAdapter(init), "reference", cfg, progress=False)
 
     run = ws.dir("checkpoints", "killed")
     cmd = [sys.executable, "-m", "builder.interfaces.cli", "finetune", str(ws.root), "--dataset", "real",
            "--run", "killed", "--model", str(init), "--epochs", "3", "--batch-size", "16", "--lr", "0.003",
-           "--throttle-s", "0.15", "--no-progress"]
+           "--patience", "0", "--throttle-s", "0.15", "--no-progress"]
     env = {**os.environ, "VISFORGE_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

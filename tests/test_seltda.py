@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from augment.seltda import (
+    UNANSWERABLE,
     BlipTeacher,
+    DetectionTeacher,
     PseudoLabel,
     ShapesTeacher,
     augment_image,
@@ -17,6 +19,7 @@ from augment.seltda import (
     parse_qa,
     precision,
     pseudo_label,
+    pseudo_label_ray,
     world_answer,
 )
 from builder.tools.backends import shapes_vqa as sv
@@ -47,7 +50,8 @@ def test_malformed_pseudo_labels_are_dropped_with_counts():
         PseudoLabel(3, "Question: How many stars are there? Answer: 3"),     # kept
     ]
     kept, rep = filter_pseudo_labels(raw, vocab)
-    assert rep.to_dict() == {"total": 9, "kept": 3, "dropped": {"unparsable": 2, "answer_not_in_vocabulary": 1,
+    assert rep.to_dict() == {"total": 9, "kept": 3, "dropped": {"unparsable": 2, "unanswerable": 0,
+                                                                 "low_confidence": 0, "answer_not_in_vocabulary": 1,
                                                                  "duplicate": 1, "contradictory": 2}}
     assert [(k.image, k.answer) for k in kept] == [(0, "red"), (3, "no"), (3, "3")]
     assert rep.total == rep.kept + sum(rep.dropped.values())
@@ -147,8 +151,51 @@ def test_augment_workspace_builds_a_student_dataset(tmp_path):
     for i in range(8):
         render_scene(sample_scene(100 + i, "shifted")).save(folder / f"u{i}.png")
     out = augment_workspace(ws, ratio=1.0, qgen_steps=5, progress=False)
-    assert out["real"] == 6 and out["unlabelled_images"] == 8
-    assert out["filter"]["total"] == 16
+    assert out["real"] == 6 and out["unlabelled_images"] == 8 and out["teacher"] == "detection"
+    assert 8 <= out["filter"]["total"] <= 16
     assert out["synthetic"] == min(6, out["filter"]["kept"])
     items = load_qa_dataset(out["dataset"])
     assert len(items) == out["real"] + out["synthetic"]
+
+
+def test_confidence_and_unanswerable_filters():
+    raw = [PseudoLabel(0, format_qa("Is there a red star?", "yes"), confidence=0.9),
+           PseudoLabel(0, format_qa("How many stars are there?", "2"), confidence=0.3),
+           PseudoLabel(1, format_qa("What color is the circle?", UNANSWERABLE), confidence=0.0)]
+    kept, rep = filter_pseudo_labels(raw, ["yes", "no", "2"], min_confidence=0.5)
+    assert [k.question for k in kept] == ["Is there a red star?"]
+    assert rep.dropped["low_confidence"] == 1 and rep.dropped["unanswerable"] == 1
+
+
+def test_detection_teacher_sees_the_image_and_is_precise(labelled, tmp_path):
+    # The teacher's labels are about the image it was given: precise against that image's scene
+    # graph, not against another image's. Target: dusk scenes (dim, unevenly lit).
+    teacher = DetectionTeacher()
+    info = teacher.train(labelled)
+    assert abs(sum(info["qtype_prior"].values()) - 1) < 1e-3 and info["parsed"] >= len(labelled) * 0.9
+    scenes, _ = build_world(40, 21, "dusk", families=("vqa",))
+    images = [render_array(s) for s in scenes]
+    raw = pseudo_label(teacher, images, n_per_image=2, progress=False)
+    kept, rep = filter_pseudo_labels(raw, sv.ANSWERS, min_confidence=0.6)
+    assert rep.kept >= 30
+    assert precision(kept, scenes)["precision"] >= 0.9
+    shuffled = [scenes[(i + 1) % len(scenes)] for i in range(len(scenes))]
+    assert precision(kept, shuffled)["precision"] <= 0.6  # the labels depend on the image
+    again = load_teacher(teacher.save(tmp_path / "teacher"))
+    assert again.generate(images[:3], n=2, seed=4) == teacher.generate(images[:3], n=2, seed=4)
+
+
+def test_pseudo_labelling_with_ray_matches_in_process(tmp_path):
+    pytest.importorskip("ray")
+    from PIL import Image
+
+    teacher = DetectionTeacher()
+    folder = teacher.save(tmp_path / "teacher")
+    scenes, _ = build_world(6, 33, "dusk", families=("vqa",))
+    paths = []
+    for i, s in enumerate(scenes):
+        paths.append(tmp_path / f"u{i}.png")
+        Image.fromarray(render_array(s)).save(paths[-1])
+    via_ray = pseudo_label_ray(folder, paths, n_per_image=2, workers=1, batch_size=3, seed=1, progress=False)
+    local = pseudo_label(teacher, [str(p) for p in paths], n_per_image=2, batch_size=3, seed=1, progress=False)
+    assert [(r.image, r.text, r.confidence) for r in via_ray] == [(r.image, r.text, r.confidence) for r in local]

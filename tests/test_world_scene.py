@@ -132,3 +132,18 @@ def test_ocr_reads_labels():
         read += sum(t in texts for t in labels)
         total += len(labels)
     assert read >= 0.8 * total, (read, total)
+
+
+def test_dusk_preset_is_dim_and_random_domains_stay_in_daylight():
+    import numpy as np
+
+    from builder.world.scene import get_domain, random_domain, render_array, sample_scene
+
+    clean = render_array(sample_scene(np.random.default_rng(5), "clean"))
+    dusk = render_array(sample_scene(np.random.default_rng(5), "dusk"))
+    assert dusk.mean() < 0.6 * clean.mean()
+    assert get_domain("dusk").lighting < 1 and get_domain("dusk").light_falloff > 0
+    rng = np.random.default_rng(0)
+    doms = [random_domain(rng) for _ in range(200)]
+    assert all(d.lighting == 1.0 and d.light_falloff == 0 for d in doms)
+    assert {d.background for d in doms} == {"plain", "textured"} and any(d.pixel_noise > 0 for d in doms)

@@ -182,11 +182,17 @@ class FinetuneWidget(ApiShell):
                 "run": self.run_name.value.strip() or "finetune"}
 
     def _call(self, fn, dataset: str | None = None, backend: str = "shapes", epochs: int = 1,
-              run: str = "finetune", model: str | None = None) -> Any:
+              run: str = "finetune", model: str | None = None, heldout: Any = None) -> Any:
+        """``heldout``: labelled items (or a workspace dataset name) never trained on, scored
+        before and after (the default: the run's validation split)."""
         if not dataset:
             raise NotAvailable(self.available() or "choose a dataset")
+        if isinstance(heldout, str):
+            from builder.methods.finetune import load_qa_dataset
+
+            heldout = load_qa_dataset(self.ws.dir("datasets", heldout))
         return fn(self.ws, dataset, backend=backend, model=model, run=run,
-                  config=workflow.FinetuneConfig(epochs=epochs))
+                  config=workflow.FinetuneConfig(epochs=epochs), heldout=heldout)
 
 
 def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:

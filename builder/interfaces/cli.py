@@ -325,10 +325,12 @@ def finetune(
     model: str | None = typer.Option(None, help="Weights folder or model id (hf: required)."),
     epochs: int = typer.Option(3, min=1),
     batch_size: int = typer.Option(16, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after a short warmup)."),
     weight_decay: float = typer.Option(0.0),
     grad_clip: float = typer.Option(1.0),
-    val_fraction: float = typer.Option(0.1),
+    val_fraction: float = typer.Option(0.2),
+    replay_fraction: float = typer.Option(0.5, help="Share of every batch from the original task's data."),
+    patience: int = typer.Option(2, help="Stop after this many epochs without a better validation (0: never)."),
     seed: int = typer.Option(0),
     eval_batch_size: int = typer.Option(64, min=1),
     throttle_s: float = typer.Option(0.0, help="Sleep after each step (to demonstrate interruption)."),
@@ -341,7 +343,8 @@ def finetune(
     ws = _open(root)
     config = workflow.FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                      grad_clip=grad_clip, val_fraction=val_fraction, seed=seed,
-                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s)
+                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s,
+                                     replay_fraction=replay_fraction, patience=patience)
     try:
         res = workflow.finetune_engine(ws, dataset, backend=backend, model=model, run=run, config=config,
                                        resume=resume, progress=progress)
@@ -385,25 +388,27 @@ def demo(
 def engines_train_vqa(
     out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
     init: Path | None = typer.Option(None, help="Start from these weights (resume / fine-tune)."),
-    n_scenes: int = typer.Option(5000, min=1),
+    n_scenes: int = typer.Option(8000, min=1),
     per_scene: int = typer.Option(1, help="Rounds of scene-level questions per scene."),
     crops_per_scene: int = typer.Option(2, help="Object crops (3 questions each) per scene."),
-    steps: int = typer.Option(3000, min=1),
+    steps: int = typer.Option(2000, min=1),
     batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(2e-3),
     word_dropout: float = typer.Option(0.1),
-    domain: str = typer.Option("clean", help="Domain preset of the training scenes."),
+    domain: str = typer.Option("mix", help="Domain preset of the training scenes ('mix': a random daylight "
+                               "domain per scene)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
-    eval_scenes: int = typer.Option(100, help="Held-out scenes for progress logs (0: none)."),
+    eval_scenes: int = typer.Option(150, help="Held-out scenes for progress logs (0: none)."),
     log_every: int = typer.Option(500),
+    weighted: bool = typer.Option(True, help="Sample question types by shapes_vqa.QTYPE_WEIGHTS."),
 ) -> None:
     """Train (or fine-tune with --init) the embedded shapes-world VQA engine."""
     # torch (the "ml" extra) is only needed here.
     from builder.tools.backends.shapes_vqa import train_command
 
     train_command(out, init, n_scenes, per_scene, crops_per_scene, steps, batch_size, lr, word_dropout,
-                  domain, seed, threads, eval_scenes, log_every)
+                  domain, seed, threads, eval_scenes, log_every, weighted)
 
 
 @app.command("index")

@@ -319,6 +319,13 @@ class ShapesVQAAdapter:
 
         return ShapesVQA(weights=str(path))
 
+    def replay_items(self, n: int, seed: int = 0) -> list[QA]:
+        """About ``n`` items of the task the model was trained on (daylight shapes-world scenes,
+        scene-level and crop questions, training phrasings), to mix into fine-tuning batches so
+        the original task is not forgotten. Scenes come from seeds the default weights never saw."""
+        data = self._m.build_dataset(max(1, n // 12), 900_000 + seed, self._m.MIX_DOMAIN, "train")
+        return [as_qa(q) for q in data[:n]]
+
 
 # ----------------------------------------------------------------------------------------------
 # The loop
@@ -328,17 +335,34 @@ class ShapesVQAAdapter:
 @dataclass
 class FinetuneConfig:
     """Training settings. ``augment`` (an image -> image callable, seeded by torch's RNG) is not
-    part of the saved config; ``throttle_s`` sleeps after each step (for demos of interruption)."""
+    part of the saved config; ``throttle_s`` sleeps after each step (for demos of interruption).
+
+    The defaults are a recipe that does not make the model worse: a small learning rate with
+    ``schedule`` decay (cosine to 0 over the run, after ``warmup_steps``); ``replay_fraction`` of
+    every batch drawn from the original task's data (``finetune(replay=...)``, or the adapter's
+    ``replay_items``); the starting model scored on the validation split before training and
+    kept as the best checkpoint unless an epoch beats it (``keep_start``); an epoch whose
+    accuracy on held-back original-task items falls more than ``replay_guard`` below the
+    start's is not eligible; training stops after ``patience`` epochs without a new best (0:
+    never stops early).
+    """
 
     epochs: int = 3
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    val_fraction: float = 0.1
+    val_fraction: float = 0.2
     seed: int = 0
     eval_batch_size: int = 64
     throttle_s: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 10
+    replay_fraction: float = 0.5
+    replay_items: int = 1200
+    keep_start: bool = True
+    replay_guard: float = 0.02
+    patience: int = 2
 
 
 @dataclass
@@ -433,19 +457,26 @@ def finetune(
     progress: bool = True,
     augment: Callable[[np.ndarray], np.ndarray] | None = None,
     accelerator=None,
+    replay: Sequence | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``adapter``'s model on ``items``; a checkpoint per epoch in ``run_dir``.
 
     ``heldout`` items (never trained on) are scored before and after; without them the
     validation split is. With ``resume`` an existing run folder continues from its newest
-    complete epoch (it must have been started with the same config and data).
+    complete epoch (it must have been started with the same config and data). ``replay``:
+    original-task items mixed into every batch (``config.replay_fraction``); without them an
+    adapter's ``replay_items`` supplies ``config.replay_items`` of them. The best checkpoint is
+    chosen by validation accuracy among the epochs and, with ``keep_start``, the starting model
+    (then saved as ``run_dir/start``).
     """
     import torch
     from accelerate import Accelerator
 
     cfg = config or FinetuneConfig()
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.replay_fraction < 1:
         raise FinetuneError(f"invalid config {cfg}")
+    if cfg.schedule not in ("constant", "cosine", "linear"):
+        raise FinetuneError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or linear")
     t0 = time.perf_counter()
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     main = acc.is_main_process
@@ -455,6 +486,14 @@ def finetune(
     train_idx, val_idx = split_items(len(items), cfg.val_fraction, cfg.seed)
     train, val = [items[i] for i in train_idx], [items[i] for i in val_idx]
     report = heldout if heldout else val
+    if replay is None and cfg.replay_fraction > 0 and hasattr(adapter, "replay_items"):
+        replay = adapter.replay_items(cfg.replay_items, cfg.seed)
+    replay = [as_qa(x) for x in replay] if replay and cfg.replay_fraction > 0 else []
+    # a fifth of the replay items (at most 300) are held back to guard the original task
+    n_guard = min(300, len(replay) // 5)
+    replay_val, replay = replay[:n_guard], replay[n_guard:]
+    n_replay = min(cfg.batch_size - 1, round(cfg.batch_size * cfg.replay_fraction)) if replay else 0
+    per_batch = cfg.batch_size - n_replay
 
     spec = {"adapter": adapter.name, "config": asdict(cfg), "data": _fingerprint(items), "n_items": len(items),
             "train": train_idx, "val": val_idx}
@@ -502,17 +541,43 @@ def finetune(
     raw = acc.unwrap_model(model)
     if before is None:
         before = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
+    if "start" not in history:  # the starting model, scored as every epoch is
+        history["start"] = {"epoch": 0, "step": 0, "loss": round(_mean_loss(adapter, raw, val, cfg.eval_batch_size,
+                                                                            acc), 5),
+                            "accuracy": evaluate(adapter, raw, val, cfg.eval_batch_size, acc)["accuracy"],
+                            "replay_accuracy": evaluate(adapter, raw, replay_val, cfg.eval_batch_size,
+                                                        acc)["accuracy"]}
+    n_batches = -(-len(train) // per_batch)
+    total_steps = cfg.epochs * max(1, -(-n_batches // acc.num_processes))
+
+    def lr_at(k: int) -> float:
+        if k < cfg.warmup_steps:
+            return cfg.lr * (k + 1) / (cfg.warmup_steps + 1)
+        frac = min(1.0, (k - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if cfg.schedule == "cosine":
+            return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
+        return cfg.lr * (1 - frac) if cfg.schedule == "linear" else cfg.lr
 
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if _stale_epochs(history, cfg) >= cfg.patience > 0:
+            if main:
+                tqdm.write(f"early stop before epoch {epoch}: no better validation for {cfg.patience} epochs",
+                           file=sys.stderr)
+            break
         # Everything random in an epoch derives from (seed, epoch): a resumed run matches.
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
-        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        erng = np.random.default_rng([cfg.seed, epoch])
+        order = erng.permutation(len(train))
+        batches = [order[s:s + per_batch] for s in range(0, len(order), per_batch)]
         batches = batches[acc.process_index::acc.num_processes]  # each GPU its share
         model.train()
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not (progress and main), leave=False)
         for b in bar:
             chunk = [train[int(i)] for i in b]
+            if n_replay:
+                chunk += [replay[int(i)] for i in erng.integers(len(replay), size=n_replay)]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
             if augment is not None:
                 chunk = [QA(augment(q.image), q.question, q.answer, q.meta) for q in chunk]
             batch = {k: v.to(acc.device) if hasattr(v, "to") else v for k, v in adapter.collate(chunk).items()}
@@ -531,7 +596,9 @@ def finetune(
         val_loss = _mean_loss(adapter, raw, val, cfg.eval_batch_size, acc)
         val_eval = evaluate(adapter, raw, val, cfg.eval_batch_size, acc)
         history["val"].append({"epoch": epoch, "step": step, "loss": round(val_loss, 5),
-                               "accuracy": val_eval["accuracy"]})
+                               "accuracy": val_eval["accuracy"],
+                               "replay_accuracy": evaluate(adapter, raw, replay_val, cfg.eval_batch_size,
+                                                           acc)["accuracy"]})
         if main:
             tqdm.write(f"epoch {epoch}: train loss {np.mean([h['loss'] for h in history['train'] if h['epoch'] == epoch]):.4f}"
                        f"  val loss {val_loss:.4f}  val acc {val_eval['accuracy']:.3f}", file=sys.stderr)
@@ -540,8 +607,21 @@ def finetune(
         acc.wait_for_everyone()
 
     epochs = _epoch_dirs(run_dir)
-    best_epoch = max(history["val"], key=lambda h: (h["accuracy"], -h["loss"]))["epoch"]
-    best_dir = dict(epochs)[best_epoch]
+    best_epoch = _best_epoch(history, cfg)
+    if best_epoch == 0:  # no epoch beat the starting model: serve the starting weights
+        best_dir = run_dir / "start"
+        if main and not (best_dir / "state.json").is_file():
+            fresh = adapter.build()
+            tmp = run_dir / f"start.tmp{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            adapter.save(fresh, tmp)
+            (tmp / "state.json").write_text(json.dumps({"epoch": 0, "step": 0}))
+            shutil.rmtree(best_dir, ignore_errors=True)
+            os.rename(tmp, best_dir)
+        acc.wait_for_everyone()
+    else:
+        best_dir = dict(epochs)[best_epoch]
     adapter.load(raw, best_dir)
     after = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
     result = FinetuneResult(run_dir, best_dir, epochs[-1][1], before, after, history, resumed_from,
@@ -551,6 +631,36 @@ def finetune(
                                                      "evaluated_on": "heldout" if heldout else "validation",
                                                      "best_epoch": best_epoch})
     return result
+
+
+def _eligible(history: dict, cfg: FinetuneConfig) -> list[dict]:
+    """Candidates for the best checkpoint: the start (with ``keep_start``) and every epoch that
+    kept the original task within ``replay_guard`` of the start."""
+    start = history.get("start")
+    out = [start] if cfg.keep_start and start else []
+    floor = None
+    if start and start.get("replay_accuracy") is not None:
+        floor = start["replay_accuracy"] - cfg.replay_guard
+    for h in history["val"]:
+        if floor is None or h.get("replay_accuracy") is None or h["replay_accuracy"] >= floor:
+            out.append(h)
+    return out
+
+
+def _best_epoch(history: dict, cfg: FinetuneConfig) -> int:
+    """Highest validation accuracy, then lowest validation loss, then the earliest (the start
+    wins ties); the last epoch when nothing is eligible."""
+    cands = _eligible(history, cfg)
+    if not cands:
+        return history["val"][-1]["epoch"]
+    return max(cands, key=lambda h: (h["accuracy"], -h["loss"], -h["epoch"]))["epoch"]
+
+
+def _stale_epochs(history: dict, cfg: FinetuneConfig) -> int:
+    """Epochs trained since the best candidate so far."""
+    if not history["val"]:
+        return 0
+    return history["val"][-1]["epoch"] - _best_epoch(history, cfg)
 
 
 def _mean_loss(adapter, model, items, batch_size, acc) -> float:
@@ -635,6 +745,39 @@ def plot_history(history: dict | str | Path, out_png: str | Path, size=(640, 360
         d.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(220, 40, 40))
     d.text((pad, 10), f"loss: train (blue), validation (red); y {y0:.3f}..{y1:.3f}", fill="black")
     d.text((pad, h - pad + 8), f"step {x0}..{x1}", fill="black")
+    out = Path(out_png)
+    img.save(out)
+    return out
+
+
+def plot_before_after(before: dict, after: dict, out_png: str | Path, title: str = "before / after",
+                      size=(640, 360)) -> Path:
+    """Bar chart of accuracy before (gray) and after (blue), overall and per question type, from
+    two ``evaluate`` results (``accuracy``, ``n``, ``by_qtype``)."""
+    from PIL import Image, ImageDraw
+
+    groups = [("all", before.get("accuracy") or 0.0, after.get("accuracy") or 0.0)]
+    for k in sorted(set(before.get("by_qtype", {})) | set(after.get("by_qtype", {}))):
+        groups.append((k, before.get("by_qtype", {}).get(k, 0.0), after.get("by_qtype", {}).get(k, 0.0)))
+    w, h = size
+    pad, top = 40, 36
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    d.text((pad, 8), f"{title}  (n = {after.get('n', before.get('n'))}; gray before, blue after)", fill="black")
+    base_y, plot_h = h - pad, h - pad - top
+    d.line((pad, base_y, w - 10, base_y), fill="gray")
+    for frac in (0.5, 1.0):
+        y = base_y - frac * plot_h
+        d.line((pad, y, w - 10, y), fill=(225, 225, 225))
+        d.text((4, y - 6), f"{frac:.1f}", fill="gray")
+    slot = (w - pad - 10) / max(1, len(groups))
+    for i, (name, b, a) in enumerate(groups):
+        x = pad + i * slot + slot * 0.1
+        bw = slot * 0.38
+        for j, (v, col) in enumerate(((b, (170, 170, 170)), (a, (40, 80, 220)))):
+            x0 = x + j * bw
+            d.rectangle((x0, base_y - v * plot_h, x0 + bw - 2, base_y), fill=col)
+        d.text((x, base_y + 4), name[:11], fill="black")
     out = Path(out_png)
     img.save(out)
     return out

@@ -69,6 +69,8 @@ class Domain:
     clutter: int = 0
     max_iou: float = 0.0
     min_gap: int = 2
+    lighting: float = 1.0
+    light_falloff: float = 0.0
 
     def __post_init__(self):
         if self.background not in BACKGROUND_KINDS + ("textured",):
@@ -79,6 +81,8 @@ class Domain:
             raise ValueError(f"invalid domain knobs: {self}")
         if not 0 <= self.max_iou < 1:
             raise ValueError("max_iou must be in [0, 1)")
+        if not 0.3 <= self.lighting <= 1.5 or not 0 <= self.light_falloff < 1:
+            raise ValueError("lighting must be in [0.3, 1.5] and light_falloff in [0, 1)")
 
 
 PRESETS: dict[str, Domain] = {
@@ -92,7 +96,29 @@ PRESETS: dict[str, Domain] = {
     "overlap": Domain(name="overlap", max_iou=0.15, min_gap=0),
     "shifted": Domain(name="shifted", background="textured", palette_shift=8.0, pixel_noise=10.0,
                       blur=0.8, object_scale=0.8, clutter=4),
+    # The SelTDA target domain: scenes at dusk (dim, unevenly lit, noisy). Engines trained on
+    # daylight scenes (every preset above) lose much of their accuracy here; only unlabelled
+    # dusk images are used to adapt them.
+    "dusk": Domain(name="dusk", background="textured", palette_shift=4.0, pixel_noise=8.0, clutter=3,
+                   lighting=0.45, light_falloff=0.3),
 }
+
+# Knob ranges of ``random_domain`` (domain randomisation for training the VQA engine). They
+# cover the daylight presets (clean ... shifted); lighting stays 1, so "dusk" is out of range.
+RANDOM_DOMAIN_RANGES = {"palette_shift": (0.0, 10.0), "pixel_noise": (0.0, 18.0), "blur": (0.0, 1.5),
+                        "object_scale": (0.6, 1.0), "clutter": (0, 8)}
+
+
+def random_domain(rng: np.random.Generator) -> Domain:
+    """A random daylight domain: clean with probability 0.3, else each knob on with probability
+    0.5 and a uniform value in ``RANDOM_DOMAIN_RANGES`` (background "textured" or "plain")."""
+    if rng.random() < 0.3:
+        return PRESETS["clean"]
+    kw: dict = {"background": "textured" if rng.random() < 0.6 else "plain"}
+    for knob, (lo, hi) in RANDOM_DOMAIN_RANGES.items():
+        if rng.random() < 0.5:
+            kw[knob] = int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi))
+    return Domain(name="random", **kw)
 
 
 def get_domain(domain: str | Domain) -> Domain:
@@ -325,8 +351,19 @@ def render_scene(scene: Scene) -> Image.Image:
             draw.text((cx, cy), obj.text, fill=ink, font=_fit_font(obj.text, obj), anchor="mm")
     if scene.domain.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(scene.domain.blur))
-    if scene.domain.pixel_noise > 0:
-        arr = np.asarray(img, dtype=np.float32) + rng.normal(0, scene.domain.pixel_noise, (scene.height, scene.width, 3))
+    dom = scene.domain
+    if dom.lighting != 1.0 or dom.light_falloff > 0:
+        gain = np.full((scene.height, scene.width), dom.lighting, np.float32)
+        if dom.light_falloff > 0:  # a directional light: linear falloff along a random direction
+            angle = rng.uniform(0, 2 * math.pi)
+            yy, xx = np.mgrid[0:scene.height, 0:scene.width]
+            proj = xx * math.cos(angle) + yy * math.sin(angle)
+            proj = (proj - proj.min()) / max(1e-6, float(np.ptp(proj)))
+            gain = gain * (1 - dom.light_falloff * proj).astype(np.float32)
+        arr = np.asarray(img, dtype=np.float32) * gain[:, :, None]
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
+    if dom.pixel_noise > 0:
+        arr = np.asarray(img, dtype=np.float32) + rng.normal(0, dom.pixel_noise, (scene.height, scene.width, 3))
         img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
     return img
 

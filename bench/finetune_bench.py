@@ -1,0 +1,81 @@
+"""Fine-tuning recipe benchmark: does fine-tuning on a few real target-domain QA ever hurt?
+
+Per seed: --n-real real QA from the target domain (--target, scene-level and crop questions,
+train phrasings) fine-tune the default shapes VQA weights with the default recipe
+(``FinetuneConfig``: lr 3e-4 with cosine decay, half of every batch from the original task,
+best checkpoint by validation accuracy with the starting model as a candidate, early stop).
+The starting model and the chosen checkpoint are scored on held-out target QA (other scenes),
+overall, scene-level and crop. With --old, the previous recipe (constant lr 5e-4, last
+checkpoint, no replay) is run too, for comparison.
+
+    python bench/finetune_bench.py                 # 3 seeds
+    python bench/finetune_bench.py --seeds 1 --n-test 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
+from builder.tools.backends import shapes_vqa as sv
+
+
+def scores(model, data) -> dict:
+    r = sv.evaluate(model, data)
+    return {k: r.get(k) for k in ("overall", "scene_level", "crop")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--target", default="dusk")
+    ap.add_argument("--n-real", type=int, default=300)
+    ap.add_argument("--n-test", type=int, default=150, help="held-out target scenes")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--weights", default=str(sv.DEFAULT_WEIGHTS))
+    ap.add_argument("--old", action="store_true", help="also run the previous recipe")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    base = sv.load_model(args.weights)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
+        for seed in range(args.seeds):
+            pool = sv.build_dataset(args.n_real // 6 + 10, 700 + seed, args.target, "train")
+            real = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:args.n_real]]
+            test = sv.build_dataset(args.n_test, 800 + seed, args.target, "train")
+            row = {"seed": seed, "n_real": len(real), "n_test": len(test), "start": scores(base, test)}
+            recipes = {"recipe": FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed)}
+            if args.old:
+                recipes["old"] = FinetuneConfig(epochs=34, batch_size=args.batch_size, lr=5e-4, seed=seed,
+                                                val_fraction=0.1, schedule="constant", warmup_steps=0,
+                                                replay_fraction=0.0, keep_start=False, replay_guard=1.0,
+                                                patience=0)
+            for name, cfg in recipes.items():
+                t1 = time.time()
+                res = finetune(ShapesVQAAdapter(args.weights), real, Path(tmp) / f"{name}-{seed}", cfg,
+                               resume=False, progress=False)
+                ckpt = res.best_checkpoint if name == "recipe" else res.last_checkpoint
+                row[name] = scores(sv.load_model(ckpt), test) | {"checkpoint": ckpt.name,
+                                                                 "seconds": round(time.time() - t1, 1)}
+                row[name]["delta_points"] = round(100 * (row[name]["overall"] - row["start"]["overall"]), 2)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    deltas = [r["recipe"]["delta_points"] for r in rows]
+    print(json.dumps({"bench": "finetune", "args": vars(args), "per_seed": rows,
+                      "recipe_delta_points": deltas, "never_worse": all(d >= 0 for d in deltas),
+                      "seconds": round(time.time() - t0, 1)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
