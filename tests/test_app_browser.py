@@ -218,6 +218,8 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
             assert len(Workspace.open(ws_dir).runs()) == 1
             # an infinite loop, then a reload mid-run: the page shows it running, with Cancel
             page.get_by_label("Program").fill("def execute(image):\n    while True:\n        pass\n")
+            page.get_by_label("Program").press("Tab")  # the edit reaches the server before the click
+            page.wait_for_timeout(500)
             page.get_by_role("button", name="Run on examples").click()
             page.get_by_text("Run** running").or_(page.get_by_text("running ·")).first.wait_for(timeout=30_000)
             page.reload(wait_until="domcontentloaded")
