@@ -40,7 +40,7 @@ from builder.tools.cache import ToolCache  # noqa: E402
 from builder.tools.profile import build_engines  # noqa: E402
 from builder.world import build_world  # noqa: E402
 from builder.world.scene import render_scene, sample_scene  # noqa: E402
-from builder.world.tasks import caption_distractors, spatial_margin, true_caption  # noqa: E402
+from builder.world.tasks import _CAPTIONS, caption_distractors, spatial_margin, true_caption  # noqa: E402
 
 BLIND = Path(__file__).parent / "data" / "planner_blind_dev.jsonl"
 FAMILY_OF = {"text": "vqa", "bool": "vqa", "count": "vqa", "boxes": "grounding", "choice": "itm"}
@@ -138,9 +138,8 @@ def examples_for(item: dict, pool, rng, n: int) -> list[dict]:
 
 
 def _caption_text(cap) -> str:
-    fill = cap.fill()
-    return {"exists": "There is {a_obj}.", "count": "There are {k} {objs}.",
-            "relation": "There is {a_obj} {rel} {b_obj}."}[cap.kind].format(**fill)
+    """The caption in the world's first training pattern for its kind."""
+    return _CAPTIONS[cap.kind][0][0].format(**cap.fill())
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import re
 
 from builder.planner.meaning import COLORS, SHAPES
 
-NUMBERS = {"zero": 0, "no": None, "one": 1, "a single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-           "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+NUMBERS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+           "nine": 9, "ten": 10}
 
 # word -> (field, value)
 LEXICON: dict[str, tuple[str, str | int]] = {}
@@ -39,8 +39,7 @@ for _w in ("small", "smaller", "tiny", "little", "mini", "smallsized"):
 for _w in ("large", "larger", "big", "bigger", "huge", "giant", "largesized", "bigsized"):
     LEXICON[_w] = ("size", "large")
 for _w, _n in NUMBERS.items():
-    if _n is not None and " " not in _w:
-        LEXICON[_w] = ("number", _n)
+    LEXICON[_w] = ("number", _n)
 for _n in range(0, 21):
     LEXICON[str(_n)] = ("number", _n)
 assert set(SHAPES) <= {v for f, v in LEXICON.values() if f == "shape"}

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-COLORS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple")
-SHAPES = ("circle", "square", "triangle", "star", "hexagon")
-SIZES = ("small", "large")
+from builder.world.language import RELATIONS
+from builder.world.scene import COLORS as _COLOR_RGB
+from builder.world.scene import SHAPES, SIZES
+
+COLORS = tuple(_COLOR_RGB)  # the world's vocabulary is the planner's
 ATTRS = ("color", "shape", "size")
-RELATIONS = ("left of", "right of", "above", "below")
 EXTREMES = ("leftmost", "rightmost", "topmost", "bottommost", "largest", "smallest")
 OPS = ("more", "fewer", "same")
 CAPTION_KINDS = ("exists", "count", "relation")

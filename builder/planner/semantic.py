@@ -101,7 +101,7 @@ class Encoded:
 
 _CACHE: dict[tuple, tuple] = {}  # words -> (hidden [n, 384], fields [n], first sub-token per word, values)
 _CACHE_LOCK = threading.Lock()
-_CACHE_MAX = 200_000
+_CACHE_MAX = 20_000  # ~30 kB of MiniLM states per query: about 0.6 GB at most
 
 
 def _encode_new(keys: list[tuple], batch_size: int) -> None:

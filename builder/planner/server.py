@@ -29,7 +29,7 @@ What a client can rely on (``tests/test_planner_server.py`` checks each with the
 - **Shutdown**: SIGTERM or SIGINT stops generation at the next token, refuses what is queued
   (503) and exits within about a second.
 
-Run: ``python -m builder.planner.server --model PATH --port 8000`` or ``serve(model_path, host, port)``.
+Run: ``visforge serve planner --model PATH --port 8000`` or ``serve(model_path, host, port)``.
 """
 
 

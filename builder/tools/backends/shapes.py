@@ -332,7 +332,7 @@ class ShapesVQA:
         path = self.weights / "model.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
-                                    "`python -m builder.tools.backends.shapes_vqa train --out DIR`)")
+                                    "`visforge engines train-vqa --out DIR`)")
         self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
         self._model = None
         self._lock = threading.Lock()
