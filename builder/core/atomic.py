@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,34 @@ def atomic_create_text(path: str | Path, text: str) -> bool:
             pass
     _fsync_dir(path.parent)
     return True
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Fill a folder that appears at ``path`` complete or not at all.
+
+    Yields a temporary sibling (``<name>.tmp-<pid>``) to write into; on success its files are
+    fsynced (the rename must not publish data still only in the page cache) and it replaces
+    ``path``; on an error it is removed. A crash leaves only the temporary folder, which
+    ``glob("*.tmp*")`` finds for clean-up.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,8 +1,10 @@
 """Fine-tuning the VQA engine on a workspace dataset, resumable after a kill.
 
-The training loop is short on purpose (nanoGPT style): one function, ``finetune``, that any
-VQA model plugs into through a small adapter (``VQAAdapter``): how to batch (image, question,
-answer) triples, the loss, batched prediction, and how to save/load a checkpoint folder.
+One function, ``finetune``, that any VQA model plugs into through a small adapter
+(``VQAAdapter``): how to batch (image, question, answer) triples, the loss, batched prediction,
+and how to save/load a checkpoint folder. The steps, checkpoints, resume and best-checkpoint
+choice are the shared loop's (``builder.core.training.train_loop``); this module adds the
+data split, replay mixing and the recipe's rules for which checkpoint is best.
 Adapters ship for the shapes-world default VQA model (``ShapesVQAAdapter``) and for
 Hugging Face BLIP (``BlipVQAAdapter``, the ``HFVQA`` backend).
 
@@ -16,8 +18,8 @@ A run lives in one folder (``Workspace.dir("checkpoints", run)``)::
 
 Each epoch folder is written under a temporary name and renamed when complete, so a process
 killed at any moment leaves only complete checkpoints; ``finetune`` with ``resume=True``
-continues from the newest one. Per-epoch shuffling and seeding derive from (seed, epoch), so
-a resumed run reproduces the weights of an uninterrupted one.
+continues from the newest one. Per-epoch shuffling and seeding derive from (seed, epoch)
+(``builder.core.seeding``), so a resumed run reproduces the weights of an uninterrupted one.
 
 The loop uses ``accelerate.Accelerator`` for device placement, backward and gathering, so
 ``accelerate launch -m builder.interfaces.cli finetune ...`` runs it on several GPUs unchanged (only the main
@@ -30,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,14 @@ from builder.core.atomic import atomic_write_json
 from builder.core.errors import UserError
 from builder.core.images import ImageError, load_image
 from builder.core.metrics import normalise_text
+from builder.core.seeding import numpy_rng, seed_everything
+from builder.core.training import (
+    SCHEDULES,
+    TrainConfig,
+    clear_partial_checkpoints,
+    epoch_checkpoints,
+    train_loop,
+)
 from builder.tools.engines import Answer, as_rgb_array
 
 # ----------------------------------------------------------------------------------------------
@@ -399,17 +408,9 @@ def split_items(n: int, val_fraction: float, seed: int) -> tuple[list[int], list
     """A seeded train/validation split of ``range(n)`` (validation gets at least one item)."""
     if n < 2:
         raise FinetuneError(f"need at least 2 items to split into train and validation, got {n}")
-    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    perm = numpy_rng(seed, 7919).permutation(n)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
-
-
-def _epoch_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in run_dir.glob("epoch-*"):
-        if p.is_dir() and p.name[6:].isdigit() and (p / "state.json").is_file():
-            out.append((int(p.name[6:]), p))
-    return sorted(out)
 
 
 def evaluate(adapter: VQAAdapter, model, items: Sequence, batch_size: int = 64, accelerator=None,
@@ -475,7 +476,7 @@ def finetune(
     cfg = config or FinetuneConfig()
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.replay_fraction < 1:
         raise FinetuneError(f"invalid config {cfg}")
-    if cfg.schedule not in ("constant", "cosine", "linear"):
+    if cfg.schedule not in SCHEDULES:
         raise FinetuneError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or linear")
     t0 = time.perf_counter()
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
@@ -499,11 +500,10 @@ def finetune(
             "train": train_idx, "val": val_idx}
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for p in run_dir.glob("*.tmp*"):  # partial checkpoints of a killed run
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        clear_partial_checkpoints(run_dir)
     acc.wait_for_everyone()
     spec_path = run_dir / "run.json"
-    done = _epoch_dirs(run_dir)
+    done = epoch_checkpoints(run_dir)
     if spec_path.exists():
         old = json.loads(spec_path.read_text())
         if not resume and done:
@@ -519,117 +519,46 @@ def finetune(
     elif main:
         atomic_write_json(spec_path, spec)
 
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = adapter.build()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    history: dict[str, list] = {"train": [], "val": []}
-    start_epoch, step, resumed_from = 1, 0, None
-    before = None
-    if resume and done:
-        last_epoch, last_dir = done[-1]
-        adapter.load(model, last_dir)
-        state = torch.load(last_dir / "trainer_state.pt", map_location="cpu", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
-        meta = json.loads((last_dir / "state.json").read_text())
-        history, step, before = meta["history"], meta["step"], meta["before"]
-        start_epoch, resumed_from = last_epoch + 1, last_epoch
-        if main:
-            tqdm.write(f"resuming {run_dir.name} after epoch {last_epoch} (step {step})", file=sys.stderr)
-
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
-    if before is None:
-        before = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
-    if "start" not in history:  # the starting model, scored as every epoch is
-        history["start"] = {"epoch": 0, "step": 0, "loss": round(_mean_loss(adapter, raw, val, cfg.eval_batch_size,
-                                                                            acc), 5),
-                            "accuracy": evaluate(adapter, raw, val, cfg.eval_batch_size, acc)["accuracy"],
-                            "replay_accuracy": evaluate(adapter, raw, replay_val, cfg.eval_batch_size,
-                                                        acc)["accuracy"]}
     n_batches = -(-len(train) // per_batch)
-    total_steps = cfg.epochs * max(1, -(-n_batches // acc.num_processes))
+    loop_cfg = TrainConfig(steps=cfg.epochs * max(1, -(-n_batches // acc.num_processes)), epochs=cfg.epochs,
+                           lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                           warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, seed=cfg.seed,
+                           patience=cfg.patience, keep_start=cfg.keep_start)
 
-    def lr_at(k: int) -> float:
-        if k < cfg.warmup_steps:
-            return cfg.lr * (k + 1) / (cfg.warmup_steps + 1)
-        frac = min(1.0, (k - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        if cfg.schedule == "cosine":
-            return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
-        return cfg.lr * (1 - frac) if cfg.schedule == "linear" else cfg.lr
-
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if _stale_epochs(history, cfg) >= cfg.patience > 0:
-            if main:
-                tqdm.write(f"early stop before epoch {epoch}: no better validation for {cfg.patience} epochs",
-                           file=sys.stderr)
-            break
-        # Everything random in an epoch derives from (seed, epoch): a resumed run matches.
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        erng = np.random.default_rng([cfg.seed, epoch])
-        order = erng.permutation(len(train))
-        batches = [order[s:s + per_batch] for s in range(0, len(order), per_batch)]
-        batches = batches[acc.process_index::acc.num_processes]  # each GPU its share
-        model.train()
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not (progress and main), leave=False)
-        for b in bar:
+    def batches(epoch: int, rng):
+        order = rng.permutation(len(train))
+        chunks = [order[s:s + per_batch] for s in range(0, len(order), per_batch)]
+        for b in chunks[acc.process_index::acc.num_processes]:  # each GPU its share
             chunk = [train[int(i)] for i in b]
             if n_replay:
-                chunk += [replay[int(i)] for i in erng.integers(len(replay), size=n_replay)]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                chunk += [replay[int(i)] for i in rng.integers(len(replay), size=n_replay)]
             if augment is not None:
                 chunk = [QA(augment(q.image), q.question, q.answer, q.meta) for q in chunk]
-            batch = {k: v.to(acc.device) if hasattr(v, "to") else v for k, v in adapter.collate(chunk).items()}
-            loss = adapter.loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            if cfg.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            lv = float(acc.gather(loss.detach().reshape(1)).mean())
-            history["train"].append({"epoch": epoch, "step": step, "loss": round(lv, 5)})
-            bar.set_postfix(loss=f"{lv:.3f}")
-            if cfg.throttle_s:
-                time.sleep(cfg.throttle_s)
-        val_loss = _mean_loss(adapter, raw, val, cfg.eval_batch_size, acc)
-        val_eval = evaluate(adapter, raw, val, cfg.eval_batch_size, acc)
-        history["val"].append({"epoch": epoch, "step": step, "loss": round(val_loss, 5),
-                               "accuracy": val_eval["accuracy"],
-                               "replay_accuracy": evaluate(adapter, raw, replay_val, cfg.eval_batch_size,
-                                                           acc)["accuracy"]})
-        if main:
-            tqdm.write(f"epoch {epoch}: train loss {np.mean([h['loss'] for h in history['train'] if h['epoch'] == epoch]):.4f}"
-                       f"  val loss {val_loss:.4f}  val acc {val_eval['accuracy']:.3f}", file=sys.stderr)
-            _save_epoch(adapter, raw, opt, run_dir, epoch, step, history, before)
-            atomic_write_json(run_dir / "history.json", history)
-        acc.wait_for_everyone()
+            yield adapter.collate(chunk)
 
-    epochs = _epoch_dirs(run_dir)
-    best_epoch = _best_epoch(history, cfg)
-    if best_epoch == 0:  # no epoch beat the starting model: serve the starting weights
-        best_dir = run_dir / "start"
-        if main and not (best_dir / "state.json").is_file():
-            fresh = adapter.build()
-            tmp = run_dir / f"start.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            adapter.save(fresh, tmp)
-            (tmp / "state.json").write_text(json.dumps({"epoch": 0, "step": 0}))
-            shutil.rmtree(best_dir, ignore_errors=True)
-            os.rename(tmp, best_dir)
-        acc.wait_for_everyone()
-    else:
-        best_dir = dict(epochs)[best_epoch]
-    adapter.load(raw, best_dir)
-    after = evaluate(adapter, raw, report, cfg.eval_batch_size, acc)
-    result = FinetuneResult(run_dir, best_dir, epochs[-1][1], before, after, history, resumed_from,
-                            time.perf_counter() - t0)
+    meta: dict = {}
+
+    def score(m, epoch: int) -> dict:
+        if epoch == 0:  # the starting model on the report set: the "before" figures
+            meta["before"] = evaluate(adapter, m, report, cfg.eval_batch_size, acc)
+        return {"loss": round(_mean_loss(adapter, m, val, cfg.eval_batch_size, acc), 5),
+                "accuracy": evaluate(adapter, m, val, cfg.eval_batch_size, acc)["accuracy"],
+                "replay_accuracy": evaluate(adapter, m, replay_val, cfg.eval_batch_size, acc)["accuracy"]}
+
+    out = train_loop(model, batches, adapter.loss, loop_cfg, evaluate=score, select=lambda h: _best_epoch(h, cfg),
+                     run_dir=run_dir, save=adapter.save, load=adapter.load, meta=meta, accelerator=acc,
+                     on_step=(lambda _r: time.sleep(cfg.throttle_s)) if cfg.throttle_s else None,
+                     log=lambda m: tqdm.write(m, file=sys.stderr), desc="epoch" if progress else None)
+    model = acc.unwrap_model(model)
+    after = evaluate(adapter, model, report, cfg.eval_batch_size, acc)
+    result = FinetuneResult(run_dir, out.best_checkpoint, out.last_checkpoint, meta["before"], after, out.history,
+                            out.resumed_from, time.perf_counter() - t0)
     if main:
         atomic_write_json(run_dir / "result.json", {**result.to_dict(), "history": None,
                                                      "evaluated_on": "heldout" if heldout else "validation",
-                                                     "best_epoch": best_epoch})
+                                                     "best_epoch": out.best_epoch})
     return result
 
 
@@ -677,27 +606,6 @@ def _mean_loss(adapter, model, items, batch_size, acc) -> float:
             total += float(adapter.loss(model, batch)) * len(chunk)
             n += len(chunk)
     return total / n
-
-
-def _save_epoch(adapter, model, opt, run_dir: Path, epoch: int, step: int, history: dict, before: dict) -> Path:
-    """Write epoch-NNNN under a temporary name, then rename: only complete checkpoints exist."""
-    import torch
-
-    final = run_dir / f"epoch-{epoch:04d}"
-    tmp = run_dir / f"epoch-{epoch:04d}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    adapter.save(model, tmp)
-    torch.save({"optimizer": opt.state_dict()}, tmp / "trainer_state.pt")
-    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "step": step, "history": history,
-                                                "before": before}))
-    for f in tmp.iterdir():  # the rename must not publish data still in the page cache only
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    return final
 
 
 def finetune_workspace(ws, dataset: str | Sequence[str], adapter: VQAAdapter, run: str,
