@@ -50,6 +50,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from builder.core.images import load_image
+from builder.core.seeding import derive_seed, numpy_rng, torch_generator
+from builder.core.training import TrainConfig, train_loop
 from builder.methods.finetune import QA, as_qa, load_qa_dataset, save_qa_dataset
 from builder.run.ray import ray_session
 from builder.world.language import parse_object_name, relation_holds
@@ -270,8 +272,6 @@ class ShapesTeacher:
         items = [as_qa(x) for x in items]
         if not items:
             raise ValueError("the teacher needs labelled items")
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
         idx = self.qgen.index
         seqs = [[idx[BOS]] + [idx[t] for t in qtokens(q.question) if t in idx] + [idx[EOS]] for q in items]
         width = max(map(len, seqs))
@@ -279,31 +279,32 @@ class ShapesTeacher:
         for i, s in enumerate(seqs):
             tok[i, :len(s)] = torch.tensor(s)
         x_all = self._images([q.image for q in items])
-        opt = torch.optim.AdamW(self.qgen.parameters(), lr=lr, weight_decay=1e-4)
-        hist = {"qgen_loss": []}
-        self.qgen.train()
-        bar = tqdm(range(1, qgen_steps + 1), desc="teacher: questions", disable=not progress, leave=False)
-        for step in bar:
-            for g in opt.param_groups:  # linear decay: stable late steps on a tiny set
-                g["lr"] = lr * (1 - (step - 1) / qgen_steps)
-            b = torch.randint(len(items), (batch_size,), generator=gen)
-            t = tok[b]
-            logits = self.qgen(x_all[b], t[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1),
+        gen = torch_generator(seed, "qgen batches")
+
+        def batches(_epoch, _rng):
+            while True:
+                b = torch.randint(len(items), (batch_size,), generator=gen)
+                yield x_all[b], tok[b]
+
+        def loss(model, batch):  # teacher forcing: predict each next question token
+            x, t = batch
+            logits = model(x, t[:, :-1])
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1),
                                    ignore_index=idx[PAD_T])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.qgen.parameters(), 1.0)
-            opt.step()
-            hist["qgen_loss"].append(round(loss.item(), 4))
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+        hist = {"qgen_loss": []}
+        if qgen_steps > 0:  # linear decay: stable late steps on a tiny set
+            cfg = TrainConfig(steps=qgen_steps, lr=lr, weight_decay=1e-4, schedule="linear", seed=seed)
+            out = train_loop(self.qgen, batches, loss, cfg, desc="teacher: questions" if progress else None)
+            hist["qgen_loss"] = [round(h["loss"], 4) for h in out.history["train"]]
         self.qgen.eval()
         if answer_steps:
             from builder.tools.backends import shapes_vqa as sv
 
             hist["answerer"] = sv.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
                                         steps=answer_steps, lr=answer_lr, warmup=min(50, answer_steps // 5),
-                                        seed=seed, log_every=max(1, answer_steps), log=lambda *_: None)
+                                        seed=derive_seed(seed, "answerer"), log_every=max(1, answer_steps),
+                                        log=lambda *_: None)
         self.answerer.eval()
         return hist
 
@@ -518,33 +519,31 @@ class BlipTeacher:
     def train(self, items: Sequence, steps: int = 50, batch_size: int = 8, lr: float = 5e-5, seed: int = 0,
               progress: bool = True) -> dict:
         """Captioning loss on the formatted QA text (decoding starts at BLIP's bos token)."""
-        import torch
         from PIL import Image
 
         items = [as_qa(x) for x in items]
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
         tok = self.processor.tokenizer
-        hist = {"loss": []}
-        self.model.train()
-        for _ in tqdm(range(steps), desc="teacher (BLIP)", disable=not progress, leave=False):
-            chunk = [items[i] for i in rng.integers(len(items), size=batch_size)]
-            batch = self.processor(images=[Image.fromarray(q.image) for q in chunk],
-                                   text=[format_qa(q.question, q.answer).lower() for q in chunk],
-                                   padding=True, truncation=True, max_length=self.max_new_tokens + 2,
-                                   return_tensors="pt")
-            ids = batch.input_ids.clone()
-            ids[:, 0] = tok.bos_token_id
-            labels = ids.masked_fill(batch.attention_mask == 0, -100)
-            loss = self.model(pixel_values=batch.pixel_values, input_ids=ids, attention_mask=batch.attention_mask,
-                              labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            hist["loss"].append(round(loss.item(), 4))
-        self.model.eval()
-        return hist
+
+        def batches(_epoch, rng):
+            while True:
+                chunk = [items[i] for i in rng.integers(len(items), size=batch_size)]
+                batch = self.processor(images=[Image.fromarray(q.image) for q in chunk],
+                                       text=[format_qa(q.question, q.answer).lower() for q in chunk],
+                                       padding=True, truncation=True, max_length=self.max_new_tokens + 2,
+                                       return_tensors="pt")
+                ids = batch.input_ids.clone()
+                ids[:, 0] = tok.bos_token_id
+                yield batch.pixel_values, ids, batch.attention_mask
+
+        def loss(model, batch):
+            pixels, ids, mask = batch
+            return model(pixel_values=pixels, input_ids=ids, attention_mask=mask,
+                         labels=ids.masked_fill(mask == 0, -100)).loss
+
+        # constant rate, AdamW's default decay, no clipping: the recipe BLIP captioning fine-tunes use
+        cfg = TrainConfig(steps=steps, lr=lr, weight_decay=0.01, schedule="constant", grad_clip=0.0, seed=seed)
+        out = train_loop(self.model, batches, loss, cfg, desc="teacher (BLIP)" if progress else None)
+        return {"loss": [round(h["loss"], 4) for h in out.history["train"]]}
 
     def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
                  max_len: int | None = None, seed: int = 0) -> list[list[str]]:
@@ -601,7 +600,7 @@ def pseudo_label(teacher, images: Sequence, n_per_image: int = 2, top_p: float =
     for s in tqdm(range(0, len(images), batch_size), desc="pseudo-labels", disable=not progress,
                   total=-(-len(images) // batch_size)):
         chunk = [_read_image(x) for x in images[s:s + batch_size]]
-        scored = _generate_scored(teacher, chunk, n_per_image, top_p, seed * 1_000_003 + s)
+        scored = _generate_scored(teacher, chunk, n_per_image, top_p, derive_seed(seed, "batch", s))
         out += [PseudoLabel(s + i, t, confidence=c) for i, ts in enumerate(scored) for t, c in ts]
     return out
 
@@ -625,7 +624,7 @@ class _RayTeacher:
     def __call__(self, batch: dict) -> dict:
         images = [_read_image(str(p)) for p in batch["path"]]
         first = int(batch["order"][0])
-        scored = _generate_scored(self.teacher, images, self.n, self.top_p, self.seed * 1_000_003 + first)
+        scored = _generate_scored(self.teacher, images, self.n, self.top_p, derive_seed(self.seed, "batch", first))
         return {"order": batch["order"], "texts": np.array([json.dumps(t) for t in scored], dtype=object)}
 
 
@@ -665,7 +664,7 @@ def make_augment(seed: int = 0):
     import torch
 
     def aug(image: np.ndarray) -> np.ndarray:
-        return augment_image(image, np.random.default_rng([seed, int(torch.randint(2**31, (1,)))]))
+        return augment_image(image, numpy_rng(seed, int(torch.randint(2**31, (1,)))))
 
     return aug
 
@@ -683,7 +682,7 @@ def build_student_set(real: Sequence, labels: Sequence[PseudoLabel], images: Seq
     for q in real:
         q.meta.setdefault("source", "real")
     want = round(ratio * len(real))
-    order = np.random.default_rng([seed, 31]).permutation(len(labels))[:want]
+    order = numpy_rng(seed, 31).permutation(len(labels))[:want]
     synth = []
     for i in order:
         lab = labels[int(i)]

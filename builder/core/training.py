@@ -228,8 +228,6 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
             if should_stop is not None and should_stop():
                 stopped = "cancelled"
                 break
-            if step >= cfg.steps:
-                break
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -254,6 +252,8 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
             bar.set_postfix(loss=f"{value:.3f}")
             if on_step is not None:
                 on_step({"epoch": epoch, "step": step, "loss": value, "lr": lr})
+            if step >= cfg.steps:  # an endless batch stream ends here
+                break
         bar.close()
         if stopped == "cancelled":
             break  # a partial epoch is not a checkpoint: a resumed run redoes it whole

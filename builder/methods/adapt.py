@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from builder.core.seeding import derive_seed
 from builder.planner.lexicon import split_words
 from builder.planner.meaning import MeaningError, compile_program
 from builder.planner.phrasings import generate
@@ -145,7 +146,7 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
     report = {"config": config.__dict__, "rounds": []}
     t0 = time.perf_counter()
     report["before"] = evaluate(planner, eval_tasks, scorer)
-    replay = generate(config.replay, seed=1000 + config.seed) if config.replay else []
+    replay = generate(config.replay, seed=derive_seed(config.seed, "replay")) if config.replay else []
     unsolved: set[str] = set()
     all_kept: dict[str, dict] = {}
     for r in range(config.rounds):
@@ -165,7 +166,7 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
         if progress:
             progress(f"round {r + 1}: training on {len(all_kept)} readings", (r + 0.5) / config.rounds)
         head, log = train_parser(mix, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                 seed=config.seed + r, progress=False, head=planner.parser.head, warmup=0.05,
+                                 seed=derive_seed(config.seed, "round", r), progress=False, head=planner.parser.head, warmup=0.05,
                                  should_stop=should_stop)
         planner = SemanticPlanner(SemanticParser(head, planner.parser.info))
         row = {"round": r + 1, **stats, "kept_total": len(all_kept), "unsolved": len(unsolved),

@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -49,8 +47,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from builder.core.atomic import atomic_write_json
+from builder.core.atomic import atomic_folder, atomic_write_json
 from builder.core.metrics import score
+from builder.core.seeding import derive_seed, seed_everything
+from builder.core.training import clear_partial_checkpoints
 from builder.planner.prompt import PlanRequest, check_program, compact_prompt
 
 FAMILIES = ("vqa", "grounding", "itm")
@@ -296,13 +296,10 @@ def _as_correction(item) -> tuple[PlanRequest, str]:
 
 def _save_round(planner, out: Path, r: int, report: dict, kept: list[dict]) -> None:
     """Write round r's checkpoint into a temp folder, then rename it into place (atomic)."""
-    final, tmp = out / f"round_{r}", out / f".round_{r}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    planner.save(tmp, extra={"selftrain_round": r})
-    (tmp / "kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
-    atomic_write_json(tmp / "report.json", report)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_folder(out / f"round_{r}") as tmp:
+        planner.save(tmp, extra={"selftrain_round": r})
+        (tmp / "kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task], out_dir: str | Path,
@@ -318,7 +315,6 @@ def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task],
     executed against the reward). ``out_dir`` (e.g. ``ws.dir("checkpoints", "selftrain")``)
     receives checkpoints and reports; an interrupted run resumes from its last completed round.
     """
-    import torch
 
     from builder.planner.backends import TransformersPlanner
     from builder.planner.train import finetune
@@ -326,6 +322,7 @@ def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task],
     cfg = config or SelfTrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clear_partial_checkpoints(out)  # a round killed while being saved
     own_runner = runner is None
     runner = runner or ProgramRunner(cache_dir=out / "tool_cache")
     prompt_of = planner.prompt
@@ -353,7 +350,7 @@ def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task],
             atomic_write_json(state_path, {"completed": 0, "config": asdict(cfg)})
         for r in range(len(reports), cfg.rounds + 1):
             t0 = time.perf_counter()
-            torch.manual_seed(cfg.seed * 1000 + r)  # the same round samples the same programs after a resume
+            seed_everything(cfg.seed, "round", r)  # the same round samples the same programs after a resume
             # Grow
             reqs = [t.request() for t in train_tasks]
             samples = planner.propose(reqs, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p)
@@ -395,7 +392,7 @@ def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task],
                 [(k["prompt"], k["program"]) for k in kept_all] + fixes
             t1 = time.perf_counter()
             log = finetune(planner.model, planner.tokenizer, pairs, steps=cfg.steps, batch_size=cfg.batch_size,
-                           lr=cfg.lr, seed=cfg.seed * 1000 + r, prompt_noise=cfg.prompt_noise,
+                           lr=cfg.lr, seed=derive_seed(cfg.seed, "round", r, "train"), prompt_noise=cfg.prompt_noise,
                            lora=use_lora, progress=progress, desc=f"round {r} train")
             # A LoRA adapter is merged at once: every round starts from plain weights and saves them.
             planner.model = log.pop("model").merge_and_unload() if use_lora else log.pop("model")

@@ -217,44 +217,32 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
     import torch
     from torch.nn import functional as F
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    from builder.core.training import TrainConfig, train_loop
+
     t0 = time.perf_counter()
     enc = encode([e["words"] for e in examples])
     encode_s = time.perf_counter() - t0
     kind, slots, role = _targets(examples, enc)
     head = head if head is not None else build_head(config)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=warmup)
-    losses = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="planner head", leave=False)
-    head.train()
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            break
-        idx = torch.from_numpy(rng.choice(len(examples), min(batch_size, len(examples)), replace=False))
-        lengths = enc.mask[idx].sum(1).max()
-        out = head(enc.hidden[idx, :lengths], enc.fields[idx, :lengths], enc.mask[idx, :lengths])
+    def batches(_epoch, rng):
+        while True:
+            idx = torch.from_numpy(rng.choice(len(examples), min(batch_size, len(examples)), replace=False))
+            yield idx, enc.mask[idx].sum(1).max()
+
+    def loss_fn(model, batch):
+        idx, lengths = batch
+        out = model(enc.hidden[idx, :lengths], enc.fields[idx, :lengths], enc.mask[idx, :lengths])
         loss = F.cross_entropy(out["kind"], kind[idx])
         loss = loss + sum(F.cross_entropy(out[n], slots[n][idx]) for n in SLOTS)
-        loss = loss + F.cross_entropy(out["role"].reshape(-1, len(ROLES)), role[idx, :lengths].reshape(-1),
+        return loss + F.cross_entropy(out["role"].reshape(-1, len(ROLES)), role[idx, :lengths].reshape(-1),
                                       ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            if step % log_every == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
-    if bar is not None:
-        bar.close()
+
+    # warmup over the first ``warmup`` share of the steps, then cosine decay
+    cfg = TrainConfig(steps=steps, lr=lr, weight_decay=0.01, schedule="cosine", warmup_steps=int(warmup * steps),
+                      grad_clip=1.0, seed=seed)
+    res = train_loop(head, batches, loss_fn, cfg, should_stop=should_stop, desc="planner head" if progress else None)
+    losses = [h["loss"] for h in res.history["train"]] or [float("nan")]
     head.eval()
     log = {"examples": len(examples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "encode_seconds": round(encode_s, 1), "train_seconds": round(time.perf_counter() - t0 - encode_s, 1),

@@ -2,18 +2,19 @@
 
 The loss covers program tokens only: prompt positions get label -100, so the model learns to
 write programs, not to reproduce queries. Small models are trained in full; large ones through a
-LoRA adapter from ``peft`` (``lora=True`` or a ``peft.LoraConfig``). One short loop, no Trainer:
-easy to read and to edit.
+LoRA adapter from ``peft`` (``lora=True`` or a ``peft.LoraConfig``). No Trainer: the steps are
+the shared loop's (``builder.core.training.train_loop``), easy to read and to edit.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from collections.abc import Sequence
 
 import torch
+
+from builder.core.seeding import python_rng, torch_generator
+from builder.core.training import TrainConfig, train_loop
 
 IGNORE = -100
 
@@ -70,8 +71,6 @@ def finetune(model, tokenizer, pairs: Sequence[tuple[str, str]], steps: int, bat
     Returns a small log: first/last loss, steps, seconds. With ``lora`` the model is wrapped in a
     peft adapter first and the wrapped model is returned under ``"model"`` (merge or save it).
     """
-    from tqdm.auto import tqdm
-
     if steps < 1:
         raise ValueError("steps must be at least 1")
     rows = encode_pairs(tokenizer, pairs, max_len)
@@ -80,45 +79,31 @@ def finetune(model, tokenizer, pairs: Sequence[tuple[str, str]], steps: int, bat
     if lora:
         model = add_lora(model, lora)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98))
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    # AdamW without decay on biases and norms; linear warmup, cosine decay to 10%
+    cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), decay_matrices_only=True,
+                      schedule="cosine", warmup_steps=warmup, min_lr_ratio=0.1, grad_clip=1.0, seed=seed)
+    rng = python_rng(seed, "order")
+    gen = torch_generator(seed, "prompt_noise")
     vocab = len(tokenizer)
 
-    def lr_at(step: int) -> float:  # linear warmup, cosine decay to 10%
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    def batches(_epoch, _rng):
+        order: list[int] = []
+        while True:
+            if len(order) < batch_size:  # epochs of shuffled rows, so every pair is seen evenly
+                more = list(range(len(rows)))
+                rng.shuffle(more)
+                order += more
+            take, order = order[:batch_size], order[batch_size:]
+            ids, labels, mask = _batch([rows[i] for i in take], pad_id)
+            if prompt_noise > 0:
+                noisy = (labels == IGNORE) & (mask == 1) & (torch.rand(ids.shape, generator=gen) < prompt_noise)
+                ids = torch.where(noisy, torch.randint(0, vocab, ids.shape, generator=gen), ids)
+            yield ids, labels, mask
 
-    model.train()
-    t0, losses, order = time.perf_counter(), [], []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        if len(order) < batch_size:  # epochs of shuffled rows, so every pair is seen evenly
-            more = list(range(len(rows)))
-            rng.shuffle(more)
-            order += more
-        take, order = order[:batch_size], order[batch_size:]
-        ids, labels, mask = _batch([rows[i] for i in take], pad_id)
-        if prompt_noise > 0:
-            noisy = (labels == IGNORE) & (mask == 1) & (torch.rand(ids.shape, generator=gen) < prompt_noise)
-            ids = torch.where(noisy, torch.randint(0, vocab, ids.shape, generator=gen), ids)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
+    t0 = time.perf_counter()
+    out = train_loop(model, batches, lambda m, b: m(input_ids=b[0], attention_mask=b[2], labels=b[1]).loss, cfg,
+                     desc=desc if progress else None)
+    losses = [h["loss"] for h in out.history["train"]]
     tail = losses[-max(1, steps // 10):]
     return {"model": model, "steps": steps, "pairs": len(rows), "loss_first": losses[0],
             "loss_last": sum(tail) / len(tail), "seconds": round(time.perf_counter() - t0, 2)}

@@ -258,34 +258,34 @@ def train(model: DualEncoder, scenes, pics: np.ndarray, steps: int, batch_size: 
           word_dropout: float = 0.1, seed: int = 0, log_every: int = 100, log=print,
           max_seconds: float | None = None) -> dict:
     """Train in place; returns a small history. ``max_seconds`` stops early (a guard on busy machines)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup, t0, running, hist = max(1, min(100, steps // 15)), time.time(), 0.0, {"loss": []}
+    from builder.core.training import TrainConfig, train_loop
+
+    t0, running, hist = time.time(), [0.0], {"loss": [], "steps_done": 0}
     unk = model.word_index[UNK]
-    images_all = pics
-    model.train()
-    for step in range(1, steps + 1):
-        progress = max(0.0, (step - warmup) / max(1, steps - warmup))
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
-        idx = rng.choice(len(scenes), batch_size, replace=False)
-        batch = [scenes[i] for i in idx]
-        caps, texts, negs, neg_owner = [], [], [], []
-        for b, scene in enumerate(batch):
-            clauses = random_clauses(scene, rng, int(rng.integers(1, 5)))
-            caps.append(clauses)
-            texts.append(render_clauses(clauses, rng, "train"))
-            hard = hard_negative(clauses, scene, rng)
-            if hard is not None:
-                negs.append(render_clauses(hard, rng, "train"))
-                neg_owner.append(b)
-        ids, lengths, owner = model.clause_ids(texts + negs)
+
+    def batches(_epoch, rng):
+        while True:
+            idx = rng.choice(len(scenes), batch_size, replace=False)
+            batch = [scenes[i] for i in idx]
+            caps, texts, negs, neg_owner = [], [], [], []
+            for b, scene in enumerate(batch):
+                clauses = random_clauses(scene, rng, int(rng.integers(1, 5)))
+                caps.append(clauses)
+                texts.append(render_clauses(clauses, rng, "train"))
+                hard = hard_negative(clauses, scene, rng)
+                if hard is not None:
+                    negs.append(render_clauses(hard, rng, "train"))
+                    neg_owner.append(b)
+            yield idx, caps, batch, texts, negs, neg_owner
+
+    def loss_fn(m, data):
+        idx, caps, batch, texts, negs, neg_owner = data
+        ids, lengths, owner = m.clause_ids(texts + negs)
         if word_dropout > 0:
             ids = ids.masked_fill((torch.rand(ids.shape) < word_dropout) & (ids > 0), unk)
-        txt = model.encode_clauses(ids, lengths, owner, len(texts) + len(negs))
-        img = model.encode_images(images_all[torch.from_numpy(idx)])
-        scale = model.logit_scale.exp().clamp(max=100)
+        txt = m.encode_clauses(ids, lengths, owner, len(texts) + len(negs))
+        img = m.encode_images(pics[torch.from_numpy(idx)])
+        scale = m.logit_scale.exp().clamp(max=100)
         possible = _possible(caps, batch)  # [caption, image]
         pos_mask = possible & ~torch.eye(batch_size, dtype=torch.bool)
         t2i = (scale * txt[:batch_size] @ img.T).masked_fill(pos_mask, -1e4)
@@ -297,22 +297,27 @@ def train(model: DualEncoder, scenes, pics: np.ndarray, steps: int, batch_size: 
             mask[:, batch_size:] = torch.arange(batch_size)[:, None] != own[None, :]
         i2t = i2t.masked_fill(mask, -1e4)
         target = torch.arange(batch_size)
-        loss = 0.5 * (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        running += float(loss.detach())
+        return 0.5 * (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target))
+
+    def report(r: dict) -> None:
+        step = hist["steps_done"] = r["step"]
+        running[0] += r["loss"]
         if step % log_every == 0 or step == steps:
             n = log_every if step % log_every == 0 else step % log_every
-            hist["loss"].append((step, round(running / n, 4)))
-            log(f"step {step}/{steps} loss {running / n:.3f} scale {float(scale.detach()):.1f} {time.time() - t0:.0f}s")
-            running = 0.0
-        if max_seconds is not None and time.time() - t0 > max_seconds:
-            log(f"stopping at step {step}: the {max_seconds:.0f}s budget is spent")
-            break
-    hist["steps_done"] = step
-    model.eval()
+            hist["loss"].append((step, round(running[0] / n, 4)))
+            scale = float(model.logit_scale.detach().exp().clamp(max=100))
+            log(f"step {step}/{steps} loss {running[0] / n:.3f} scale {scale:.1f} {time.time() - t0:.0f}s")
+            running[0] = 0.0
+
+    def over_budget() -> bool:  # checked before each step; the first step always runs
+        if max_seconds is None or not hist["steps_done"] or time.time() - t0 <= max_seconds:
+            return False
+        log(f"stopping at step {hist['steps_done']}: the {max_seconds:.0f}s budget is spent")
+        return True
+
+    cfg = TrainConfig(steps=steps, lr=lr, weight_decay=1e-4, schedule="cosine",
+                      warmup_steps=max(1, min(100, steps // 15)), grad_clip=1.0, seed=seed)
+    train_loop(model, batches, loss_fn, cfg, on_step=report, should_stop=over_budget)
     hist["seconds"] = round(time.time() - t0, 1)
     return hist
 

@@ -26,7 +26,6 @@ fine-tune from existing weights with ``--init DIR``.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -536,46 +535,48 @@ def train(model: ShapesVQANet, dataset, steps: int = 3000, batch_size: int = 64,
     object labels (``item[5]``, training labels from the world; the model never sees them as
     input). Call again with a lower ``lr`` to fine-tune.
     """
+    from builder.core.seeding import torch_generator
+    from builder.core.training import TrainConfig, train_loop
+
     if not len(dataset):
         raise ValueError("empty training set")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "batches")
     images, index, questions, labels = _tensorize(model, dataset)
     has, centre, attrs = model.__dict__.pop("_aux_targets")
     tokens_all, lengths_all = model.encode_questions(questions)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     weights = _sample_weights(dataset, qtype_weights)
     history: dict = {"loss": [], "eval": []}
-    model.train()
-    t0, running = time.time(), 0.0
-    for step in range(1, steps + 1):
-        frac = min(1.0, step / max(1, warmup))
-        progress = max(0.0, (step - warmup) / max(1, steps - warmup))
-        for g in opt.param_groups:
-            g["lr"] = lr * frac * 0.5 * (1 + math.cos(math.pi * progress))
-        if weights is None:
-            b = torch.randint(len(dataset), (batch_size,), generator=gen)
-        else:
-            b = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
-        tokens, lengths = tokens_all[b], lengths_all[b]
-        tokens = tokens[:, : int(lengths.max())]
-        if word_dropout > 0:
-            drop = (torch.rand(tokens.shape, generator=gen) < word_dropout) & (tokens > 0)
-            tokens = tokens.masked_fill(drop, model.word_index[UNK])
-        logits, aux = model(to_tensor(images[index[b]]), tokens, lengths, with_aux=True)
+    t0, running = time.time(), [0.0]
+
+    def batches(_epoch, _rng):
+        while True:
+            if weights is None:
+                b = torch.randint(len(dataset), (batch_size,), generator=gen)
+            else:
+                b = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
+            tokens, lengths = tokens_all[b], lengths_all[b]
+            tokens = tokens[:, : int(lengths.max())]
+            if word_dropout > 0:
+                drop = (torch.rand(tokens.shape, generator=gen) < word_dropout) & (tokens > 0)
+                tokens = tokens.masked_fill(drop, model.word_index[UNK])
+            yield b, tokens, lengths
+
+    def loss_fn(m, batch):
+        b, tokens, lengths = batch
+        logits, aux = m(to_tensor(images[index[b]]), tokens, lengths, with_aux=True)
         loss = F.cross_entropy(logits, labels[b])
         img_b = index[b]
         if aux_weight > 0 and bool(has[img_b].any()):
             loss = loss + aux_weight * aux_loss(aux, has[img_b], centre[img_b], attrs[img_b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        running += loss.item()
+        return loss
+
+    def report(r: dict) -> None:  # mean loss every log_every steps (and the last), eval_set figures
+        step = r["step"]
+        running[0] += r["loss"]
         if step % log_every == 0 or step == steps:
             n = log_every if step % log_every == 0 else step % log_every
-            history["loss"].append((step, running / n))
-            msg = f"step {step}/{steps} loss {running / n:.3f} {time.time() - t0:.0f}s"
+            history["loss"].append((step, running[0] / n))
+            msg = f"step {step}/{steps} loss {running[0] / n:.3f} {time.time() - t0:.0f}s"
             if eval_set is not None:
                 res = evaluate(model, eval_set)
                 acc = res["overall"]
@@ -583,8 +584,11 @@ def train(model: ShapesVQANet, dataset, steps: int = 3000, batch_size: int = 64,
                 msg += f" eval {acc:.3f} scene-level {res.get('scene_level', 0):.3f} crop {res.get('crop', 0):.3f}"
                 model.train()
             log(msg)
-            running = 0.0
-    model.eval()
+            running[0] = 0.0
+
+    cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, schedule="cosine", warmup_steps=warmup,
+                      grad_clip=1.0, seed=seed)
+    train_loop(model, batches, loss_fn, cfg, on_step=report)
     history["seconds"] = round(time.time() - t0, 1)
     return history
 
