@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from builder.core.seeding import derive_seed
 from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
 from builder.tools.backends import shapes_vqa as sv
 
@@ -51,9 +52,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
         for seed in range(args.seeds):
-            pool = sv.build_dataset(args.n_real // 6 + 10, 700 + seed, args.target, "train")
+            pool = sv.build_dataset(args.n_real // 6 + 10, derive_seed(seed, "pool"), args.target, "train")
             real = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:args.n_real]]
-            test = sv.build_dataset(args.n_test, 800 + seed, args.target, "train")
+            test = sv.build_dataset(args.n_test, derive_seed(seed, "test"), args.target, "train")
             row = {"seed": seed, "n_real": len(real), "n_test": len(test), "start": scores(base, test)}
             recipes = {"recipe": FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed)}
             if args.old:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from planner_bench import FAMILY_OF, Runner, blind_set, output_of, scene_pool  # noqa: E402
 
 from builder.core.metrics import score  # noqa: E402
+from builder.core.seeding import derive_seed  # noqa: E402
 from builder.methods.adapt import AdaptConfig, QueryTask, self_train  # noqa: E402
 from builder.planner.phrasings import generate  # noqa: E402
 from builder.planner.semantic import SemanticParser, SemanticPlanner, load_semantic_planner, train_parser  # noqa: E402
@@ -74,7 +75,7 @@ def world_tasks(n_scenes: int, seed: int, heldout_fraction: float, probe_pool, n
     tasks = []
     for ex in examples:
         multi = ex["qtype"].startswith("image_")
-        shown = {"scenes": [(seed * 100_000 + i, scenes[i]) for i in ex["scene_ids"]], "expected": ex["expected"],
+        shown = {"scenes": [(derive_seed(seed, "scene", i), scenes[i]) for i in ex["scene_ids"]], "expected": ex["expected"],
                  "choices": ex.get("choices"), "query": ex["query"], "multi": multi}
         probes = []
         for j in rng.choice(len(probe_pool), n_guard + n_audit, replace=False):
@@ -112,8 +113,8 @@ class GuardedScorer(Scorer):
 def run_world_seed(seed: int, a, runner: Runner, pool) -> dict:
     t0 = time.perf_counter()
     planner, log = weak_planner(seed, a.patterns, a.weak_examples, a.weak_steps)
-    train = world_tasks(a.train_scenes, 1000 + seed, 0.5, pool, a.guard, a.audit)
-    held = world_tasks(a.eval_scenes, 2000 + seed, 1.0, pool, 0, 0)
+    train = world_tasks(a.train_scenes, derive_seed(seed, "train"), 0.5, pool, a.guard, a.audit)
+    held = world_tasks(a.eval_scenes, derive_seed(seed, "eval"), 1.0, pool, 0, 0)
     scorer = GuardedScorer(runner, a.guard)
     reference = evaluate_reference(held, runner)
     weak_s = time.perf_counter() - t0

@@ -42,6 +42,7 @@ from augment.seltda import (
     precision,
     pseudo_label,
 )
+from builder.core.seeding import derive_seed
 from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
 from builder.tools.backends import shapes_vqa as sv
 from builder.world import build_world, render_array
@@ -57,18 +58,18 @@ def acc(model, data) -> float:
 
 def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
     t0 = time.time()
-    real_pool = scene_level(sv.build_dataset(args.n_real, 100 + seed, "clean", "train", crops_per_scene=0))
+    real_pool = scene_level(sv.build_dataset(args.n_real, derive_seed(seed, "real"), "clean", "train", crops_per_scene=0))
     rng = np.random.default_rng(seed)
     real = [real_pool[i] for i in rng.permutation(len(real_pool))[:args.n_real]]
-    scenes, _ = build_world(args.n_unlabelled, 200 + seed, args.target, families=("vqa",))
+    scenes, _ = build_world(args.n_unlabelled, derive_seed(seed, "unlabelled"), args.target, families=("vqa",))
     unl = [render_array(s) for s in scenes]  # the scenes are kept only to measure precision
     tests = {
-        "target": scene_level(sv.build_dataset(args.n_test, 300 + seed, args.target, "train", crops_per_scene=0)),
-        "target_heldout_phrasing": scene_level(sv.build_dataset(args.n_test, 400 + seed, args.target, "heldout",
+        "target": scene_level(sv.build_dataset(args.n_test, derive_seed(seed, "target"), args.target, "train", crops_per_scene=0)),
+        "target_heldout_phrasing": scene_level(sv.build_dataset(args.n_test, derive_seed(seed, "target heldout"), args.target, "heldout",
                                                                 crops_per_scene=0)),
-        "clean": scene_level(sv.build_dataset(args.n_test // 2, 500 + seed, "clean", "train", crops_per_scene=0)),
+        "clean": scene_level(sv.build_dataset(args.n_test // 2, derive_seed(seed, "clean"), "clean", "train", crops_per_scene=0)),
         # scene-level and object-crop questions (what programs ask after find()) together
-        "target_with_crops": sv.build_dataset(args.n_test // 2, 600 + seed, args.target, "train"),
+        "target_with_crops": sv.build_dataset(args.n_test // 2, derive_seed(seed, "crops"), args.target, "train"),
     }
     base = sv.load_model(base_dir)
     out: dict = {"seed": seed, "n_real": len(real), "n_unlabelled": len(unl),

@@ -153,10 +153,11 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     """Train ``model`` in place (module docstring); returns a ``TrainResult``.
 
     ``select(history)`` names the best epoch (default: highest ``"score"`` from ``evaluate``,
-    the start included with ``cfg.keep_start``; None: no choice, the last epoch). ``save``/``load`` write and read the model's files in a
-    checkpoint folder (needed with ``run_dir``); with ``restore_best`` the best checkpoint's
-    weights are loaded back at the end. ``meta`` (JSON) is stored in every checkpoint and, on
-    resume, updated in place from the newest one. ``on_step`` gets ``{"epoch", "step", "loss",
+    the start included with ``cfg.keep_start``; None: no choice, the last epoch). ``save`` and
+    ``load`` write and read the model's files in a checkpoint folder (needed with ``run_dir``);
+    with ``restore_best`` the best checkpoint's weights are loaded back at the end. ``meta``
+    (JSON; keys other than epoch, step, history) is stored in every checkpoint and, on resume,
+    updated in place from the newest one. ``on_step`` gets ``{"epoch", "step", "loss",
     "lr"}`` after each step; ``should_stop()`` is polled before each step (cancellation).
     ``accelerator`` (``accelerate.Accelerator``) prepares model and optimiser, runs backward and
     gathers the loss; only its main process writes files.
@@ -216,7 +217,7 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
             stopped = "early_stop"
             say(f"early stop before epoch {epoch}: no better validation for {cfg.patience} epochs")
             break
-        if step >= cfg.steps or stopped:
+        if step >= cfg.steps:
             break
         # Everything random in an epoch derives from (seed, epoch): a resumed run replays it.
         seed_everything(cfg.seed, "epoch", epoch)
@@ -272,10 +273,11 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     model.eval()
 
     result = TrainResult(history, step, resumed_from=resumed_from, stopped=stopped, meta=meta)
+    if history["val"] or "start" in history:
+        result.best_epoch = select(history)
     if run_dir is not None:
         epochs = epoch_checkpoints(run_dir)
         result.last_checkpoint = epochs[-1][1] if epochs else None
-        result.best_epoch = select(history) if (history["val"] or "start" in history) else None
         if result.best_epoch is None and epochs:
             result.best_epoch = epochs[-1][0]
         if result.best_epoch == 0:
