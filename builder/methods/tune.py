@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from builder.core.errors import UserError
+from builder.core.seeding import numpy_rng
 from builder.executor import validate
 from builder.executor.validate import parse as parse_source
 
@@ -229,7 +230,7 @@ def tune_program(source: str, examples: Sequence, output, metric=None, engines=N
     if len(examples) < 4:
         raise TuneError(f"need at least 4 examples to tune and hold some out, got {len(examples)}")
     lifted = lift_constants(source, entry, space, exclude)
-    perm = np.random.default_rng([seed, 17]).permutation(len(examples))
+    perm = numpy_rng(seed, 17).permutation(len(examples))
     n_held = max(1, round(len(examples) * heldout_fraction))
     held = [examples[i] for i in perm[:n_held]]
     tune = [examples[i] for i in perm[n_held:]]
