@@ -315,7 +315,6 @@ def self_train(planner, train_tasks: Sequence[Task], eval_tasks: Sequence[Task],
     executed against the reward). ``out_dir`` (e.g. ``ws.dir("checkpoints", "selftrain")``)
     receives checkpoints and reports; an interrupted run resumes from its last completed round.
     """
-
     from builder.planner.backends import TransformersPlanner
     from builder.planner.train import finetune
 

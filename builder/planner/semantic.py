@@ -236,7 +236,7 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
         loss = F.cross_entropy(out["kind"], kind[idx])
         loss = loss + sum(F.cross_entropy(out[n], slots[n][idx]) for n in SLOTS)
         return loss + F.cross_entropy(out["role"].reshape(-1, len(ROLES)), role[idx, :lengths].reshape(-1),
-                                      ignore_index=-100)
+                                     ignore_index=-100)
 
     # warmup over the first ``warmup`` share of the steps, then cosine decay
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=0.01, schedule="cosine", warmup_steps=int(warmup * steps),
