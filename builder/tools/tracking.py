@@ -5,8 +5,8 @@ area) where the backend has one, else ``detect(frame, "object")``. Detections ar
 open tracks by ``scipy.optimize.linear_sum_assignment`` over a cost of ``1 - IoU`` with the
 track's predicted box (constant velocity) plus an appearance term (a different colour costs
 ``COLOR_COST``); pairs whose boxes are far apart are never linked. A track not seen for
-``MAX_GAP`` sampled frames ends. Each track is then named once, on its best frame (largest box
-clear of the border), by the backend's ``describe_blob`` (shape) and ``size_names``.
+``MAX_GAP`` sampled frames ends. Each track is then named by a vote of the backend's
+``describe_blob`` (shape) over a few frames where it is clear of the border, and ``size_names``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ MAX_GAP = 3
 COLOR_COST = 1.0
 MAX_COST = 1.6
 BATCH = 32  # frames decoded per pass
+SNAPSHOTS = 3  # frames a track's shape is named on (a vote)
+SNAP_EVERY = 8  # frames between them
 _STOP = {"the", "a", "an", "all", "any", "every", "each", "object", "objects", "thing", "things", "shape",
          "shapes", "item", "items"}
 
@@ -77,7 +79,8 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
     ``{"id", "label", "color", "shape", "size", "frames", "boxes"}``."""
     done: list[_Open] = []
     live: list[_Open] = []
-    best: dict[int, tuple] = {}  # id(track) -> (area, frame index, box, frame pixels)
+    # id(track) -> up to SNAPSHOTS (frame index, box, frame pixels) clear of the border, spread in time
+    snaps: dict[int, list] = {}
     step = indices[1] - indices[0] if len(indices) > 1 else 1
     for b0 in range(0, len(indices), BATCH):
         batch = indices[b0:b0 + BATCH]
@@ -107,19 +110,22 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
                     continue
                 x0, y0, x1, y1 = t.boxes[-1]
                 clear = x0 > 1 and y0 > 1 and x1 < width - 1 and y1 < height - 1
-                if clear and t.areas[-1] > best.get(id(t), (0,))[0]:
-                    best[id(t)] = (t.areas[-1], f, t.boxes[-1], frame)
+                have = snaps.setdefault(id(t), [])
+                if clear and len(have) < SNAPSHOTS and (not have or f - have[-1][0] >= SNAP_EVERY * step):
+                    have.append((f, t.boxes[-1], frame))
     tracks = [t for t in done + live if len(t.frames) >= 2]
     tracks.sort(key=lambda t: (t.frames[0], t.boxes[0][0], t.boxes[0][1]))
-    shapes = []
+    shapes, sides = [], []
     for t in tracks:
-        b = best.get(id(t))
-        if b is not None and hasattr(engine, "describe_blob"):
-            shapes.append(engine.describe_blob(b[3], b[2], t.color)[0])
-        else:
-            shapes.append("object")
-    sides = [max(b[2] - b[0], b[3] - b[1]) for b in
-             (best[id(t)][2] if id(t) in best else t.boxes[len(t.boxes) // 2] for t in tracks)]
+        have = snaps.get(id(t)) or []
+        votes: dict[str, float] = {}
+        if hasattr(engine, "describe_blob"):
+            for _, box, frame in have:  # a vote weighted by confidence over a few frames
+                shape, conf = engine.describe_blob(frame, box, t.color)
+                votes[shape] = votes.get(shape, 0.0) + conf
+        shapes.append(max(votes, key=votes.get) if votes else "object")
+        box = have[len(have) // 2][1] if have else t.boxes[len(t.boxes) // 2]
+        sides.append(max(box[2] - box[0], box[3] - box[1]))
     sizes = engine.size_names(sides, width) if hasattr(engine, "size_names") and sides else [""] * len(tracks)
     out = []
     for k, (t, shape, size) in enumerate(zip(tracks, shapes, sizes, strict=True)):

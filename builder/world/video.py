@@ -50,7 +50,7 @@ DIRECTIONS = ("left", "right", "up", "down")
 # Speeds in pixels per frame for a 128-pixel clip (scaled with the clip size).
 SPEED = (1.6, 3.0)
 SIDE_DRIFT = 0.5  # the largest velocity component across the collision axis
-AFTER_FRAMES = 4  # "after" directions are read over this many frames after the collision
+AFTER_FRAMES = 6  # "before"/"after" directions are read over this many frames around the collision
 
 
 @dataclass(frozen=True)
