@@ -197,3 +197,12 @@ def decode_all(data: bytes) -> list[np.ndarray]:
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         return [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+
+
+def load_media(path) -> np.ndarray | VideoReader:
+    """An example input from a file: a lazy ``VideoReader`` for a video suffix, else an RGB image
+    array (through ``builder.core.images``' guards); errors are ``VideoError`` / ``ImageError``."""
+    from builder.core.images import decode_image, read_image_bytes
+
+    data = read_image_bytes(path)
+    return load_video(data, str(path)) if is_video_path(str(path)) else decode_image(data, str(path))
