@@ -61,7 +61,8 @@ def test_ground_truth_rederived_from_pixels(domain):
                 if x0 == 0 or y0 == 0 or x1 == clip.width or y1 == clip.height:
                     continue  # partly outside: the visible part is a different silhouette
                 best = max(found, key=lambda o: box_iou(o.box, obj["box"]))
-                assert box_iou(best.box, obj["box"]) >= 0.6, (t, obj, best)
+                # blur and the smaller objects of "shifted" shave a small star's tips
+                assert box_iou(best.box, obj["box"]) >= (0.6 if domain == "clean" else 0.5), (t, obj, best)
                 assert best.color == obj["color"], (t, obj, best)
                 checked += 1
         # the collision seen in pixels: first frame the pair's detected boxes touch
