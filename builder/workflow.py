@@ -41,6 +41,7 @@ from builder.core.images import ImageError, decode_image, load_image, read_image
 from builder.core.metrics import score as score_output
 from builder.core.taskcard import Metric as Metric
 from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
+from builder.core.video import VideoError, is_video_path, probe_video
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
 from builder.executor import Sandbox
 from builder.methods import adapt as _adapt
@@ -68,6 +69,15 @@ from builder.world.cards import make_task_card
 __all__ = list(_PUBLIC_NAMES)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _check_input(path: Path, name: str) -> None:
+    """An example's image is decoded in full; a video is probed against the video limits."""
+    data = read_image_bytes(path)
+    if is_video_path(str(path)):
+        probe_video(data, name)
+    else:
+        decode_image(data, name)
 
 # Starting points for an engineer when no planner is available: the smallest program of the
 # right output kind, using the tool API the planner prompt documents.
@@ -245,7 +255,7 @@ def save_task(workspace_dir: str | Path, card: TaskCard, reason: str = "edited")
         for p in ex.images:
             if Path(p).is_absolute():
                 path = Path(p)
-                decode_image(read_image_bytes(path), f"{path.name} (example {ex.id})")
+                _check_input(path, f"{path.name} (example {ex.id})")
     for ex in card.examples:
         new = [_import_image(ws, Path(p)) if Path(p).is_absolute() else p for p in ex.images]
         missing = [p for p in new if not ws.resolve_image(p).is_file()]
@@ -686,8 +696,8 @@ def task_problems(ws: Workspace) -> list[str]:
         for p in ex.images:
             path = ws.resolve_image(p)
             try:
-                decode_image(read_image_bytes(path), f"{p} (example {ex.id})")
-            except ImageError as e:
+                _check_input(path, f"{p} (example {ex.id})")
+            except (ImageError, VideoError) as e:
                 problems.append(str(e))
     return problems
 

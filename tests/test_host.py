@@ -159,7 +159,8 @@ def test_tool_table_agrees_with_the_program_api():
     from builder.tools.specs import TOOLS
 
     calling = set()
-    for name, member in [*vars(api.ImagePatch).items(), *api.PROGRAM_API.items()]:
+    for name, member in [*vars(api.ImagePatch).items(), *vars(api.VideoSegment).items(),
+                         *api.PROGRAM_API.items()]:
         if inspect.isfunction(member) and not name.startswith("_"):
             src = inspect.getsource(member)
             if "_call(" in src or "self.find(" in src:

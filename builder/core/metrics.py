@@ -2,7 +2,7 @@
 
 Used for the engineer's pass/fail per example, for batch accuracy and as the reward of
 reinforced self-training: exact match for answers, IoU >= 0.5 for boxes, the right index for
-choices. A wrong type or an error scores 0 rather than raising.
+choices, a video frame within 2 frames, every field of an event summary. A wrong type or an error scores 0 rather than raising.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from builder.core.taskcard import Metric, OutputKind
+from builder.core.taskcard import SUMMARY_FIELDS, Metric, OutputKind
 
 _YES = {"yes", "true", "y"}
 _NO = {"no", "false", "n"}
@@ -78,10 +78,46 @@ def boxes_match(pred: list, expected: list, threshold: float = 0.5) -> bool:
     return bool(np.all(iou[rows, cols] >= threshold))
 
 
+FRAME_TOLERANCE = 2
+
+
+def _as_frame(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        return None
+    return int(value)
+
+
+def summary_field_scores(value: Any, expected: dict) -> dict[str, bool]:
+    """Each summary field scored on its own: ``objects`` (the same names, any order), ``frame``
+    (within ``FRAME_TOLERANCE``), ``before`` and ``after`` (every object's motion right)."""
+    if not isinstance(value, dict):
+        return {f: False for f in SUMMARY_FIELDS}
+    objs = value.get("objects")
+    frame, exp_frame = _as_frame(value.get("frame")), expected["frame"]
+
+    def motions(d):
+        if not isinstance(d, dict):
+            return None
+        return {normalise_text(k): normalise_text(v) for k, v in d.items()}
+
+    return {
+        "objects": isinstance(objs, list) and sorted(normalise_text(o) or "" for o in objs)
+        == sorted(normalise_text(o) for o in expected["objects"]),
+        "frame": frame is not None and abs(frame - exp_frame) <= FRAME_TOLERANCE,
+        "before": motions(value.get("before")) == motions(expected["before"]),
+        "after": motions(value.get("after")) == motions(expected["after"]),
+    }
+
+
 def score(output: OutputKind | str, value: Any, expected: Any, metric: Metric | str | None = None) -> bool:
     """Whether ``value`` counts as correct for ``expected`` under the task's output kind."""
     output = OutputKind(output)
     metric = Metric(metric) if metric is not None else None
+    if metric is Metric.frame_within_2 or (metric is None and output is OutputKind.frame):
+        frame = _as_frame(value)
+        return frame is not None and abs(frame - int(expected)) <= FRAME_TOLERANCE
+    if metric is Metric.summary_fields or (metric is None and output is OutputKind.summary):
+        return isinstance(expected, dict) and all(summary_field_scores(value, expected).values())
     if metric is Metric.iou50 or (metric is None and output is OutputKind.boxes):
         pred, exp = as_boxes(value), as_boxes(expected)
         return pred is not None and exp is not None and boxes_match(pred, exp)

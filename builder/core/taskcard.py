@@ -27,6 +27,8 @@ class OutputKind(StrEnum):
     count = "count"  # a non-negative integer
     boxes = "boxes"  # a list of [x0, y0, x1, y1] boxes
     choice = "choice"  # the index of the right caption or image
+    frame = "frame"  # a video frame index
+    summary = "summary"  # a structured summary of a video event (objects, frame, before, after)
 
 
 class Metric(StrEnum):
@@ -35,6 +37,8 @@ class Metric(StrEnum):
     exact_match = "exact_match"  # normalised string equality
     iou50 = "iou50"  # every expected box matched one-to-one with IoU >= 0.5
     choice_accuracy = "choice_accuracy"  # the chosen index is the expected one
+    frame_within_2 = "frame_within_2"  # a frame index at most 2 frames from the expected one
+    summary_fields = "summary_fields"  # every field of a summary right (see metrics.summary_field_scores)
 
 
 DEFAULT_METRIC = {
@@ -43,14 +47,19 @@ DEFAULT_METRIC = {
     OutputKind.count: Metric.exact_match,
     OutputKind.boxes: Metric.iou50,
     OutputKind.choice: Metric.choice_accuracy,
+    OutputKind.frame: Metric.frame_within_2,
+    OutputKind.summary: Metric.summary_fields,
 }
+SUMMARY_FIELDS = ("objects", "frame", "before", "after")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_EXAMPLES = 10_000
 
 
 class Example(BaseModel):
-    """One example: image path(s) relative to the card's folder, the query, the expected output."""
+    """One example: image path(s) relative to the card's folder, the query, the expected output.
+
+    A path ending in .mp4/.m4v/.mov is a video: the program receives a ``VideoSegment`` for it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -161,6 +170,23 @@ def normalise_expected(kind: OutputKind, value: Any, example: Example | None = N
             if not 0 <= value < n:
                 raise ValueError(f"choice index {value} is outside 0..{n - 1}")
         return value
+    if kind is OutputKind.frame:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"expected a frame index (a non-negative integer), got {value!r}")
+        return value
+    if kind is OutputKind.summary:
+        if not isinstance(value, dict) or set(value) != set(SUMMARY_FIELDS):
+            raise ValueError(f"expected a summary with exactly the fields {', '.join(SUMMARY_FIELDS)}, got {value!r}")
+        objs, frame = value["objects"], value["frame"]
+        if not isinstance(objs, list) or not all(isinstance(o, str) for o in objs):
+            raise ValueError("summary objects must be a list of object names")
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise ValueError(f"summary frame must be a non-negative integer, got {frame!r}")
+        for f in ("before", "after"):
+            if not isinstance(value[f], dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                         for k, v in value[f].items()):
+                raise ValueError(f"summary {f} must map object names to what they did")
+        return {"objects": sorted(objs), "frame": frame, "before": dict(value["before"]), "after": dict(value["after"])}
     raise ValueError(f"unknown output kind {kind!r}")
 
 

@@ -228,8 +228,12 @@ class Sandbox:
         choices: list[str] | None = None,
         entry: str = "execute",
         limits: Limits | None = None,
+        videos: list | None = None,
     ) -> RunResult:
-        """Run ``source``'s ``entry`` on patches of the given image sizes; tool calls go to ``dispatch``."""
+        """Run ``source``'s ``entry`` on patches of the given image sizes; tool calls go to ``dispatch``.
+
+        ``videos`` gives [frame count, fps] for each input that is a video (None for images):
+        the program receives a ``VideoSegment`` for it."""
         if self._closed:
             raise RuntimeError("the sandbox is closed")
         t0 = time.perf_counter()
@@ -245,6 +249,7 @@ class Sandbox:
             "op": "run", "run": run_id, "source": source, "entry": entry, "multi": bool(multi_image),
             "images": [[int(w), int(h)] for w, h in image_sizes], "query": query,
             "choices": list(choices) if choices is not None else None,
+            "videos": [None if v is None else [int(v[0]), float(v[1])] for v in videos] if videos else None,
             "max_output_bytes": limits.max_output_bytes,
         }
         worker = self._idle.get()
@@ -334,7 +339,16 @@ class Sandbox:
                          tool_calls=calls, layers=w.layers), healthy
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _valid_ref(ref: Any, n_images: int) -> bool:
+    if isinstance(ref, dict) and "video" in ref:  # a video segment: input index and frame range
+        return (set(ref) == {"video", "start", "stop", "step"} and all(_is_int(ref[k]) for k in ref)
+                and 0 <= ref["video"] < n_images and 0 <= ref["start"] < ref["stop"] <= 10**7 and ref["step"] >= 1)
+    if isinstance(ref, dict) and "frame" in ref and not (_is_int(ref["frame"]) and 0 <= ref["frame"] <= 10**7):
+        return False
     return (
         isinstance(ref, dict)
         and isinstance(ref.get("image"), int)

@@ -42,11 +42,11 @@ SAFE_BUILTINS = (
     "True", "False", "None",
 )
 
-# Attribute names a program may use: the patch API plus everyday str/list/dict/set methods.
+# Attribute names a program may use: the patch, video segment and track API plus everyday str/list/dict/set methods.
 # An allow-list, because frame and code attributes (gi_frame, f_back, tb_frame, ...) and
 # str.format's attribute lookups are escape routes that a deny-list would have to chase.
-_PATCH_ATTRS = {n for n in dir(api.ImagePatch) if not n.startswith("_")} | {
-    "left", "top", "right", "bottom", "score"}
+_PATCH_ATTRS = {n for cls in (api.ImagePatch, api.VideoSegment, api.Track) for n in dir(cls)
+                if not n.startswith("_")} | {"left", "top", "right", "bottom", "score"}
 ALLOWED_ATTRIBUTES = frozenset(_PATCH_ATTRS | {
     # str
     "lower", "upper", "strip", "lstrip", "rstrip", "split", "rsplit", "join", "startswith", "endswith",

@@ -137,7 +137,14 @@ def to_plain(value, budget: int = 1_000_000, n_images: int | None = None):
             if n_images is not None and not 0 <= v._image < n_images:
                 raise OutputError(f"the return value holds a patch of image {v._image}, "
                                   f"but the example has {n_images} image(s)")
-            return {"box": conv(v.box, depth + 1), "image": v._image, "score": conv(v.score, depth + 1)}
+            out = {"box": conv(v.box, depth + 1), "image": v._image, "score": conv(v.score, depth + 1)}
+            if v._frame is not None:
+                out["frame"] = v._frame
+            return out
+        if isinstance(v, api.Track):
+            return conv({"label": v.label, "frames": v.frames, "boxes": v.boxes}, depth + 1)
+        if isinstance(v, api.VideoSegment):
+            return {"video": v._video, "start": v.start, "stop": v.stop}
         if isinstance(v, (list, tuple)):
             return [conv(x, depth + 1) for x in v]
         if isinstance(v, (set, frozenset)):
@@ -221,7 +228,9 @@ def run_one(request: dict) -> dict:
     builtins = {name: getattr(_builtins, name) for name in SAFE_BUILTINS if name not in ("True", "False", "None")}
     builtins["print"] = safe_print
     namespace = {"__builtins__": builtins, **api.PROGRAM_API}
-    patches = [api.ImagePatch(i, (0, 0, w, h)) for i, (w, h) in enumerate(request["images"])]
+    videos = request.get("videos") or [None] * len(request["images"])
+    patches = [api.ImagePatch(i, (0, 0, w, h)) if vid is None else api.VideoSegment(i, 0, int(vid[0]), float(vid[1]), w, h)
+               for i, ((w, h), vid) in enumerate(zip(request["images"], videos, strict=False))]
     if not patches:
         return done(False, kind="validation", message="the example has no image")
     image_arg = patches if request.get("multi") else patches[0]

@@ -54,6 +54,27 @@ def world_generate(
     typer.echo(f"wrote {n} scenes to {path} in {time.perf_counter() - t0:.1f} s")
 
 
+@world_app.command("video")
+def world_video(
+    out: Path = typer.Option(..., help="Output folder (clips/NNNN.mp4 and clips.jsonl)."),
+    n: int = typer.Option(20, min=1, help="Number of clips."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same clips and events."),
+    domain: str = typer.Option("clean", help="Domain preset (clean, textured, noisy, shifted, ...)."),
+    size: int = typer.Option(128, min=64, max=1024, help="Frame width and height in pixels."),
+    frames: int = typer.Option(60, min=20, max=3000, help="Frames per clip."),
+    fps: int = typer.Option(25, min=1, max=120, help="Frames per second."),
+) -> None:
+    """Generate shapes-world video clips (MP4) with per-frame scene graphs and events (JSONL)."""
+    from builder.world.video import generate_video_dataset
+
+    t0 = time.perf_counter()
+    try:
+        path = generate_video_dataset(out, n=n, seed=seed, domain=domain, size=size, n_frames=frames, fps=fps)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {n} clips to {path} in {time.perf_counter() - t0:.1f} s")
+
+
 @task_app.command("validate")
 def task_validate(
     path: Path,

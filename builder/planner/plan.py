@@ -12,6 +12,8 @@ FAMILY_OF_OUTPUT = {
     OutputKind.count: "vqa",
     OutputKind.boxes: "grounding",
     OutputKind.choice: "itm",
+    OutputKind.frame: "video",
+    OutputKind.summary: "video",
 }
 
 
@@ -27,6 +29,13 @@ def request_for_card(card: TaskCard) -> PlanRequest:
         multi_image=first is not None and not isinstance(first.image, str),
         output=card.output.value,
     )
+
+
+def card_has_video(card: TaskCard) -> bool:
+    """True if the card's examples are videos (the video planner plans for them)."""
+    from builder.core.video import is_video_path
+
+    return bool(card.examples) and any(is_video_path(p) for p in card.examples[0].images)
 
 
 def load_planner(path=None):
@@ -53,11 +62,15 @@ def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: floa
     dropped; the planner sees only the query and the task's shape, never an expected output. The
     default planner is loaded once per process and shared.
     """
+    request = request_for_card(card)
+    if planner is None and card_has_video(card):
+        from builder.planner.video import VideoPlanner
+
+        planner = VideoPlanner()
     if planner is None:
         from builder.planner.semantic import load_semantic_planner
 
         planner = load_semantic_planner()
-    request = request_for_card(card)
     raw = planner.propose([request], k=k, temperature=temperature, top_p=top_p)[0]
     out: list[str] = []
     for src in raw:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from builder.core.images import ImageError, decode_image, read_image_bytes
 from builder.core.metrics import score
+from builder.core.video import VideoError, is_video_path, load_video
 from builder.executor import Sandbox
 from builder.tools.cache import ToolCache
 from builder.tools.host import Engines, ToolHost
@@ -120,8 +121,10 @@ def run_program(
                 if hit is not ToolCache.MISSING:
                     return ExampleResult(example.id, expected=example.expected,
                                          duration_ms=(time.perf_counter() - t0) * 1000, **hit), trace
-            images = [decode_image(data, str(p)) for data, p in zip(encoded, example.images, strict=True)]
-    except ImageError as e:
+            # videos are only probed here (limits); their frames are decoded when a tool asks
+            images = [load_video(data, str(p)) if is_video_path(p) else decode_image(data, str(p))
+                      for data, p in zip(encoded, example.images, strict=True)]
+    except (ImageError, VideoError) as e:
         return ExampleResult(example.id, error=str(e), error_kind="image", expected=example.expected), trace
     host = ToolHost(engines, images, cache=cache, trace=trace)
     run = sandbox.run(
@@ -131,6 +134,7 @@ def run_program(
         multi_image=example.multi_image,
         query=example.query or None,
         choices=example.choices,
+        videos=host.video_infos(),
     )
     res = ExampleResult(
         example.id,

@@ -7,7 +7,8 @@ program's reach (the AST check rejects them), so programs cannot touch the trans
 references.
 
 Programs define one entry function whose first parameter receives the image (an ``ImagePatch``)
-or, for examples with several images, a list of ``ImagePatch``. Two optional parameters are
+or, for examples with several images, a list of ``ImagePatch``; a video input arrives as a
+``VideoSegment`` (its frames are ``ImagePatch`` objects that carry their frame index). Two optional parameters are
 filled by name when declared: ``query`` (the question text) and ``choices`` (candidate texts).
 
 Every public method's docstring renders into the planner prompt (see ``builder.tools.docs``).
@@ -37,10 +38,11 @@ class ImagePatch:
     by ``find`` (1.0 for whole images and crops).
     """
 
-    __slots__ = ("_image", "left", "top", "right", "bottom", "score")
+    __slots__ = ("_image", "_frame", "left", "top", "right", "bottom", "score")
 
-    def __init__(self, _image: int, box, score: float = 1.0):
+    def __init__(self, _image: int, box, score: float = 1.0, _frame: int | None = None):
         self._image = int(_image)
+        self._frame = None if _frame is None else int(_frame)
         self.left, self.top, self.right, self.bottom = (int(v) for v in box)
         self.score = float(score)
 
@@ -75,11 +77,22 @@ class ImagePatch:
         """The box as [left, top, right, bottom]."""
         return [self.left, self.top, self.right, self.bottom]
 
+    @property
+    def frame_index(self) -> int | None:
+        """The video frame this patch is from (None for a still image)."""
+        return self._frame
+
     def _ref(self) -> dict:
-        return {"image": self._image, "box": self.box}
+        if self._frame is None:
+            return {"image": self._image, "box": self.box}
+        return {"image": self._image, "frame": self._frame, "box": self.box}
+
+    def _same(self, box, score: float = 1.0) -> ImagePatch:
+        return ImagePatch(self._image, box, score, self._frame)
 
     def __repr__(self) -> str:
-        return f"ImagePatch(box={self.box}, score={self.score:.2f})"
+        where = "" if self._frame is None else f"frame={self._frame}, "
+        return f"ImagePatch({where}box={self.box}, score={self.score:.2f})"
 
     # ---- engines --------------------------------------------------------------------------
     def find(self, name: str) -> list[ImagePatch]:
@@ -87,7 +100,7 @@ class ImagePatch:
         "red square", "small blue triangle". Returns patches sorted by score, best first;
         an empty list when there is none."""
         found = _call("find", self._ref(), [str(name)])
-        return [ImagePatch(self._image, d["box"], d["score"]) for d in found]
+        return [self._same(d["box"], d["score"]) for d in found]
 
     def exists(self, name: str) -> bool:
         """True if at least one object matching ``name`` is in this patch."""
@@ -125,12 +138,12 @@ class ImagePatch:
         r2, b2 = min(self.right, int(right)), min(self.bottom, int(bottom))
         if r2 <= l2 or b2 <= t2:
             raise ValueError(f"crop ({left}, {top}, {right}, {bottom}) is empty inside {self.box}")
-        return ImagePatch(self._image, (l2, t2, r2, b2))
+        return self._same((l2, t2, r2, b2))
 
     def expand(self, margin: int) -> ImagePatch:
         """This patch grown by ``margin`` pixels on each side (not clipped to the image)."""
         m = int(margin)
-        return ImagePatch(self._image, (self.left - m, self.top - m, self.right + m, self.bottom + m))
+        return self._same((self.left - m, self.top - m, self.right + m, self.bottom + m))
 
     def left_of(self, other: ImagePatch) -> bool:
         """True if this patch's centre is left of ``other``'s centre."""
@@ -159,6 +172,170 @@ class ImagePatch:
     def overlaps(self, other: ImagePatch) -> bool:
         """True if the two boxes intersect."""
         return self.iou(other) > 0
+
+
+class Track:
+    """One object followed across video frames (returned by ``VideoSegment.track``).
+
+    ``frames`` are the (absolute) frame indices where it was seen, ``boxes`` its
+    [left, top, right, bottom] box in each; ``label`` names it ("red circle"), with ``color``,
+    ``shape`` and ``size`` ("small"/"large") separately.
+    """
+
+    __slots__ = ("_video", "id", "label", "color", "shape", "size", "frames", "boxes")
+
+    def __init__(self, _video: int, data: dict):
+        self._video = int(_video)
+        self.id = int(data["id"])
+        self.label, self.color = str(data["label"]), str(data["color"])
+        self.shape, self.size = str(data["shape"]), str(data["size"])
+        self.frames = [int(f) for f in data["frames"]]
+        self.boxes = [[int(v) for v in b] for b in data["boxes"]]
+
+    def __repr__(self) -> str:
+        return f"Track({self.label!r}, frames {self.first_frame}..{self.last_frame})"
+
+    @property
+    def first_frame(self) -> int:
+        """The first frame the object is seen in."""
+        return self.frames[0]
+
+    @property
+    def last_frame(self) -> int:
+        """The last frame the object is seen in."""
+        return self.frames[-1]
+
+    def box_at(self, frame: int) -> list[int] | None:
+        """The box in ``frame``, or None if the object was not seen there."""
+        frame = int(frame)
+        for f, b in zip(self.frames, self.boxes, strict=False):
+            if f == frame:
+                return list(b)
+        return None
+
+    def patch_at(self, frame: int) -> ImagePatch | None:
+        """The object's patch in ``frame`` (for engine calls), or None if not seen there."""
+        b = self.box_at(frame)
+        return None if b is None else ImagePatch(self._video, b, 1.0, int(frame))
+
+    def center_x_at(self, frame: int) -> float | None:
+        """Horizontal centre of the box in ``frame`` (None if not seen)."""
+        b = self.box_at(frame)
+        return None if b is None else (b[0] + b[2]) / 2
+
+    def crossings(self, x: float) -> list[int]:
+        """Frames where the box centre is on the other side of the vertical line at ``x`` than
+        in the previous frame the object was seen in."""
+        out = []
+        for k in range(1, len(self.frames)):
+            c0 = (self.boxes[k - 1][0] + self.boxes[k - 1][2]) / 2
+            c1 = (self.boxes[k][0] + self.boxes[k][2]) / 2
+            if (c0 < x) != (c1 < x):
+                out.append(self.frames[k])
+        return out
+
+    def direction(self, start: int, stop: int) -> str:
+        """The main direction of motion between two frames ("left", "right", "up", "down"),
+        from the boxes nearest those frames; "still" if it did not move."""
+        a = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(start)))
+        b = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(stop)))
+        dx = (self.boxes[b][0] + self.boxes[b][2] - self.boxes[a][0] - self.boxes[a][2]) / 2
+        dy = (self.boxes[b][1] + self.boxes[b][3] - self.boxes[a][1] - self.boxes[a][3]) / 2
+        if dx == 0 and dy == 0:
+            return "still"
+        if abs(dx) >= abs(dy):
+            return "right" if dx > 0 else "left"
+        return "down" if dy > 0 else "up"
+
+    def touches_border(self, frame: int, width: int, height: int, margin: int = 2) -> bool:
+        """True if the box in ``frame`` reaches within ``margin`` pixels of the frame's edge."""
+        b = self.box_at(frame)
+        return b is not None and (b[0] <= margin or b[1] <= margin or b[2] >= width - margin
+                                  or b[3] >= height - margin)
+
+
+class VideoSegment:
+    """A stretch of an input video: frames ``start`` (inclusive) to ``stop`` (exclusive).
+
+    Frame indices are absolute (frame 0 is the video's first frame), also after ``trim``.
+    Frames are decoded on the host only when a program asks for them.
+    """
+
+    __slots__ = ("_video", "start", "stop", "fps", "width", "height")
+
+    def __init__(self, _video: int, start: int, stop: int, fps: float, width: int, height: int):
+        self._video = int(_video)
+        self.start, self.stop = int(start), int(stop)
+        self.fps = float(fps)
+        self.width, self.height = int(width), int(height)
+
+    def __repr__(self) -> str:
+        return f"VideoSegment(frames {self.start}..{self.stop - 1}, {self.fps:g} fps, {self.width}x{self.height})"
+
+    @property
+    def num_frames(self) -> int:
+        """How many frames the segment holds."""
+        return self.stop - self.start
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_frames / self.fps if self.fps else 0.0
+
+    def _ref(self, step: int = 1) -> dict:
+        return {"video": self._video, "start": self.start, "stop": self.stop, "step": int(step)}
+
+    def frame(self, index: int) -> ImagePatch:
+        """Frame ``index`` (absolute, within the segment) as an ``ImagePatch`` of the whole frame."""
+        index = int(index)
+        if not self.start <= index < self.stop:
+            raise ValueError(f"frame {index} is outside this segment ({self.start}..{self.stop - 1})")
+        return ImagePatch(self._video, (0, 0, self.width, self.height), 1.0, index)
+
+    def frame_at(self, seconds: float) -> ImagePatch:
+        """The frame shown at ``seconds`` from the video's start."""
+        return self.frame(min(self.stop - 1, max(self.start, int(float(seconds) * self.fps))))
+
+    def sample_frames(self, n: int = 8) -> list[ImagePatch]:
+        """``n`` frames spread evenly over the segment (first and last included)."""
+        n = max(1, min(int(n), self.num_frames))
+        if n == 1:
+            return [self.frame(self.start)]
+        return [self.frame(self.start + round(k * (self.num_frames - 1) / (n - 1))) for k in range(n)]
+
+    def trim(self, start: int, stop: int) -> VideoSegment:
+        """The part of this segment from frame ``start`` to ``stop`` (exclusive), clipped to it."""
+        s, e = max(self.start, int(start)), min(self.stop, int(stop))
+        if e <= s:
+            raise ValueError(f"trim({start}, {stop}) is empty inside frames {self.start}..{self.stop - 1}")
+        return VideoSegment(self._video, s, e, self.fps, self.width, self.height)
+
+    def track(self, name: str = "object", step: int = 1) -> list[Track]:
+        """Follow every object matching ``name`` ("object", "red circle", "squares") through the
+        segment, looking at every ``step``-th frame. Returns tracks ordered by first appearance."""
+        found = _call("track", self._ref(max(1, int(step))), [str(name)])
+        return [Track(self._video, d) for d in found]
+
+    def first_frame(self, condition) -> int | None:
+        """The first frame index whose frame patch makes ``condition(patch)`` true, or None."""
+        for f in range(self.start, self.stop):
+            if condition(self.frame(f)):
+                return f
+        return None
+
+
+def boxes_touch(a, b, gap: int = 2) -> bool:
+    """True if two [left, top, right, bottom] boxes overlap or are at most ``gap`` pixels apart."""
+    return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
+
+
+def first_contact(a: Track, b: Track, gap: int = 2) -> int | None:
+    """The first frame where both tracks are seen and their boxes touch (see ``boxes_touch``), or None."""
+    other = dict(zip(b.frames, b.boxes, strict=False))
+    for f, box in zip(a.frames, a.boxes, strict=False):
+        if f in other and boxes_touch(box, other[f], gap):
+            return f
+    return None
 
 
 def best_text_match(image: ImagePatch, texts: list[str]) -> int:
@@ -209,6 +386,10 @@ def smallest(patches: list[ImagePatch]) -> ImagePatch:
 # What a program's namespace receives (besides the safe builtins).
 PROGRAM_API = {
     "ImagePatch": ImagePatch,
+    "VideoSegment": VideoSegment,
+    "Track": Track,
+    "boxes_touch": boxes_touch,
+    "first_contact": first_contact,
     "best_text_match": best_text_match,
     "best_image_match": best_image_match,
     "leftmost": leftmost,

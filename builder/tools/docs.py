@@ -18,15 +18,10 @@ def _signature(fn) -> str:
     return str(inspect.signature(fn)).replace("'", "")
 
 
-def render_api_doc() -> str:
-    """The tool API as Python stubs with docstrings, in source order, for a planner prompt."""
-    out = ["class ImagePatch:", _doc(api.ImagePatch, "    "), ""]
-    out.append("    left: int")
-    out.append("    top: int")
-    out.append("    right: int")
-    out.append("    bottom: int")
-    out.append("    score: float")
-    for name, member in vars(api.ImagePatch).items():
+def _class_doc(cls, fields: list[str]) -> list[str]:
+    out = [f"class {cls.__name__}:", _doc(cls, "    "), ""]
+    out += [f"    {f}" for f in fields]
+    for name, member in vars(cls).items():
         if name.startswith("_"):
             continue
         if isinstance(member, property):
@@ -34,7 +29,15 @@ def render_api_doc() -> str:
             out.append(f"    {name}: {ret}  # {inspect.getdoc(member)}")
         elif inspect.isfunction(member):
             out += ["", f"    def {name}{_signature(member)}:", _doc(member, "        ")]
-    out.append("")
+    return out + [""]
+
+
+def render_api_doc() -> str:
+    """The tool API as Python stubs with docstrings, in source order, for a planner prompt."""
+    out = _class_doc(api.ImagePatch, ["left: int", "top: int", "right: int", "bottom: int", "score: float"])
+    out += _class_doc(api.VideoSegment, ["start: int", "stop: int", "fps: float", "width: int", "height: int"])
+    out += _class_doc(api.Track, ["id: int", "label: str", "color: str", "shape: str", "size: str",
+                                  "frames: list[int]", "boxes: list[list[int]]"])
     for name, fn in api.PROGRAM_API.items():
         if inspect.isfunction(fn):
             out += ["", f"def {name}{_signature(fn)}:", _doc(fn, "    ")]

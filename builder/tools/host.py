@@ -3,9 +3,11 @@
 Which engine serves a tool, its argument checks and its implementation come from the tool
 table (``builder.tools.specs``); this module adds patches, the cache and the trace.
 
-One ``ToolHost`` per program run holds that run's images. Each call from the worker arrives
-as ``(tool, ref, args)`` (see ``builder.tools.api``); the host crops the patch, asks the
-engine (through the content-keyed cache), records a trace step and answers with plain data.
+One ``ToolHost`` per program run holds that run's inputs: image arrays, or lazy video readers
+(``builder.core.video.VideoReader``) whose frames are decoded only when a call refers to them.
+Each call from the worker arrives as ``(tool, ref, args)`` (see ``builder.tools.api``); the host
+crops the patch (of a frame, for a video), asks the engine (through the content-keyed cache),
+records a trace step and answers with plain data.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from builder.core.video import VideoError, VideoReader
 from builder.tools.cache import ToolCache, cache_key, image_hash
 from builder.tools.engines import Captioner, Detector, Embedder, Matcher, OCREngine, VQAEngine
 from builder.tools.specs import MAX_TEXTS, TOOLS, ToolError
@@ -40,13 +43,43 @@ class Engines:
         return engine
 
 
+class VideoContext:
+    """A video segment a tool refers to: the reader, the sampled frame indices and the host's
+    cache, so that every object is tracked once per segment and detector version."""
+
+    def __init__(self, host: ToolHost, reader: VideoReader, indices: list[int]):
+        self.host, self.reader, self.indices = host, reader, indices
+
+    def all_tracks(self, engine) -> list[dict]:
+        """Every object's track over the segment (from the tool cache when it holds them)."""
+        from builder.tools.tracking import track_objects
+
+        where = [[self.reader.digest, [self.indices[0], self.indices[-1] + 1, self._step()]]]
+        key = cache_key(where, "track:all", engine.backend_id, engine.version, [])
+        memo = self.host._tracks.get(key)
+        if memo is not None:
+            return memo
+        cache = self.host.cache
+        hit = cache.get(key) if cache is not None else ToolCache.MISSING
+        if hit is ToolCache.MISSING:
+            info = self.reader.info
+            hit = track_objects(engine, self.reader.frames, self.indices, info.width, info.height)
+            if cache is not None:
+                cache.set(key, hit)
+        self.host._tracks[key] = hit
+        return hit
+
+    def _step(self) -> int:
+        return self.indices[1] - self.indices[0] if len(self.indices) > 1 else 1
+
+
 class ToolHost:
-    """Serves tool calls for one run over ``images`` ((H, W, 3) uint8 arrays)."""
+    """Serves tool calls for one run over ``images``: (H, W, 3) uint8 arrays or ``VideoReader``s."""
 
     def __init__(
         self,
         engines: Engines,
-        images: list[np.ndarray],
+        images: list[np.ndarray | VideoReader],
         cache: ToolCache | None = None,
         trace: Trace | None = None,
     ):
@@ -55,30 +88,59 @@ class ToolHost:
         self.cache = cache
         self.trace = trace
         self._digests: list[str | None] = [None] * len(images)
+        self._tracks: dict[str, list] = {}
         self.calls = 0
 
     def image_sizes(self) -> list[tuple[int, int]]:
-        """(width, height) of each image, as the sandbox needs them."""
+        """(width, height) of each image (or video frame), as the sandbox needs them."""
         return [(img.shape[1], img.shape[0]) for img in self.images]
 
-    def _digest(self, i: int) -> str:
+    def video_infos(self) -> list[list | None]:
+        """[frame count, fps] of each video input (None for images), as the sandbox needs them."""
+        return [[len(v), v.info.fps] if isinstance(v, VideoReader) else None for v in self.images]
+
+    def _digest(self, i: int, frame: int | None = None) -> str:
+        if frame is not None:
+            return f"{self.images[i].digest}:{frame}"
         if self._digests[i] is None:
             self._digests[i] = image_hash(self.images[i])
         return self._digests[i]
 
-    def _crop(self, ref: dict) -> tuple[np.ndarray, tuple[int, int, int, int], int]:
+    def _video(self, ref: Any) -> VideoContext:
+        if not isinstance(ref, dict) or not all(k in ref for k in ("video", "start", "stop", "step")):
+            raise ToolError("expected a video segment")
+        i = ref["video"]
+        if not isinstance(i, int) or not 0 <= i < len(self.images) or not isinstance(self.images[i], VideoReader):
+            raise ToolError(f"input {i!r} is not a video")
+        reader = self.images[i]
+        start, stop, step = (int(ref[k]) for k in ("start", "stop", "step"))
+        if not 0 <= start < stop <= len(reader) or step < 1:
+            raise ToolError(f"segment {start}..{stop} (step {step}) is outside the video's {len(reader)} frames")
+        return VideoContext(self, reader, list(range(start, stop, step)))
+
+    def _crop(self, ref: dict) -> tuple[np.ndarray, tuple[int, int, int, int], int | str]:
         if not isinstance(ref, dict) or "image" not in ref or "box" not in ref:
             raise ToolError("expected an image patch")
         i = ref["image"]
         if not isinstance(i, int) or not 0 <= i < len(self.images):
             raise ToolError(f"image index {i!r} is out of range")
         img = self.images[i]
+        frame = ref.get("frame")
+        if isinstance(img, VideoReader):
+            if not isinstance(frame, int):
+                raise ToolError(f"input {i} is a video: use a frame's patch (video.frame(i))")
+            try:
+                img = img.frame(frame)
+            except VideoError as e:
+                raise ToolError(str(e)) from None
+        elif frame is not None:
+            raise ToolError(f"input {i} is an image, not a video")
         h, w = img.shape[:2]
         x0, y0, x1, y1 = (int(c) for c in ref["box"])
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ToolError(f"patch {ref['box']} is empty inside the {w}x{h} image")
-        return img[y0:y1, x0:x1], (x0, y0, x1, y1), i
+        return img[y0:y1, x0:x1], (x0, y0, x1, y1), (i if frame is None else f"{i}:{frame}")
 
     def __call__(self, tool: str, ref: Any, args: list) -> Any:
         """Serve one call; raises ``ToolError`` with a message meant for the program's author."""
@@ -92,13 +154,28 @@ class ToolHost:
                 raise ToolError(f"unknown tool {tool!r}")
             spec.check_args(args)
             engine = self.engines.get(spec.engine)
+            if spec.video:
+                video = self._video(ref)
+                key = None
+                if self.cache is not None:
+                    where = [[video.reader.digest, [video.indices[0], video.indices[-1] + 1, video._step()]]]
+                    key = cache_key(where, tool, engine.backend_id, engine.version, args)
+                    hit = self.cache.get(key)
+                    if hit is not ToolCache.MISSING:
+                        cached, result = True, hit
+                if not cached:
+                    result = spec.impl(engine, video, args)
+                    if key is not None:
+                        self.cache.set(key, result)
+                self._record(tool, ref, args, result, None, t0, cached)
+                return result
             refs = ref if spec.many_patches else [ref]
             if not isinstance(refs, list) or not refs or len(refs) > MAX_TEXTS:
                 raise ToolError(f"{tool} needs 1 to {MAX_TEXTS} images")
             crops = [self._crop(r) for r in refs]
             key = None
             if self.cache is not None:
-                where = [[self._digest(i), list(box)] for _, box, i in crops]
+                where = [[self._where(i), list(box)] for _, box, i in crops]
                 key = cache_key(where, tool, engine.backend_id, engine.version, args)
                 hit = self.cache.get(key)
                 if hit is not ToolCache.MISSING:
@@ -117,6 +194,12 @@ class ToolHost:
             raise ToolError(msg) from e
         self._record(tool, ref, args, result, None, t0, cached)
         return result
+
+    def _where(self, i: int | str) -> str:
+        if isinstance(i, str):  # "input:frame"
+            v, f = i.split(":")
+            return self._digest(int(v), int(f))
+        return self._digest(i)
 
     def _record(self, tool, ref, args, result, error, t0, cached) -> None:
         if self.trace is not None:

@@ -48,8 +48,10 @@ Impl = Callable[[Any, list, list], Any]
 class ToolSpec:
     """One host tool: its name, engine kind, argument schema, implementation and callers.
 
-    ``methods`` are the ``ImagePatch`` methods that call it, ``functions`` the module-level API
-    functions; ``many_patches`` marks a tool whose reference is a list of patches.
+    ``methods`` are the ``ImagePatch`` methods that call it, ``segment_methods`` the
+    ``VideoSegment`` methods, ``functions`` the module-level API functions; ``many_patches``
+    marks a tool whose reference is a list of patches, ``video`` one whose reference is a video
+    segment (its implementation receives a ``VideoContext`` instead of crops).
     """
 
     name: str
@@ -59,6 +61,8 @@ class ToolSpec:
     methods: tuple[str, ...] = ()
     functions: tuple[str, ...] = ()
     many_patches: bool = False
+    segment_methods: tuple[str, ...] = ()
+    video: bool = False
     callers: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -66,13 +70,18 @@ class ToolSpec:
             raise ValueError(f"tool {self.name}: unknown engine kind {self.engine!r}")
         if any(a not in ARG_KINDS for a in self.args):
             raise ValueError(f"tool {self.name}: argument kinds must be among {ARG_KINDS}")
-        object.__setattr__(self, "callers", self.methods + self.functions)
+        object.__setattr__(self, "callers", self.methods + self.segment_methods + self.functions)
 
     @property
     def doc(self) -> str:
         """The program-facing documentation: the docstring of the API name that is the tool itself."""
         name = self.name
-        obj = getattr(api.ImagePatch, name, None) if name in self.methods else getattr(api, name, None)
+        if name in self.methods:
+            obj = getattr(api.ImagePatch, name, None)
+        elif name in self.segment_methods:
+            obj = getattr(api.VideoSegment, name, None)
+        else:
+            obj = getattr(api, name, None)
         return inspect.getdoc(obj) or ""
 
     def check_args(self, args: Any) -> None:
@@ -142,6 +151,13 @@ def _best_image_match(engine, crops, args):
     return _argmax([engine.scores(c, [args[0]])[0] for c, _, _ in crops])
 
 
+def _track(engine, video, args):
+    # Every object is tracked once per segment (cached by the host); the query only filters.
+    from builder.tools.tracking import filter_tracks
+
+    return filter_tracks(video.all_tracks(engine), args[0])
+
+
 # ---- the table -------------------------------------------------------------------------------
 TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in (
     ToolSpec("find", "detector", ("text",), _find, methods=("find", "exists", "count")),
@@ -153,13 +169,15 @@ TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in (
     ToolSpec("best_text_match", "matcher", ("texts",), _best_text_match, functions=("best_text_match",)),
     ToolSpec("best_image_match", "matcher", ("text",), _best_image_match, functions=("best_image_match",),
              many_patches=True),
+    ToolSpec("track", "detector", ("text",), _track, segment_methods=("track",), video=True),
 )}
 
 TOOL_NAMES = tuple(TOOLS)
 
 
 def program_engines() -> tuple[dict[str, str], dict[str, str]]:
-    """(ImagePatch method -> engine kind, API function -> engine kind), for reading a program's needs."""
-    methods = {m: spec.engine for spec in TOOLS.values() for m in spec.methods}
+    """(ImagePatch or VideoSegment method -> engine kind, API function -> engine kind), for reading
+    a program's needs."""
+    methods = {m: spec.engine for spec in TOOLS.values() for m in spec.methods + spec.segment_methods}
     functions = {f: spec.engine for spec in TOOLS.values() for f in spec.functions}
     return methods, functions

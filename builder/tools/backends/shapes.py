@@ -312,6 +312,79 @@ class ShapesDetector:
         return [Detection(o.box, o.score, label) for o in self.objects(image) if q.matches(o) and o.score >= limit]
 
 
+    # ---- video: a cheap per-frame pass for tracking ------------------------------------------
+    def segment(self, image) -> list[tuple[tuple[int, int, int, int], str, int]]:
+        """Every object blob in a frame as (box, colour name, area), without naming its shape.
+
+        The per-frame detector of the tracker: a few whole-frame OpenCV operations (chroma from
+        HSV, a hue look-up table splitting touching objects of different colours, connected
+        components per colour), about 20 times cheaper than ``objects``. ``describe_blob`` names
+        a blob's shape once per track.
+        """
+        img = as_rgb_array(image)
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL)
+        h, s, v = cv2.split(hsv)
+        chroma = cv2.multiply(s, v, scale=1 / 255)  # = max - min channel
+        _, core = cv2.threshold(chroma, self.chroma_threshold, 1, cv2.THRESH_BINARY)
+        labels = cv2.multiply(cv2.LUT(h, _HUE_LUT), core)
+        min_area = max(6, round(12 * img.shape[0] * img.shape[1] / 128**2))
+        names = list(COLOR_HUES)
+        out = []
+        # Outer contours are far cheaper than connected components on a sparse mask; a blob
+        # holding two colours (objects in contact) is split by colour inside its box.
+        for c in cv2.findContours(labels, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+            x, y, w, hh = cv2.boundingRect(c)
+            if w * hh < min_area:
+                continue
+            crop = labels[y:y + hh, x:x + w]
+            counts = np.bincount(crop.ravel(), minlength=len(names) + 1)
+            colours = [ci for ci in range(1, len(names) + 1) if counts[ci] >= min_area]
+            if len(colours) == 1:
+                out.append(((x, y, x + w, y + hh), names[colours[0] - 1], int(counts[colours[0]])))
+                continue
+            for ci in colours:
+                part = (crop == ci).view(np.uint8)
+                for pc in cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+                    px, py, pw, ph = cv2.boundingRect(pc)
+                    area = int(np.count_nonzero(part[py:py + ph, px:px + pw]))
+                    if area >= min_area:
+                        out.append(((x + px, y + py, x + px + pw, y + py + ph), names[ci - 1], area))
+        return out
+
+    def describe_blob(self, image, box, color: str) -> tuple[str, float]:
+        """(shape name, confidence) of the ``color`` blob inside ``box`` of a frame."""
+        img = as_rgb_array(image)
+        H, W = img.shape[:2]
+        x0, y0, x1, y1 = max(0, box[0] - 1), max(0, box[1] - 1), min(W, box[2] + 1), min(H, box[3] + 1)
+        crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+        hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV_FULL)
+        chroma = hsv[:, :, 1].astype(np.float32) * hsv[:, :, 2] / 255
+        ci = list(COLOR_HUES).index(color) + 1
+        mask = ((chroma > self.chroma_threshold) & (cv2.LUT(hsv[:, :, 0], _HUE_LUT) == ci)).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n < 2:
+            return "object", 0.0
+        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        return _classify_shape(comp[y:y + h, x:x + w] == k)
+
+    def size_names(self, sides: list[int], width: int) -> list[str]:
+        """"small"/"large" for objects of the given sides in one scene (as ``objects`` names them)."""
+        split = self._size_split(sides, width)
+        return ["large" if s > split else "small" for s in sides]
+
+
+def _hue_lut() -> np.ndarray:
+    """OpenCV's full-range hue byte -> 1 + index of the nearest colour name."""
+    refs = np.array(list(COLOR_HUES.values()), np.float32)
+    hues = np.arange(256, dtype=np.float32) * (360.0 / 256.0)
+    d = np.abs(hues[:, None] - refs[None, :])
+    return (1 + np.argmin(np.minimum(d, 360 - d), axis=1)).astype(np.uint8)
+
+
+_HUE_LUT = _hue_lut()
+
+
 # ---- VQA --------------------------------------------------------------------------------------
 class ShapesVQA:
     """Learned shapes-world VQA (CNN + FiLM + GRU, closed answer vocabulary).

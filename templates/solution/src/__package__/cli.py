@@ -15,7 +15,9 @@ from .runtime import manifest
 
 
 def _run(args: argparse.Namespace) -> int:
-    from builder.core.images import ImageError, load_image
+    from builder.core.images import ImageError
+    from builder.core.video import VideoError
+    from builder.core.video import load_media as load_image
 
     from .runtime import Solution
 
@@ -28,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
             out = {"image": paths if info.get("multi_image") else paths[0]}
             try:
                 arrays = [load_image(p) for p in paths]
-            except ImageError as e:
+            except (ImageError, VideoError) as e:
                 out.update(ok=False, value=None, error=str(e), error_kind="image")
             else:
                 out.update(solution.predict(arrays, query=args.query, choices=args.choices))

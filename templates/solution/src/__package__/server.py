@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from builder.core.images import ImageError, ImageTooLarge, check_image_size, decode_image
+from builder.core.video import VideoError, VideoReader, VideoTooLarge, is_video_path, probe_video
 
 from .runtime import Solution, manifest
 
@@ -52,6 +53,10 @@ class Limits:
     max_batch: int = 64
     max_queue: int = 16  # requests waiting for a worker before the server answers 503
     request_timeout_s: float = 30.0  # each request's deadline (504 past it)
+    max_video_bytes: int = 30 * MB
+    max_video_seconds: float = 60.0
+    max_video_frames: int = 1500
+    max_video_side: int = 1280
 
 
 class Prediction(BaseModel):
@@ -202,6 +207,17 @@ async def _read_image(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
     if len(data) > limits.max_image_bytes:
         raise HTTPException(413, f"{name}: over the {limits.max_image_bytes}-byte image limit")
     data = _unbase64(data)
+    if _is_video(name, data):
+        if len(data) > limits.max_video_bytes:
+            raise HTTPException(413, f"{name}: over the {limits.max_video_bytes}-byte video limit")
+        try:  # the container's header only: size, frame count and duration
+            probe_video(data, name, max_duration=limits.max_video_seconds, max_side=limits.max_video_side,
+                        max_frames=limits.max_video_frames, max_bytes=limits.max_video_bytes)
+        except VideoTooLarge as e:
+            raise HTTPException(413, str(e)) from None
+        except VideoError as e:
+            raise HTTPException(400, str(e)) from None
+        return name, data
     try:
         check_image_size(data, name, limits.max_pixels, limits.max_side)
     except ImageTooLarge as e:
@@ -225,14 +241,21 @@ def _unbase64(data: bytes) -> bytes:
     return data
 
 
+def _is_video(name: str, data: bytes) -> bool:
+    """An MP4/QuickTime upload: by its name, or by the ISO media 'ftyp' box at its start."""
+    return is_video_path(name) or data[4:8] == b"ftyp"
+
+
 def _decode_all(files: list[tuple[str, bytes]], limits: Limits) -> list:
-    """Every image fully decoded and verified (in a worker thread)."""
+    """Every image fully decoded and verified (in a worker thread); a video becomes a lazy
+    reader whose frames the program's tool calls decode."""
     try:
-        return [decode_image(data, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
+        return [VideoReader(data, name) if _is_video(name, data)
+                else decode_image(data, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
                 for name, data in files]
-    except ImageTooLarge as e:
+    except (ImageTooLarge, VideoTooLarge) as e:
         raise HTTPException(413, str(e)) from None
-    except ImageError as e:
+    except (ImageError, VideoError) as e:
         raise HTTPException(400, str(e)) from None
 
 
