@@ -234,13 +234,22 @@ class Track:
                 out.append(self.frames[k])
         return out
 
+    def velocity(self, start: int, stop: int) -> tuple[float, float]:
+        """Mean motion in pixels per frame (dx, dy) between two frames, from the boxes nearest
+        those frames; (0, 0) when both are nearest the same box."""
+        a = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(start)))
+        b = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(stop)))
+        if a == b:
+            return (0.0, 0.0)
+        dt = self.frames[b] - self.frames[a]
+        dx = (self.boxes[b][0] + self.boxes[b][2] - self.boxes[a][0] - self.boxes[a][2]) / 2
+        dy = (self.boxes[b][1] + self.boxes[b][3] - self.boxes[a][1] - self.boxes[a][3]) / 2
+        return (dx / dt, dy / dt)
+
     def direction(self, start: int, stop: int) -> str:
         """The main direction of motion between two frames ("left", "right", "up", "down"),
         from the boxes nearest those frames; "still" if it did not move."""
-        a = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(start)))
-        b = min(range(len(self.frames)), key=lambda k: abs(self.frames[k] - int(stop)))
-        dx = (self.boxes[b][0] + self.boxes[b][2] - self.boxes[a][0] - self.boxes[a][2]) / 2
-        dy = (self.boxes[b][1] + self.boxes[b][3] - self.boxes[a][1] - self.boxes[a][3]) / 2
+        dx, dy = self.velocity(start, stop)
         if dx == 0 and dy == 0:
             return "still"
         if abs(dx) >= abs(dy):

@@ -6,7 +6,8 @@ open tracks by ``scipy.optimize.linear_sum_assignment`` over a cost of ``1 - IoU
 track's predicted box (constant velocity) plus an appearance term (a different colour costs
 ``COLOR_COST``); pairs whose boxes are far apart are never linked. A track not seen for
 ``MAX_GAP`` sampled frames ends. Each track is then named by a vote of the backend's
-``describe_blob`` (shape) over a few frames where it is clear of the border, and ``size_names``.
+``describe_blob`` (shape) over a few frames where it is clear of the border (its largest view
+when it never is), and ``size_names``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MAX_GAP = 3
 COLOR_COST = 1.0
 MAX_COST = 1.6
 BATCH = 32  # frames decoded per pass
-SNAPSHOTS = 3  # frames a track's shape is named on (a vote)
+SNAPSHOTS = 5  # frames a track's shape is named on (a vote)
 SNAP_EVERY = 8  # frames between them
 _STOP = {"the", "a", "an", "all", "any", "every", "each", "object", "objects", "thing", "things", "shape",
          "shapes", "item", "items"}
@@ -81,6 +82,7 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
     live: list[_Open] = []
     # id(track) -> up to SNAPSHOTS (frame index, box, frame pixels) clear of the border, spread in time
     snaps: dict[int, list] = {}
+    spares: dict[int, tuple] = {}  # id(track) -> (area, box, frame pixels) of its largest view at the border
     step = indices[1] - indices[0] if len(indices) > 1 else 1
     for b0 in range(0, len(indices), BATCH):
         batch = indices[b0:b0 + BATCH]
@@ -113,11 +115,14 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
                 have = snaps.setdefault(id(t), [])
                 if clear and len(have) < SNAPSHOTS and (not have or f - have[-1][0] >= SNAP_EVERY * step):
                     have.append((f, t.boxes[-1], frame))
+                elif not clear and not have and t.areas[-1] > spares.get(id(t), (0,))[0]:
+                    # never clear of the border (yet): its largest view names it if nothing better comes
+                    spares[id(t)] = (t.areas[-1], t.boxes[-1], frame)
     tracks = [t for t in done + live if len(t.frames) >= 2]
     tracks.sort(key=lambda t: (t.frames[0], t.boxes[0][0], t.boxes[0][1]))
     shapes, sides = [], []
     for t in tracks:
-        have = snaps.get(id(t)) or []
+        have = snaps.get(id(t)) or ([(0, *spares[id(t)][1:])] if id(t) in spares else [])
         votes: dict[str, float] = {}
         if hasattr(engine, "describe_blob"):
             for _, box, frame in have:  # a vote weighted by confidence over a few frames

@@ -73,20 +73,32 @@ PROGRAMS = {
     return False
 ''',
     "collision_summary": '''def execute(video):
-    # The earliest contact between two tracks, then each object's motion over AFTER frames
-    # before and after it (contact frames themselves are left out: touching boxes blur).
+    # Every pair's first contact (boxes within 2 pixels) is a candidate. A collision turns both
+    # objects round (an elastic exchange); a near miss passes by without turning. So the pair
+    # whose objects reverse their motion over AFTER frames around the contact wins, the
+    # earliest among equals. Each object's motion is then read before and after (contact
+    # frames themselves are left out: touching boxes blur).
     tracks = video.track("object")
     best = None
     for i in range(len(tracks)):
         for j in range(i + 1, len(tracks)):
-            if tracks[i].color == tracks[j].color:
+            a, b = tracks[i], tracks[j]
+            if a.color == b.color:
                 continue
-            f = first_contact(tracks[i], tracks[j])
-            if f is not None and (best is None or f < best[0]):
-                best = (f, tracks[i], tracks[j])
+            f = first_contact(a, b)
+            if f is None:
+                continue
+            turned = 0
+            for t in (a, b):
+                vx0, vy0 = t.velocity(f - AFTER, f - 1)
+                vx1, vy1 = t.velocity(f + 1, f + AFTER)
+                if vx0 * vx1 + vy0 * vy1 < 0:
+                    turned += 1
+            if best is None or turned > best[0] or (turned == best[0] and f < best[1]):
+                best = (turned, f, a, b)
     if best is None:
         return {"objects": [], "frame": 0, "before": {}, "after": {}}
-    f, a, b = best
+    f, a, b = best[1], best[2], best[3]
     return {
         "objects": sorted([a.label, b.label]),
         "frame": f,

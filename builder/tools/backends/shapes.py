@@ -352,15 +352,33 @@ class ShapesDetector:
         return out
 
     def describe_blob(self, image, box, color: str) -> tuple[str, float]:
-        """(shape name, confidence) of the ``color`` blob inside ``box`` of a frame."""
+        """(shape name, confidence) of the ``color`` blob inside ``box`` of a frame.
+
+        The blob's silhouette comes from every pixel's position between the background colour
+        (the median of the crop's rim) and the object's colour (the median of its chroma mask):
+        pixels past the midpoint are the object. Unlike the chroma mask alone this keeps the
+        full-resolution luma edge, which H.264's 4:2:0 colour subsampling does not blur, so a
+        small hexagon stays a hexagon.
+        """
         img = as_rgb_array(image)
         H, W = img.shape[:2]
-        x0, y0, x1, y1 = max(0, box[0] - 1), max(0, box[1] - 1), min(W, box[2] + 1), min(H, box[3] + 1)
+        x0, y0, x1, y1 = max(0, box[0] - 2), max(0, box[1] - 2), min(W, box[2] + 2), min(H, box[3] + 2)
         crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+        if crop.shape[0] < 3 or crop.shape[1] < 3:
+            return "object", 0.0
         hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV_FULL)
         chroma = hsv[:, :, 1].astype(np.float32) * hsv[:, :, 2] / 255
         ci = list(COLOR_HUES).index(color) + 1
-        mask = ((chroma > self.chroma_threshold) & (cv2.LUT(hsv[:, :, 0], _HUE_LUT) == ci)).astype(np.uint8)
+        core = (chroma > self.chroma_threshold) & (cv2.LUT(hsv[:, :, 0], _HUE_LUT) == ci)
+        if core.sum() < 3:
+            return "object", 0.0
+        px = crop.astype(np.float32)
+        rim = np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
+        bg, fg = np.median(rim, axis=0), np.median(px[core], axis=0)
+        d = fg - bg
+        if float(d @ d) < 1.0:
+            return "object", 0.0
+        mask = (((px - bg) @ d) / float(d @ d) > 0.5).astype(np.uint8)
         n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if n < 2:
             return "object", 0.0
