@@ -155,13 +155,16 @@ def run_program(
 
 
 def _run_key(source: str, example: ExampleInput, engines: Engines, encoded: list[bytes]) -> str:
-    """The memo key of a whole run: program, image file contents, inputs and engine versions."""
+    """The memo key of a whole run: program, image file contents, inputs, engine and tracker versions."""
+    from builder.tools.tracking import TRACKER_VERSION
+
     h = hashlib.sha256()
     for data in encoded:
         h.update(hashlib.sha256(data).digest())
     versions = [[e.backend_id, e.version] if e is not None else None
                 for e in (engines.detector, engines.vqa, engines.captioner, engines.matcher, engines.ocr)]
-    desc = json.dumps(["run", source, h.hexdigest(), example.query, example.choices, example.multi_image, versions])
+    desc = json.dumps(["run", source, h.hexdigest(), example.query, example.choices, example.multi_image, versions,
+                       TRACKER_VERSION])
     return hashlib.sha256(desc.encode()).hexdigest()
 
 

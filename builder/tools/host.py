@@ -52,10 +52,10 @@ class VideoContext:
 
     def all_tracks(self, engine) -> list[dict]:
         """Every object's track over the segment (from the tool cache when it holds them)."""
-        from builder.tools.tracking import track_objects
+        from builder.tools.tracking import TRACKER_VERSION, track_objects
 
         where = [[self.reader.digest, [self.indices[0], self.indices[-1] + 1, self._step()]]]
-        key = cache_key(where, "track:all", engine.backend_id, engine.version, [])
+        key = cache_key(where, f"track:all:{TRACKER_VERSION}", engine.backend_id, engine.version, [])
         memo = self.host._tracks.get(key)
         if memo is not None:
             return memo

@@ -17,6 +17,7 @@ import re
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+TRACKER_VERSION = "2"  # part of the cache key of tracks: bump when tracking or naming changes
 MAX_GAP = 3
 COLOR_COST = 1.0
 MAX_COST = 1.6
