@@ -24,7 +24,7 @@ from builder import (
 )
 from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError
 from builder.core.workspace import META_FILE, Workspace
-from builder.interfaces.views import thumbnail_uri
+from builder.interfaces.views import safe_thumbnail
 from builder.world.cards import KINDS as SHAPES_KINDS
 from widgets._base import THUMB_SIDE, StepWidget, button
 
@@ -280,7 +280,7 @@ class TaskWidget(StepWidget):
         for i, ex in enumerate(self.examples[:max_rows]):
             paths = [ex["image"]] if isinstance(ex["image"], str) else ex["image"]
             thumbs = "".join(
-                f"<img src='{thumbnail_uri(p, THUMB_SIDE // 2)}'>" if Path(p).is_file() else "<i>missing</i>"
+                safe_thumbnail(p, THUMB_SIDE // 2) if Path(p).is_file() else "<i>missing</i>"
                 for p in paths
             )
             rows.append(f"<tr><td>{i}</td><td>{html.escape(str(ex.get('id', '')))}</td><td>{thumbs}</td>"

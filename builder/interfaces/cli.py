@@ -15,8 +15,8 @@ import typer
 
 from builder import workflow
 from builder.core.errors import UserError
-from builder.core.images import load_image
 from builder.core.taskcard import load_task_card
+from builder.core.video import load_media
 from builder.core.workspace import Workspace
 from builder.planner import load_planner, propose_for_task
 from builder.run import examples_from_card, run_batch
@@ -149,8 +149,9 @@ def run(
         trace_dir.mkdir(parents=True, exist_ok=True)
         for ex, r in zip(examples, res.results, strict=True):
             if r.trace is not None:
-                images = [load_image(p) for p in ex.images]
-                page = trace_to_html(Trace.from_dict(r.trace), images, title=f"{program.name} on {ex.id}")
+                images = [load_media(p) for p in ex.images]
+                page = trace_to_html(Trace.from_dict(r.trace), images, title=f"{program.name} on {ex.id}",
+                                     output=card.output)
                 (trace_dir / f"{ex.id}.html").write_text(page, encoding="utf-8")
     out = {k: v for k, v in res.to_dict().items() if k != "results"}
     out["failures"] = [{"id": r.id, "expected": r.expected, "value": r.value, "error": r.error}

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.core.images import load_image
 from builder.core.taskcard import load_task_card
+from builder.core.video import load_media
 from builder.core.workspace import Workspace
 from builder.executor import Sandbox
 from builder.methods.export import export_solution
@@ -77,8 +77,9 @@ def main(out: str | Path = "demo-out") -> dict:
         ws.accept(best.version)
         log(f"   accepted {best.tag} with accuracy {best_acc:.2f}")
         first, trace = run_program(best.source, examples[0], engines, sandbox, cache, inspect=True)
-    images = [load_image(p) for p in examples[0].images]
-    (out / "trace.html").write_text(trace_to_html(trace, images, title=f"{best.tag} on {examples[0].id}"))
+    images = [load_media(p) for p in examples[0].images]
+    (out / "trace.html").write_text(trace_to_html(trace, images, title=f"{best.tag} on {examples[0].id}",
+                                                 output=card.output))
     summary["programs"] = [{"version": pv.version, "origin": pv.origin, "accuracy": acc} for acc, _, pv, _ in scored]
     summary["accepted"] = {"version": best.version, "accuracy": best_acc}
 

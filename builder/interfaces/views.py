@@ -13,20 +13,49 @@ import json
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from pygments import highlight as _hl
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-from builder.core.images import load_image, load_pil_image
+from builder.core.images import load_pil_image
+from builder.core.video import is_video_path, load_media
 from builder.core.workspace import Workspace
 from builder.tools.trace import Trace, trace_to_html
 from builder.workflow import diff_text
 
 
-def thumbnail_uri(path: str | Path, side: int = 96) -> str:
-    """A small PNG data URI of an image file (saved notebooks stay small)."""
-    im = load_pil_image(path)
+def video_thumbnail(path: str | Path, side: int = 96):
+    """A video's middle frame, fitted into ``side`` pixels, with a play mark and its length, so a
+    video example reads as a video at a glance."""
+    from PIL import ImageDraw
+
+    video = load_media(path)
+    try:
+        im = Image.fromarray(video.frame(len(video) // 2)).convert("RGB")
+        duration = video.info.duration
+    finally:
+        video.close()
     im.thumbnail((side, side))
+    draw = ImageDraw.Draw(im, "RGBA")
+    r = max(5, min(im.size) // 6)
+    cx, cy = im.width // 2, im.height // 2
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(0, 0, 0, 110))
+    draw.polygon([(cx - r // 3, cy - r // 2), (cx - r // 3, cy + r // 2), (cx + r // 2, cy)], fill=(255, 255, 255, 230))
+    label = f"{duration:.1f} s"
+    draw.rectangle([0, im.height - 11, 6 * len(label) + 3, im.height], fill=(0, 0, 0, 140))
+    draw.text((2, im.height - 11), label, fill=(255, 255, 255, 255))
+    return im
+
+
+def thumbnail_uri(path: str | Path, side: int = 96) -> str:
+    """A small PNG data URI of an image file, or of a video's middle frame with a play mark
+    (saved notebooks stay small)."""
+    if is_video_path(str(path)):
+        im = video_thumbnail(path, side)
+    else:
+        im = load_pil_image(path)
+        im.thumbnail((side, side))
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -88,8 +117,9 @@ def trace_html(ws: Workspace, result: dict[str, Any] | Any, title: str | None = 
     card = ws.load_task()
     by_id = {ex.id: ex for ex in examples_from_card(card, ws.root)}
     ex = by_id.get(d.get("id"))
-    images = [load_image(p) for p in ex.images] if ex is not None else []
-    return trace_to_html(Trace.from_dict(d["trace"]), images, title=title or f"Trace of {d.get('id')}")
+    images = [load_media(p) for p in ex.images] if ex is not None else []
+    return trace_to_html(Trace.from_dict(d["trace"]), images, title=title or f"Trace of {d.get('id')}",
+                         output=card.output)
 
 
 def highlight(source: str) -> str:
@@ -168,9 +198,11 @@ def curve_svg(series: dict[str, list[tuple[float, float]]], title: str = "", wid
 
 
 def safe_thumbnail(path: str | Path, side: int = 72) -> str:
-    """An <img> of an image file, or a red box naming the file when it cannot be decoded."""
+    """An <img> of an image file (a video's middle frame, class ``vf-video``), or a red box naming
+    the file when it cannot be decoded."""
     try:
-        return f"<img src='{thumbnail_uri(path, side)}'>"
+        kind = "vf-thumb vf-video" if is_video_path(str(path)) else "vf-thumb"
+        return f"<img class='{kind}' src='{thumbnail_uri(path, side)}' title='{html.escape(Path(str(path)).name)}'>"
     except Exception as e:  # noqa: BLE001 - a bad file is shown, never fatal
         return (f"<div class='vf-badimg' style='width:{side}px;height:{side}px;border:1px solid #b00020;"
                 f"color:#b00020;font-size:10px;overflow:hidden'>{html.escape(Path(str(path)).name)}: "
