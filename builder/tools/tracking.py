@@ -17,6 +17,8 @@ import re
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from builder.core.metrics import box_iou
+
 TRACKER_VERSION = "2"  # part of the cache key of tracks: bump when tracking or naming changes
 MAX_GAP = 3
 COLOR_COST = 1.0
@@ -26,14 +28,6 @@ SNAPSHOTS = 5  # frames a track's shape is named on (a vote)
 SNAP_EVERY = 8  # frames between them
 _STOP = {"the", "a", "an", "all", "any", "every", "each", "object", "objects", "thing", "things", "shape",
          "shapes", "item", "items"}
-
-
-def _iou(a, b) -> float:
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _detections(engine, frame) -> list[tuple[tuple[int, int, int, int], str, int]]:
@@ -63,7 +57,7 @@ class _Open:
 
 def _link_cost(track: _Open, f: int, box, color) -> float:
     pred = track.predict(f)
-    iou = _iou(pred, box)
+    iou = box_iou(pred, box)
     if iou == 0:
         # no overlap: allow a short hop (fast objects, skipped frames) up to one box size
         size = max(pred[2] - pred[0], pred[3] - pred[1], 1)
