@@ -18,7 +18,7 @@ Teachers (all only see pixels):
   labels are counted and dropped by ``filter_pseudo_labels``.
 
 * ``ShapesTeacher`` for the shapes world: an image-conditioned GRU language model over a word
-  vocabulary writes the question; the answer token is produced by a FiLM VQA network (a copy of
+  vocabulary writes the question; the answer token is produced by a VQA network (a copy of
   the shapes VQA model, fine-tuned on the labelled set) conditioned on the image and the
   generated question. Together they factorise p(question, answer | image) exactly as an
   autoregressive decoder does, p(q | image) * p(a | q, image); both parts are nucleus-sampled.

@@ -138,7 +138,8 @@ def test_vqa_oov_words_and_bad_input(vqa):
 def test_reduced_training_command_writes_loadable_weights(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "w"
-    args = {"steps": 12, "n_scenes": 40, "batch_size": 32, "eval_scenes": 0, "log_every": 6}
+    args = {"perception_steps": 4, "steps": 12, "joint_steps": 2, "n_scenes": 40, "batch_size": 32,
+            "eval_scenes": 0, "log_every": 6}
     shapes_vqa.train_command(out, **args)
     shapes_vqa.train_command(tmp_path / "again", **args)
     engine = ShapesVQA(weights=out)
@@ -150,6 +151,24 @@ def test_reduced_training_command_writes_loadable_weights(tmp_path):
     triples = [(img, "How many objects are there?", str(len(_scenes(1)[0].objects)))] * 8
     hist = shapes_vqa.train(engine.model, triples, steps=3, batch_size=4, lr=1e-4, log_every=1, log=lambda m: None)
     assert len(hist["loss"]) == 3
+
+
+def test_slots_are_the_objectness_peaks():
+    # Two objects: objectness peaks at cells (2, 3) and (6, 1) of an 8x8 grid; every other cell is
+    # empty. The slots must be those two cells (strongest first), with the attributes read there
+    # and positions at the cell centres moved by the predicted sub-cell offsets.
+    aux = torch.full((1, shapes_vqa.AUX_CHANNELS, 8, 8), -6.0)
+    aux[0, 0, 3, 2], aux[0, 0, 1, 6] = 5.0, 3.0
+    aux[0, 1 + 2, 3, 2] = 9.0  # third colour at the first peak
+    aux[0, -2:] = 0.0  # centred in their cells ...
+    aux[0, -2, 1, 6] = 0.5493  # ... but the second object a quarter cell right (0.5 * tanh = 0.25)
+    slots = shapes_vqa.extract_slots(aux, 4)
+    assert slots.obj.shape == (1, 1, 1, 4)
+    assert slots.obj[0, 0, 0, :2].min() > 0.9 and slots.obj[0, 0, 0, 2:].max() < 0.01
+    assert int(slots.color[0, :, 0, 0].argmax()) == 2
+    assert torch.allclose(slots.pos[0, :, 0, 0], torch.tensor([(2.5 / 8) * 2 - 1, (3.5 / 8) * 2 - 1]))
+    assert torch.allclose(slots.pos[0, :, 0, 1], torch.tensor([(6.75 / 8) * 2 - 1, (1.5 / 8) * 2 - 1]),
+                          atol=1e-4)
 
 
 def test_save_load_round_trip_identical(vqa, tmp_path):
@@ -226,10 +245,6 @@ def _swap_pairs(n_scenes: int, domain: str = "clean"):
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13 target not met by the shipped weights: swapping the image changes 20% (clean) / 10% "
-    "(shifted) of scene-level predictions whose answer changes (attribute ~90%, count/exists/compare/"
-    "same colour <10%); strict, so this fails loudly once better weights pass"))
 @pytest.mark.parametrize("domain", ["clean", "shifted"])
 def test_vqa_image_swap_changes_scene_level_answers(vqa, domain):
     # A model that answers from the question alone (the majority answer per question) keeps its

@@ -413,8 +413,10 @@ def engines_train_vqa(
     n_scenes: int = typer.Option(8000, min=1),
     per_scene: int = typer.Option(1, help="Rounds of scene-level questions per scene."),
     crops_per_scene: int = typer.Option(2, help="Object crops (3 questions each) per scene."),
-    steps: int = typer.Option(2000, min=1),
-    batch_size: int = typer.Option(64, min=1),
+    perception_steps: int = typer.Option(2500, min=0, help="Stage 1: perception alone (batch 32)."),
+    steps: int = typer.Option(5000, min=0, help="Stage 2: question reasoning on frozen perception."),
+    joint_steps: int = typer.Option(0, min=0, help="Stage 3: everything together at lr/10 (batch 32)."),
+    batch_size: int = typer.Option(128, min=1),
     lr: float = typer.Option(2e-3),
     word_dropout: float = typer.Option(0.1),
     domain: str = typer.Option("mix", help="Domain preset of the training scenes ('mix': a random daylight "
@@ -429,8 +431,8 @@ def engines_train_vqa(
     # torch (the "ml" extra) is only needed here.
     from builder.tools.backends.shapes_vqa import train_command
 
-    train_command(out, init, n_scenes, per_scene, crops_per_scene, steps, batch_size, lr, word_dropout,
-                  domain, seed, threads, eval_scenes, log_every, weighted)
+    train_command(out, init, n_scenes, per_scene, crops_per_scene, perception_steps, steps, joint_steps,
+                  batch_size, lr, word_dropout, domain, seed, threads, eval_scenes, log_every, weighted)
 
 
 @app.command("index")

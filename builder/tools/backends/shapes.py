@@ -405,7 +405,7 @@ _HUE_LUT = _hue_lut()
 
 # ---- VQA --------------------------------------------------------------------------------------
 class ShapesVQA:
-    """Learned shapes-world VQA (CNN + FiLM + GRU, closed answer vocabulary).
+    """Learned shapes-world VQA (perception slots + question-conditioned reading, closed answer vocabulary).
 
     ``ShapesVQA()`` loads the bundled default weights, ``ShapesVQA(weights="dir")`` a folder
     written by ``save``. The model loads on first use. ``model`` exposes the torch module for
