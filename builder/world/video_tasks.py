@@ -9,15 +9,19 @@ Four kinds (the seeds' mobility use case, in the shapes world):
   which frame, and which way each moved before and after.
 
 Reference programs are written against ``builder.tools.api`` and see pixels only (through the
-``track`` tool); ground truth comes from the clip's events.
+``track`` tool); ground truth comes from the clip's events. The collision programs never read
+the query: the objects it names are compiled in as constants (``reference_program(kind, a, b)``;
+none named: any pair).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from builder.world.scene import COLORS, SHAPES, SIZES
 from builder.world.video import (
     AFTER_FRAMES,
     any_leaves,
@@ -37,24 +41,62 @@ QUERIES = {
     "collision_summary": "Summarise the collision: which objects, the frame, and how each moved before and after.",
 }
 
-PROGRAMS = {
-    "collision_frame": '''def execute(video, query):
-    # The objects the query names, found by colour (colours are unique within a clip; a track
-    # may break into pieces), and the first frame where a piece of one touches the other.
-    words = query.lower().replace("?", " ").replace(",", " ").split()
+# The collision kinds share one program: the objects the request names are compiled in as
+# constants (colour, shape, size; None matches any object), so the program never reads the query.
+_COLLISION = """def execute(video):
+    # The objects the request names, compiled in as (colour, shape, size); None matches any.
+    A = NAMED_A
+    B = NAMED_B
     tracks = video.track("object")
-    colors = [w for w in words if w in [t.color for t in tracks]]
-    if len(colors) < 2:
-        return 0
-    frames = []
-    for a in tracks:
-        for b in tracks:
-            if a.color == colors[0] and b.color == colors[1]:
-                f = first_contact(a, b)
-                if f is not None:
-                    frames.append(f)
-    return min(frames) if frames else 0
-''',
+
+    def named(want):
+        # Every track that fits (a track may break into pieces). Colours are unique within a
+        # clip, so a named colour decides (shape names can be wrong on a cluttered frame);
+        # shape and size pick the tracks when no colour is named.
+        color, shape, size = want
+        if color is not None:
+            return [t for t in tracks if t.color == color]
+        return [t for t in tracks if shape in (None, t.shape) and size in (None, t.size)]
+
+    # Every first contact (boxes within 2 pixels) of a pair that fits is a candidate. A collision
+    # turns both objects round (an elastic exchange); a near miss passes by without turning. So
+    # the pair whose objects reverse their motion over AFTER frames around the contact wins, the
+    # earliest among equals.
+    best = None
+    for a in named(A):
+        for b in named(B):
+            if a.color == b.color:
+                continue
+            f = first_contact(a, b)
+            if f is None:
+                continue
+            turned = 0
+            for t in (a, b):
+                vx0, vy0 = t.velocity(f - AFTER, f - 1)
+                vx1, vy1 = t.velocity(f + 1, f + AFTER)
+                if vx0 * vx1 + vy0 * vy1 < 0:
+                    turned += 1
+            if best is None or turned > best[0] or (turned == best[0] and f < best[1]):
+                best = (turned, f, a, b)
+"""
+
+_RESULTS = {
+    "collision_frame": """    return best[1] if best is not None else 0
+""",
+    "collision_summary": """    if best is None:
+        return {"objects": [], "frame": 0, "before": {}, "after": {}}
+    # each object's motion before and after (contact frames left out: touching boxes blur)
+    f, a, b = best[1], best[2], best[3]
+    return {
+        "objects": sorted([a.label, b.label]),
+        "frame": f,
+        "before": {a.label: a.direction(f - AFTER, f - 1), b.label: b.direction(f - AFTER, f - 1)},
+        "after": {a.label: a.direction(f + 1, f + AFTER), b.label: b.direction(f + 1, f + AFTER)},
+    }
+""",
+}
+
+PROGRAMS = {
     "crossing_count": '''def execute(video):
     # Objects (by colour: a track may break into pieces) whose centre crosses x = width / 2.
     line = video.width / 2
@@ -72,48 +114,44 @@ PROGRAMS = {
             return True
     return False
 ''',
-    "collision_summary": '''def execute(video):
-    # Every pair's first contact (boxes within 2 pixels) is a candidate. A collision turns both
-    # objects round (an elastic exchange); a near miss passes by without turning. So the pair
-    # whose objects reverse their motion over AFTER frames around the contact wins, the
-    # earliest among equals. Each object's motion is then read before and after (contact
-    # frames themselves are left out: touching boxes blur).
-    tracks = video.track("object")
-    best = None
-    for i in range(len(tracks)):
-        for j in range(i + 1, len(tracks)):
-            a, b = tracks[i], tracks[j]
-            if a.color == b.color:
-                continue
-            f = first_contact(a, b)
-            if f is None:
-                continue
-            turned = 0
-            for t in (a, b):
-                vx0, vy0 = t.velocity(f - AFTER, f - 1)
-                vx1, vy1 = t.velocity(f + 1, f + AFTER)
-                if vx0 * vx1 + vy0 * vy1 < 0:
-                    turned += 1
-            if best is None or turned > best[0] or (turned == best[0] and f < best[1]):
-                best = (turned, f, a, b)
-    if best is None:
-        return {"objects": [], "frame": 0, "before": {}, "after": {}}
-    f, a, b = best[1], best[2], best[3]
-    return {
-        "objects": sorted([a.label, b.label]),
-        "frame": f,
-        "before": {a.label: a.direction(f - AFTER, f - 1), b.label: b.direction(f - AFTER, f - 1)},
-        "after": {a.label: a.direction(f + 1, f + AFTER), b.label: b.direction(f + 1, f + AFTER)},
-    }
-'''.replace("AFTER", str(AFTER_FRAMES)),
 }
 
+COLLISION_KINDS = ("collision_frame", "collision_summary")
+ANY = (None, None, None)
 
-def reference_program(kind: str) -> str:
-    """The reference program of a video kind."""
+
+def _named(obj) -> tuple:
+    """(colour, shape, size) of a named object: a tuple, a dict with those keys, a colour word or
+    a name such as "red circle"; None is any object."""
+    if obj is None:
+        return ANY
+    if isinstance(obj, str):
+        words = obj.lower().split()
+        obj = tuple(next((w for w in words if w in vals), None) for vals in (COLORS, SHAPES, SIZES))
+    elif isinstance(obj, dict):
+        obj = (obj.get("color"), obj.get("shape"), obj.get("size"))
+    obj = tuple(None if v is None else str(v) for v in obj)
+    if len(obj) != 3:
+        raise ValueError(f"a named object is (colour, shape, size), got {obj!r}")
+    return obj
+
+
+def reference_program(kind: str, a=None, b=None) -> str:
+    """The reference program of a video kind. For the collision kinds, ``a`` and ``b`` are the
+    objects the request names (colour, shape, size; a name such as "red circle"; None: any
+    object), compiled into the program as constants ``A`` and ``B``."""
     if kind not in VIDEO_KINDS:
         raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
-    return PROGRAMS[kind]
+    if kind not in COLLISION_KINDS:
+        if a is not None or b is not None:
+            raise ValueError(f"{kind} programs take no named objects")
+        return PROGRAMS[kind]
+    return ((_COLLISION + _RESULTS[kind]).replace("AFTER", str(AFTER_FRAMES))
+            .replace("NAMED_A", _literal(_named(a))).replace("NAMED_B", _literal(_named(b))))
+
+
+def _literal(obj: tuple) -> str:
+    return "(" + ", ".join("None" if v is None else json.dumps(v) for v in obj) + ")"
 
 
 def video_example(clip_json: dict, kind: str) -> dict | None:
@@ -127,7 +165,7 @@ def video_example(clip_json: dict, kind: str) -> dict | None:
             return {"query": QUERIES[kind], "expected": clip_json["summary"], "program": reference_program(kind)}
         a, b = (clip_json["objects"][i]["name"] for i in ev["objects"])
         return {"query": QUERIES[kind].format(a=a, b=b), "expected": ev["frame"],
-                "program": reference_program(kind)}
+                "program": reference_program(kind, a, b)}
     if kind == "crossing_count":
         return {"query": QUERIES[kind], "expected": crossing_count(clip_json), "program": reference_program(kind)}
     if kind == "leaves":

@@ -1,0 +1,138 @@
+"""Video planner bench: kind and named-object accuracy on blind requests, against the keyword rule.
+
+Reads ``bench/data/video_blind.jsonl`` (requests written by someone who never saw the planner's
+training phrasings; fields ``kind``, ``query``, ``a``, ``b``) and prints aggregate numbers only:
+the file is a blind test set, so no request is ever printed and nothing is tuned on it.
+
+Per kind, from the query alone (no output kind given; with the card's output kind the kind is
+always right, one kind per output):
+
+* ``top1``: the MiniLM head's best kind is the labelled one; ``top2``: it is among the first two;
+* ``slots_unordered`` / ``slots_ordered``: over requests that name objects, the colours of the
+  first two objects read from the query equal the labelled ``a``/``b`` colours (as a set; in
+  order). Order never changes a program's answer (a frame is symmetric, a summary's objects are
+  sorted), so the unordered figure is the one that matters;
+* the same figures for the old planner: the keyword rule for the kind, and for the objects the
+  old collision program's run-time parse (the query's exact colour words, the first two).
+
+Writes ``bench/results/video_planner_bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from builder.planner.video import (
+    _BY_OUTPUT,
+    _known_words,
+    _value,
+    keyword_video_kind,
+    kind_probabilities,
+    named_objects,
+    rank_kinds,
+)
+from builder.world.scene import COLORS
+from builder.world.video_tasks import VIDEO_KINDS
+
+ROOT = Path(__file__).parent
+
+
+def _colour(value, known) -> str | None:
+    """The world colour a labelled slot names ("red", "Red circle", "crimson"), or None."""
+    if not value:
+        return None
+    words = re.findall(r"[a-z]+", str(value).lower())
+    for w in words:
+        if w in COLORS:
+            return w
+    for w in words:
+        v = _value(w, known)
+        if v and v[0] == "color":
+            return v[1]
+    return None
+
+
+def _old_colours(query: str) -> list[str]:
+    """The old collision program's run-time parse: the query's exact colour words, in order."""
+    words = query.lower().replace("?", " ").replace(",", " ").split()
+    return [w for w in words if w in COLORS][:2]
+
+
+def _slots(pred: list, gold: list) -> tuple[bool, bool]:
+    """(unordered, ordered): the colours read equal the labelled ones (as sets; in order)."""
+    pred = (list(pred) + [None, None])[:2]
+    return {c for c in pred if c} == {c for c in gold if c}, pred == gold
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "data" / "video_blind.jsonl"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "video_planner_bench.json"))
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    known = _known_words()
+    queries = [str(r["query"]) for r in rows]
+    t0 = time.perf_counter()
+    probs = kind_probabilities(queries)
+    objects = [named_objects(q) for q in queries]
+    seconds = (time.perf_counter() - t0) / max(len(rows), 1)
+
+    stats: dict = {}
+    for r, q, p, objs in zip(rows, queries, probs, objects, strict=True):
+        kind = r["kind"]
+        s = stats.setdefault(kind, {k: [] for k in ("top1", "top2", "out_ok", "kw_top1", "slots_unordered",
+                                                    "slots_ordered", "kw_slots_unordered", "kw_slots_ordered")})
+        ranked = [k for k, _ in rank_kinds(q, None, p)]
+        s["top1"].append(ranked[0] == kind)
+        s["top2"].append(kind in ranked[:2])
+        s["out_ok"].append(rank_kinds(q, VIDEO_KINDS.get(kind), p)[0][0] == kind if kind in VIDEO_KINDS else False)
+        s["kw_top1"].append(keyword_video_kind(q) == kind)
+        gold = [_colour(r.get("a"), known), _colour(r.get("b"), known)]
+        if any(gold):
+            new_u, new_o = _slots([o.color for o in objs][:2], gold)
+            old_u, old_o = _slots(_old_colours(q), gold)
+            s["slots_unordered"].append(new_u)
+            s["slots_ordered"].append(new_o)
+            s["kw_slots_unordered"].append(old_u)
+            s["kw_slots_ordered"].append(old_o)
+
+    def agg(vals: list) -> float | None:
+        return round(float(np.mean(vals)), 4) if vals else None
+
+    per_kind = {}
+    for kind in sorted(stats, key=lambda k: list(VIDEO_KINDS).index(k) if k in VIDEO_KINDS else 99):
+        s = stats[kind]
+        per_kind[kind] = {
+            "n": len(s["top1"]), "n_named": len(s["slots_unordered"]),
+            "minilm": {"top1": agg(s["top1"]), "top2": agg(s["top2"]), "with_output_kind": agg(s["out_ok"]),
+                       "slots_unordered": agg(s["slots_unordered"]), "slots_ordered": agg(s["slots_ordered"])},
+            "keyword_baseline": {"top1": agg(s["kw_top1"]), "slots_unordered": agg(s["kw_slots_unordered"]),
+                                 "slots_ordered": agg(s["kw_slots_ordered"])},
+        }
+    every = {k: [v for s in stats.values() for v in s[k]] for k in next(iter(stats.values()))}
+    result = {
+        "data": Path(args.data).name, "n": len(rows), "seconds_per_query": round(seconds, 4),
+        "overall": {"minilm": {"top1": agg(every["top1"]), "top2": agg(every["top2"]),
+                               "slots_unordered": agg(every["slots_unordered"]),
+                               "slots_ordered": agg(every["slots_ordered"])},
+                    "keyword_baseline": {"top1": agg(every["kw_top1"]),
+                                         "slots_unordered": agg(every["kw_slots_unordered"]),
+                                         "slots_ordered": agg(every["kw_slots_ordered"])},
+                    "n_named": len(every["slots_unordered"])},
+        "per_kind": per_kind,
+        "kinds_by_output": _BY_OUTPUT,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
