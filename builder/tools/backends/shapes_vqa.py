@@ -44,8 +44,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from builder.world.scene import COLORS, SHAPES, SIZES, get_domain, random_domain, render_array, sample_scene
 from builder.world.language import ObjectSpec
+from builder.world.scene import COLORS, SHAPES, SIZES, get_domain, random_domain, render_array, sample_scene
 from builder.world.tasks import QTYPES, TEMPLATES, make_example
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
