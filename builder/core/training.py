@@ -145,7 +145,8 @@ def _to_device(batch, device):
 
 def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable[[Any, Any], Any],
                cfg: TrainConfig, *, evaluate: Callable[[Any, int], dict] | None = None,
-               select: Callable[[dict], int | None] | None = None, run_dir: str | Path | None = None,
+               select: Callable[[dict], int | None] | None = None,
+               improving: Callable[[dict], int | None] | None = None, run_dir: str | Path | None = None,
                save: Callable[[Any, Path], None] | None = None, load: Callable[[Any, Path], None] | None = None,
                meta: dict | None = None, restore_best: bool = True, accelerator=None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -153,7 +154,9 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     """Train ``model`` in place (module docstring); returns a ``TrainResult``.
 
     ``select(history)`` names the best epoch (default: highest ``"score"`` from ``evaluate``,
-    the start included with ``cfg.keep_start``; None: no choice, the last epoch). ``save`` and
+    the start included with ``cfg.keep_start``; None: no choice, the last epoch); ``improving``
+    names the epoch ``cfg.patience`` counts from (default: ``select``; a separate rule lets a run
+    go on while validation improves although ``select`` does not take those epochs yet). ``save`` and
     ``load`` write and read the model's files in a checkpoint folder (needed with ``run_dir``);
     with ``restore_best`` the best checkpoint's weights are loaded back at the end. ``meta``
     (JSON; keys other than epoch, step, history) is stored in every checkpoint and, on resume,
@@ -212,7 +215,7 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
 
     stopped = None
     for epoch in range(start_epoch, cfg.epochs + 1):
-        best = select(history) if history["val"] else None
+        best = (improving or select)(history) if history["val"] else None
         if cfg.patience > 0 and best is not None and history["val"][-1]["epoch"] - best >= cfg.patience:
             stopped = "early_stop"
             say(f"early stop before epoch {epoch}: no better validation for {cfg.patience} epochs")

@@ -266,17 +266,21 @@ class ShapesVQAAdapter:
     Built on that module's public API (``load_model``/``save_model``, ``resize_square``,
     ``to_tensor``, ``encode_questions``, ``predict``), so a checkpoint folder is exactly what
     the shapes VQA backend loads. ``word_dropout`` replaces question words by <unk> during
-    training, as ``shapes_vqa.train`` does, so new phrasings stay in distribution.
+    training, as ``shapes_vqa.train`` does, so new phrasings stay in distribution. Items that
+    carry object labels (``meta["objects"]``: the replayed original task) also train the
+    perception heads with weight ``aux_weight``, so answers on new data cannot pull perception
+    away from what it sees in the original domain.
     """
 
     name = "shapes-vqa"
 
-    def __init__(self, weights: str | Path | None = None, word_dropout: float = 0.1):
+    def __init__(self, weights: str | Path | None = None, word_dropout: float = 0.1, aux_weight: float = 0.5):
         from builder.tools.backends import shapes_vqa
 
         self._m = shapes_vqa
         self.source = Path(weights) if weights else shapes_vqa.DEFAULT_WEIGHTS
         self.word_dropout = word_dropout
+        self.aux_weight = aux_weight
         self._vocab_model = None  # the model whose vocab/answers collate uses
 
     def build(self):
@@ -299,7 +303,10 @@ class ShapesVQAAdapter:
         if unknown:
             raise FinetuneError(f"answers outside the shapes VQA vocabulary: {unknown[:5]}")
         labels = torch.tensor([ref.answers.index(q.answer) for q in items])
-        return {"images": x, "tokens": tokens, "lengths": lengths, "labels": labels}
+        has, centre, attrs = self._m.aux_targets([(q.image.shape[:2], tuple(q.meta.get("objects") or ()))
+                                                  for q in items], size)
+        return {"images": x, "tokens": tokens, "lengths": lengths, "labels": labels, "aux_has": has,
+                "aux_centre": centre, "aux_attrs": attrs}
 
     def loss(self, model, batch: dict):
         import torch
@@ -309,7 +316,12 @@ class ShapesVQAAdapter:
         if model.training and self.word_dropout > 0:
             drop = (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout) & (tokens > 0)
             tokens = tokens.masked_fill(drop, self._ref().word_index[self._m.UNK])
-        return F.cross_entropy(model(batch["images"], tokens, batch["lengths"]), batch["labels"])
+        logits, aux = model(batch["images"], tokens, batch["lengths"], with_aux=True)
+        loss = F.cross_entropy(logits, batch["labels"])
+        if self.aux_weight > 0 and bool(batch["aux_has"].any()):
+            loss = loss + self.aux_weight * self._m.aux_loss(aux, batch["aux_has"], batch["aux_centre"],
+                                                             batch["aux_attrs"])
+        return loss
 
     def predict(self, model, items: list[QA]) -> list[Answer]:
         out = model.predict([q.image for q in items], [q.question for q in items])
@@ -352,8 +364,8 @@ class FinetuneConfig:
     ``replay_items``); the starting model scored on the validation split before training and
     kept as the best checkpoint unless an epoch beats it (``keep_start``); an epoch whose
     accuracy on held-back original-task items falls more than ``replay_guard`` below the
-    start's is not eligible; training stops after ``patience`` epochs without a new best (0:
-    never stops early).
+    start's is not eligible; training stops after ``patience`` epochs without better validation
+    accuracy (0: never stops early).
     """
 
     epochs: int = 3
@@ -547,7 +559,10 @@ def finetune(
                 "accuracy": evaluate(adapter, m, val, cfg.eval_batch_size, acc)["accuracy"],
                 "replay_accuracy": evaluate(adapter, m, replay_val, cfg.eval_batch_size, acc)["accuracy"]}
 
+    # Early stop when validation accuracy stops improving; the best checkpoint is chosen among
+    # the epochs that also keep the original task (an epoch may improve before it is eligible).
     out = train_loop(model, batches, adapter.loss, loop_cfg, evaluate=score, select=lambda h: _best_epoch(h, cfg),
+                     improving=lambda h: _best_epoch(h, cfg, eligible_only=False),
                      run_dir=run_dir, save=adapter.save, load=adapter.load, meta=meta, accelerator=acc,
                      on_step=(lambda _r: time.sleep(cfg.throttle_s)) if cfg.throttle_s else None,
                      log=lambda m: tqdm.write(m, file=sys.stderr), desc="epoch" if progress else None)
@@ -576,20 +591,15 @@ def _eligible(history: dict, cfg: FinetuneConfig) -> list[dict]:
     return out
 
 
-def _best_epoch(history: dict, cfg: FinetuneConfig) -> int:
+def _best_epoch(history: dict, cfg: FinetuneConfig, eligible_only: bool = True) -> int:
     """Highest validation accuracy, then lowest validation loss, then the earliest (the start
-    wins ties); the last epoch when nothing is eligible."""
-    cands = _eligible(history, cfg)
+    wins ties); the last epoch when nothing is eligible. ``eligible_only=False`` ranks every
+    epoch (and the start), ignoring the original-task guard."""
+    start = [history["start"]] if "start" in history else []
+    cands = _eligible(history, cfg) if eligible_only else start + history["val"]
     if not cands:
         return history["val"][-1]["epoch"]
     return max(cands, key=lambda h: (h["accuracy"], -h["loss"], -h["epoch"]))["epoch"]
-
-
-def _stale_epochs(history: dict, cfg: FinetuneConfig) -> int:
-    """Epochs trained since the best candidate so far."""
-    if not history["val"]:
-        return 0
-    return history["val"][-1]["epoch"] - _best_epoch(history, cfg)
 
 
 def _mean_loss(adapter, model, items, batch_size, acc) -> float:

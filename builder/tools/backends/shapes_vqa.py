@@ -483,7 +483,7 @@ def _tensorize(model: ShapesVQANet, dataset) -> tuple[torch.Tensor, torch.Tensor
             pics.append(resize_square(ex[0], size))
             objs.append((ex[0].shape[:2], ex[5] if isinstance(ex, tuple) and len(ex) > 5 else ()))
         idx.append(slot[key])
-    model._aux_targets = _aux_targets(objs, size)  # read (and dropped) by train()
+    model._aux_targets = aux_targets(objs, size)  # read (and dropped) by train()
     unknown = sorted({ex[2] for ex in dataset} - set(model.answers))
     if unknown:
         raise ValueError(f"answers outside the model's vocabulary: {unknown[:10]}")
@@ -496,7 +496,7 @@ def grid_stride(image_size: int) -> int:
     return 4
 
 
-def _aux_targets(objs, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def aux_targets(objs, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image: whether it carries object labels; an objectness heatmap (1 on the cell holding
     an object's centre, a Gaussian around it) with the centre's offset in its cell; and the
     colour/shape/size classes of every cell on an object (-100 elsewhere)."""
