@@ -17,7 +17,7 @@ Reports accuracy on target test sets (train and held-out phrasings) and a clean 
 pseudo-label precision against the scene graphs (ground truth used only to measure), filter
 counts, the ratio curve and the gain over real-only.
 
-    python bench/seltda_bench.py            # full: 3 seeds x 3 ratios (about 20 min on one core)
+    python bench/seltda_bench.py            # full: 3 seeds x 3 ratios (about 11 min on one core)
     python bench/seltda_bench.py --quick    # a few minutes, smaller everything
 """
 
