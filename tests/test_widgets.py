@@ -196,6 +196,17 @@ def test_shell_steps_say_what_is_missing(planned):
     assert (ws.dir("datasets", "examples") / "items.jsonl").is_file()
 
 
+def test_augment_widget_takes_the_callers_options(planned):
+    # The notebook demo calls augment.run(ratio=..., progress=False): an option the widget also
+    # sets must not arrive twice (it once raised "got multiple values for keyword 'progress'").
+    ws, _ = planned
+    seen = {}
+    AugmentWidget(ws)._call(lambda _ws, **kw: seen.update(kw), ratio=8.0, progress=True)
+    assert seen["progress"] is True and seen["ratio"] == 8.0 and seen["labelled"] == "examples"
+    AugmentWidget(ws)._call(lambda _ws, **kw: seen.update(kw))
+    assert seen["progress"] is False
+
+
 def test_background_errors_are_shown_not_swallowed(planned):
     ws, runtime = planned
     plan = PlanWidget(ws, runtime=runtime)

@@ -138,7 +138,7 @@ class AugmentWidget(ApiShell):
         # The teacher learns from the task's examples; without a folder, shapes-world stand-ins.
         workflow.examples_dataset(self.ws, "examples")
         folder = unlabelled or str(workflow.shapes_unlabelled(self.ws))
-        return fn(self.ws, labelled="examples", unlabelled=folder, progress=False, **options)
+        return fn(self.ws, labelled="examples", unlabelled=folder, **{"progress": False, **options})
 
 
 class FinetuneWidget(ApiShell):
