@@ -98,6 +98,10 @@ class GuardedScorer(Scorer):
         self.n_guard = n_guard
         self.decisions = []  # (task, program, guard verdict)
 
+    def unguarded(self, source, task, examples):
+        """Right or wrong on the labelled examples alone (self_train's keep-best check)."""
+        return super().__call__(source, task, examples)
+
     def __call__(self, source, task, examples):
         hits = super().__call__(source, task, examples)
         if not all(hits) or not task.reference or not task.probes:

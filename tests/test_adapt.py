@@ -45,3 +45,32 @@ def test_improve_can_be_cancelled(tmp_path):
     ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
     report = improve_planner(ws, rounds=3, k=2, steps=5, replay=0, should_stop=lambda: True)
     assert report.get("cancelled") and report["rounds"] == []
+
+
+def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
+    # A training round that wrecks the head (here: its weights scrambled) loses the labelled
+    # examples the planner solved; the keep-best check keeps the head it started from.
+    import copy
+
+    import torch
+
+    from builder.methods import adapt
+
+    def scrambled(mix, head=None, **kw):
+        broken = copy.deepcopy(head)
+        with torch.no_grad():
+            for p in broken.parameters():
+                p.copy_(torch.randn_like(p) * 3)
+        return broken, {"loss_last": 0.0}
+
+    monkeypatch.setattr(adapt, "train_parser", scrambled)
+    card_path = make_task_card(tmp_path / "task", "count", "red objects", n=8, seed=5, queries=["How many red objects?"])
+    ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
+    start = {k: v.clone() for k, v in load_semantic_planner().parser.head.state_dict().items()}
+    report = improve_planner(ws, rounds=1, k=2, steps=5, eval_fraction=0.5, replay=0)
+    assert report["rounds"][0]["accepted"] is False
+    assert report["rounds"][0]["train_top1"] < 1.0  # the scrambled head did lose examples
+    assert report["after"]["accuracy"] == report["before"]["accuracy"] == 1.0
+    kept = workspace_planner(ws).parser.head.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in start.items())
+    assert "not kept" in improve_chart_html(report)

@@ -214,8 +214,8 @@ def improve_chart_html(report: dict) -> str:
     if not report or "before" not in report:
         return ""
     bars = [("before", report["before"]["accuracy"])]
-    bars += [(f"round {r['round']} ({r.get('kept_total', 0)} kept)", r["eval"]["accuracy"])
-             for r in report.get("rounds", [])]
+    bars += [(f"round {r['round']} ({r.get('kept_total', 0)} kept{'' if r.get('accepted', True) else ', not kept'})",
+              r["eval"]["accuracy"]) for r in report.get("rounds", [])]
     n = report.get("eval_examples")
     title = "Improve: planner accuracy on held-out examples" + (f" (n={n})" if n else "")
     families = report["before"].get("per_family", {})

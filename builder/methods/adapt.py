@@ -15,7 +15,8 @@ compiled into a program. Self-training adapts its parser head to the customer's 
    is known) are trusted as they are.
 3. **Improve** — fine-tune the head, starting from the current one, on the kept readings
    (oversampled) mixed with replayed generated phrasings (capped share, so the planner does not
-   forget the kinds the customer did not ask about).
+   forget the kinds the customer did not ask about); keep the new head only if it solves at
+   least as many of the labelled examples top-1 as the one before (``keep_best``).
 4. **Report** — per round: accuracy on the evaluation queries per family, kept/filtered counts.
 
 Unlabelled queries can be listed too: they are explored only through their labelled siblings
@@ -74,6 +75,10 @@ class AdaptConfig:
     oversample: int = 8  # copies of each kept reading in the training mix
     replay: int = 1500  # generated phrasings mixed in (the seed share)
     min_examples: int = 1
+    # Keep a round's head only if it solves at least as many labelled examples of the training
+    # queries (top-1) as the head before it: self-training never makes the planner worse on
+    # what the customer labelled (the fine-tuning recipe keeps its start the same way).
+    keep_best: bool = True
     seed: int = 0
 
 
@@ -146,6 +151,10 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
     report = {"config": config.__dict__, "rounds": []}
     t0 = time.perf_counter()
     report["before"] = evaluate(planner, eval_tasks, scorer)
+    # The keep-best check runs programs on the labelled examples only (no probe scenes).
+    check = getattr(scorer, "unguarded", scorer)
+    labelled = [t for t in tasks if len(t.examples) >= config.min_examples]
+    current = evaluate(planner, labelled, check) if config.keep_best else None
     replay = generate(config.replay, seed=derive_seed(config.seed, "replay")) if config.replay else []
     unsolved: set[str] = set()
     all_kept: dict[str, dict] = {}
@@ -168,9 +177,16 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
         head, log = train_parser(mix, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                  seed=derive_seed(config.seed, "round", r), progress=False, head=planner.parser.head, warmup=0.05,
                                  should_stop=should_stop)
-        planner = SemanticPlanner(SemanticParser(head, planner.parser.info))
+        candidate = SemanticPlanner(SemanticParser(head, planner.parser.info))
+        accepted, train_top1 = True, None
+        if config.keep_best:
+            train_top1 = evaluate(candidate, labelled, check)
+            accepted = train_top1["accuracy"] >= current["accuracy"]
+        if accepted:
+            planner, current = candidate, train_top1
         row = {"round": r + 1, **stats, "kept_total": len(all_kept), "unsolved": len(unsolved),
-               "audit": audit_stats, "loss_last": log["loss_last"],
+               "audit": audit_stats, "loss_last": log["loss_last"], "accepted": accepted,
+               "train_top1": train_top1["accuracy"] if train_top1 else None,
                "eval": evaluate(planner, eval_tasks, scorer), "seconds": round(time.perf_counter() - t0, 1)}
         report["rounds"].append(row)
         if progress:
