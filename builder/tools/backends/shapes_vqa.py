@@ -472,9 +472,9 @@ def build_dataset(n_scenes: int, seed: int, domain="clean", split: str = "train"
 
 
 # ---- training -------------------------------------------------------------------------------
-def _tensorize(model: ShapesVQANet, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+def _tensorize(model: ShapesVQANet, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor, tuple]:
     """Resized uint8 images (each distinct array once: QA rows of one scene share it), the row ->
-    image index, questions and answer labels."""
+    image index, questions, answer labels and the images' perception targets (``aux_targets``)."""
     size, slot, pics, idx, objs = model.config["image_size"], {}, [], [], []
     for ex in dataset:
         key = id(ex[0])
@@ -483,12 +483,12 @@ def _tensorize(model: ShapesVQANet, dataset) -> tuple[torch.Tensor, torch.Tensor
             pics.append(resize_square(ex[0], size))
             objs.append((ex[0].shape[:2], ex[5] if isinstance(ex, tuple) and len(ex) > 5 else ()))
         idx.append(slot[key])
-    model._aux_targets = aux_targets(objs, size)  # read (and dropped) by train()
     unknown = sorted({ex[2] for ex in dataset} - set(model.answers))
     if unknown:
         raise ValueError(f"answers outside the model's vocabulary: {unknown[:10]}")
     labels = torch.tensor([model.answers.index(ex[2]) for ex in dataset])
-    return torch.from_numpy(np.stack(pics)), torch.tensor(idx), [ex[1] for ex in dataset], labels
+    return (torch.from_numpy(np.stack(pics)), torch.tensor(idx), [ex[1] for ex in dataset], labels,
+            aux_targets(objs, size))
 
 
 def grid_stride(image_size: int) -> int:
@@ -584,8 +584,7 @@ def pretrain_perception(model: ShapesVQANet, dataset, steps: int = 1500, batch_s
     from builder.core.training import TrainConfig, train_loop
 
     gen = torch_generator(seed, "perception batches")
-    images, _, _, _ = _tensorize(model, dataset)
-    has, centre, attrs = model.__dict__.pop("_aux_targets")
+    images, _, _, _, (has, centre, attrs) = _tensorize(model, dataset)
     keep = has.nonzero().flatten()
     if not len(keep):
         raise ValueError("no item carries object labels (item[5]); nothing to train perception on")
@@ -594,13 +593,13 @@ def pretrain_perception(model: ShapesVQANet, dataset, steps: int = 1500, batch_s
         while True:
             yield keep[torch.randint(len(keep), (batch_size,), generator=gen)]
 
-    def loss_fn(m, b):
-        return aux_loss(m.perception(to_tensor(images[b])), has[b], centre[b], attrs[b])
+    def loss_fn(perception, b):
+        return aux_loss(perception(to_tensor(images[b])), has[b], centre[b], attrs[b])
 
     progress = _Progress(steps, log_every, log, "perception step")
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, schedule="cosine", warmup_steps=warmup,
                       grad_clip=1.0, seed=seed)
-    train_loop(model.perception, batches, lambda _m, b: loss_fn(model, b), cfg, on_step=progress)
+    train_loop(model.perception, batches, loss_fn, cfg, on_step=progress)
     model.eval()
     return {**progress.history, "seconds": round(time.time() - progress.t0, 1)}
 
@@ -634,8 +633,7 @@ def train(model: ShapesVQANet, dataset, steps: int = 3000, batch_size: int = 64,
     if not len(dataset):
         raise ValueError("empty training set")
     gen = torch_generator(seed, "batches")
-    images, index, questions, labels = _tensorize(model, dataset)
-    has, centre, attrs = model.__dict__.pop("_aux_targets")
+    images, index, questions, labels, (has, centre, attrs) = _tensorize(model, dataset)
     tokens_all, lengths_all = model.encode_questions(questions)
     frozen = _frozen_slots(model, images) if freeze_perception else None
     weights = _sample_weights(dataset, qtype_weights)
