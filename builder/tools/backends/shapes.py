@@ -403,8 +403,37 @@ def _hue_lut() -> np.ndarray:
 _HUE_LUT = _hue_lut()
 
 
+# ---- learned engines --------------------------------------------------------------------------
+class _LearnedWeights:
+    """A learned engine's weights folder: checked when the engine is built (a clear error naming
+    the training command), hashed into ``version`` (cached tool results never outlive a
+    retrain), and the torch model loaded once, on first use, by ``_load(weights, device)``."""
+
+    _train_command: str  # named in the error when the weights are missing
+
+    def _use_weights(self, weights: str | Path | None, default: Path, device: str) -> str:
+        """Set ``weights`` and ``device``; returns the weights' version string."""
+        self.weights = Path(weights) if weights is not None else default
+        self.device = device
+        path = self.weights / "model.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
+                                    f"`{self._train_command}`)")
+        self._model = None
+        self._lock = threading.Lock()
+        return f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+    @property
+    def model(self):
+        """The torch model (loaded on first access)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load(self.weights, self.device)
+            return self._model
+
+
 # ---- VQA --------------------------------------------------------------------------------------
-class ShapesVQA:
+class ShapesVQA(_LearnedWeights):
     """Learned shapes-world VQA (perception slots + question-conditioned reading, closed answer vocabulary).
 
     ``ShapesVQA()`` loads the bundled default weights, ``ShapesVQA(weights="dir")`` a folder
@@ -415,28 +444,18 @@ class ShapesVQA:
 
     backend_id = "shapes:vqa"
 
+    _train_command = "visforge engines train-vqa --out DIR"
+
+    @staticmethod
+    def _load(weights: Path, device: str):
+        from builder.tools.backends.shapes_vqa import load_model
+
+        return load_model(weights, device)
+
     def __init__(self, weights: str | Path | None = None, device: str = "cpu"):
         from builder.tools.backends import shapes_vqa
 
-        self.weights = Path(weights) if weights is not None else shapes_vqa.DEFAULT_WEIGHTS
-        self.device = device
-        path = self.weights / "model.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
-                                    "`visforge engines train-vqa --out DIR`)")
-        self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-        self._model = None
-        self._lock = threading.Lock()
-
-    @property
-    def model(self):
-        """The torch model (loaded on first access)."""
-        with self._lock:
-            if self._model is None:
-                from builder.tools.backends.shapes_vqa import load_model
-
-                self._model = load_model(self.weights, self.device)
-            return self._model
+        self.version = self._use_weights(weights, shapes_vqa.DEFAULT_WEIGHTS, device)
 
     def answer(self, image, question: str) -> Answer:
         """Answer ``question`` about ``image``; confidence is the softmax probability."""
@@ -581,7 +600,7 @@ class ShapesMatcher:
 
 
 # ---- embedder ---------------------------------------------------------------------------------
-class ShapesEmbedder:
+class ShapesEmbedder(_LearnedWeights):
     """The shapes-world dual encoder (``shapes_embed.DualEncoder``): images and captions in one space.
 
     Images go through ``detector`` (frozen) and the trained set encoder; texts through the
@@ -593,30 +612,22 @@ class ShapesEmbedder:
 
     backend_id = "shapes:embedder"
 
+    _train_command = "visforge engines train-embed --out DIR"
+
+    @staticmethod
+    def _load(weights: Path, device: str):
+        from builder.tools.backends.shapes_embed import load_model
+
+        return load_model(weights, device)
+
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
                  detector: ShapesDetector | None = None):
         from builder.tools.backends import shapes_embed
 
         self.detector = detector or ShapesDetector()
-        self.weights = Path(weights) if weights is not None else shapes_embed.DEFAULT_WEIGHTS
-        path = self.weights / "model.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
-                                    "`visforge engines train-embed --out DIR`)")
-        self.version = f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}+det{self.detector.version}"
-        self.device = device
+        version = self._use_weights(weights, shapes_embed.DEFAULT_WEIGHTS, device)
+        self.version = f"{version}+det{self.detector.version}"
         self.batch_size = int(batch_size)
-        self._model = None
-        self._lock = threading.Lock()
-
-    @property
-    def model(self):
-        with self._lock:
-            if self._model is None:
-                from builder.tools.backends.shapes_embed import load_model
-
-                self._model = load_model(self.weights, self.device)
-            return self._model
 
     @property
     def dim(self) -> int:
