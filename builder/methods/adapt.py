@@ -155,6 +155,7 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
     check = getattr(scorer, "unguarded", scorer)
     labelled = [t for t in tasks if len(t.examples) >= config.min_examples]
     current = evaluate(planner, labelled, check) if config.keep_best else None
+    scores = report["before"]  # the kept planner's evaluation (a round not kept leaves it as it is)
     replay = generate(config.replay, seed=derive_seed(config.seed, "replay")) if config.replay else []
     unsolved: set[str] = set()
     all_kept: dict[str, dict] = {}
@@ -184,10 +185,11 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
             accepted = train_top1["accuracy"] >= current["accuracy"]
         if accepted:
             planner, current = candidate, train_top1
+            scores = evaluate(planner, eval_tasks, scorer)
         row = {"round": r + 1, **stats, "kept_total": len(all_kept), "unsolved": len(unsolved),
                "audit": audit_stats, "loss_last": log["loss_last"], "accepted": accepted,
                "train_top1": train_top1["accuracy"] if train_top1 else None,
-               "eval": evaluate(planner, eval_tasks, scorer), "seconds": round(time.perf_counter() - t0, 1)}
+               "eval": scores, "seconds": round(time.perf_counter() - t0, 1)}
         report["rounds"].append(row)
         if progress:
             progress(f"round {r + 1}: eval accuracy {row['eval']['accuracy']:.2f}", (r + 1) / config.rounds)
