@@ -325,7 +325,23 @@ class HFDetector(_HFBackend):
 # --------------------------------------------------------------------------------------------
 
 
-class HFMatcher(_HFBackend):
+class _DualEncoderBackend(_HFBackend):
+    """A CLIP/SigLIP-style model (``AutoModel`` with image and text feature heads)."""
+
+    def _model_class(self):
+        from transformers import AutoModel
+
+        return AutoModel
+
+    def _check_config(self, model) -> None:
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ModelLoadError(
+                f"{type(self).__name__}: {self.model!r} ({model.config.model_type!r}) is not a dual "
+                "image-text encoder such as CLIP or SigLIP"
+            )
+
+
+class HFMatcher(_DualEncoderBackend):
     """Image-text matching with CLIP or SigLIP (``AutoModel``): one similarity logit per text.
 
     Scores are the model's ``logits_per_image`` (scaled cosine similarity; SigLIP adds its bias,
@@ -342,18 +358,6 @@ class HFMatcher(_HFBackend):
         dtype: str | None = None,
     ):
         super().__init__(model, revision, device, dtype)
-
-    def _model_class(self):
-        from transformers import AutoModel
-
-        return AutoModel
-
-    def _check_config(self, model) -> None:
-        if not hasattr(model, "get_text_features") or not hasattr(model, "get_image_features"):
-            raise ModelLoadError(
-                f"HFMatcher: {self.model!r} ({model.config.model_type!r}) is not a dual image-text "
-                "encoder such as CLIP or SigLIP"
-            )
 
     def scores(self, image: np.ndarray, texts: list[str]) -> list[float]:
         """One score per text, higher means a better fit."""
@@ -386,7 +390,7 @@ def _features(out):
     return out
 
 
-class HFEmbedder(_HFBackend):
+class HFEmbedder(_DualEncoderBackend):
     """Image and text embeddings from CLIP or SigLIP (``AutoModel``): the projected features,
     L2-normalised, so inner product is the cosine similarity the model was trained with.
 
@@ -408,18 +412,6 @@ class HFEmbedder(_HFBackend):
         if batch_size < 1:
             raise ValueError(f"HFEmbedder: batch_size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
-
-    def _model_class(self):
-        from transformers import AutoModel
-
-        return AutoModel
-
-    def _check_config(self, model) -> None:
-        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-            raise ModelLoadError(
-                f"HFEmbedder: {self.model!r} ({model.config.model_type!r}) is not a dual image-text "
-                "encoder such as CLIP or SigLIP"
-            )
 
     @property
     def dim(self) -> int:
