@@ -183,6 +183,8 @@ def test_browser_never_loses_work(browser_ready, app_server, tmp_path):
             _shot(page, "1-task", tmp_path)
             # explicit replace keeps the old task restorable (the form shows the workspace's task again)
             page.get_by_label("Target objects").fill("blue circles")
+            page.get_by_label("Target objects").press("Tab")  # the edit reaches the server before the click
+            page.wait_for_timeout(500)
             page.get_by_role("button", name="Create task").click()
             page.get_by_role("button", name="Replace the current task").click(timeout=30_000)
             page.get_by_text("Task replaced").wait_for(timeout=60_000)
