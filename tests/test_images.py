@@ -1,6 +1,7 @@
 """Image loading refuses bad input with errors that name the image and the problem."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,3 +44,81 @@ def test_decompression_bomb_refused_before_decoding():
     Image.new("L", (20000, 20000), 0).save(buf, format="PNG")
     with pytest.raises(ImageError, match="(over the .*-pixel limit|too large)"):
         decode_image(buf.getvalue(), "bomb.png", max_pixels=10_000_000)
+
+
+def _displayed():
+    """A 6x4 picture whose every pixel differs, so any wrong flip or turn shows."""
+    return (np.arange(6 * 4 * 3).reshape(4, 6, 3) * 3).astype(np.uint8)
+
+
+# How a camera stores a picture for each EXIF orientation (the inverse of what a viewer does),
+# written from the EXIF spec's row/column description, not from Pillow's table.
+_STORED = {
+    1: lambda d: d,
+    2: lambda d: d[:, ::-1],
+    3: lambda d: d[::-1, ::-1],
+    4: lambda d: d[::-1, :],
+    5: lambda d: d.transpose(1, 0, 2),
+    6: lambda d: np.rot90(d, 1),
+    7: lambda d: d[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda d: np.rot90(d, -1),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_decoded_as_displayed(orientation):
+    stored = Image.fromarray(np.ascontiguousarray(_STORED[orientation](_displayed())))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif)
+    np.testing.assert_array_equal(decode_image(buf.getvalue()), _displayed())
+
+
+def test_a_phone_jpeg_turned_on_its_side_is_read_upright():
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:10, :20] = (255, 0, 0)  # red block at the displayed top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(buf, format="JPEG", quality=95, exif=exif)
+    got = decode_image(buf.getvalue())
+    assert got.shape == (40, 60, 3)
+    assert got[2:8, 2:18, 0].mean() > 200 and got[30:, 40:, 0].mean() < 40
+
+
+def test_sixteen_bit_images_keep_their_values():
+    grey = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG")
+    got = decode_image(buf.getvalue())
+    np.testing.assert_array_equal(got[..., 0], [[0, 64], [128, 255]])
+    assert (got[..., 0] == got[..., 2]).all()
+    rgb16 = io.BytesIO()  # 16-bit RGB PNG (Pillow reads it as 8-bit RGB): the values must survive
+    import zlib
+
+    rows = b"".join(b"\0" + np.array([[[65535, 0, 257 * 100]] * 2], ">u2").tobytes() for _ in range(2))
+
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    rgb16.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (2).to_bytes(4, "big") * 2 + bytes([16, 2, 0, 0, 0]))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(decode_image(rgb16.getvalue())[0, 0], [255, 0, 100])
+
+
+def test_special_files_are_refused_before_they_are_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    link = tmp_path / "env.png"
+    link.symlink_to("/proc/self/environ")
+    for path, message in ((Path("/proc/self/environ"), "a system file"), (Path("/dev/zero"), "a system file"),
+                          (link, "a system file"), (fifo, "a FIFO"), (tmp_path, "a folder"),
+                          (text, "not a recognised image format")):
+        with pytest.raises(ImageError, match=message) as err:
+            load_image(path)
+        assert str(path) in str(err.value)

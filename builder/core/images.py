@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from builder.core.atomic import atomic_write_bytes
 from builder.core.errors import UserError
@@ -79,12 +81,63 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     if w < 1 or h < 1:
         raise ImageError(f"{name}: image has no pixels")
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(to_rgb(displayed(img)))
+
+
+def displayed(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation (phone photos) applied to the pixels."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError) as e:  # a corrupt EXIF block: say so, do not guess
+        raise ImageError(f"unreadable EXIF orientation ({e})") from None
+
+
+_HIGH_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB; 16-bit and 32-bit grey are scaled to 8 bits (``convert`` would clip them to white).
+
+    32-bit integer images are read as 16-bit values (what PNG and TIFF decoders hand back);
+    float images are read as 0..1.
+    """
+    if img.mode in _HIGH_DEPTH:
+        scale = 255.0 / _HIGH_DEPTH[img.mode]
+        grey = np.clip(np.asarray(img, dtype=np.float64) * scale + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return img.convert("RGB")
+
+
+_SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def check_image_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file outside /proc, /sys and /dev; otherwise an ``ImageError`` naming it.
+
+    Device files, FIFOs and kernel files are refused before they are opened: reading
+    ``/dev/zero`` never ends, a FIFO blocks, and ``/proc/self/environ`` holds secrets.
+    """
+    path = Path(path)
+    try:
+        real = os.path.realpath(path)
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    if any(real == root or real.startswith(root + "/") for root in _SPECIAL_ROOTS):
+        raise ImageError(f"{path}: a system file ({real}), not an image")
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or special file"
+        raise ImageError(f"{path}: {kind}, not an image file")
+    return path
 
 
 def read_image_bytes(path: str | Path) -> bytes:
-    """An image file's encoded bytes; a missing or unreadable file is an ``ImageError``."""
-    path = Path(path)
+    """An image file's encoded bytes; a missing, special or unreadable file is an ``ImageError``."""
+    path = check_image_file(path)
+    if path.stat().st_size > MAX_BYTES:
+        raise ImageTooLarge(f"{path}: {path.stat().st_size} bytes is over the {MAX_BYTES}-byte limit")
     try:
         return path.read_bytes()
     except FileNotFoundError:
