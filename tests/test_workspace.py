@@ -1,5 +1,6 @@
 """Workspace: layout, append-only program versions, atomic writes that survive SIGKILL."""
 
+import io
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from PIL import Image
 
 from builder.core.taskcard import parse_task_card
 from builder.core.workspace import Workspace, WorkspaceError
@@ -23,9 +25,15 @@ CARD = parse_task_card(
 )
 
 
+def png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def make_ws(tmp_path):
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a.png").write_bytes(b"\x89PNG fake but copied verbatim")
+    (tmp_path / "src" / "a.png").write_bytes(png_bytes())
     return Workspace.init(tmp_path / "ws", CARD, images_from=tmp_path / "src")
 
 
@@ -38,6 +46,23 @@ def test_init_copies_images_and_opens(tmp_path):
         Workspace.init(ws.root, CARD)
     with pytest.raises(WorkspaceError, match="not a VisForge workspace"):
         Workspace.open(tmp_path / "src")
+
+
+@pytest.mark.parametrize("kind", ["proc", "dev", "fifo", "text"])
+def test_card_images_that_are_not_images_are_refused_and_never_copied(tmp_path, kind):
+    (tmp_path / "src").mkdir()
+    bad = {"proc": "/proc/self/environ", "dev": "/dev/zero", "fifo": str(tmp_path / "src" / "pipe.png"),
+           "text": str(tmp_path / "src" / "passwd.png")}[kind]
+    if kind == "fifo":
+        os.mkfifo(bad)
+    if kind == "text":
+        with open(bad, "w") as f:
+            f.write("root:x:0:0:secret\n")
+    card = CARD.model_copy(deep=True)
+    card.examples[0].image = bad
+    with pytest.raises(WorkspaceError, match=f"example image {bad}"):
+        Workspace.init(tmp_path / "ws", card, images_from=tmp_path / "src")
+    assert not list((tmp_path / "ws").rglob("*.png"))
 
 
 def test_program_versions_append_only(tmp_path):

@@ -28,8 +28,9 @@ from builder.core.atomic import (
     remove_stale_temp_files,
 )
 from builder.core.errors import UserError
-from builder.core.images import store_image
+from builder.core.images import decode_image, read_image_bytes, store_image
 from builder.core.taskcard import TaskCard, TaskCardError, load_task_card, save_task_card
+from builder.core.video import is_video_path, probe_video
 
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
@@ -43,10 +44,11 @@ def _copy_example_images(task: TaskCard, src: Path, dest: Path) -> TaskCard:
     def copy(rel: str) -> str:
         if rel not in copied:
             path = Path(rel) if Path(rel).is_absolute() else src / rel
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise WorkspaceError(f"example image {rel}: cannot read {path} ({e.strerror})") from None
+            try:  # only regular files that decode as images (or probe as videos) are copied
+                data = read_image_bytes(path)
+                probe_video(data, str(path)) if is_video_path(str(path)) else decode_image(data, str(path))
+            except UserError as e:
+                raise WorkspaceError(f"example image {rel}: {e}") from None
             name = store_image(data, dest, path.suffix)
             copied[rel] = f"images/{name}"
         return copied[rel]
