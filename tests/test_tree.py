@@ -127,3 +127,16 @@ def test_random_compositions_compile_and_agree_with_ground_truth():
         wrong += w
     assert not wrong, wrong[:3]
     assert checked > 250
+
+
+@pytest.mark.parametrize("name", ["compose_blind.jsonl", "compose_open_vocab.jsonl"])
+def test_the_blind_sets_are_valid_trees_of_their_output_kind(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "data" / name
+    items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(items) >= 30
+    for item in items:
+        assert item["output"] in T.OUTPUTS_OF[T.check(item["tree"])], item["id"]
+        if item["tree"]["op"] != "best_caption":
+            compile_tree(item["tree"], item["output"])

@@ -102,7 +102,7 @@ def summary_field_scores(value: Any, expected: dict) -> dict[str, bool]:
 
     return {
         "objects": isinstance(objs, list) and sorted(normalise_text(o) or "" for o in objs)
-        == sorted(normalise_text(o) for o in expected["objects"]),
+        == sorted(normalise_text(o) or "" for o in expected["objects"]),
         "frame": frame is not None and abs(frame - exp_frame) <= FRAME_TOLERANCE,
         "before": motions(value.get("before")) == motions(expected["before"]),
         "after": motions(value.get("after")) == motions(expected["after"]),

@@ -24,7 +24,7 @@ class OutputKind(StrEnum):
 
     text = "text"  # a short answer string
     bool = "bool"  # yes / no
-    count = "count"  # a non-negative integer
+    count = "count"  # type: ignore[assignment]  # a non-negative integer (shadows str.count by design)
     boxes = "boxes"  # a list of [x0, y0, x1, y1] boxes
     choice = "choice"  # the index of the right caption or image
     frame = "frame"  # a video frame index

@@ -13,6 +13,7 @@ import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,8 +107,8 @@ class VideoReader:
         frame_bytes = self.info.width * self.info.height * 3
         self._max_cached = max(2, cache_bytes // max(1, frame_bytes))
         self._lock = threading.Lock()
-        self._container = None
-        self._iter = None
+        self._container: Any = None  # av's InputContainer, opened lazily
+        self._iter: Any = None  # its frame iterator
         self._next = 0  # index of the frame the decoder yields next
         self.decoded = 0  # frames decoded so far (for benchmarks and tests)
 
@@ -196,7 +197,8 @@ def decode_all(data: bytes) -> list[np.ndarray]:
     with av.open(io.BytesIO(data), mode="r") as c:
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
-        return [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+    return frames
 
 
 def load_media(path) -> np.ndarray | VideoReader:

@@ -255,7 +255,7 @@ class Workspace:
         """What is in the workspace, as plain data (for ``visforge workspace show``)."""
         try:
             card = self.load_task()
-            task = {"name": card.name, "output": card.output.value, "metric": card.metric.value,
+            task = {"name": card.name, "output": card.output.value, "metric": card.metric.value if card.metric else None,
                     "examples": len(card.examples)}
         except TaskCardError as e:
             task = {"error": str(e)}

@@ -126,6 +126,7 @@ class _Worker:
             close_fds=True,
             cwd="/",  # not the host's working folder
         )
+        assert self.proc.stdout is not None and self.proc.stdin is not None  # both are PIPEs
         self.out_fd = self.proc.stdout.fileno()
         self.in_fd = self.proc.stdin.fileno()
         # Writes to the worker honour deadlines: a worker that stops reading cannot block us.
@@ -145,6 +146,8 @@ class _Worker:
         except (ProcessLookupError, PermissionError):
             pass
         for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except OSError:

@@ -17,6 +17,7 @@ import math
 import os
 import resource
 import sys
+from typing import Any
 
 from builder.executor.protocol import HEADER, encode, read_frame, write_frame
 from builder.executor.validate import SAFE_BUILTINS, ValidationError, validate
@@ -227,7 +228,7 @@ def run_one(request: dict) -> dict:
         return done(False, kind=e.kind, message=e.message, line=e.line)
     builtins = {name: getattr(_builtins, name) for name in SAFE_BUILTINS if name not in ("True", "False", "None")}
     builtins["print"] = safe_print
-    namespace = {"__builtins__": builtins, **api.PROGRAM_API}
+    namespace: dict[str, Any] = {"__builtins__": builtins, **api.PROGRAM_API}
     videos = request.get("videos") or [None] * len(request["images"])
     patches = [api.ImagePatch(i, (0, 0, w, h)) if vid is None else api.VideoSegment(i, 0, int(vid[0]), float(vid[1]), w, h)
                for i, ((w, h), vid) in enumerate(zip(request["images"], videos, strict=False))]

@@ -18,10 +18,13 @@ The host side of each engine call (engine kind, argument checks, implementation)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 TOOL_API_VERSION = "1"
 
 # Set by the worker: a callable (tool: str, ref: dict | list | None, args: list) -> plain data.
-_transport = None
+_transport: Callable[[str, Any, Any], Any] | None = None
 
 
 def _call(tool, ref, args):

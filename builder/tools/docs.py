@@ -25,7 +25,7 @@ def _class_doc(cls, fields: list[str]) -> list[str]:
         if name.startswith("_"):
             continue
         if isinstance(member, property):
-            ret = inspect.signature(member.fget).return_annotation
+            ret = inspect.signature(member.fget).return_annotation if member.fget else None
             out.append(f"    {name}: {ret}  # {inspect.getdoc(member)}")
         elif inspect.isfunction(member):
             out += ["", f"    def {name}{_signature(member)}:", _doc(member, "        ")]

@@ -59,6 +59,7 @@ class VideoContext:
         memo = self.host._tracks.get(key)
         if memo is not None:
             return memo
+        hit: Any
         cache = self.host.cache
         hit = cache.get(key) if cache is not None else ToolCache.MISSING
         if hit is ToolCache.MISSING:
@@ -100,11 +101,13 @@ class ToolHost:
         return [[len(v), v.info.fps] if isinstance(v, VideoReader) else None for v in self.images]
 
     def _digest(self, i: int, frame: int | None = None) -> str:
-        if frame is not None:
-            return f"{self.images[i].digest}:{frame}"
-        if self._digests[i] is None:
-            self._digests[i] = image_hash(self.images[i])
-        return self._digests[i]
+        media = self.images[i]
+        if isinstance(media, VideoReader):
+            return f"{media.digest}:{frame}"
+        digest = self._digests[i]
+        if digest is None:
+            digest = self._digests[i] = image_hash(media)
+        return digest
 
     def _video(self, ref: Any) -> VideoContext:
         if not isinstance(ref, dict) or not all(k in ref for k in ("video", "start", "stop", "step")):
@@ -113,6 +116,7 @@ class ToolHost:
         if not isinstance(i, int) or not 0 <= i < len(self.images) or not isinstance(self.images[i], VideoReader):
             raise ToolError(f"input {i!r} is not a video")
         reader = self.images[i]
+        assert isinstance(reader, VideoReader)  # checked above
         start, stop, step = (int(ref[k]) for k in ("start", "stop", "step"))
         if not 0 <= start < stop <= len(reader) or step < 1:
             raise ToolError(f"segment {start}..{stop} (step {step}) is outside the video's {len(reader)} frames")
@@ -165,7 +169,7 @@ class ToolHost:
                         cached, result = True, hit
                 if not cached:
                     result = spec.impl(engine, video, args)
-                    if key is not None:
+                    if key is not None and self.cache is not None:
                         self.cache.set(key, result)
                 self._record(tool, ref, args, result, None, t0, cached)
                 return result
@@ -183,7 +187,7 @@ class ToolHost:
                     result = hit
             if not cached:
                 result = spec.impl(engine, crops, args)
-                if key is not None:
+                if key is not None and self.cache is not None:
                     self.cache.set(key, result)
         except ToolError as e:
             self._record(tool, ref, args, None, str(e), t0, cached)

@@ -41,7 +41,7 @@ ARG_KINDS = ("text", "texts")
 
 # An implementation: (engine, crops, args) -> plain data. ``crops`` is a list of
 # (pixels, (x0, y0, x1, y1), image index), one per patch the call refers to.
-Impl = Callable[[Any, list, list], Any]
+Impl = Callable[[Any, Any, list], Any]  # crops (a list), or a VideoContext for video tools
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def draw_boxes(
     img = Image.fromarray(image).convert("RGB")
     scale = max(1.0, max_side / max(img.size))
     if scale != 1.0:
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.NEAREST)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(img)
     w = max(1, round(scale))
     if patch_box is not None:
@@ -129,7 +129,7 @@ def video_strip(video, tracks: list | None = None, n: int = STRIP_FRAMES, start:
     for f, arr in zip(idx, video.frames(idx), strict=True):
         img = Image.fromarray(arr).convert("RGB")
         scale = side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.NEAREST)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(img)
         for k, t in enumerate(tracks or []):
             box = dict(zip(t.get("frames", []), t.get("boxes", []), strict=False)).get(f)

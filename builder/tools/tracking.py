@@ -123,7 +123,7 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
             for _, box, frame in have:  # a vote weighted by confidence over a few frames
                 shape, conf = engine.describe_blob(frame, box, t.color)
                 votes[shape] = votes.get(shape, 0.0) + conf
-        shapes.append(max(votes, key=votes.get) if votes else "object")
+        shapes.append(max(votes, key=lambda s: votes[s]) if votes else "object")
         box = have[len(have) // 2][1] if have else t.boxes[len(t.boxes) // 2]
         sides.append(max(box[2] - box[0], box[3] - box[1]))
     sizes = engine.size_names(sides, width) if hasattr(engine, "size_names") and sides else [""] * len(tracks)

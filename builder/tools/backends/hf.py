@@ -101,7 +101,7 @@ class _HFBackend:
             raise FileNotFoundError(f"{type(self).__name__}: model directory {self.model!r} does not exist")
         self.backend_id = f"hf:{self.model}@{revision or 'local'}"
         self._lock = threading.Lock()
-        self._model = None
+        self._model: Any = None  # loaded lazily on first use
         self._processor = None
 
     @property
@@ -315,7 +315,7 @@ class HFDetector(_HFBackend):
             else list(np.argsort(-scores, kind="stable"))
         )
         return [
-            Detection(box=tuple(int(v) for v in boxes[i]), score=float(scores[i]), label=query)
+            Detection(box=(int(boxes[i][0]), int(boxes[i][1]), int(boxes[i][2]), int(boxes[i][3])), score=float(scores[i]), label=query)
             for i in order
         ]
 
