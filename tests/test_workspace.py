@@ -140,3 +140,47 @@ def test_sigkill_mid_write_never_corrupts(tmp_path):
         seen_progress = len(progs)
     meta = json.loads((ws.root / "visforge-workspace.json").read_text())
     assert meta["accepted"] <= seen_progress
+
+
+_WRITER = textwrap.dedent("""
+    import json, sys
+    from builder.core.atomic import atomic_write_json
+    root, tag = sys.argv[1], sys.argv[2]
+    for i in range(1000):
+        atomic_write_json(f"{root}/runs/{tag}-{i % 25}.json", {"tag": tag, "i": i})
+    print("done")
+""")
+
+
+def test_two_writers_and_a_reopening_reader_never_lose_a_file(tmp_path):
+    """Opening a workspace cleans only temp files whose writer is gone, never ones being written."""
+    ws = make_ws(tmp_path)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(ws.root), tag], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    opened = 0
+    while any(w.poll() is None for w in writers) or opened < 5:
+        Workspace.open(ws.root)
+        opened += 1
+    for w in writers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0 and out.strip() == "done", err[-2000:]
+    for tag in ("a", "b"):
+        for k in range(25):
+            data = json.loads((ws.root / "runs" / f"{tag}-{k}.json").read_text())
+            assert data["tag"] == tag and data["i"] % 25 == k and data["i"] >= 975
+    assert opened > 5
+
+
+def test_temp_files_of_dead_writers_are_removed(tmp_path):
+    from builder.core.atomic import remove_stale_temp_files
+
+    ws = make_ws(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = ws.root / "runs" / f".tmp-x.json.{dead}.abc123"
+    alive = ws.root / "runs" / f".tmp-y.json.{os.getpid()}.def456"
+    for p in (stale, alive):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{")
+    assert remove_stale_temp_files(ws.root) == 1
+    assert not stale.exists() and alive.exists()

@@ -10,21 +10,31 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+# A temp file is named .tmp-<target>.<writer pid>.<random>: clean-up removes it only once its writer
+# is gone, so a reader opening the workspace never deletes a file another process is writing.
+_TMP_FILE = re.compile(r"^\.tmp-.+\.(\d+)\.[A-Za-z0-9_]+$")
+STALE_AFTER_S = 24 * 3600  # a temp file this old is stale whoever wrote it (another host, a reused pid)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f"{TMP_PREFIX}{path.name}.{os.getpid()}."
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash at any moment leaves the old or the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -58,7 +68,7 @@ def atomic_create_text(path: str | Path, text: str) -> bool:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
@@ -87,8 +97,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     ``glob("*.tmp*")`` finds for clean-up.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")  # unique per writer
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -114,10 +123,24 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove_stale_temp_files(folder: str | Path) -> int:
-    """Delete temp files left by writers that were killed mid-write; returns how many."""
+    """Delete temp files whose writer is gone (killed mid-write); returns how many.
+
+    A temp file whose writing process is alive is never touched, so opening a workspace while
+    another thread, tab or process writes to it is safe. Files without a readable pid, or older
+    than ``STALE_AFTER_S``, count as stale once they are an hour old.
+    """
     n = 0
+    now = time.time()
     for p in Path(folder).rglob(TMP_PREFIX + "*"):
-        if p.is_file():
+        try:
+            if not p.is_file():
+                continue
+            age = now - p.stat().st_mtime
+        except FileNotFoundError:  # its writer just renamed it into place
+            continue
+        m = _TMP_FILE.match(p.name)
+        stale = age > STALE_AFTER_S or (not _alive(int(m.group(1))) if m else age > 3600)
+        if stale:
             p.unlink(missing_ok=True)
             n += 1
     return n
