@@ -169,3 +169,29 @@ def test_tool_table_agrees_with_the_program_api():
     assert sorted(listed) == sorted(set(listed)) and set(listed) == calling
     assert set(METHOD_ENGINES) | set(FUNCTION_ENGINES) == calling
     assert all(spec.doc for spec in TOOLS.values())
+
+
+class SizeRecordingDetector(FakeDetector):
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def detect(self, image, query, threshold=None):
+        self.shapes.append(image.shape)
+        return super().detect(image, query, threshold)
+
+
+def test_engines_see_a_bounded_image_and_programs_keep_original_coordinates():
+    big = np.zeros((3000, 4000, 3), np.uint8)  # a 12-megapixel photo
+    big[1000:1400, 2000:2800] = 255
+    det = SizeRecordingDetector()
+    host = ToolHost(Engines(detector=det), [big], working_side=1000)
+    assert host.image_sizes() == [(4000, 3000)]
+    whole = host("find", {"image": 0, "box": [0, 0, 4000, 3000]}, ["object"])
+    assert det.shapes[-1] == (750, 1000, 3)
+    assert whole[0]["box"] == [2000, 1000, 2800, 1400]
+    part = host("find", {"image": 0, "box": [1800, 800, 3000, 1600]}, ["object"])  # a patch of the photo
+    assert max(det.shapes[-1][:2]) <= 300
+    assert part[0]["box"] == [2000, 1000, 2800, 1400]
+    small = ToolHost(Engines(detector=SizeRecordingDetector()), [image()], working_side=1000)
+    assert small.images[0] is not None and small.images[0].shape == (40, 60, 3)  # small images are untouched

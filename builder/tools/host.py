@@ -17,12 +17,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from builder.core.video import VideoError, VideoReader
 from builder.tools.cache import ToolCache, cache_key, image_hash
 from builder.tools.engines import Captioner, Detector, Embedder, Matcher, OCREngine, VQAEngine
 from builder.tools.specs import MAX_TEXTS, TOOLS, ToolError
 from builder.tools.trace import Trace
+
+# Engines see at most this many pixels on an image's longer side: a 12-megapixel phone photo costs
+# what a working-size image costs. Programs keep the original image's coordinates.
+WORKING_SIDE = 1280
+
+
+def working_copy(image: np.ndarray, side: int | None) -> np.ndarray:
+    """``image`` shrunk (area-averaged) so its longer side is at most ``side``; unchanged if it fits."""
+    h, w = image.shape[:2]
+    if side is None or max(h, w) <= side:
+        return image
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
 
 
 @dataclass
@@ -35,6 +50,13 @@ class Engines:
     matcher: Matcher | None = None
     ocr: OCREngine | None = None
     embedder: Embedder | None = None  # search only (no program tool uses it)
+
+    def working_side(self) -> int:
+        """The longer image side the configured engines work at: the largest any of them declares
+        (an engine's ``working_side`` attribute; ``WORKING_SIDE`` for one that declares none)."""
+        sides = [getattr(e, "working_side", WORKING_SIDE) for e in (self.detector, self.vqa, self.captioner,
+                                                                     self.matcher, self.ocr) if e is not None]
+        return max(sides, default=WORKING_SIDE)
 
     def get(self, kind: str):
         engine = getattr(self, kind)
@@ -75,7 +97,11 @@ class VideoContext:
 
 
 class ToolHost:
-    """Serves tool calls for one run over ``images``: (H, W, 3) uint8 arrays or ``VideoReader``s."""
+    """Serves tool calls for one run over ``images``: (H, W, 3) uint8 arrays or ``VideoReader``s.
+
+    Images larger than ``working_side`` are shrunk once, here, before any engine sees them;
+    patches and detections stay in the original image's coordinates.
+    """
 
     def __init__(
         self,
@@ -83,9 +109,13 @@ class ToolHost:
         images: list[np.ndarray | VideoReader],
         cache: ToolCache | None = None,
         trace: Trace | None = None,
+        working_side: int | None = None,
     ):
         self.engines = engines
-        self.images = images
+        working_side = working_side or engines.working_side()
+        # (width, height) as the program sees it: the original image's
+        self.sizes = [(img.shape[1], img.shape[0]) for img in images]
+        self.images = [img if isinstance(img, VideoReader) else working_copy(img, working_side) for img in images]
         self.cache = cache
         self.trace = trace
         self._digests: list[str | None] = [None] * len(images)
@@ -94,7 +124,7 @@ class ToolHost:
 
     def image_sizes(self) -> list[tuple[int, int]]:
         """(width, height) of each image (or video frame), as the sandbox needs them."""
-        return [(img.shape[1], img.shape[0]) for img in self.images]
+        return list(self.sizes)
 
     def video_infos(self) -> list[list | None]:
         """[frame count, fps] of each video input (None for images), as the sandbox needs them."""
@@ -105,8 +135,9 @@ class ToolHost:
         if isinstance(media, VideoReader):
             return f"{media.digest}:{frame}"
         digest = self._digests[i]
-        if digest is None:
-            digest = self._digests[i] = image_hash(media)
+        if digest is None:  # a shrunk copy is keyed with the original size its boxes refer to
+            w, h = self.sizes[i]
+            digest = self._digests[i] = image_hash(media) + ("" if media.shape[:2] == (h, w) else f"@{w}x{h}")
         return digest
 
     def _video(self, ref: Any) -> VideoContext:
@@ -139,12 +170,15 @@ class ToolHost:
                 raise ToolError(str(e)) from None
         elif frame is not None:
             raise ToolError(f"input {i} is an image, not a video")
-        h, w = img.shape[:2]
+        w, h = self.sizes[i] if frame is None else (img.shape[1], img.shape[0])
         x0, y0, x1, y1 = (int(c) for c in ref["box"])
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ToolError(f"patch {ref['box']} is empty inside the {w}x{h} image")
-        return img[y0:y1, x0:x1], (x0, y0, x1, y1), (i if frame is None else f"{i}:{frame}")
+        sx, sy = img.shape[1] / w, img.shape[0] / h  # 1.0 unless the host shrank the image
+        pixels = img[int(y0 * sy):max(int(y0 * sy) + 1, round(y1 * sy)),
+                     int(x0 * sx):max(int(x0 * sx) + 1, round(x1 * sx))]
+        return pixels, (x0, y0, x1, y1), (i if frame is None else f"{i}:{frame}")
 
     def __call__(self, tool: str, ref: Any, args: list) -> Any:
         """Serve one call; raises ``ToolError`` with a message meant for the program's author."""

@@ -110,10 +110,13 @@ class ToolSpec:
 
 # ---- implementations -------------------------------------------------------------------------
 def _find(engine, crops, args):
-    crop, (x0, y0, _, _), _ = crops[0]
+    crop, (x0, y0, x1, y1), _ = crops[0]
+    # The crop's pixels may be a shrunk copy of the patch (the host bounds what engines see):
+    # detections come back in the patch's original coordinates.
+    sx, sy = (x1 - x0) / crop.shape[1], (y1 - y0) / crop.shape[0]
     dets = sorted(engine.detect(crop, args[0]), key=lambda d: -d.score)
-    return [{"box": [d.box[0] + x0, d.box[1] + y0, d.box[2] + x0, d.box[3] + y0], "score": round(float(d.score), 4)}
-            for d in dets]
+    return [{"box": [x0 + round(d.box[0] * sx), y0 + round(d.box[1] * sy), x0 + round(d.box[2] * sx),
+                     y0 + round(d.box[3] * sy)], "score": round(float(d.score), 4)} for d in dets]
 
 
 def _query(engine, crops, args):
