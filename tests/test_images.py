@@ -122,3 +122,36 @@ def test_special_files_are_refused_before_they_are_read(tmp_path):
         with pytest.raises(ImageError, match=message) as err:
             load_image(path)
         assert str(path) in str(err.value)
+
+
+def _photo(w=4000, h=3000, orientation=None) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 90)], -1).astype(np.uint8)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [None, 6])
+def test_a_phone_photo_is_decoded_at_working_size_with_its_displayed_size(orientation):
+    from builder.core.images import decode_working
+
+    data = _photo(orientation=orientation)
+    work = decode_working(data, 1000, "photo.jpg")
+    full = decode_image(data, "photo.jpg")
+    assert work.size == (full.shape[1], full.shape[0]) == ((3000, 4000) if orientation else (4000, 3000))
+    assert max(work.pixels.shape[:2]) == 1000 and work.pixels.shape[2] == 3
+    shrunk = np.asarray(Image.fromarray(full).resize(work.pixels.shape[1::-1], Image.Resampling.BOX))
+    assert np.abs(shrunk.astype(int) - work.pixels.astype(int)).mean() < 3  # the same picture, smaller
+    with pytest.raises(ImageError, match="photo.jpg: corrupt or truncated"):
+        decode_working(data[: len(data) // 3], 1000, "photo.jpg")
+
+
+def test_a_small_image_is_decoded_whole_for_engines():
+    from builder.core.images import decode_working
+
+    work = decode_working(png_bytes(8, 6), 1000)
+    assert work.size == (8, 6) and work.pixels.shape == (6, 8, 3)

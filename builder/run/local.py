@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from builder.core.images import ImageError, decode_image, read_image_bytes
+from builder.core.images import ImageError, decode_working, read_image_bytes
 from builder.core.metrics import score
 from builder.core.video import VideoError, is_video_path, load_video
 from builder.executor import Sandbox
@@ -122,7 +122,8 @@ def run_program(
                     return ExampleResult(example.id, expected=example.expected,
                                          duration_ms=(time.perf_counter() - t0) * 1000, **hit), trace
             # videos are only probed here (limits); their frames are decoded when a tool asks
-            images = [load_video(data, str(p)) if is_video_path(p) else decode_image(data, str(p))
+            side = engines.working_side()  # engines see a bounded image; programs the original's size
+            images = [load_video(data, str(p)) if is_video_path(p) else decode_working(data, side, str(p))
                       for data, p in zip(encoded, example.images, strict=True)]
     except (ImageError, VideoError) as e:
         return ExampleResult(example.id, error=str(e), error_kind="image", expected=example.expected), trace

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from builder.core.images import WorkingImage
 from builder.core.video import VideoError, VideoReader
 from builder.tools.cache import ToolCache, cache_key, image_hash
 from builder.tools.engines import Captioner, Detector, Embedder, Matcher, OCREngine, VQAEngine
@@ -106,7 +107,7 @@ class ToolHost:
     def __init__(
         self,
         engines: Engines,
-        images: list[np.ndarray | VideoReader],
+        images: list[np.ndarray | WorkingImage | VideoReader],
         cache: ToolCache | None = None,
         trace: Trace | None = None,
         working_side: int | None = None,
@@ -115,7 +116,9 @@ class ToolHost:
         working_side = working_side or engines.working_side()
         # (width, height) as the program sees it: the original image's
         self.sizes = [(img.shape[1], img.shape[0]) for img in images]
-        self.images = [img if isinstance(img, VideoReader) else working_copy(img, working_side) for img in images]
+        self.images = [img if isinstance(img, VideoReader)
+                       else working_copy(img.pixels if isinstance(img, WorkingImage) else img, working_side)
+                       for img in images]
         self.cache = cache
         self.trace = trace
         self._digests: list[str | None] = [None] * len(images)

@@ -99,7 +99,7 @@ class Solution:
     ) -> dict[str, Any]:
         """Run the program on one input (one image, or several for multi-image solutions).
 
-        ``images`` are (H, W, 3) uint8 RGB arrays (see ``builder.core.images.decode_image``).
+        ``images`` are (H, W, 3) uint8 RGB arrays or ``WorkingImage``s (``builder.core.images``).
         ``query``/``choices`` default to the task's own when every example shares them.
         Returns ``{"ok", "value", "error", "error_kind", "duration_ms", "tool_calls"}``;
         a program that fails on this input is ``ok: false``, never an exception.

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from builder.core.images import ImageError, ImageTooLarge, check_image_size, decode_image
+from builder.core.images import ImageError, ImageTooLarge, check_image_size, decode_working
 from builder.core.video import VideoError, VideoReader, VideoTooLarge, is_video_path, probe_video
 
 from .runtime import Solution, manifest
@@ -246,12 +246,13 @@ def _is_video(name: str, data: bytes) -> bool:
     return is_video_path(name) or data[4:8] == b"ftyp"
 
 
-def _decode_all(files: list[tuple[str, bytes]], limits: Limits) -> list:
-    """Every image fully decoded and verified (in a worker thread); a video becomes a lazy
-    reader whose frames the program's tool calls decode."""
+def _decode_all(files: list[tuple[str, bytes]], limits: Limits, working_side: int) -> list:
+    """Every image decoded and verified at the engines' working size (in a worker thread: a phone
+    photo costs what a working-size image costs); a video becomes a lazy reader whose frames the
+    program's tool calls decode."""
     try:
         return [VideoReader(data, name) if _is_video(name, data)
-                else decode_image(data, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
+                else decode_working(data, working_side, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
                 for name, data in files]
     except (ImageTooLarge, VideoTooLarge) as e:
         raise HTTPException(413, str(e)) from None
@@ -368,7 +369,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         picked = _clean_choices(choices)
 
         def work():
-            arrays = _decode_all(files, limits)
+            arrays = _decode_all(files, limits, state["solution"].engines.working_side())
             try:
                 return state["solution"].predict(arrays, query, picked)
             finally:
@@ -399,7 +400,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         shared = _clean_choices(choices)
 
         def work():
-            arrays = _decode_all(files, limits)
+            arrays = _decode_all(files, limits, state["solution"].engines.working_side())
             items = [{"images": [a], "query": queries[i] if queries is not None else query, "choices": shared,
                       "id": f"item{i}"} for i, a in enumerate(arrays)]
             try:
