@@ -126,6 +126,55 @@ def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 120) -> floa
     raise RuntimeError(f"{url}: no /health within {timeout} s")
 
 
+def _tree_rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    return round((proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True)))
+                 / 2**20, 1)
+
+
+def _photo(png: bytes, size: tuple[int, int]) -> bytes:
+    """The task's image enlarged to a phone photo's size, as a JPEG (same scene, more pixels)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def bench_photos(url: str, pid: int, png: bytes, side: int, a) -> dict:
+    """Real-photo cases beside a working-size image, in the same server: p50 latency (sequential),
+    the process tree's peak memory under ``--clients`` concurrent clients, and after idling."""
+    cases = {f"working_size_{side}px_png": ("w.jpg", _photo(png, (side, side)), "image/jpeg"),
+             "photo_2000x1500_jpeg": ("p.jpg", _photo(png, (2000, 1500)), "image/jpeg"),
+             "photo_12mp_jpeg": ("p.jpg", _photo(png, (4000, 3000)), "image/jpeg")}
+    start = _tree_rss_mb(pid)
+    out: dict = {"start_tree_rss_mb": start}
+    client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=a.clients))
+    for name, file in cases.items():
+        lat, values = [], set()
+        for _ in range(a.photo_requests):
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/predict", files={"image": file})
+            lat.append(time.perf_counter() - t0)
+            values.add(json.dumps(r.json().get("value")) if r.status_code == 200 else f"HTTP {r.status_code}")
+        rss = RssSampler(pid)
+        burst = load(lambda f=file: client.post(f"{url}/predict", files={"image": f}).status_code == 200,
+                     a.clients, a.photo_seconds, a.clients * a.photo_requests)
+        peak = rss.stop()["with_workers_peak_rss_mb"]
+        time.sleep(a.idle_seconds)
+        out[name] = {"bytes": len(file[1]), "p50_ms": round(1000 * sorted(lat)[len(lat) // 2], 1),
+                     "answers": sorted(values), "burst": burst, "peak_tree_rss_mb": peak,
+                     "peak_growth_mb": round(peak - start, 1), "idle_tree_rss_mb": _tree_rss_mb(pid)}
+    client.close()
+    base = out[f"working_size_{side}px_png"]["p50_ms"]
+    for name in ("photo_2000x1500_jpeg", "photo_12mp_jpeg"):
+        out[name]["p50_ratio_to_working_size"] = round(out[name]["p50_ms"] / base, 2)
+    out["idle_back_within_pct_of_start"] = round(100 * (out["photo_12mp_jpeg"]["idle_tree_rss_mb"] - start) / start, 1)
+    return out
+
+
 def bench_solution(tmp: Path, a) -> dict:
     ws = _make_workspace(tmp / "task")
     ws.accept(ws.add_program(PROGRAM).version)
@@ -151,6 +200,8 @@ def bench_solution(tmp: Path, a) -> dict:
         out["http"].update(rss.stop())
         out["rss_after_mb"] = rss.now_mb()
         client.close()
+        side = int(httpx.get(f"{url}/health", timeout=5).json().get("working_side", 1280))
+        out["photos"] = bench_photos(url, proc.pid, image, side, a)
     finally:
         stop_process(proc)
     # The baseline: the same runtime called in-process (decode + predict), same threads, same run.
@@ -238,6 +289,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-requests", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2, help="the solution server's sandbox workers")
+    ap.add_argument("--photo-requests", type=int, default=5, help="sequential requests per photo case")
+    ap.add_argument("--photo-seconds", type=float, default=10.0, help="concurrent burst per photo case")
+    ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle time before the after-idle memory")
+    ap.add_argument("--skip-planner", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -247,7 +302,8 @@ def main(argv=None) -> dict:
               "clients": a.clients, "seconds": a.seconds, "max_requests": a.max_requests}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         result["solution"] = bench_solution(Path(tmp), a)
-    result["planner"] = bench_planner(a)
+    if not a.skip_planner:
+        result["planner"] = bench_planner(a)
     text = json.dumps(result, indent=1)
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

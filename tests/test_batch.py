@@ -103,3 +103,38 @@ def test_run_program_trace(examples, sandbox):
 def test_missing_engine_is_a_tool_error(examples, sandbox):
     res, _ = run_program("def execute(image):\n    return image.caption()\n", examples[1], Engines(), sandbox)
     assert res.error_kind == "tool" and "no captioner engine is configured" in res.error
+
+
+class SlowVQA(MeanVQA):
+    def __init__(self):
+        self.calls = 0
+
+    def answer(self, image, question):
+        import time
+
+        self.calls += 1
+        time.sleep(0.05)
+        return super().answer(image, question)
+
+
+def test_a_deadline_stops_the_program_and_its_tool_calls():
+    """Past the caller's deadline no engine is called and the run ends as a timeout, promptly."""
+    import time
+
+    slow = SlowVQA()
+    img = np.zeros((32, 32, 3), np.uint8)
+    source = "def execute(image):\n    n = 0\n    for i in range(1000):\n        n += image.verify('x?')\n    return n\n"
+    with Sandbox(workers=1) as sandbox:
+        t0 = time.monotonic()
+        res, _ = run_program(source, ExampleInput(["a.png"]), Engines(vqa=slow), sandbox, images=[img],
+                             deadline=t0 + 0.6)
+        took = time.monotonic() - t0
+        assert res.error_kind in ("timeout", "tool"), res
+        assert took < 1.6, took
+        calls = slow.calls
+        assert 3 <= calls < 30
+        time.sleep(0.3)
+        assert slow.calls == calls  # nothing keeps running after the answer
+        late, _ = run_program(source, ExampleInput(["a.png"]), Engines(vqa=slow), sandbox, images=[img],
+                              deadline=time.monotonic() - 1)
+        assert late.error_kind == "timeout" and slow.calls == calls

@@ -8,6 +8,7 @@ runs a whole example set on a thread pool with a progress bar, keeping per-examp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -100,6 +101,7 @@ def run_program(
     cache: ToolCache | None = None,
     inspect: bool = False,
     images: list | None = None,
+    deadline: float | None = None,
 ) -> tuple[ExampleResult, Trace | None]:
     """Run ``source`` on one example; with ``inspect`` also return the step-by-step trace.
 
@@ -127,7 +129,14 @@ def run_program(
                       for data, p in zip(encoded, example.images, strict=True)]
     except (ImageError, VideoError) as e:
         return ExampleResult(example.id, error=str(e), error_kind="image", expected=example.expected), trace
-    host = ToolHost(engines, images, cache=cache, trace=trace)
+    limits = None
+    if deadline is not None:  # the program and its tool calls stop at the caller's deadline
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return ExampleResult(example.id, error="the request passed its deadline before the program started",
+                                 error_kind="timeout", expected=example.expected), trace
+        limits = dataclasses.replace(sandbox.limits, timeout_s=min(sandbox.limits.timeout_s, remaining))
+    host = ToolHost(engines, images, cache=cache, trace=trace, deadline=deadline)
     run = sandbox.run(
         source,
         image_sizes=host.image_sizes(),
@@ -136,6 +145,7 @@ def run_program(
         query=example.query or None,
         choices=example.choices,
         videos=host.video_infos(),
+        limits=limits,
     )
     res = ExampleResult(
         example.id,

@@ -111,8 +111,10 @@ class ToolHost:
         cache: ToolCache | None = None,
         trace: Trace | None = None,
         working_side: int | None = None,
+        deadline: float | None = None,
     ):
         self.engines = engines
+        self.deadline = deadline  # time.monotonic() after which no engine is called
         working_side = working_side or engines.working_side()
         # (width, height) as the program sees it: the original image's
         self.sizes = [(img.shape[1], img.shape[0]) for img in images]
@@ -194,6 +196,8 @@ class ToolHost:
             if spec is None:
                 raise ToolError(f"unknown tool {tool!r}")
             spec.check_args(args)
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise ToolError("the request passed its deadline")
             engine = self.engines.get(spec.engine)
             if spec.video:
                 video = self._video(ref)

@@ -96,13 +96,15 @@ class Solution:
         query: str | None = None,
         choices: list[str] | None = None,
         id: str = "input",
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Run the program on one input (one image, or several for multi-image solutions).
 
         ``images`` are (H, W, 3) uint8 RGB arrays or ``WorkingImage``s (``builder.core.images``).
         ``query``/``choices`` default to the task's own when every example shares them.
         Returns ``{"ok", "value", "error", "error_kind", "duration_ms", "tool_calls"}``;
-        a program that fails on this input is ``ok: false``, never an exception.
+        a program that fails on this input is ``ok: false``, never an exception. Past ``deadline``
+        (``time.monotonic()``) the program is stopped and no engine is called.
         """
         if not images:
             raise ValueError("predict needs at least one image")
@@ -119,7 +121,8 @@ class Solution:
             id=id,
             multi_image=self.multi_image,
         )
-        result, _ = run_program(self.source, example, self.engines, self.sandbox, self.cache, images=images)
+        result, _ = run_program(self.source, example, self.engines, self.sandbox, self.cache, images=images,
+                                deadline=deadline)
         return {
             "ok": result.error is None,
             "value": _plain(result.value) if result.error is None else None,
@@ -129,10 +132,10 @@ class Solution:
             "tool_calls": result.tool_calls,
         }
 
-    def predict_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict_many(self, items: list[dict[str, Any]], deadline: float | None = None) -> list[dict[str, Any]]:
         """Run several inputs (each a dict of ``predict``'s keyword arguments), in order."""
         if len(items) <= 1 or self.workers == 1:
-            return [self.predict(**item) for item in items]
+            return [self.predict(**item, deadline=deadline) for item in items]
         # One thread per sandbox worker: more threads would only queue inside the sandbox.
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda item: self.predict(**item), items))
+            return list(pool.map(lambda item: self.predict(**item, deadline=deadline), items))

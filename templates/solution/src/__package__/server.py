@@ -23,6 +23,7 @@ import base64
 import ctypes
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -334,11 +335,15 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
     async def internal_error(request: Request, exc: Exception):
         return _error(500, f"{type(exc).__name__}: {exc}")
 
-    async def _in_pool(fn, *args):
-        """Run ``fn`` in the worker pool under the request deadline (503 when the queue is full)."""
-        fut = state["pool"].submit(fn, *args)
+    async def _in_pool(fn, deadline: float):
+        """Run ``fn(deadline)`` in the worker pool (503 when the queue is full); 504 at the deadline.
+
+        The work itself stops there too: the program's sandbox run and its tool calls take the
+        same deadline, so a late request does not keep a worker busy after its answer.
+        """
+        fut = state["pool"].submit(fn, deadline)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), limits.request_timeout_s + 5)
+            return await asyncio.wait_for(asyncio.wrap_future(fut), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s") from None
 
@@ -348,7 +353,8 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is being served."""
-        return {"status": "ok", **{k: info[k] for k in ("name", "version", "program_version", "output")}}
+        return {"status": "ok", **{k: info[k] for k in ("name", "version", "program_version", "output")},
+                "working_side": state["solution"].engines.working_side()}
 
     predict_responses = {**_ERRORS, 500: {"model": Prediction | ErrorBody,
                                           "description": "The program failed on this input (a Prediction with "
@@ -365,19 +371,20 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
             raise HTTPException(422, f"image: at most {limits.max_batch} images per request")
         if not state["solution"].multi_image and len(image) != 1:
             raise HTTPException(422, f"image: this solution takes exactly one image, got {len(image)}")
+        deadline = time.monotonic() + limits.request_timeout_s
         files = [await _read_image(f, limits) for f in image]
         picked = _clean_choices(choices)
 
-        def work():
+        def work(deadline: float):
             arrays = _decode_all(files, limits, state["solution"].engines.working_side())
             try:
-                return state["solution"].predict(arrays, query, picked)
+                return state["solution"].predict(arrays, query, picked, deadline=deadline)
             finally:
                 del arrays
                 if _big(files):
                     _trim_memory()
 
-        result = await _in_pool(work)
+        result = await _in_pool(work, deadline)
         return JSONResponse(result, status_code=200 if result["ok"] else 500)
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
@@ -396,21 +403,22 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
             raise HTTPException(422, "this solution takes several images per input: use /predict")
         if queries is not None and len(queries) != len(images):
             raise HTTPException(422, f"queries: {len(queries)} given for {len(images)} images")
+        deadline = time.monotonic() + limits.request_timeout_s
         files = [await _read_image(f, limits) for f in images]
         shared = _clean_choices(choices)
 
-        def work():
+        def work(deadline: float):
             arrays = _decode_all(files, limits, state["solution"].engines.working_side())
             items = [{"images": [a], "query": queries[i] if queries is not None else query, "choices": shared,
                       "id": f"item{i}"} for i, a in enumerate(arrays)]
             try:
-                return {"results": state["solution"].predict_many(items)}
+                return {"results": state["solution"].predict_many(items, deadline=deadline)}
             finally:
                 del arrays, items
                 if _big(files):
                     _trim_memory()
 
-        return await _in_pool(work)
+        return await _in_pool(work, deadline)
 
     multi = bool(info.get("multi_image"))
     example = base64.b64encode(_example_png()).decode()
