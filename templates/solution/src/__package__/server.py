@@ -201,10 +201,22 @@ class RequestGuard:
                 return
 
 
-async def _read_image(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
-    """The upload's bytes, refused (413) when over the byte, side or pixel limit: header only."""
-    name = upload.filename or "image"
-    data = await upload.read(limits.max_image_bytes + 1)
+async def _read_image(upload: UploadFile | str, limits: Limits, field: str) -> tuple[str, bytes]:
+    """The upload's bytes (a file, or base64 text in a plain form field), refused (413) when over the
+    byte, side or pixel limit: header only. An empty field is 422, as for any missing field."""
+    if isinstance(upload, str):
+        name = f"{field} (base64 text)"
+        if len(upload) > limits.max_image_bytes * 4 // 3 + 4:
+            raise HTTPException(413, f"{name}: over the {limits.max_image_bytes}-byte image limit")
+        try:
+            data = base64.b64decode(upload.strip(), validate=True)
+        except ValueError:
+            raise HTTPException(400, f"{name}: a text field must hold the image's base64 text") from None
+    else:
+        name = upload.filename or field
+        data = await upload.read(limits.max_image_bytes + 1)
+    if not data:
+        raise HTTPException(422, f"{field}: {name} is empty")
     if len(data) > limits.max_image_bytes:
         raise HTTPException(413, f"{name}: over the {limits.max_image_bytes}-byte image limit")
     data = _unbase64(data)
@@ -265,14 +277,18 @@ def _clean_choices(choices: list[str] | None) -> list[str] | None:
     """Choices from repeated form fields, or one field holding a JSON list."""
     if not choices:
         return None
-    if len(choices) == 1 and choices[0].lstrip().startswith("["):
+    if len(choices) == 1 and choices[0].lstrip()[:1] in ("[", "{"):
         try:
             parsed = json.loads(choices[0])
         except json.JSONDecodeError:
             raise HTTPException(422, "choices: not a valid JSON list") from None
         if not isinstance(parsed, list) or not all(isinstance(c, str) for c in parsed):
-            raise HTTPException(422, "choices: a JSON list must hold strings only")
-        return parsed or None
+            raise HTTPException(422, "choices: repeat the field, or send one JSON list of strings")
+        if not parsed:
+            return None
+        choices = parsed
+    if any(not c.strip() for c in choices):
+        raise HTTPException(422, "choices: every choice must be non-empty text")
     return choices
 
 
@@ -362,7 +378,8 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
 
     @app.post("/predict", response_model=Prediction, responses=predict_responses)
     async def predict(
-        image: Annotated[list[UploadFile], File(description="The image (several for multi-image solutions).")],
+        image: Annotated[list[UploadFile | str], File(
+            description="The image (several for multi-image solutions): a file, or its base64 text.")],
         query: Annotated[str | None, Form(description="The question; defaults to the task's own.")] = None,
         choices: Annotated[list[str] | None, Form(description="Candidate texts (repeat the field, or a JSON list).")] = None,
     ):
@@ -372,7 +389,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         if not state["solution"].multi_image and len(image) != 1:
             raise HTTPException(422, f"image: this solution takes exactly one image, got {len(image)}")
         deadline = time.monotonic() + limits.request_timeout_s
-        files = [await _read_image(f, limits) for f in image]
+        files = [await _read_image(f, limits, "image") for f in image]
         picked = _clean_choices(choices)
 
         def work(deadline: float):
@@ -389,7 +406,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
     async def predict_batch(
-        images: Annotated[list[UploadFile], File(description="One image per prediction.")],
+        images: Annotated[list[UploadFile | str], File(description="One image per prediction: files or base64 text.")],
         query: Annotated[str | None, Form(description="The question for every image; defaults to the task's own.")] = None,
         queries: Annotated[list[str] | None, Form(description="One question per image (instead of query).")] = None,
         choices: Annotated[list[str] | None, Form(description="Candidate texts for every image.")] = None,
@@ -404,7 +421,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         if queries is not None and len(queries) != len(images):
             raise HTTPException(422, f"queries: {len(queries)} given for {len(images)} images")
         deadline = time.monotonic() + limits.request_timeout_s
-        files = [await _read_image(f, limits) for f in images]
+        files = [await _read_image(f, limits, "images") for f in images]
         shared = _clean_choices(choices)
 
         def work(deadline: float):
