@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_planner(tmp_path_factory) -> Path:
     """A tiny compact-prompt causal-LM planner saved to disk."""
     from builder.planner.backends import TransformersPlanner
-    from builder.planner.default import build_model, build_tokenizer, pairs_of, seed_shots
+    from builder.planner.causal import build_model, build_tokenizer, pairs_of, seed_shots
 
     pairs = pairs_of(seed_shots(30, seed=5))
     tok = build_tokenizer([p + c for p, c in pairs], vocab_size=400)
