@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from builder.core.artifacts import Artifact, ArtifactError, load_artifact, read_record, registered_architectures
+from builder.core.artifacts import (
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    read_record,
+    registered_architectures,
+)
 
 
 class Prior(Artifact):
