@@ -27,7 +27,7 @@ def tiny_planner(tmp_path_factory) -> Path:
     tok = build_tokenizer([p + c for p, c in pairs], vocab_size=400)
     model = build_model(len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1)
-    return TransformersPlanner(model, tok, prompt_style="compact", max_new_tokens=16).save(
+    return TransformersPlanner(model, tok, prompt_style="compact", max_new_tokens=16).save_pretrained(
         tmp_path_factory.mktemp("served"))
 
 
