@@ -9,7 +9,7 @@ Two query sets, neither seen in training:
 Per query, on scenes where the question has one right answer: top-1 (the first candidate on
 >= 40 test scenes) and select-by-examples (k=8 candidates, the best on 8 example scenes, scored on
 the 40 test scenes; solved = accuracy >= 0.9). Programs run in the real sandbox on the real
-shapes engines. The previous default planner (the causal LM in ``builder/planner/weights``) runs
+shapes engines. The previous default planner (the causal LM in ``builder/planner/causal_weights``) runs
 in the same process for comparison. Prints JSON; ``--out`` also writes it.
 
     python bench/planner_bench.py --out bench/results/planner_bench.json
@@ -235,12 +235,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
-    from builder.planner.default import load_default_planner
+    from builder.planner.causal import load_causal_planner
     from builder.planner.semantic import load_semantic_planner
 
     planners = {"semantic (default)": load_semantic_planner(a.weights)}
     if not a.no_previous:
-        planners["previous causal LM"] = _FamilyRequests(load_default_planner())
+        planners["previous causal LM"] = _FamilyRequests(load_causal_planner())
     pool = scene_pool(a.pool, a.seed)
     blind = blind_set(pool, a.seed, a.examples, a.test, a.limit)
     world = world_heldout(a.world_scenes, 4242 + a.seed)

@@ -29,7 +29,7 @@ import numpy as np
 
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
-from builder.methods.search import MatcherVerifier, SearchIndex, build_index, search_text
+from builder.methods.image_index import MatcherVerifier, SearchIndex, build_index, search_text
 from builder.tools.backends.shapes import ShapesDetector, ShapesEmbedder, ShapesMatcher
 from builder.world.captions import distinctive_caption, render_clauses
 from builder.world.cards import make_task_card

@@ -268,10 +268,10 @@ def bench_planner(a) -> dict:
         client.close()
     finally:
         stop_process(proc)
-    from builder.planner.default import load_default_planner
+    from builder.planner.causal import load_causal_planner
     from builder.planner.server import Engine, Params
 
-    engine = Engine(load_default_planner())
+    engine = Engine(load_causal_planner())
     p = Params(n=1, temperature=0.0, top_p=1.0, max_tokens=16, stop=[], stream=False, include_usage=False, seed=None)
     out["in_process"] = load(lambda: bool(engine.generate(body["prompt"], p, "prompt")), a.clients, a.seconds,
                              a.max_requests)

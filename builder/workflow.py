@@ -47,14 +47,15 @@ from builder.executor import Sandbox
 from builder.methods import adapt as _adapt
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
-from builder.methods import search as _search
+from builder.methods import image_index as _search
 from builder.methods import tune as _tune
 from builder.methods.export import ExportError as ExportError
 from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
-from builder.methods.search import Hit as Hit
-from builder.methods.search import IndexResult as IndexResult
+from builder.methods.image_index import Hit as Hit
+from builder.methods.image_index import IndexResult as IndexResult
 from builder.planner import load_planner, propose_for_task
+from builder.planner.plan import is_planner_folder
 from builder.planner.semantic import clear_planner_cache
 from builder.run import BatchResult as BatchResult
 from builder.run import ExampleResult as ExampleResult
@@ -328,7 +329,7 @@ def planner_available() -> str | None:
         from builder.planner.semantic import WEIGHTS_DIR
     except ImportError as e:
         return f"planner not available: {e}"
-    if not (WEIGHTS_DIR / "head.safetensors").is_file():
+    if not (WEIGHTS_DIR / "model.safetensors").is_file():
         return f"planner weights missing in {WEIGHTS_DIR}"
     return None
 
@@ -476,7 +477,7 @@ def workspace_planner(ws: Workspace):
     """The planner proposals use for this workspace: its adapted planner if Improve saved one,
     else the embedded default (both loaded once per process)."""
     path = ws.root / "checkpoints" / WORKSPACE_PLANNER
-    return load_planner(path if (path / "parser.json").is_file() else None)
+    return load_planner(path if is_planner_folder(path) else None)
 
 
 def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
@@ -526,7 +527,7 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
         if own:
             runtime.close()
     out = ws.root / "checkpoints" / WORKSPACE_PLANNER
-    planner.parser.save(out)
+    planner.parser.save_pretrained(out)
     clear_planner_cache(out)
     report.update(planner=str(out), train_examples=sum(len(t.examples) for t in train),
                   eval_examples=sum(len(t.examples) for t in held), queries=len(by_query))

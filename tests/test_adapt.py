@@ -28,7 +28,7 @@ def test_improve_adapts_the_planner_to_a_customers_phrasing_and_later_proposals_
     assert report["after"]["accuracy"] == 1.0
     assert report["rounds"][0]["queries_rewarded"] == 2
     assert seen and seen[-1][1] == 1.0
-    assert (ws.root / "checkpoints" / "planner" / "head.safetensors").is_file()
+    assert (ws.root / "checkpoints" / "planner" / "model.safetensors").is_file()
     # later proposals in this workspace come from the adapted planner
     adapted = workspace_planner(ws)
     assert adapted is not load_semantic_planner()

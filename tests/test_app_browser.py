@@ -288,7 +288,7 @@ def test_browser_task_to_export(browser_ready, app_server, tmp_path):
     ws = Workspace.open(ws_dir)
     summary = ws.summary()
     assert summary["accepted"] and summary["exports"] and summary["runs"] >= 1
-    assert "seltda" in summary["datasets"] and (ws_dir / "checkpoints" / "planner" / "parser.json").is_file()
+    assert "seltda" in summary["datasets"] and (ws_dir / "checkpoints" / "planner" / "config.json").is_file()
     if os.environ.get("VISFORGE_UPDATE_DOCS") == "1":
         shutil.copyfile(tmp_path / "app.png", REPO / "docs" / "app.png")
 

@@ -99,7 +99,7 @@ def test_retrieval_returns_nearest_example():
 # ---- the transformers backend -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_tok():
-    from builder.planner.default import build_tokenizer, pairs_of, seed_shots
+    from builder.planner.causal import build_tokenizer, pairs_of, seed_shots
 
     pairs = pairs_of(seed_shots(40, seed=3))
     return build_tokenizer([p + c for p, c in pairs], vocab_size=400), pairs
@@ -111,7 +111,7 @@ def test_transformers_planner_samples_k(tiny_tok, arch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from builder.planner.backends import TransformersPlanner
-    from builder.planner.default import build_model
+    from builder.planner.causal import build_model
 
     tok, _ = tiny_tok
     if arch == "qwen2":
@@ -133,7 +133,7 @@ def test_transformers_planner_applies_chat_template(tiny_tok):
     import copy
 
     from builder.planner.backends import TransformersPlanner
-    from builder.planner.default import build_model
+    from builder.planner.causal import build_model
 
     tok = copy.deepcopy(tiny_tok[0])
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -148,7 +148,7 @@ def test_transformers_planner_applies_chat_template(tiny_tok):
 
 def test_finetune_labels_program_tokens_only_and_learns(tiny_tok):
     from builder.planner.backends import TransformersPlanner
-    from builder.planner.default import build_model
+    from builder.planner.causal import build_model
     from builder.planner.train import IGNORE, encode_pairs, finetune
 
     tok, pairs = tiny_tok
@@ -166,7 +166,7 @@ def test_finetune_labels_program_tokens_only_and_learns(tiny_tok):
 
 
 def test_lora_finetune_merges(tiny_tok):
-    from builder.planner.default import build_model
+    from builder.planner.causal import build_model
     from builder.planner.train import finetune
 
     tok, pairs = tiny_tok
@@ -180,7 +180,7 @@ def test_lora_finetune_merges(tiny_tok):
 
 # ---- the default planner ------------------------------------------------------------------------------
 def test_seed_set_uses_training_phrasings_only():
-    from builder.planner.default import seed_shots
+    from builder.planner.causal import seed_shots
     from builder.world import TEMPLATES
 
     train_ids = {t.id for t in TEMPLATES if t.split == "train"}
@@ -197,14 +197,17 @@ def test_training_command_at_reduced_size(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "planner.json", "seed_pairs.jsonl"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "seed_pairs.jsonl"):
         assert (out / name).is_file(), name
-    from builder.planner.default import load_default_planner
+    from builder.core.artifacts import read_record
 
-    planner = load_default_planner(out)
+    assert read_record(out)["architecture"] == "transformers-planner"
+    from builder.planner.causal import load_causal_planner
+
+    planner = load_causal_planner(out)
     assert planner.prompt_style == "compact"
     # the loaded tokenizer splits text exactly as the one the model was trained with
-    from builder.planner.default import build_tokenizer, pairs_of, seed_shots
+    from builder.planner.causal import build_tokenizer, pairs_of, seed_shots
     from builder.tools.docs import render_api_doc
 
     pairs = pairs_of(seed_shots(24))
@@ -214,11 +217,11 @@ def test_training_command_at_reduced_size(tmp_path):
     assert len(planner.propose([("vqa", "Count the red circles.")], k=2, max_new_tokens=8)[0]) == 2
 
 
-def test_committed_default_planner_writes_programs():
-    from builder.planner.default import WEIGHTS_DIR, load_default_planner
+def test_committed_causal_planner_writes_programs():
+    from builder.planner.causal import load_causal_planner
 
-    planner = load_default_planner()
-    info = __import__("json").loads((WEIGHTS_DIR / "planner.json").read_text())["trained"]
+    planner = load_causal_planner()
+    info = planner.info["trained"]
     assert info["n_pairs"] <= 200 and info["params"] < 2_000_000
     out = planner.propose([PlanRequest("How many red circles are there?", "vqa"),
                            PlanRequest("find the blue square", "grounding")], k=1, temperature=0)

@@ -186,8 +186,9 @@ def test_planner_train_command_at_reduced_size(tmp_path):
            "--steps", "3", "--batch-size", "16", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    info = json.loads((out / "parser.json").read_text())
-    assert info["steps"] == 3 and info["examples"] == 60
+    record = json.loads((out / "config.json").read_text())
+    assert record["architecture"] == "semantic-parser" and record["format_version"] == 1
+    assert record["info"]["steps"] == 3 and record["info"]["examples"] == 60
     from builder.planner.plan import load_planner
 
     trained = load_planner(out)

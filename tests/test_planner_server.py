@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_planner(tmp_path_factory) -> Path:
     """A tiny compact-prompt causal-LM planner saved to disk."""
     from builder.planner.backends import TransformersPlanner
-    from builder.planner.default import build_model, build_tokenizer, pairs_of, seed_shots
+    from builder.planner.causal import build_model, build_tokenizer, pairs_of, seed_shots
 
     pairs = pairs_of(seed_shots(30, seed=5))
     tok = build_tokenizer([p + c for p, c in pairs], vocab_size=400)
     model = build_model(len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1)
-    return TransformersPlanner(model, tok, prompt_style="compact", max_new_tokens=16).save(
+    return TransformersPlanner(model, tok, prompt_style="compact", max_new_tokens=16).save_pretrained(
         tmp_path_factory.mktemp("served"))
 
 

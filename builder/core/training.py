@@ -165,9 +165,6 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     ``accelerator`` (``accelerate.Accelerator``) prepares model and optimiser, runs backward and
     gathers the loss; only its main process writes files.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     select = select or best_by_score(include_start=cfg.keep_start)
     meta = meta if meta is not None else {}
@@ -176,121 +173,174 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     if run_dir is not None and (save is None or load is None):
         raise ValueError("checkpointing to run_dir needs save and load callables")
     say = log if (log is not None and main) else (lambda _m: None)
-    history: dict = {"train": [], "val": []}
     opt = make_optimizer(model.parameters(), cfg)
-    start_epoch, step, resumed_from = 1, 0, None
-    done = epoch_checkpoints(run_dir) if run_dir is not None else []
-    if done:
-        resumed_from, last = done[-1]
-        load(model, last)
-        opt.load_state_dict(torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)["optimizer"])
-        state = json.loads((last / "state.json").read_text())
-        history, step = state.pop("history"), state.pop("step")
-        meta.update({k: v for k, v in state.items() if k != "epoch"})
-        start_epoch = resumed_from + 1
-        say(f"resuming {run_dir.name} after epoch {resumed_from} (step {step})")
-
+    state = _resume(model, opt, run_dir, load, meta, say)
     wait = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
     if accelerator is not None:
         model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model) if accelerator is not None else model
-    device = accelerator.device if accelerator is not None else None
 
     def checkpoint(name: str, epoch: int) -> Path:
-        with atomic_folder(run_dir / name) as tmp:
-            save(raw, tmp)
-            if epoch:
-                torch.save({"optimizer": opt.state_dict()}, tmp / "trainer_state.pt")
-                (tmp / "state.json").write_text(json.dumps({**meta, "epoch": epoch, "step": step,
-                                                            "history": history}))
-            else:
-                (tmp / "state.json").write_text(json.dumps({"epoch": 0, "step": 0}))
-        return run_dir / name
+        return _save_checkpoint(run_dir / name, raw, opt, save, epoch, state, meta)
 
-    if evaluate is not None and "start" not in history:  # the starting model, scored as every epoch is
-        history["start"] = {"epoch": 0, "step": 0, **evaluate(raw, 0)}
+    if evaluate is not None and "start" not in state.history:  # the starting model, scored as every epoch is
+        state.history["start"] = {"epoch": 0, "step": 0, **evaluate(raw, 0)}
         if run_dir is not None and cfg.keep_start and main:
             checkpoint("start", 0)
         wait()
 
     stopped = None
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        best = (improving or select)(history) if history["val"] else None
-        if cfg.patience > 0 and best is not None and history["val"][-1]["epoch"] - best >= cfg.patience:
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        if _patience_spent(state.history, improving or select, cfg):
             stopped = "early_stop"
             say(f"early stop before epoch {epoch}: no better validation for {cfg.patience} epochs")
             break
-        if step >= cfg.steps:
+        if state.step >= cfg.steps:
             break
-        # Everything random in an epoch derives from (seed, epoch): a resumed run replays it.
-        seed_everything(cfg.seed, "epoch", epoch)
-        model.train()
-        name = desc if cfg.epochs == 1 else f"{desc or 'epoch'} {epoch}/{cfg.epochs}"
-        bar = tqdm(total=None if cfg.epochs > 1 else cfg.steps, desc=name, disable=not (desc and main), leave=False)
-        losses = []
-        for batch in batches(epoch, numpy_rng(cfg.seed, "epoch", epoch)):
-            if should_stop is not None and should_stop():
-                stopped = "cancelled"
-                break
-            lr = lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = loss_fn(model, _to_device(batch, device))
-            opt.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(loss)
-                if cfg.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                value = float(accelerator.gather(loss.detach().reshape(1)).mean())
-            else:
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   cfg.grad_clip)
-                value = float(loss.detach())
-            opt.step()
-            step += 1
-            losses.append(value)
-            history["train"].append({"epoch": epoch, "step": step, "loss": round(value, 5)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
-            if on_step is not None:
-                on_step({"epoch": epoch, "step": step, "loss": value, "lr": lr})
-            if step >= cfg.steps:  # an endless batch stream ends here
-                break
-        bar.close()
-        if stopped == "cancelled":
+        losses, cancelled = _train_epoch(model, opt, batches, loss_fn, cfg, epoch, state, accelerator, on_step,
+                                         should_stop, desc if main else None)
+        if cancelled:
+            stopped = "cancelled"
             break  # a partial epoch is not a checkpoint: a resumed run redoes it whole
         line = f"epoch {epoch}: train loss {sum(losses) / max(1, len(losses)):.4f}"
         if evaluate is not None:
             record = evaluate(raw, epoch)
-            history["val"].append({"epoch": epoch, "step": step, **record})
+            state.history["val"].append({"epoch": epoch, "step": state.step, **record})
             line += "".join(f"  {k} {v:.4f}" for k, v in record.items() if isinstance(v, float))
             model.train()
         if cfg.epochs > 1:
             say(line)
         if run_dir is not None and main:
             checkpoint(f"epoch-{epoch:04d}", epoch)
-            atomic_write_json(run_dir / "history.json", history)
+            atomic_write_json(run_dir / "history.json", state.history)
         wait()
     model.eval()
-
-    result = TrainResult(history, step, resumed_from=resumed_from, stopped=stopped, meta=meta)
-    if history["val"] or "start" in history:
-        result.best_epoch = select(history)
-    if run_dir is not None:
-        epochs = epoch_checkpoints(run_dir)
-        result.last_checkpoint = epochs[-1][1] if epochs else None
-        if result.best_epoch is None and epochs:
-            result.best_epoch = epochs[-1][0]
-        if result.best_epoch == 0:
-            result.best_checkpoint = run_dir / "start"
-        elif result.best_epoch is not None:
-            result.best_checkpoint = dict(epochs).get(result.best_epoch)
-        if restore_best and result.best_checkpoint is not None:
-            load(raw, result.best_checkpoint)
+    result = TrainResult(state.history, state.step, resumed_from=state.resumed_from, stopped=stopped, meta=meta)
+    _choose_best(result, select, run_dir, load if restore_best else None, raw)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+@dataclass
+class _LoopState:
+    """Where a run stands: history so far, optimiser steps taken, the epoch to start from."""
+
+    history: dict
+    step: int = 0
+    start_epoch: int = 1
+    resumed_from: int | None = None
+
+
+def _resume(model, opt, run_dir: Path | None, load, meta: dict, say) -> _LoopState:
+    """Load the newest complete epoch checkpoint of ``run_dir`` (model, optimiser, history, meta)."""
+    import torch
+
+    done = epoch_checkpoints(run_dir) if run_dir is not None else []
+    if not done:
+        return _LoopState({"train": [], "val": []})
+    resumed_from, last = done[-1]
+    load(model, last)
+    opt.load_state_dict(torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)["optimizer"])
+    saved = json.loads((last / "state.json").read_text())
+    history, step = saved.pop("history"), saved.pop("step")
+    meta.update({k: v for k, v in saved.items() if k != "epoch"})
+    say(f"resuming {run_dir.name} after epoch {resumed_from} (step {step})")
+    return _LoopState(history, step, resumed_from + 1, resumed_from)
+
+
+def _save_checkpoint(folder: Path, raw, opt, save, epoch: int, state: _LoopState, meta: dict) -> Path:
+    """Write a checkpoint folder atomically: the trainer's files, and for an epoch the optimiser
+    and the loop state (``start``, epoch 0, holds only the model)."""
+    import torch
+
+    with atomic_folder(folder) as tmp:
+        save(raw, tmp)
+        if epoch:
+            torch.save({"optimizer": opt.state_dict()}, tmp / "trainer_state.pt")
+            (tmp / "state.json").write_text(json.dumps({**meta, "epoch": epoch, "step": state.step,
+                                                        "history": state.history}))
+        else:
+            (tmp / "state.json").write_text(json.dumps({"epoch": 0, "step": 0}))
+    return folder
+
+
+def _patience_spent(history: dict, improving: Callable[[dict], int | None], cfg: TrainConfig) -> bool:
+    """True when ``cfg.patience`` epochs passed since the epoch ``improving`` names."""
+    best = improving(history) if history["val"] else None
+    return cfg.patience > 0 and best is not None and history["val"][-1]["epoch"] - best >= cfg.patience
+
+
+def _train_epoch(model, opt, batches, loss_fn, cfg: TrainConfig, epoch: int, state: _LoopState, accelerator,
+                 on_step, should_stop, desc: str | None) -> tuple[list[float], bool]:
+    """One epoch of optimiser steps (at most up to ``cfg.steps``); returns the losses and whether
+    ``should_stop`` cancelled it."""
+    from tqdm.auto import tqdm
+
+    # Everything random in an epoch derives from (seed, epoch): a resumed run replays it.
+    seed_everything(cfg.seed, "epoch", epoch)
+    model.train()
+    device = accelerator.device if accelerator is not None else None
+    name = desc if cfg.epochs == 1 else f"{desc or 'epoch'} {epoch}/{cfg.epochs}"
+    bar = tqdm(total=None if cfg.epochs > 1 else cfg.steps, desc=name, disable=not desc, leave=False)
+    losses: list[float] = []
+    cancelled = False
+    for batch in batches(epoch, numpy_rng(cfg.seed, "epoch", epoch)):
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        lr = lr_at(state.step, cfg)
+        value = _step(model, opt, loss_fn(model, _to_device(batch, device)), lr, cfg, accelerator)
+        state.step += 1
+        losses.append(value)
+        state.history["train"].append({"epoch": epoch, "step": state.step, "loss": round(value, 5)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}")
+        if on_step is not None:
+            on_step({"epoch": epoch, "step": state.step, "loss": value, "lr": lr})
+        if state.step >= cfg.steps:  # an endless batch stream ends here
+            break
+    bar.close()
+    return losses, cancelled
+
+
+def _step(model, opt, loss, lr: float, cfg: TrainConfig, accelerator) -> float:
+    """Backward, gradient clipping and one optimiser step at rate ``lr``; returns the (gathered) loss."""
+    import torch
+
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    if accelerator is not None:
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        value = float(accelerator.gather(loss.detach().reshape(1)).mean())
+    else:
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+        value = float(loss.detach())
+    opt.step()
+    return value
+
+
+def _choose_best(result: TrainResult, select, run_dir: Path | None, load, raw) -> None:
+    """Fill in the best epoch and the best and last checkpoints; with ``load``, load the best back."""
+    history = result.history
+    if history["val"] or "start" in history:
+        result.best_epoch = select(history)
+    if run_dir is None:
+        return
+    epochs = epoch_checkpoints(run_dir)
+    result.last_checkpoint = epochs[-1][1] if epochs else None
+    if result.best_epoch is None and epochs:
+        result.best_epoch = epochs[-1][0]
+    if result.best_epoch == 0:
+        result.best_checkpoint = run_dir / "start"
+    elif result.best_epoch is not None:
+        result.best_checkpoint = dict(epochs).get(result.best_epoch)
+    if load is not None and result.best_checkpoint is not None:
+        load(raw, result.best_checkpoint)
 
 
 def clear_partial_checkpoints(run_dir: str | Path) -> None:

@@ -235,7 +235,7 @@ def planner_train(
 
 @planner_app.command("train-causal")
 def planner_train_causal(
-    out: Path = typer.Option(..., help="Folder for the model (the shipped baseline: builder/planner/weights)."),
+    out: Path = typer.Option(..., help="Folder for the model (the shipped baseline: builder/planner/causal_weights)."),
     pairs: int = typer.Option(200, min=1), steps: int = typer.Option(400, min=1),
     batch_size: int = typer.Option(32, min=1), lr: float = typer.Option(3e-3),
     seed: int = typer.Option(0), vocab_size: int = typer.Option(1024, min=64),
@@ -244,14 +244,14 @@ def planner_train_causal(
     progress: bool = typer.Option(True),
 ) -> None:
     """Train the previous default planner (a small causal LM on seed programs; the benchmark baseline)."""
-    from builder.planner.default import MODEL_CONFIG, train_default
+    from builder.planner.causal import MODEL_CONFIG, train_causal_planner
 
     overrides = {}
     if hidden_size != MODEL_CONFIG["hidden_size"]:
         overrides.update(hidden_size=hidden_size, intermediate_size=3 * hidden_size)
     if layers != MODEL_CONFIG["num_hidden_layers"]:
         overrides["num_hidden_layers"] = layers
-    info = train_default(out, pairs, steps, batch_size, lr, seed, vocab_size, prompt_noise, progress=progress,
+    info = train_causal_planner(out, pairs, steps, batch_size, lr, seed, vocab_size, prompt_noise, progress=progress,
                          **overrides)
     typer.echo(json.dumps(info, indent=1))
 
@@ -262,7 +262,7 @@ app.add_typer(serve_app, name="serve")
 
 @serve_app.command("planner")
 def serve_planner(
-    model: Path | None = typer.Option(None, help="Causal-LM planner folder (default: builder/planner/weights)."),
+    model: Path | None = typer.Option(None, help="Causal-LM planner folder (default: builder/planner/causal_weights)."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     name: str = typer.Option("visforge-planner", help="The model name clients ask for."),
@@ -479,7 +479,7 @@ def search_cmd(
 ) -> None:
     """Search: `visforge search "a red circle left of a blue square" --workspace ws/` or
     `visforge search --image img.png --texts captions.txt`."""
-    from builder.methods.search import hits_json
+    from builder.methods.image_index import hits_json
 
     try:
         if image is not None:

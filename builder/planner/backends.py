@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder.core.artifacts import CONFIG_FILE, TRANSFORMERS_KEY, Artifact, read_record
 from builder.core.errors import UserError
 from builder.planner.prompt import (
     ExampleRetriever,
@@ -27,8 +28,6 @@ from builder.planner.prompt import (
     full_prompt,
     split_prompt,
 )
-
-PLANNER_META = "planner.json"  # saved next to the weights: how to prompt this model
 
 
 class Completion(str):
@@ -82,12 +81,15 @@ class Planner:
         return [[extract_program(c) or c for c in cands] for cands in raw]
 
 
-class TransformersPlanner(Planner):
+class TransformersPlanner(Planner, Artifact):
     """A causal LM from any model id or local path, sampling k candidates per prompt in batches.
 
     When the tokenizer has a chat template, the prompt is sent as a system turn (the task
     description) and a user turn (tools, examples, query); otherwise it is completed as raw text.
     """
+
+    architecture = "transformers-planner"
+    transformers_folder = True
 
     def __init__(self, model, tokenizer, prompt_style: str = "full", retriever: ExampleRetriever | None = None,
                  shots: int = 4, max_new_tokens: int = 256, batch_size: int = 16, seed: int | None = None):
@@ -97,6 +99,7 @@ class TransformersPlanner(Planner):
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.seed = seed
+        self.info: dict = {}  # how it was trained (saved in config.json)
         self._lock = threading.Lock()  # generate() is not re-entrant on a shared model
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -104,15 +107,31 @@ class TransformersPlanner(Planner):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, dtype=None, **kwargs) -> TransformersPlanner:
-        """Load model and tokenizer; ``planner.json`` next to local weights sets the prompt style."""
+        """Load model and tokenizer from a model id or folder. A folder saved by ``save_pretrained``
+        records the prompt style and generation length (``builder.core.artifacts``); a plain
+        transformers folder or hub id (a code LLM of your own) loads with the given ``kwargs``."""
+        config, info = {}, {}
+        if _has_record(path_or_id):
+            record = read_record(path_or_id)
+            if record["architecture"] != cls.architecture:
+                raise PlannerError(f"{path_or_id}: holds a {record['architecture']!r}, not a causal-LM planner")
+            config, info = record["config"], record.get("info") or {}
+        planner = cls._load(path_or_id, config, dtype, **kwargs)
+        planner.info = info
+        return planner
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> TransformersPlanner:
+        planner = cls._load(folder, config)
+        planner.info = info
+        return planner
+
+    @classmethod
+    def _load(cls, path_or_id, config: dict, dtype=None, **kwargs) -> TransformersPlanner:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        meta = {}
-        meta_path = Path(path_or_id) / PLANNER_META
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
         try:
-            if meta.get("tokenizer_class") == "PreTrainedTokenizerFast":
+            if config.get("tokenizer_class") == "PreTrainedTokenizerFast":
                 # AutoTokenizer would pick the architecture's tokenizer class (Qwen2Tokenizer for a
                 # qwen2 config), which in transformers 5 replaces a custom pre-tokenizer with its own.
                 from transformers import PreTrainedTokenizerFast
@@ -124,22 +143,24 @@ class TransformersPlanner(Planner):
         except OSError as e:
             raise PlannerError(f"cannot load a planner from {path_or_id}: {e}") from None
         for key in ("prompt_style", "max_new_tokens"):
-            if key in meta:
-                kwargs.setdefault(key, meta[key])
+            if key in config:
+                kwargs.setdefault(key, config[key])
         return cls(model, tok, **kwargs)
 
-    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Save weights, tokenizer and ``planner.json`` (prompt style, generation length, ``extra``)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
-        model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        meta = {"prompt_style": self.prompt_style, "max_new_tokens": self.max_new_tokens, **(extra or {})}
+    def artifact_config(self) -> dict:
+        config = {"prompt_style": self.prompt_style, "max_new_tokens": self.max_new_tokens}
         if type(self.tokenizer).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend"):
-            meta["tokenizer_class"] = "PreTrainedTokenizerFast"  # see from_pretrained
-        (path / PLANNER_META).write_text(json.dumps(meta, indent=1) + "\n")
-        return path
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"  # see _load
+        return config
+
+    def artifact_info(self) -> dict:
+        return dict(self.info)
+
+    def _save_files(self, folder: Path) -> None:
+        """Weights and tokenizer, as transformers writes them (LoRA adapters merged first)."""
+        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     def render(self, prompt: str) -> str:
         """The text the model actually sees: the chat template applied when the tokenizer has one."""
@@ -269,3 +290,12 @@ class OpenAIPlanner(Planner):
                                c.get("finish_reason") == "length") for c in choices]
         except (KeyError, TypeError, AttributeError) as e:
             raise PlannerError(f"malformed reply from the planner endpoint (missing {e}): {str(data)[:300]}") from None
+
+
+def _has_record(path_or_id) -> bool:
+    """True for a local folder whose transformers config.json holds an artifact record."""
+    path = Path(path_or_id) / CONFIG_FILE
+    try:
+        return path.is_file() and TRANSFORMERS_KEY in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False

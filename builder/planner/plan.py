@@ -39,19 +39,27 @@ def card_has_video(card: TaskCard) -> bool:
 
 
 def load_planner(path=None):
-    """A planner from a folder: the default semantic planner (``parser.json``) or a causal LM
-    (``config.json``); the embedded default planner when ``path`` is None."""
-    from pathlib import Path
+    """A planner from an artifact folder (``builder.core.artifacts``): the semantic parser or a
+    causal LM saved by ``save_pretrained``; the embedded default planner when ``path`` is None."""
+    from builder.core.artifacts import load_artifact, read_record
+    from builder.planner.backends import TransformersPlanner
+    from builder.planner.semantic import SemanticParser, load_semantic_planner
 
-    from builder.planner.semantic import load_semantic_planner
+    if path is None:
+        return load_semantic_planner()
+    if read_record(path)["architecture"] == SemanticParser.architecture:
+        return load_semantic_planner(path)  # loaded once per process and shared
+    return load_artifact(path, expected=TransformersPlanner)
 
-    if path is None or (Path(path) / "parser.json").is_file():
-        return load_semantic_planner(path)
-    if (Path(path) / "config.json").is_file():
-        from builder.planner.default import load_default_planner
 
-        return load_default_planner(path)
-    raise FileNotFoundError(f"{path}: not a planner folder (no parser.json or config.json)")
+def is_planner_folder(path) -> bool:
+    """True if ``path`` holds a saved planner (a recorded semantic parser or causal LM)."""
+    from builder.core.artifacts import ArtifactError, read_record
+
+    try:
+        return read_record(path)["architecture"] in ("semantic-parser", "transformers-planner")
+    except ArtifactError:
+        return False
 
 
 def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0,

@@ -86,7 +86,7 @@ def compact_prompt(req: PlanRequest) -> str:
     """The default planner's prompt: family, input shape and the quoted query, then a newline.
 
     The query is quoted because the default tokenizer splits quoted text into words (see
-    ``builder.planner.default``), so query words and program literals share tokens.
+    ``builder.planner.causal``), so query words and program literals share tokens.
     """
     shape = "images" if req.multi_image else ("image+choices" if req.choices is not None else "image")
     query = " ".join(req.query.replace('"', "'").split())

@@ -21,7 +21,6 @@ package. ``train_parser`` reproduces them (see ``visforge planner train``).
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.core.artifacts import Artifact, load_state, save_state
 from builder.planner.lexicon import FIELDS, lookup, split_words
 from builder.planner.meaning import (
     ATTRS,
@@ -347,8 +347,14 @@ def allowed_kinds(output: str, multi_image: bool, choices: bool) -> list[str]:
     return [k for k, (_, outs) in KINDS.items() if output in outs and k not in ("choose_image", "choose_caption")]
 
 
-class SemanticParser:
-    """MiniLM + the trained head: ``parse(queries, ...)`` gives ranked ``Parse`` candidates."""
+class SemanticParser(Artifact):
+    """MiniLM + the trained head: ``parse(queries, ...)`` gives ranked ``Parse`` candidates.
+
+    An artifact (``builder.core.artifacts``): ``save_pretrained`` writes ``config.json`` (the head's
+    config, and ``info``: how it was trained) and ``model.safetensors`` (the head, fp16).
+    """
+
+    architecture = "semantic-parser"
 
     def __init__(self, head, info: dict | None = None):
         self.head = head
@@ -395,32 +401,22 @@ class SemanticParser:
                             found[key] = Parse(m, total, roles)
         return sorted(found.values(), key=lambda p: -p.score)[:k]
 
-    def save(self, out: str | Path) -> Path:
-        """Write the head (fp16 safetensors) and its config to ``out``."""
-        from safetensors.torch import save_file
+    def artifact_config(self) -> dict:
+        return {**HEAD_CONFIG, **(self.info.get("config") or {})}
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().half().contiguous() for k, v in self.head.state_dict().items()}
-        save_file(state, str(out / "head.safetensors"))
-        (out / "parser.json").write_text(json.dumps(self.info, indent=1) + "\n")
-        return out
+    def artifact_info(self) -> dict:
+        return {k: v for k, v in self.info.items() if k != "config"}
+
+    def _save_files(self, folder: Path) -> None:
+        save_state(folder, self.head, half=True)
 
     @classmethod
-    def load(cls, path: str | Path) -> SemanticParser:
-        """Load a head saved by ``save``; MiniLM comes from its package."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = path / "parser.json"
-        if not meta.is_file():
-            raise FileNotFoundError(f"no planner weights in {path}; build them with `visforge planner train --out {path}`")
-        info = json.loads(meta.read_text())
-        head = build_head(info.get("config"))
-        head.load_state_dict({k: v.float() for k, v in load_file(str(path / "head.safetensors")).items()})
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> SemanticParser:
+        """The head from its config and weights; MiniLM comes from its package."""
+        head = build_head(config)
+        load_state(folder, head)
         head.eval()
-        return cls(head, info)
-
+        return cls(head, {"config": config, **info})
 
 
 # ---- the planner --------------------------------------------------------------------------------
@@ -483,7 +479,7 @@ def load_semantic_planner(path: str | Path | None = None) -> SemanticPlanner:
     key = str(Path(path).resolve()) if path is not None else str(WEIGHTS_DIR)
     with _DEFAULT_LOCK:
         if key not in _DEFAULT:
-            _DEFAULT[key] = SemanticPlanner(SemanticParser.load(key))
+            _DEFAULT[key] = SemanticPlanner(SemanticParser.from_pretrained(key))
         return _DEFAULT[key]
 
 
@@ -508,6 +504,6 @@ def train_default_planner(out: str | Path, n_examples: int = 12000, steps: int =
     info = {"config": HEAD_CONFIG, "params": n_params, **log, "total_seconds": round(time.perf_counter() - t0, 1),
             "command": f"visforge planner train --out {out} --examples {n_examples} --steps {steps} "
                        f"--batch-size {batch_size} --lr {lr} --seed {seed}"}
-    SemanticParser(head, info).save(out)
+    SemanticParser(head, info).save_pretrained(out)
     clear_planner_cache(out)
     return info

@@ -511,9 +511,9 @@ def serve(model_path: str | None = None, host: str = "127.0.0.1", port: int = 80
     """Serve the causal-LM planner at ``model_path`` (the embedded one when None) until SIGTERM/SIGINT."""
     import uvicorn
 
-    from builder.planner.default import load_default_planner
+    from builder.planner.causal import load_causal_planner
 
-    planner = load_default_planner(model_path)
+    planner = load_causal_planner(model_path)
     engine = Engine(planner, limits)
     app = create_app(planner, model_name, engine=engine)
 

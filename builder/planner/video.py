@@ -8,7 +8,7 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
   length), and a logistic-regression head over that embedding gives a probability per kind
   (a collision's frame, a collision summary, line crossings, leaving the frame). The head is
   trained on hand-written phrasings (``builder.planner.video_phrasings``) and committed as
-  ``video_head.json`` (4 x 384 weights); ``python -m builder.planner.video`` rebuilds it. The
+  ``video_head/`` (an artifact folder: 4 x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
   card's output kind (frame, summary, count, bool) restricts the kinds. Without the ML stack the
   old keyword rule (``keyword_video_kind``) decides.
 * **Objects.** The objects a collision query names (colour, optional shape and size) are read
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.core.artifacts import Artifact
 from builder.planner.lexicon import lookup, split_words
 from builder.planner.prompt import as_request
 from builder.planner.video_phrasings import PHRASINGS
 from builder.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
 
-HEAD_PATH = Path(__file__).parent / "video_head.json"
+HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.core.artifacts)
 HEAD_C = 10.0  # inverse L2 strength of the logistic regression (unit-length 384-d inputs)
 REBUILD_COMMAND = "python -m builder.planner.video"
 _BY_OUTPUT = {v: k for k, v in VIDEO_KINDS.items()}  # frame -> collision_frame, ...
@@ -66,8 +67,44 @@ def sentence_embeddings(queries: list[str]) -> np.ndarray:
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def train_head(out: str | Path | None = HEAD_PATH) -> dict:
-    """Fit the kind head on ``PHRASINGS`` (scikit-learn, deterministic) and write it to ``out``."""
+class VideoKindHead(Artifact):
+    """The logistic-regression kind head: ``coef`` [kinds, 384] and ``intercept`` over unit-length
+    MiniLM embeddings. A non-tensor artifact: its parameters live in ``config.json``."""
+
+    architecture = "video-kind-head"
+
+    def __init__(self, kinds: list[str], coef, intercept, C: float = HEAD_C, info: dict | None = None):
+        self.kinds, self.C = list(kinds), float(C)
+        self.coef, self.intercept = np.asarray(coef, np.float64), np.asarray(intercept, np.float64)
+        if self.coef.shape != (len(self.kinds), 384) or self.intercept.shape != (len(self.kinds),):
+            raise ValueError(f"video kind head: coef {self.coef.shape} / intercept {self.intercept.shape} "
+                             f"do not fit {len(self.kinds)} kinds x 384")
+        self.info = info or {}
+
+    def artifact_config(self) -> dict:
+        return {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
+                "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
+
+    def artifact_info(self) -> dict:
+        return dict(self.info)
+
+    def _save_files(self, folder: Path) -> None:
+        pass  # everything is in config.json
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> VideoKindHead:
+        return cls(config["kinds"], config["coef"], config["intercept"], config.get("C", HEAD_C), info)
+
+    def probabilities(self, emb: np.ndarray) -> list[dict[str, float]]:
+        """P(kind) per row of unit-length embeddings [n, 384]."""
+        logits = emb @ self.coef.T + self.intercept
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return [{k: float(row[i]) for i, k in enumerate(self.kinds)} for row in p]
+
+
+def train_head(out: str | Path | None = HEAD_DIR) -> VideoKindHead:
+    """Fit the kind head on ``PHRASINGS`` (scikit-learn, deterministic) and save it to ``out``."""
     from sklearn.linear_model import LogisticRegression
 
     kinds = list(VIDEO_KINDS)
@@ -75,26 +112,24 @@ def train_head(out: str | Path | None = HEAD_PATH) -> dict:
     y = np.array([kinds.index(k) for k in kinds for _ in PHRASINGS[k]])
     x = sentence_embeddings(texts)
     clf = LogisticRegression(C=HEAD_C, max_iter=5000).fit(x, y)
-    head = {"kinds": kinds, "digest": phrasings_digest(), "C": HEAD_C, "phrasings": len(texts),
-            "train_accuracy": round(float(clf.score(x, y)), 4), "command": REBUILD_COMMAND,
-            "intercept": [round(float(v), 6) for v in clf.intercept_],
-            "coef": [[round(float(v), 6) for v in row] for row in clf.coef_]}
+    info = {"digest": phrasings_digest(), "phrasings": len(texts), "train_accuracy": round(float(clf.score(x, y)), 4),
+            "command": REBUILD_COMMAND}
+    head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info)
     if out is not None:
-        Path(out).write_text(json.dumps(head) + "\n", encoding="utf-8")
+        head.save_pretrained(out)
         with _HEAD_LOCK:
             _HEAD.clear()
     return head
 
 
-_HEAD: dict[str, tuple] = {}
+_HEAD: dict[str, VideoKindHead] = {}
 _HEAD_LOCK = threading.Lock()
 
 
-def _load_head() -> tuple[list[str], np.ndarray, np.ndarray]:
+def _load_head() -> VideoKindHead:
     with _HEAD_LOCK:
         if "head" not in _HEAD:
-            data = json.loads(HEAD_PATH.read_text(encoding="utf-8"))
-            _HEAD["head"] = (data["kinds"], np.array(data["coef"]), np.array(data["intercept"]))
+            _HEAD["head"] = VideoKindHead.from_pretrained(HEAD_DIR)
         return _HEAD["head"]
 
 
@@ -106,11 +141,7 @@ def kind_probabilities(queries: list[str]) -> list[dict[str, float]]:
         emb = sentence_embeddings(queries)
     except RuntimeError:  # no torch / transformers / MiniLM wheel: the keyword rule
         return [_one_hot(keyword_video_kind(q)) for q in queries]
-    kinds, coef, intercept = _load_head()
-    logits = emb @ coef.T + intercept
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    return [{k: float(row[i]) for i, k in enumerate(kinds)} for row in p]
+    return _load_head().probabilities(emb)
 
 
 def _one_hot(kind: str | None) -> dict[str, float]:
@@ -288,5 +319,4 @@ def keyword_video_kind(query: str, output: str | None = None) -> str | None:
 
 
 if __name__ == "__main__":  # rebuild the committed head: python -m builder.planner.video
-    info = train_head()
-    print(json.dumps({k: v for k, v in info.items() if k not in ("coef", "intercept")}))
+    print(json.dumps(train_head().info))

@@ -1,16 +1,17 @@
-"""The previous default planner: a ~1M-parameter Qwen2ForCausalLM trained on shapes-world seed programs.
+"""The previous planner, kept as a benchmark baseline: a ~1M-parameter Qwen2ForCausalLM trained on
+shapes-world seed programs.
 
-The embedded default is now ``builder.planner.semantic``; this causal LM stays as the baseline
-the planner benchmark compares against and as the model ``builder.methods.selftrain`` fine-tunes
-(a causal LM is what a real code LLM backend is, too).
+The embedded default is ``builder.planner.semantic``; this causal LM stays as the baseline the
+planner benchmark (``bench/planner_bench.py``) and the planner server compare against (a causal
+LM is what a real code LLM backend is, too).
 
 Everything is built here, offline and deterministically: the seed set (at most 200
 (query, program) pairs phrased with TRAINING templates only), a byte-level BPE tokenizer trained
 with ``tokenizers`` on that seed text, a randomly initialised Qwen2 from a config, and a short
 full fine-tune with loss on program tokens only. The committed weights under
-``builder/planner/weights/`` come from::
+``builder/planner/causal_weights/`` come from::
 
-    visforge planner train-causal --out builder/planner/weights
+    visforge planner train-causal --out builder/planner/causal_weights
 
 Tokenizer design (it mattered most in an early planner probe): quoted
 text is split off from code, and inside quotes into words. Code between quotes then merges into
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from builder.planner.prompt import PlanRequest, Shot, compact_prompt
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent / "causal_weights"
 SPECIALS = ["<|endoftext|>", "<|pad|>"]
 # Quoted spans, then words inside a quoted span (a word followed, before any newline, by the
 # closing quote). Code outside quotes holds no quote character, so the second rule never fires there.
@@ -109,7 +110,7 @@ def pairs_of(shots: list[Shot]) -> list[tuple[str, str]]:
     return [(compact_prompt(PlanRequest(s.query, s.family, s.choices, s.multi_image)), s.program) for s in shots]
 
 
-def train_default(out: str | Path, n_pairs: int = 200, steps: int = 400, batch_size: int = 32, lr: float = 3e-3,
+def train_causal_planner(out: str | Path, n_pairs: int = 200, steps: int = 400, batch_size: int = 32, lr: float = 3e-3,
                   seed: int = 0, vocab_size: int = 1024, prompt_noise: float = 0.2, progress: bool = True,
                   **model_overrides) -> dict:
     """Build seed set, tokenizer and model, train, and save a ``TransformersPlanner`` to ``out``."""
@@ -138,15 +139,16 @@ def train_default(out: str | Path, n_pairs: int = 200, steps: int = 400, batch_s
             "command": f"visforge planner train-causal --out {out} --pairs {n_pairs} --steps {steps} "
                        f"--batch-size {batch_size} --lr {lr} --seed {seed} --vocab-size {vocab_size} "
                        f"--prompt-noise {prompt_noise}"}
-    planner.save(out, extra={"trained": info})
+    planner.info = {"trained": info}
+    planner.save_pretrained(out)
     (Path(out) / "seed_pairs.jsonl").write_text(
         "".join(json.dumps({"query": s.query, "family": s.family, "program": s.program, **s.meta}) + "\n"
                 for s in shots))
     return info
 
 
-def load_default_planner(path: str | Path | None = None, **kwargs):
-    """The committed default planner (or one trained by ``train_default`` at ``path``)."""
+def load_causal_planner(path: str | Path | None = None, **kwargs):
+    """The committed causal-LM baseline planner (or one trained by ``train_causal_planner`` at ``path``)."""
     from builder.planner.backends import PlannerError, TransformersPlanner
 
     path = Path(path) if path is not None else WEIGHTS_DIR
