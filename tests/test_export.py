@@ -77,7 +77,7 @@ def venv(exported, tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stderr
     pip = [env_dir / "bin" / "python", "-m", "pip", "install", "-q"]
     proc = _run([*pip, "-c", exported.lock_file, "--find-links", exported.wheels[1].parent, exported.wheel,
-                 "pytest"], timeout=600)
+                 "pytest", "httpx"], timeout=600)  # the test extra, as the exported README installs it
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return env_dir
 

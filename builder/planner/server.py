@@ -337,146 +337,187 @@ class Engine:
 # ---- the app ---------------------------------------------------------------------------------
 def create_app(planner, model_name: str = "visforge-planner", limits: ServerLimits | None = None, engine=None):
     """A FastAPI app serving ``planner`` (a ``TransformersPlanner``); ``app.state.engine`` does the work."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
     engine = engine or Engine(planner, limits)
-    created = int(time.time())
     app = FastAPI(title="VisForge planner", version="1")
     app.state.engine = engine
+    _add_error_handlers(app)
+    _add_model_routes(app, engine, model_name, created=int(time.time()))
+    _add_completion_routes(app, engine, model_name)
+    return app
 
-    def _error(err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+def _error_response(err: ApiError):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _add_error_handlers(app) -> None:
+    """Every error, ours or the framework's, as an OpenAI-style JSON error body."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(exc)
+        return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         err = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code,
                        headers=dict(exc.headers or {}))
-        return _error(err)
+        return _error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        return _error(ApiError(400, str(exc.errors())[:500], code="invalid_request"))
+        return _error_response(ApiError(400, str(exc.errors())[:500], code="invalid_request"))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
-        return _error(ApiError(500, f"{type(exc).__name__}: {exc}", type="server_error", code="internal_error"))
+        return _error_response(ApiError(500, f"{type(exc).__name__}: {exc}", type="server_error",
+                                        code="internal_error"))
 
-    async def _body(request: Request) -> dict:
-        length = request.headers.get("content-length")
-        cap = engine.limits.max_body_bytes
-        if length is not None and (not length.isdigit() or int(length) > cap):
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_body(request, engine, model_name: str) -> dict:
+    """The request's JSON object, read within the byte cap, naming this server's model."""
+    length = request.headers.get("content-length")
+    cap = engine.limits.max_body_bytes
+    if length is not None and (not length.isdigit() or int(length) > cap):
+        raise ApiError(413, f"the request body is over this server's {cap}-byte limit", code="request_too_large")
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > cap:
             raise ApiError(413, f"the request body is over this server's {cap}-byte limit", code="request_too_large")
-        chunks, seen = [], 0
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > cap:
-                raise ApiError(413, f"the request body is over this server's {cap}-byte limit",
-                               code="request_too_large")
-            chunks.append(chunk)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {_type_name(body)}", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "a model name (string) is required", "invalid_type" if model is not None else
+                   "missing_required_parameter")
+    if model != model_name:
+        raise ApiError(404, f"The model '{model[:100]}' does not exist; this server serves '{model_name}'",
+                       param="model", code="model_not_found")
+    return body
 
-        def _no_constants(name):
-            raise ValueError(f"{name} is not valid JSON")
 
-        try:
-            body = json.loads(b"".join(chunks), parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, f"the request body must be a JSON object, got {_type_name(body)}", code="invalid_json")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _bad("model", "a model name (string) is required", "invalid_type" if model is not None else
-                       "missing_required_parameter")
-        if model != model_name:
-            raise ApiError(404, f"The model '{model[:100]}' does not exist; this server serves '{model_name}'",
-                           param="model", code="model_not_found")
-        return body
+def _usage(n_prompt: int, outs) -> dict:
+    done = sum(c for _, c, _ in outs)
+    return {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done}
 
-    def _usage(n_prompt: int, outs) -> dict:
-        done = sum(c for _, c, _ in outs)
-        return {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done}
 
-    def _pieces(text: str) -> list[str]:
-        # Stream in small pieces (words with their leading space) so clients see several deltas.
-        pieces, start = [], 0
-        for i in range(1, len(text)):
-            if text[i] in " \n" and text[i - 1] not in " \n":
-                pieces.append(text[start:i])
-                start = i
-        pieces.append(text[start:])
-        return [p for p in pieces if p]
+def _pieces(text: str) -> list[str]:
+    """``text`` in small pieces (words with their leading space), so streaming clients see several deltas."""
+    pieces, start = [], 0
+    for i in range(1, len(text)):
+        if text[i] in " \n" and text[i - 1] not in " \n":
+            pieces.append(text[start:i])
+            start = i
+    pieces.append(text[start:])
+    return [p for p in pieces if p]
 
-    def _stream(kind: str, rid: str, n_prompt: int, outs, include_usage: bool):
-        chunk_kind = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-        def event(choices, usage=None) -> str:
-            data = {"id": rid, "object": chunk_kind, "created": int(time.time()), "model": model_name,
-                    "choices": choices}
-            if include_usage:
-                data["usage"] = usage
-            return f"data: {json.dumps(data)}\n\n"
+def _stream(kind: str, rid: str, model_name: str, n_prompt: int, outs, include_usage: bool):
+    """Server-sent events in the OpenAI chunk format, ending with ``[DONE]``."""
+    from fastapi.responses import StreamingResponse
 
-        def gen():
-            for i, (text, _, finish) in enumerate(outs):
-                if kind == "chat":
-                    yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-                    for piece in _pieces(text):
-                        yield event([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
-                    yield event([{"index": i, "delta": {}, "finish_reason": finish}])
-                else:
-                    for piece in _pieces(text):
-                        yield event([{"index": i, "text": piece, "finish_reason": None, "logprobs": None}])
-                    yield event([{"index": i, "text": "", "finish_reason": finish, "logprobs": None}])
-            if include_usage:
-                yield event([], _usage(n_prompt, outs))
-            yield "data: [DONE]\n\n"
+    chunk_kind = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def event(choices, usage=None) -> str:
+        data = {"id": rid, "object": chunk_kind, "created": int(time.time()), "model": model_name,
+                "choices": choices}
+        if include_usage:
+            data["usage"] = usage
+        return f"data: {json.dumps(data)}\n\n"
 
-    async def _run(kind: str, text: str, p: Params, param: str):
-        n_prompt, outs = await engine.submit(engine.generate, text, p, param)
-        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        if p.stream:
-            return _stream(kind, rid, n_prompt, outs, p.include_usage)
-        if kind == "chat":
-            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
-                        "logprobs": None} for i, (t, _, f) in enumerate(outs)]
-        else:
-            choices = [{"index": i, "text": t, "finish_reason": f, "logprobs": None} for i, (t, _, f) in enumerate(outs)]
-        return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
-                "created": int(time.time()), "model": model_name, "choices": choices,
-                "usage": _usage(n_prompt, outs)}
+    def gen():
+        for i, (text, _, finish) in enumerate(outs):
+            if kind == "chat":
+                yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                for piece in _pieces(text):
+                    yield event([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
+                yield event([{"index": i, "delta": {}, "finish_reason": finish}])
+            else:
+                for piece in _pieces(text):
+                    yield event([{"index": i, "text": piece, "finish_reason": None, "logprobs": None}])
+                yield event([{"index": i, "text": "", "finish_reason": finish, "logprobs": None}])
+        if include_usage:
+            yield event([], _usage(n_prompt, outs))
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(gen(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _generate(engine, model_name: str, kind: str, text: str, p: Params, param: str):
+    """Run the generation in the engine's queue; a completion object or a stream of chunks."""
+    n_prompt, outs = await engine.submit(engine.generate, text, p, param)
+    rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    if p.stream:
+        return _stream(kind, rid, model_name, n_prompt, outs, p.include_usage)
+    if kind == "chat":
+        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
+                    "logprobs": None} for i, (t, _, f) in enumerate(outs)]
+    else:
+        choices = [{"index": i, "text": t, "finish_reason": f, "logprobs": None} for i, (t, _, f) in enumerate(outs)]
+    return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": model_name, "choices": choices, "usage": _usage(n_prompt, outs)}
+
+
+def _add_model_routes(app, engine, model_name: str, created: int) -> None:
+    """``/health``, ``/v1/models`` and ``/v1/models/{id}``."""
+
+    def model_card() -> dict:
+        return {"id": model_name, "object": "model", "created": created, "owned_by": "visforge",
+                "context_length": engine.n_ctx, "max_prompt_chars": engine.max_prompt_chars}
 
     @app.get("/health")
     async def health():
         return {"ok": True, "model": model_name, "queued": engine._count, "capacity": engine.capacity}
 
-    def _model_card() -> dict:
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "visforge",
-                "context_length": engine.n_ctx, "max_prompt_chars": engine.max_prompt_chars}
-
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [_model_card()]}
+        return {"object": "list", "data": [model_card()]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
         if model_id != model_name:
             raise ApiError(404, f"The model '{model_id[:100]}' does not exist", param="model", code="model_not_found")
-        return _model_card()
+        return model_card()
+
+
+def _chat_text(engine, messages: list[dict]) -> str:
+    """The prompt for chat ``messages``: the model's chat template, or the last user message."""
+    tok = engine.tokenizer
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        engine.check_chars(text, "messages")
+        return text
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if not users:
+        raise _bad("messages", "a model without a chat template needs a user message to complete")
+    return users[-1]
+
+
+def _add_completion_routes(app, engine, model_name: str) -> None:
+    """``/v1/completions`` and ``/v1/chat/completions``."""
+    from fastapi import Request
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = await _body(request)
+        body = await _read_body(request, engine, model_name)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -484,26 +525,15 @@ def create_app(planner, model_name: str = "visforge-planner", limits: ServerLimi
             raise _bad("prompt", "must be a string (or an array holding one string)", "invalid_type")
         engine.check_chars(prompt, "prompt")
         p = parse_params(body, _COMPLETION_KEYS)
-        return await _run("completion", prompt, p, "prompt")
+        return await _generate(engine, model_name, "completion", prompt, p, "prompt")
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await _body(request)
+        body = await _read_body(request, engine, model_name)
         messages = chat_messages(body.get("messages"))
         engine.check_chars("".join(m["content"] for m in messages), "messages")
         p = parse_params(body, _CHAT_KEYS)
-        tok = engine.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            engine.check_chars(text, "messages")
-        else:
-            users = [m["content"] for m in messages if m["role"] == "user"]
-            if not users:
-                raise _bad("messages", "a model without a chat template needs a user message to complete")
-            text = users[-1]
-        return await _run("chat", text, p, "messages")
-
-    return app
+        return await _generate(engine, model_name, "chat", _chat_text(engine, messages), p, "messages")
 
 
 def serve(model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000,

@@ -30,7 +30,7 @@ from builder.run import examples_from_card, run_batch
 ASSET_PREFIX = "asset:"  # must match runtime.py in the template
 # The solution's own server and test dependencies, pinned to the versions installed here.
 SERVE_PACKAGES = ("fastapi", "uvicorn", "python-multipart")
-TEST_PACKAGES = ("pytest",)
+TEST_PACKAGES = ("pytest", "httpx")  # the generated tests run the README's HTTP examples
 
 
 def render_templates(template_dir: Path, dest: Path, context: dict[str, str], package: str) -> list[Path]:

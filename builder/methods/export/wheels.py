@@ -28,7 +28,7 @@ def _installed_version(name: str) -> str:
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
-        raise ExportError(f"{name} is not installed here; install visforge[serve,dev] to export solutions") from None
+        raise ExportError(f"{name} is not installed here; install visforge[serve] to export solutions") from None
 
 
 def lock_requirements(requirements: list[str]) -> tuple[list[str], list[str]]:
