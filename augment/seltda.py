@@ -49,14 +49,22 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from builder.core.errors import UserError
 from builder.core.images import load_image
 from builder.core.seeding import derive_seed, numpy_rng, torch_generator
 from builder.core.training import TrainConfig, train_loop
+from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world.language import relation_holds
+from builder.domains.shapes.world.scene import SIZES, Scene, SceneObject
+from builder.domains.shapes.world.tasks import (
+    ANSWER_VOCAB,
+    QTYPES,
+    make_example,
+    question_patterns,
+    spatial_margin,
+)
 from builder.methods.finetune import QA, as_qa, load_qa_dataset, save_qa_dataset
 from builder.run.ray import ray_session
-from builder.world.language import parse_object_name, relation_holds
-from builder.world.scene import SIZES, Scene, SceneObject
-from builder.world.tasks import ANSWER_VOCAB, QTYPES, make_example, question_patterns, spatial_margin
 
 UNANSWERABLE = "unanswerable"  # the answer a teacher writes when it cannot answer its question
 TEACHER_QTYPES = tuple(q for q in QTYPES["vqa"] if q != "read")
@@ -256,16 +264,16 @@ class ShapesTeacher:
         return list(self.answerer.answers)
 
     def _images(self, images) -> object:
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as vqa_net
 
         size = self.qgen.config["image_size"]
-        return sv.to_tensor(np.stack([sv.resize_square(np.asarray(im, np.uint8), size) for im in images]))
+        return vqa_net.to_tensor(np.stack([vqa_net.resize_square(np.asarray(im, np.uint8), size) for im in images]))
 
     def train(self, items: Sequence, qgen_steps: int = 400, answer_steps: int = 0, batch_size: int = 32,
               lr: float = 3e-3, answer_lr: float = 5e-4, seed: int = 0, progress: bool = True) -> dict:
         """Train the question generator on the labelled (image, question) pairs with teacher
         forcing; with ``answer_steps`` also fine-tune the answerer on the triples
-        (``shapes_vqa.train``). Returns the loss history."""
+        (``builder.domains.shapes.training.vqa.train``). Returns the loss history."""
         import torch
         from torch.nn import functional as F
 
@@ -299,9 +307,9 @@ class ShapesTeacher:
             hist["qgen_loss"] = [round(h["loss"], 4) for h in out.history["train"]]
         self.qgen.eval()
         if answer_steps:
-            from builder.tools.backends import shapes_vqa as sv
+            from builder.domains.shapes.training import vqa as vqa_train
 
-            hist["answerer"] = sv.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
+            hist["answerer"] = vqa_train.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
                                         steps=answer_steps, lr=answer_lr, warmup=min(50, answer_steps // 5),
                                         seed=derive_seed(seed, "answerer"), log_every=max(1, answer_steps),
                                         log=lambda *_: None)
@@ -356,17 +364,17 @@ class ShapesTeacher:
         return [texts[i * n:(i + 1) * n] for i in range(len(images))]
 
     def save(self, path: str | Path) -> Path:
-        """Teacher folder: ``qgen.safetensors`` + ``qgen.json`` and the answerer (shapes_vqa format)."""
+        """Teacher folder: ``qgen.safetensors`` + ``qgen.json`` and the answerer (``nets.vqa`` format)."""
         from safetensors.torch import save_file
 
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as vqa_net
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.qgen.state_dict().items()},
                   str(path / "qgen.safetensors"))
         (path / "qgen.json").write_text(json.dumps(self.qgen.config))
-        sv.save_model(self.answerer, path / "answerer")
+        vqa_net.save_model(self.answerer, path / "answerer")
         return path
 
     @classmethod
@@ -374,13 +382,13 @@ class ShapesTeacher:
         """Load a folder written by ``save``."""
         from safetensors.torch import load_file
 
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as vqa_net
 
         path = Path(path)
         cfg = json.loads((path / "qgen.json").read_text())
         qg = _shapes_teacher_module()(**cfg)
         qg.load_state_dict(load_file(str(path / "qgen.safetensors")))
-        return cls(qg.eval(), sv.load_model(path / "answerer"))
+        return cls(qg.eval(), vqa_net.load_model(path / "answerer"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -704,8 +712,7 @@ def world_answer(scene, question: str) -> str | None:
     objs = list(scene.objects)
 
     def spec(name):
-        name = re.sub(r"^(a|an|the) ", "", name.strip())
-        return parse_object_name(name)
+        return parse_phrase(name, strict=True)
 
     def unique(name):
         m = [o for o in objs if spec(name).matches(o)]
@@ -748,7 +755,7 @@ def world_answer(scene, question: str) -> str | None:
             if qtype == "same_color":
                 o = unique(g["obj"])
                 return str(sum(x.color == o.color for x in objs) - 1) if o else None
-        except ValueError:  # unknown words in an object name
+        except (ValueError, UserError):  # unknown words in an object name
             continue
     return None
 

@@ -104,7 +104,7 @@ def run_tiny(out: str, data: str, rounds: int = 3) -> dict:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
-    from builder.world import generate_dataset
+    from builder.domains.shapes.world import generate_dataset
 
     return str(generate_dataset(tmp_path_factory.mktemp("world"), n=24, seed=7, heldout_fraction=0.4))
 
@@ -201,8 +201,8 @@ def test_self_train_workspace_runs_a_round(tmp_path):
     """The workspace-level entry the Improve widget calls: one tiny round, checkpoints in the workspace."""
     from builder.core.taskcard import load_task_card
     from builder.core.workspace import Workspace
+    from builder.domains.shapes.world.cards import make_task_card
     from builder.methods.selftrain import self_train_workspace
-    from builder.world.cards import make_task_card
 
     card_path = make_task_card(tmp_path / "task", kind="count", target="red objects", n=4)
     ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)

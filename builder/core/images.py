@@ -124,3 +124,20 @@ def store_image(data: bytes, folder: str | Path, suffix: str = ".png", atomic: b
             folder.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
     return name
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """Convert a PIL image or array to the (H, W, 3) uint8 RGB array engines expect."""
+    if isinstance(image, np.ndarray):
+        arr = image
+    else:  # PIL.Image
+        arr = np.asarray(image.convert("RGB"))
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an RGB image array of shape (H, W, 3), got shape {arr.shape}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    return np.ascontiguousarray(arr)

@@ -78,8 +78,8 @@ class Task:
 
 
 def load_tasks(data_dir: str | Path, split: str | None = None, families: Sequence[str] = FAMILIES) -> list[Task]:
-    """Tasks from a ``builder.world.generate_dataset`` folder (optionally one phrasing split)."""
-    from builder.world import read_jsonl
+    """Tasks from a ``builder.domains.shapes.world.generate_dataset`` folder (optionally one phrasing split)."""
+    from builder.domains.shapes.world import read_jsonl
 
     root = Path(data_dir).resolve()
     out = []

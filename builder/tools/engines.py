@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from builder.core.images import as_rgb_array as as_rgb_array  # engines and programs import it from here
+
 Box = tuple[int, int, int, int]
 
 
@@ -101,18 +103,3 @@ class OCREngine(Engine, Protocol):
         ...
 
 
-def as_rgb_array(image) -> np.ndarray:
-    """Convert a PIL image or array to the (H, W, 3) uint8 RGB array engines expect."""
-    if isinstance(image, np.ndarray):
-        arr = image
-    else:  # PIL.Image
-        arr = np.asarray(image.convert("RGB"))
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"expected an RGB image array of shape (H, W, 3), got shape {arr.shape}")
-    if arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
-    return np.ascontiguousarray(arr)
