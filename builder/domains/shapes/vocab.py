@@ -74,6 +74,8 @@ def _build_lexicon() -> dict[str, tuple[str, str | int]]:
 # word -> (field, value): the one table every reader looks words up in.
 LEXICON: dict[str, tuple[str, str | int]] = _build_lexicon()
 _TYPO_CANDIDATES = [k for k in LEXICON if k.isalpha() and len(k) >= 4]
+# The vocabulary's own words that are not values are never typos of values ("there" is not "three").
+_NOT_TYPOS = frozenset(ANY_NOUNS + DETERMINERS + FILLER)
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*|\d+|[^\sA-Za-z\d]")
 
 
@@ -98,7 +100,7 @@ def lookup(word: str, known_words: frozenset[str] | set[str] = frozenset(),
     parts = [LEXICON[p] for p in word.lower().split("-") if p in LEXICON]
     if "-" in word and len(parts) == 1:  # "red-object", "light-blue"
         return parts[0]
-    if not typos or len(w) < 4 or not w.isalpha() or w in known_words:
+    if not typos or len(w) < 4 or not w.isalpha() or w in known_words or w in _NOT_TYPOS:
         return None
     close = difflib.get_close_matches(w, _TYPO_CANDIDATES, n=1, cutoff=0.8)
     return LEXICON[close[0]] if close else None
