@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from builder.domains.shapes.nets import vqa as vqa_net
+from builder.domains.shapes.world import build_world, render_array
 from builder.methods.decompose import WorldDecomposer, sweep
-from builder.tools.backends import shapes_vqa as sv
 from builder.tools.backends.shapes import ShapesDetector, ShapesVQA
-from builder.world import build_world, render_array
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     t0 = time.time()
     weights = args.weights
     if weights is None:
-        weights = sv.DEFAULT_WEIGHTS if (sv.DEFAULT_WEIGHTS / "model.safetensors").is_file() else \
+        weights = vqa_net.DEFAULT_WEIGHTS if (vqa_net.DEFAULT_WEIGHTS / "model.safetensors").is_file() else \
             Path("/tmp/visforge-seltda-base")
     vqa = ShapesVQA(weights=weights)
     dec = WorldDecomposer(ShapesDetector(), vqa)
@@ -44,7 +44,7 @@ def main() -> None:
     for domain in args.domains.split(","):
         scenes, exs = build_world(args.n_scenes, 900 + args.seed, domain, families=("vqa",), heldout_fraction=0.25)
         items = [(render_array(scenes[e["scene_ids"][0]]), e["query"], e["expected"]) for e in exs
-                 if e["qtype"] != "read" and e["expected"] in sv.ANSWERS]
+                 if e["qtype"] != "read" and e["expected"] in vqa_net.ANSWERS]
         rep = sweep(vqa, dec, items, taus, progress=False)
         best = max(rep["selective"].items(), key=lambda kv: kv[1]["accuracy"])
         rep["best_tau"] = {"tau": best[0], **best[1]}

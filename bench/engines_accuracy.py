@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
+from builder.domains.shapes.training.vqa import build_dataset, evaluate
+from builder.domains.shapes.world.scene import render_array, sample_scene
+from builder.domains.shapes.world.tasks import make_example
 from builder.tools.backends.shapes import ShapesCaptioner, ShapesDetector, ShapesMatcher, ShapesVQA
-from builder.tools.backends.shapes_vqa import build_dataset, evaluate
-from builder.world.scene import render_array, sample_scene
-from builder.world.tasks import make_example
 
 DOMAINS = ("clean", "textured", "noisy", "blur", "palette", "small", "clutter", "shifted", "dusk")
 SEED = 20_261_124  # far from the training seeds (0 and 10_000)

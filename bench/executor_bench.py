@@ -20,13 +20,13 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from builder.core.images import load_image  # noqa: E402
+from builder.domains.shapes.world import generate_dataset  # noqa: E402
 from builder.executor import Sandbox  # noqa: E402
 from builder.run import ExampleInput, run_batch  # noqa: E402
 from builder.tools import api  # noqa: E402
 from builder.tools.cache import ToolCache  # noqa: E402
 from builder.tools.host import ToolHost  # noqa: E402
 from builder.tools.profile import build_engines  # noqa: E402
-from builder.world import generate_dataset  # noqa: E402
 
 PROGRAM = '''def execute(image):
     circles = image.find("circle")

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from builder.core.seeding import derive_seed
+from builder.domains.shapes.nets import vqa as vqa_net
+from builder.domains.shapes.training import vqa as vqa_train
 from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
-from builder.tools.backends import shapes_vqa as sv
 
 
 def scores(model, data) -> dict:
-    r = sv.evaluate(model, data)
+    r = vqa_train.evaluate(model, data)
     return {k: r.get(k) for k in ("overall", "scene_level", "crop")}
 
 
@@ -42,19 +43,19 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=150, help="held-out target scenes")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--weights", default=str(sv.DEFAULT_WEIGHTS))
+    ap.add_argument("--weights", default=str(vqa_net.DEFAULT_WEIGHTS))
     ap.add_argument("--old", action="store_true", help="also run the previous recipe")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    base = sv.load_model(args.weights)
+    base = vqa_net.load_model(args.weights)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
         for seed in range(args.seeds):
-            pool = sv.build_dataset(args.n_real // 6 + 10, derive_seed(seed, "pool"), args.target, "train")
+            pool = vqa_train.build_dataset(args.n_real // 6 + 10, derive_seed(seed, "pool"), args.target, "train")
             real = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:args.n_real]]
-            test = sv.build_dataset(args.n_test, derive_seed(seed, "test"), args.target, "train")
+            test = vqa_train.build_dataset(args.n_test, derive_seed(seed, "test"), args.target, "train")
             row = {"seed": seed, "n_real": len(real), "n_test": len(test), "start": scores(base, test)}
             recipes = {"recipe": FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed)}
             if args.old:
@@ -67,7 +68,7 @@ def main() -> None:
                 res = finetune(ShapesVQAAdapter(args.weights), real, Path(tmp) / f"{name}-{seed}", cfg,
                                resume=False, progress=False)
                 ckpt = res.best_checkpoint if name == "recipe" else res.last_checkpoint
-                row[name] = scores(sv.load_model(ckpt), test) | {"checkpoint": ckpt.name,
+                row[name] = scores(vqa_net.load_model(ckpt), test) | {"checkpoint": ckpt.name,
                                                                  "seconds": round(time.time() - t1, 1)}
                 row[name]["delta_points"] = round(100 * (row[name]["overall"] - row["start"]["overall"]), 2)
             print(json.dumps(row), file=sys.stderr, flush=True)

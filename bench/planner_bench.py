@@ -31,6 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from builder.core.metrics import score  # noqa: E402
+from builder.domains.shapes.world import build_world  # noqa: E402
+from builder.domains.shapes.world.scene import render_scene, sample_scene  # noqa: E402
+from builder.domains.shapes.world.tasks import _CAPTIONS, caption_distractors, spatial_margin, true_caption  # noqa: E402
 from builder.executor import Sandbox  # noqa: E402
 from builder.planner.meaning import KINDS, Meaning  # noqa: E402
 from builder.planner.prompt import PlanRequest, check_program  # noqa: E402
@@ -38,9 +41,6 @@ from builder.planner.truth import answer, caption_holds  # noqa: E402
 from builder.run.local import ExampleInput, run_program  # noqa: E402
 from builder.tools.cache import ToolCache  # noqa: E402
 from builder.tools.profile import build_engines  # noqa: E402
-from builder.world import build_world  # noqa: E402
-from builder.world.scene import render_scene, sample_scene  # noqa: E402
-from builder.world.tasks import _CAPTIONS, caption_distractors, spatial_margin, true_caption  # noqa: E402
 
 BLIND = Path(__file__).parent / "data" / "planner_blind_dev.jsonl"
 FAMILY_OF = {"text": "vqa", "bool": "vqa", "count": "vqa", "boxes": "grounding", "choice": "itm"}

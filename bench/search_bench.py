@@ -29,11 +29,11 @@ import numpy as np
 
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
+from builder.domains.shapes.world.captions import distinctive_caption, render_clauses
+from builder.domains.shapes.world.cards import make_task_card
+from builder.domains.shapes.world.scene import render_array, render_scene, sample_scene
 from builder.methods.image_index import MatcherVerifier, SearchIndex, build_index, search_text
 from builder.tools.backends.shapes import ShapesDetector, ShapesEmbedder, ShapesMatcher
-from builder.world.captions import distinctive_caption, render_clauses
-from builder.world.cards import make_task_card
-from builder.world.scene import render_array, render_scene, sample_scene
 
 KS = (1, 5, 10)
 

@@ -43,35 +43,36 @@ from augment.seltda import (
     pseudo_label,
 )
 from builder.core.seeding import derive_seed
+from builder.domains.shapes.nets import vqa as vqa_net
+from builder.domains.shapes.training import vqa as vqa_train
+from builder.domains.shapes.world import build_world, render_array
 from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
-from builder.tools.backends import shapes_vqa as sv
-from builder.world import build_world, render_array
 
 
 def scene_level(data):
-    return [q for q in data if q.qtype in sv.SCENE_QTYPES]
+    return [q for q in data if q.qtype in vqa_train.SCENE_QTYPES]
 
 
 def acc(model, data) -> float:
-    return sv.evaluate(model, data)["overall"]
+    return vqa_train.evaluate(model, data)["overall"]
 
 
 def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
     t0 = time.time()
-    real_pool = scene_level(sv.build_dataset(args.n_real, derive_seed(seed, "real"), "clean", "train", crops_per_scene=0))
+    real_pool = scene_level(vqa_train.build_dataset(args.n_real, derive_seed(seed, "real"), "clean", "train", crops_per_scene=0))
     rng = np.random.default_rng(seed)
     real = [real_pool[i] for i in rng.permutation(len(real_pool))[:args.n_real]]
     scenes, _ = build_world(args.n_unlabelled, derive_seed(seed, "unlabelled"), args.target, families=("vqa",))
     unl = [render_array(s) for s in scenes]  # the scenes are kept only to measure precision
     tests = {
-        "target": scene_level(sv.build_dataset(args.n_test, derive_seed(seed, "target"), args.target, "train", crops_per_scene=0)),
-        "target_heldout_phrasing": scene_level(sv.build_dataset(args.n_test, derive_seed(seed, "target heldout"), args.target, "heldout",
+        "target": scene_level(vqa_train.build_dataset(args.n_test, derive_seed(seed, "target"), args.target, "train", crops_per_scene=0)),
+        "target_heldout_phrasing": scene_level(vqa_train.build_dataset(args.n_test, derive_seed(seed, "target heldout"), args.target, "heldout",
                                                                 crops_per_scene=0)),
-        "clean": scene_level(sv.build_dataset(args.n_test // 2, derive_seed(seed, "clean"), "clean", "train", crops_per_scene=0)),
+        "clean": scene_level(vqa_train.build_dataset(args.n_test // 2, derive_seed(seed, "clean"), "clean", "train", crops_per_scene=0)),
         # scene-level and object-crop questions (what programs ask after find()) together
-        "target_with_crops": sv.build_dataset(args.n_test // 2, derive_seed(seed, "crops"), args.target, "train"),
+        "target_with_crops": vqa_train.build_dataset(args.n_test // 2, derive_seed(seed, "crops"), args.target, "train"),
     }
-    base = sv.load_model(base_dir)
+    base = vqa_net.load_model(base_dir)
     out: dict = {"seed": seed, "n_real": len(real), "n_unlabelled": len(unl),
                  "tests": {k: len(v) for k, v in tests.items()},
                  "base": {k: acc(base, v) for k, v in tests.items()}}
@@ -84,7 +85,7 @@ def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
         res = finetune(ShapesVQAAdapter(base_dir), items, workdir / f"s{seed}-{tag}", cfg, resume=False,
                        progress=False, augment=make_augment(seed))
         best = res.best_checkpoint.name
-        return sv.load_model(res.best_checkpoint), {"best": best, "epochs": epochs,
+        return vqa_net.load_model(res.best_checkpoint), {"best": best, "epochs": epochs,
                                                     "steps": res.history["train"][-1]["step"]}
 
     t1 = time.time()
@@ -95,7 +96,7 @@ def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
     teacher = DetectionTeacher(min_score=args.min_confidence)
     th = teacher.train(real)
     raw = pseudo_label(teacher, unl, n_per_image=2, top_p=0.9, seed=seed, progress=False)
-    kept, report = filter_pseudo_labels(raw, sv.ANSWERS, min_confidence=args.min_confidence)
+    kept, report = filter_pseudo_labels(raw, vqa_net.ANSWERS, min_confidence=args.min_confidence)
     out["teacher"] = {"qtype_prior": th["qtype_prior"], "filter": report.to_dict(),
                       "precision_raw": precision(raw, scenes), "precision_kept": precision(kept, scenes),
                       "answer_histogram_top5": dict(list(count_answers(kept).items())[:5]),
@@ -129,7 +130,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--min-confidence", type=float, default=0.6)
-    ap.add_argument("--weights", default=str(sv.DEFAULT_WEIGHTS))
+    ap.add_argument("--weights", default=str(vqa_net.DEFAULT_WEIGHTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from builder.domains.shapes.world import build_world, render_scene
 from builder.methods.tune import tune_program
 from builder.run import ExampleInput
 from builder.tools.backends.shapes import ShapesDetector
 from builder.tools.host import Engines
-from builder.world import build_world, render_scene
 
 PROGRAM = '''def execute(image):
     # large objects: boxes bigger than this many square pixels

@@ -1,7 +1,7 @@
 """Video bench: reference-program accuracy per video kind, time per clip against plain decoding, cache speed-up.
 
 For each domain (clean, shifted) it generates ``--n`` shapes-world clips, runs each kind's
-reference program (``builder.world.video_tasks``) through the sandbox with the shapes engines,
+reference program (``builder.domains.shapes.world.video_tasks``) through the sandbox with the shapes engines,
 and scores it against the clips' events (collision frame within 2 frames; the summary field by
 field). Timing: a ``--long-seconds`` 25 fps 256x256 clip is processed by the collision-summary
 program (probe, lazy decode, tracking, sandbox) and compared with decoding all its frames to
@@ -22,12 +22,12 @@ import numpy as np
 
 from builder.core.metrics import score, summary_field_scores
 from builder.core.video import decode_all
+from builder.domains.shapes.world.video import sample_clip, write_clip
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, video_example
 from builder.executor import Sandbox
 from builder.run.local import ExampleInput, run_program
 from builder.tools.cache import ToolCache
 from builder.tools.profile import build_engines
-from builder.world.video import sample_clip, write_clip
-from builder.world.video_tasks import VIDEO_KINDS, video_example
 
 
 def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[dict, float, float]:

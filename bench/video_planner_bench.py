@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.domains.shapes.world.scene import COLORS
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS
 from builder.planner.video import (
     _BY_OUTPUT,
     _known_words,
@@ -37,8 +39,6 @@ from builder.planner.video import (
     named_objects,
     rank_kinds,
 )
-from builder.world.scene import COLORS
-from builder.world.video_tasks import VIDEO_KINDS
 
 ROOT = Path(__file__).parent
 

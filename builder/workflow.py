@@ -43,6 +43,8 @@ from builder.core.taskcard import Metric as Metric
 from builder.core.taskcard import OutputKind, TaskCard, TaskCardError, load_task_card, parse_task_card
 from builder.core.video import VideoError, is_video_path, probe_video
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.domains.shapes.world import generate_dataset
+from builder.domains.shapes.world.cards import make_task_card
 from builder.executor import Sandbox
 from builder.methods import adapt as _adapt
 from builder.methods import export as _export
@@ -62,8 +64,6 @@ from builder.run import ExampleResult as ExampleResult
 from builder.run import examples_from_card, run_program, summarise
 from builder.tools.cache import ToolCache
 from builder.tools.profile import build_engines
-from builder.world import generate_dataset
-from builder.world.cards import make_task_card
 
 # The public names: listed once, in builder/__init__.py (``from builder import ...``); the
 # types imported ``X as X`` above are re-exported for it.
@@ -752,7 +752,7 @@ def shapes_unlabelled(ws: Workspace, n: int = 8, seed: int = 100, domain: str = 
                       name: str = "unlabelled") -> Path:
     """Unlabeled shapes-world images in ``datasets/<name>`` (stand-ins for a customer's photos,
     for Augment); existing images are kept. Returns the folder."""
-    from builder.world import render_scene, sample_scene
+    from builder.domains.shapes.world import render_scene, sample_scene
 
     folder = ws.dir("datasets", name)
     for i in range(n):

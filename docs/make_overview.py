@@ -12,7 +12,7 @@ from builder.run import ExampleInput, run_program
 from builder.executor import Sandbox
 from builder.tools.profile import build_engines
 from builder.tools.trace import draw_boxes
-from builder.world import render_scene, sample_scene
+from builder.domains.shapes.world import render_scene, sample_scene
 
 PROGRAM = '''def execute(image):
     n = 0

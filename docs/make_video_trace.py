@@ -14,7 +14,7 @@ from builder.interfaces.views import video_thumbnail
 from builder.run.local import examples_from_card, run_program
 from builder.tools.profile import build_engines
 from builder.tools.trace import TRACK_OUTLINES, strip_image, video_strip
-from builder.world.video_tasks import make_video_task_card, reference_program
+from builder.domains.shapes.world.video_tasks import make_video_task_card, reference_program
 
 
 def main(out: str = "docs/video_trace.png") -> None:

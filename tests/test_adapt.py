@@ -5,11 +5,11 @@ from __future__ import annotations
 from builder import improve_planner, propose_programs
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
+from builder.domains.shapes.world.cards import make_task_card
 from builder.interfaces.views import improve_chart_html
 from builder.planner.prompt import PlanRequest
 from builder.planner.semantic import load_semantic_planner
 from builder.workflow import workspace_planner
-from builder.world.cards import make_task_card
 
 # Phrasings of "count the red objects" that the shipped planner reads wrongly (it answers
 # "how many other objects share the colour" for the first two).

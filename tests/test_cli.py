@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from builder.world.cards import make_task_card
+from builder.domains.shapes.world.cards import make_task_card
 
 CLI = [sys.executable, "-m", "builder.interfaces.cli"]
 

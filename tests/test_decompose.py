@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from builder.domains.shapes.world import build_world, render_array
 from builder.methods.decompose import (
     Decomposition,
     SelectiveVQA,
@@ -12,7 +13,6 @@ from builder.methods.decompose import (
     sweep,
 )
 from builder.tools.engines import Answer
-from builder.world import build_world, render_array
 
 
 class TableVQA:
@@ -99,10 +99,10 @@ class GroundTruthDetector:
         self.scene = scene
 
     def detect(self, image, query, threshold=None):
+        from builder.domains.shapes.vocab import parse_phrase
         from builder.tools.engines import Detection
-        from builder.world.language import parse_object_name
 
-        spec = parse_object_name(query)
+        spec = parse_phrase(query, strict=True)
         return [Detection(o.box, 1.0, query) for o in self.scene.objects if spec.matches(o)]
 
 

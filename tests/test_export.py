@@ -23,8 +23,8 @@ from servers import free_port, stop_process
 
 from builder.core.taskcard import TaskCard
 from builder.core.workspace import Workspace
+from builder.domains.shapes.world import render_scene, sample_scene
 from builder.methods.export import ExportError, engines_used, export_solution, pin_profile
-from builder.world import render_scene, sample_scene
 
 PROGRAM = 'def execute(image):\n    return image.count("red circle")\n'
 SEEDS = (5, 14, 30, 37)  # counts 0, 1, 1, 1

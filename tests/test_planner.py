@@ -180,8 +180,8 @@ def test_lora_finetune_merges(tiny_tok):
 
 # ---- the default planner ------------------------------------------------------------------------------
 def test_seed_set_uses_training_phrasings_only():
+    from builder.domains.shapes.world import TEMPLATES
     from builder.planner.causal import seed_shots
-    from builder.world import TEMPLATES
 
     train_ids = {t.id for t in TEMPLATES if t.split == "train"}
     shots = seed_shots(200)

@@ -14,14 +14,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import world_oracle  # noqa: E402
 
 from builder.core.metrics import score  # noqa: E402
+from builder.domains.shapes.vocab import lookup  # noqa: E402
+from builder.domains.shapes.world.scene import sample_scene  # noqa: E402
+from builder.domains.shapes.world.tasks import TEMPLATES  # noqa: E402
 from builder.executor import validate  # noqa: E402
-from builder.planner.lexicon import lookup  # noqa: E402
 from builder.planner.meaning import KIND_NAMES, KINDS, Caption, Meaning, MeaningError, Ref, compile_program  # noqa: E402
 from builder.planner.phrasings import detokenize, generate, is_world_heldout, random_meaning  # noqa: E402
 from builder.planner.prompt import PlanRequest, check_program, extract_program  # noqa: E402
 from builder.planner.truth import answer  # noqa: E402
-from builder.world.scene import sample_scene  # noqa: E402
-from builder.world.tasks import TEMPLATES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BLIND = ROOT / "bench" / "data" / "planner_blind_dev.jsonl"

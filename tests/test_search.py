@@ -20,11 +20,11 @@ pytest.importorskip("torch")
 pytest.importorskip("faiss")
 
 from builder import add_search_results, ensure_shapes_workspace, index_images, search_captions, search_images
+from builder.domains.shapes.world.captions import PATTERNS, clauses_hold, distinctive_caption, render_clauses
+from builder.domains.shapes.world.scene import render_scene, sample_scene
 from builder.methods.image_index import SearchError, SearchIndex, build_index, search_text
 from builder.tools.backends.shapes import ShapesEmbedder
 from builder.tools.engines import Embedder
-from builder.world.captions import PATTERNS, clauses_hold, distinctive_caption, render_clauses
-from builder.world.scene import render_scene, sample_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """The shapes dual encoder trained for a few steps (the real training command, reduced)."""
-    from builder.tools.backends.shapes_embed import train_command
+    from builder.domains.shapes.training.embed import train_command
 
     out = tmp_path_factory.mktemp("embed") / "w"
     record = train_command(out, n_scenes=64, steps=3, batch_size=16, threads=1, log_every=1, max_minutes=None)
@@ -73,7 +73,7 @@ def test_shapes_embedder_protocol(weights):
 
 
 def test_captions_keep_heldout_phrasings_out_of_training():
-    from builder.tools.backends.shapes_embed import build_vocab
+    from builder.domains.shapes.training.embed import build_vocab
 
     vocab = set(build_vocab())
     heldout_words = {w for k in PATTERNS["heldout"] for p in PATTERNS["heldout"][k]

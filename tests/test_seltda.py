@@ -23,8 +23,9 @@ from augment.seltda import (
     world_answer,
 )
 from builder.core.errors import UserError
-from builder.tools.backends import shapes_vqa as sv
-from builder.world import build_world, render_array
+from builder.domains.shapes.nets import vqa as vqa_net
+from builder.domains.shapes.training import vqa as vqa_train
+from builder.domains.shapes.world import build_world, render_array
 
 torch.set_num_threads(1)
 
@@ -79,12 +80,12 @@ def test_world_answer_agrees_with_generator():
 
 @pytest.fixture(scope="module")
 def labelled():
-    return [q for q in sv.build_dataset(40, 0, "clean") if not q.qtype.startswith("crop")]
+    return [q for q in vqa_train.build_dataset(40, 0, "clean") if not q.qtype.startswith("crop")]
 
 
 def test_shapes_teacher_trains_generates_and_round_trips(labelled, tmp_path):
     torch.manual_seed(0)
-    answerer = sv.ShapesVQANet(sv.build_vocab(q[1] for q in labelled), image_size=32, ch=8, n_blocks=1, emb=8,
+    answerer = vqa_net.ShapesVQANet(vqa_net.build_vocab(q[1] for q in labelled), image_size=32, ch=8, n_blocks=1, emb=8,
                                hidden=16)
     teacher = ShapesTeacher.create(answerer, [q.question for q in labelled], ch=16, emb=16, hidden=48)
     hist = teacher.train(labelled, qgen_steps=120, answer_steps=5, batch_size=16, progress=False)
@@ -148,8 +149,8 @@ def test_augment_workspace_builds_a_student_dataset(tmp_path):
     from builder.core.qa import load_qa_dataset
     from builder.core.taskcard import load_task_card
     from builder.core.workspace import Workspace
-    from builder.world import render_scene, sample_scene
-    from builder.world.cards import make_task_card
+    from builder.domains.shapes.world import render_scene, sample_scene
+    from builder.domains.shapes.world.cards import make_task_card
     from widgets.steps import dataset_from_task
 
     card_path = make_task_card(tmp_path / "task", kind="count", target="red objects", n=6)
@@ -184,7 +185,7 @@ def test_detection_teacher_sees_the_image_and_is_precise(labelled, tmp_path):
     scenes, _ = build_world(40, 21, "dusk", families=("vqa",))
     images = [render_array(s) for s in scenes]
     raw = pseudo_label(teacher, images, n_per_image=2, progress=False)
-    kept, rep = filter_pseudo_labels(raw, sv.ANSWERS, min_confidence=0.6)
+    kept, rep = filter_pseudo_labels(raw, vqa_net.ANSWERS, min_confidence=0.6)
     assert rep.kept >= 30
     assert precision(kept, scenes)["precision"] >= 0.9
     shuffled = [scenes[(i + 1) % len(scenes)] for i in range(len(scenes))]

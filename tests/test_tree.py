@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import world_oracle
 
+from builder.domains.shapes.world.scene import sample_scene
 from builder.executor import validate
 from builder.planner import tree as T
 from builder.planner.meaning import KIND_NAMES, KINDS
@@ -17,7 +18,6 @@ from builder.planner.tree_sample import from_meaning, random_tree
 from builder.planner.tree_text import render
 from builder.planner.tree_truth import answer
 from builder.planner.truth import answer as kind_answer
-from builder.world.scene import sample_scene
 
 BLUE = T.select(color="blue")
 

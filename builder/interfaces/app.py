@@ -68,9 +68,9 @@ from builder import (
 from builder.core.atomic import atomic_write_json
 from builder.core.taskcard import TaskCardError
 from builder.core.workspace import META_FILE, ProgramVersion, Workspace, WorkspaceError
+from builder.domains.shapes.world.cards import KINDS as SHAPES_KINDS
 from builder.interfaces.app_search import search_card
 from builder.interfaces.views import bars_svg, curve_svg, results_table_html, safe_thumbnail, trace_html
-from builder.world.cards import KINDS as SHAPES_KINDS
 
 CSS = """
 .vf-code textarea {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px;}

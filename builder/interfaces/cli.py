@@ -18,6 +18,8 @@ from builder.core.errors import UserError
 from builder.core.taskcard import load_task_card
 from builder.core.video import load_media
 from builder.core.workspace import Workspace
+from builder.domains.shapes.training.config import EmbedTrainConfig, VQATrainConfig
+from builder.interfaces.dataclass_options import config_command
 from builder.planner import load_planner, propose_for_task
 from builder.run import examples_from_card, run_batch
 from builder.tools.trace import Trace, trace_to_html
@@ -65,7 +67,7 @@ def world_video(
     fps: int = typer.Option(25, min=1, max=120, help="Frames per second."),
 ) -> None:
     """Generate shapes-world video clips (MP4) with per-frame scene graphs and events (JSONL)."""
-    from builder.world.video import generate_video_dataset
+    from builder.domains.shapes.world.video import generate_video_dataset
 
     t0 = time.perf_counter()
     try:
@@ -406,33 +408,24 @@ def demo(
     (demo_module.main if scripted else demo_module.main_notebook)(out)
 
 
-@engines_app.command("train-vqa")
-def engines_train_vqa(
-    out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
-    init: Path | None = typer.Option(None, help="Start from these weights (resume / fine-tune)."),
-    n_scenes: int = typer.Option(8000, min=1),
-    per_scene: int = typer.Option(1, help="Rounds of scene-level questions per scene."),
-    crops_per_scene: int = typer.Option(2, help="Object crops (3 questions each) per scene."),
-    perception_steps: int = typer.Option(2500, min=0, help="Stage 1: perception alone (batch 32)."),
-    steps: int = typer.Option(5000, min=0, help="Stage 2: question reasoning on frozen perception."),
-    joint_steps: int = typer.Option(0, min=0, help="Stage 3: everything together at lr/10 (batch 32)."),
-    batch_size: int = typer.Option(128, min=1),
-    lr: float = typer.Option(2e-3),
-    word_dropout: float = typer.Option(0.1),
-    domain: str = typer.Option("mix", help="Domain preset of the training scenes ('mix': a random daylight "
-                               "domain per scene)."),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
-    eval_scenes: int = typer.Option(150, help="Held-out scenes for progress logs (0: none)."),
-    log_every: int = typer.Option(500),
-    weighted: bool = typer.Option(True, help="Sample question types by shapes_vqa.QTYPE_WEIGHTS."),
-) -> None:
+def _train_vqa(out: Path, config) -> None:
     """Train (or fine-tune with --init) the embedded shapes-world VQA engine."""
-    # torch (the "ml" extra) is only needed here.
-    from builder.tools.backends.shapes_vqa import train_command
+    from builder.domains.shapes.training.vqa import (
+        train_command,  # torch (the "ml" extra) is only needed here
+    )
 
-    train_command(out, init, n_scenes, per_scene, crops_per_scene, perception_steps, steps, joint_steps,
-                  batch_size, lr, word_dropout, domain, seed, threads, eval_scenes, log_every, weighted)
+    train_command(out, config)
+
+
+def _train_embed(out: Path, config) -> None:
+    """Train the shapes-world dual encoder (the `shapes` embedder for image-text search)."""
+    from builder.domains.shapes.training.embed import train_command
+
+    train_command(out, config)
+
+
+engines_app.command("train-vqa")(config_command(VQATrainConfig, _train_vqa))
+engines_app.command("train-embed")(config_command(EmbedTrainConfig, _train_embed))
 
 
 @app.command("index")
@@ -501,26 +494,6 @@ def search_cmd(
     for h in hits:
         extra = f" (similarity {h.similarity:.3f})" if h.verified is not None else ""
         typer.echo(f"{h.rank:3d}  {h.score:.4f}{extra}  {h.item}")
-
-
-@engines_app.command("train-embed")
-def engines_train_embed(
-    out: Path = typer.Option(..., help="Folder for model.safetensors + config.json."),
-    n_scenes: int = typer.Option(5000, min=1),
-    steps: int = typer.Option(1200, min=1),
-    batch_size: int = typer.Option(128, min=2),
-    lr: float = typer.Option(3e-3),
-    word_dropout: float = typer.Option(0.1),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(1, help="torch CPU threads (the machines are shared)."),
-    max_minutes: float = typer.Option(18.0, help="Stop training early (and save) after this long."),
-    log_every: int = typer.Option(50),
-) -> None:
-    """Train the shapes-world dual encoder (the `shapes` embedder for image-text search)."""
-    from builder.tools.backends.shapes_embed import train_command
-
-    train_command(out, n_scenes, steps, batch_size, lr, word_dropout, seed, threads, log_every,
-                  max_minutes=max_minutes)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 from builder.core.taskcard import load_task_card
 from builder.core.video import load_media
 from builder.core.workspace import Workspace
+from builder.domains.shapes.world.cards import make_task_card
 from builder.executor import Sandbox
 from builder.methods.export import export_solution
 from builder.planner import propose_for_task
@@ -25,7 +26,6 @@ from builder.run import examples_from_card, run_batch, run_program
 from builder.tools.cache import ToolCache
 from builder.tools.profile import build_engines
 from builder.tools.trace import trace_to_html
-from builder.world.cards import make_task_card
 
 # The notebooks live in a source checkout beside the packages (they are not package data).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from builder.core.seeding import derive_seed
-from builder.planner.lexicon import split_words
+from builder.domains import vocabulary
 from builder.planner.meaning import MeaningError, compile_program
 from builder.planner.phrasings import generate
 from builder.planner.prompt import PlanRequest
@@ -115,7 +115,7 @@ def explore(planner: SemanticPlanner, tasks: Sequence[QueryTask], scorer: Callab
             except MeaningError:
                 continue
             if all(scorer(src, task, task.examples)):
-                kept.append({"query": task.query, "words": split_words(task.query), "roles": p.roles,
+                kept.append({"query": task.query, "words": vocabulary("shapes").split_words(task.query), "roles": p.roles,
                              "meaning": p.meaning.to_dict(), "program": src, "task": task})
                 break
     stats["queries_rewarded"] = len(kept)

@@ -30,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from builder.core.errors import UserError
 from builder.core.metrics import normalise_text
+from builder.domains import vocabulary
+from builder.domains.shapes.world.tasks import question_patterns as world_question_patterns
 from builder.tools.engines import Answer, Detector, VQAEngine, as_rgb_array
-from builder.world.language import parse_object_name
-from builder.world.tasks import question_patterns as world_question_patterns
 
-RELATION_WORDS = ("left of", "right of", "above", "below")
+_VOCAB = vocabulary("shapes")
+RELATION_WORDS = _VOCAB.relations
 CROP_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
 
 
@@ -94,10 +96,10 @@ def parse_world_question(question: str) -> tuple[str, dict[str, str]] | None:
 def _attributes(name: str) -> dict[str, str] | None:
     """{size, color, shape} named in an object phrase ("the large red circles"), None if unknown words."""
     try:
-        spec = parse_object_name(re.sub(r"^(a|an|the) ", "", name.strip()))
-    except ValueError:
+        spec = _VOCAB.parse(name, strict=True)
+    except UserError:
         return None
-    return {k: v for k, v in (("size", spec.size), ("color", spec.color), ("shape", spec.shape)) if v}
+    return spec.attributes
 
 
 def _center(box) -> tuple[float, float]:

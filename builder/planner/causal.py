@@ -48,7 +48,7 @@ def seed_shots(n: int = 200, seed: int = 0, scenes: int = 400) -> list[Shot]:
     """At most ``n`` distinct (query, program) pairs from shapes-world reference programs, phrased
     with training templates only (``heldout_fraction=0``), interleaved over question types so
     every type is represented."""
-    from builder.world import build_world
+    from builder.domains.shapes.world import build_world
 
     _, examples = build_world(scenes, seed=10_000 + seed, heldout_fraction=0.0)
     by_type: dict[str, list[dict]] = {}

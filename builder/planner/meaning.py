@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from builder.world.language import RELATIONS
-from builder.world.scene import COLORS as _COLOR_RGB
-from builder.world.scene import SHAPES, SIZES
+from builder.domains import vocabulary
 
-COLORS = tuple(_COLOR_RGB)  # the world's vocabulary is the planner's
+VOCAB = vocabulary("shapes")  # the world's vocabulary is the planner's
+COLORS, SHAPES, SIZES = VOCAB.values["color"], VOCAB.values["shape"], VOCAB.values["size"]
+RELATIONS = VOCAB.relations
 ATTRS = ("color", "shape", "size")
 EXTREMES = ("leftmost", "rightmost", "topmost", "bottommost", "largest", "smallest")
 OPS = ("more", "fewer", "same")

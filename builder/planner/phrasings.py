@@ -7,7 +7,7 @@ typos. Each example records which role every value word plays ("A" the object as
 the reference object, "P" the property in "are all the circles red?", "O" none), which is what
 the parser learns besides the question kind.
 
-The shapes world's held-out phrasings (``builder.world.tasks.TEMPLATES`` with split "heldout")
+The shapes world's held-out phrasings (``builder.domains.shapes.world.tasks.TEMPLATES`` with split "heldout")
 never appear: a sampled query that any held-out template could have produced is dropped.
 """
 
@@ -18,7 +18,6 @@ from functools import cache
 
 import numpy as np
 
-from builder.planner.lexicon import lookup, split_words
 from builder.planner.meaning import (
     ATTRS,
     COLORS,
@@ -27,11 +26,13 @@ from builder.planner.meaning import (
     RELATIONS,
     SHAPES,
     SIZES,
+    VOCAB,
     Caption,
     Meaning,
     Ref,
 )
 
+lookup, split_words = VOCAB.lookup, VOCAB.split_words
 GENERIC = ("object", "item", "shape", "thing", "figure")
 SIZE_WORDS = {"small": ("small", "small", "small", "tiny", "little"), "large": ("large", "large", "large", "big", "huge")}
 REL_WORDS = {
@@ -55,7 +56,7 @@ EXT_POST = {"leftmost": ("furthest to the left", "on the far left", "closest to 
             "bottommost": ("nearest the bottom", "furthest down", "at the very bottom", "closest to the bottom edge"),
             "largest": ("with the largest area", "that is biggest"),
             "smallest": ("with the smallest area", "that is smallest")}
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NUMBER_WORDS = VOCAB.number_names
 
 # Patterns per kind. Placeholders: {A} {As} {aA} (singular / plural / with article) for ref a,
 # the same for {B}, {REL}, {ATTR}, {EXT} (the whole "leftmost circle" phrase), {P} (predicate of
@@ -247,7 +248,7 @@ PREFIXES = ("Please ", "Q: ", "Question: ", "Quick question: ", "For each image:
 @cache
 def _heldout_patterns() -> tuple[re.Pattern, ...]:
     """Regexes for every held-out world template (and held-out caption), any slot filling."""
-    from builder.world.tasks import _CAPTIONS, TEMPLATES
+    from builder.domains.shapes.world.tasks import _CAPTIONS, TEMPLATES
 
     texts = [t.text for t in TEMPLATES if t.split == "heldout"] + [c for _, (_, held) in _CAPTIONS.items() for c in held]
     out = []

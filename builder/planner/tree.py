@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from builder.world.language import RELATIONS
-from builder.world.scene import COLORS, SHAPES, SIZES
+from builder.domains import vocabulary
+
+VOCAB = vocabulary("shapes")  # the one vocabulary (builder.domains); another domain would pass its own
+COLORS, SHAPES, SIZES = VOCAB.values["color"], VOCAB.values["shape"], VOCAB.values["size"]
+RELATIONS = VOCAB.relations
 
 Tree = dict[str, Any]
 
@@ -177,12 +180,10 @@ def select(color: str | None = None, shape: str | None = None, size: str | None 
 
 def option_map(attr: str, options: list[str]) -> dict[str, str]:
     """Attribute value -> the customer's option word naming it ("large" -> "big"), read with the lexicon."""
-    from builder.planner.lexicon import lookup  # lazily: the lexicon imports the world's vocabulary
-
     mapping: dict[str, str] = {}
     for option in options:
         for word in option.split():
-            found = lookup(word)
+            found = VOCAB.lookup(word)
             if found and found[0] == attr:
                 mapping[str(found[1])] = option
     return mapping

@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from builder.domains.shapes.world.language import relation_holds
+from builder.domains.shapes.world.scene import Scene
+from builder.domains.shapes.world.tasks import spatial_margin
 from builder.planner import tree as T
 from builder.planner.tree import Tree
-from builder.world.language import relation_holds
-from builder.world.scene import Scene
-from builder.world.tasks import spatial_margin
 
 _AXIS = {"leftmost": (0, min), "rightmost": (0, max), "topmost": (1, min), "bottommost": (1, max)}
 

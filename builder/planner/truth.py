@@ -1,7 +1,7 @@
 """Ground truth of a ``Meaning`` on a shapes-world scene graph (for metrics and rewards only).
 
 Planners and programs never see this: it answers a meaning from the scene's object list, the way
-``builder.world.tasks`` answers its own questions, and returns ``None`` when the question is
+``builder.domains.shapes.world.tasks`` answers its own questions, and returns ``None`` when the question is
 ill-posed on that scene (a referent that is absent or not unique, a relation too close to call,
 a superlative whose runner-up is too close), so evaluation only uses scenes where the question
 has one right answer.
@@ -9,10 +9,10 @@ has one right answer.
 
 from __future__ import annotations
 
+from builder.domains.shapes.world.language import relation_holds
+from builder.domains.shapes.world.scene import Scene, SceneObject
+from builder.domains.shapes.world.tasks import spatial_margin
 from builder.planner.meaning import Caption, Meaning, Ref
-from builder.world.language import relation_holds
-from builder.world.scene import Scene, SceneObject
-from builder.world.tasks import spatial_margin
 
 _AXIS = {"leftmost": (0, min), "rightmost": (0, max), "topmost": (1, min), "bottommost": (1, max)}
 

@@ -12,7 +12,7 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
   card's output kind (frame, summary, count, bool) restricts the kinds. Without the ML stack the
   old keyword rule (``keyword_video_kind``) decides.
 * **Objects.** The objects a collision query names (colour, optional shape and size) are read
-  with the planner's lexicon (synonyms, inflections, typos of words MiniLM does not know) and
+  with the domain vocabulary (synonyms, inflections, typos of words MiniLM does not know) and
   compiled into the program as constants ``A`` and ``B``; the program never reads the query. A
   query naming none gets the any-pair program (the pair whose contact turns both round).
 * **Candidates.** k programs: the best kind's first, then the other kinds that fit the card's
@@ -32,21 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from builder.core.artifacts import Artifact
-from builder.planner.lexicon import lookup, split_words
+from builder.domains import vocabulary
+from builder.domains.shapes.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
 from builder.planner.prompt import as_request
 from builder.planner.video_phrasings import PHRASINGS
-from builder.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
 
 HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.core.artifacts)
+lookup, split_words = vocabulary("shapes").lookup, vocabulary("shapes").split_words
 HEAD_C = 10.0  # inverse L2 strength of the logistic regression (unit-length 384-d inputs)
 REBUILD_COMMAND = "python -m builder.planner.video"
 _BY_OUTPUT = {v: k for k, v in VIDEO_KINDS.items()}  # frame -> collision_frame, ...
 
-# Colour words customers use that the planner's lexicon does not list (video-only, so the
-# default planner's inputs do not change).
-EXTRA_COLORS = {"scarlet": "red", "crimson": "red", "amber": "orange", "gold": "yellow", "golden": "yellow",
-                "lime": "green", "emerald": "green", "aqua": "cyan", "navy": "blue", "azure": "blue",
-                "magenta": "purple", "lilac": "purple", "lavender": "purple"}
 _FILLER = {"coloured", "colored", "colour", "color", "shaped", "sized"}  # "the red coloured circle"
 
 
@@ -191,9 +187,6 @@ def _known_words() -> frozenset[str]:
 
 
 def _value(word: str, known: frozenset[str]) -> tuple[str, str] | None:
-    w = word.lower()
-    if w in EXTRA_COLORS:
-        return ("color", EXTRA_COLORS[w])
     v = lookup(word, known)
     return v if v is not None and v[0] in ("color", "shape", "size") else None
 

@@ -135,12 +135,12 @@ def _tied_keys(model) -> set[str]:
 
 
 class ShapesVQAAdapter:
-    """The shapes-world default VQA model (``builder.tools.backends.shapes_vqa.ShapesVQANet``).
+    """The shapes-world default VQA model (``builder.domains.shapes.nets.vqa.ShapesVQANet``).
 
     Built on that module's public API (``load_model``/``save_model``, ``resize_square``,
     ``to_tensor``, ``encode_questions``, ``predict``), so a checkpoint folder is exactly what
     the shapes VQA backend loads. ``word_dropout`` replaces question words by <unk> during
-    training, as ``shapes_vqa.train`` does, so new phrasings stay in distribution. Items that
+    training, as ``builder.domains.shapes.training.vqa.train`` does, so new phrasings stay in distribution. Items that
     carry object labels (``meta["objects"]``: the replayed original task) also train the
     perception heads with weight ``aux_weight``, so answers on new data cannot pull perception
     away from what it sees in the original domain.
@@ -149,10 +149,11 @@ class ShapesVQAAdapter:
     name = "shapes-vqa"
 
     def __init__(self, weights: str | Path | None = None, word_dropout: float = 0.1, aux_weight: float = 0.5):
-        from builder.tools.backends import shapes_vqa
+        from builder.domains.shapes.nets import vqa as vqa_net
+        from builder.domains.shapes.training import vqa as vqa_train
 
-        self._m = shapes_vqa
-        self.source = Path(weights) if weights else shapes_vqa.DEFAULT_WEIGHTS
+        self._m, self._t = vqa_net, vqa_train  # the network, its training code
+        self.source = Path(weights) if weights else vqa_net.DEFAULT_WEIGHTS
         self.word_dropout = word_dropout
         self.aux_weight = aux_weight
         self._vocab_model = None  # the model whose vocab/answers collate uses
@@ -177,7 +178,7 @@ class ShapesVQAAdapter:
         if unknown:
             raise FinetuneError(f"answers outside the shapes VQA vocabulary: {unknown[:5]}")
         labels = torch.tensor([ref.answers.index(q.answer) for q in items])
-        has, centre, attrs = self._m.aux_targets([(q.image.shape[:2], tuple(q.meta.get("objects") or ()))
+        has, centre, attrs = self._t.aux_targets([(q.image.shape[:2], tuple(q.meta.get("objects") or ()))
                                                   for q in items], size)
         return {"images": x, "tokens": tokens, "lengths": lengths, "labels": labels, "aux_has": has,
                 "aux_centre": centre, "aux_attrs": attrs}
@@ -193,7 +194,7 @@ class ShapesVQAAdapter:
         logits, aux = model(batch["images"], tokens, batch["lengths"], with_aux=True)
         loss = F.cross_entropy(logits, batch["labels"])
         if self.aux_weight > 0 and bool(batch["aux_has"].any()):
-            loss = loss + self.aux_weight * self._m.aux_loss(aux, batch["aux_has"], batch["aux_centre"],
+            loss = loss + self.aux_weight * self._t.aux_loss(aux, batch["aux_has"], batch["aux_centre"],
                                                              batch["aux_attrs"])
         return loss
 
@@ -218,7 +219,7 @@ class ShapesVQAAdapter:
         """About ``n`` items of the task the model was trained on (daylight shapes-world scenes,
         scene-level and crop questions, training phrasings), to mix into fine-tuning batches so
         the original task is not forgotten. Scenes come from seeds the default weights never saw."""
-        data = self._m.build_dataset(max(1, n // 12), 900_000 + seed, self._m.MIX_DOMAIN, "train")
+        data = self._t.build_dataset(max(1, n // 12), 900_000 + seed, self._t.MIX_DOMAIN, "train")
         return [as_qa(q) for q in data[:n]]
 
 

@@ -18,8 +18,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from builder.world.language import OPPOSITE, RELATIONS, Caption, ObjectSpec, relation_holds, with_article
-from builder.world.scene import COLORS, SHAPES, SIZES, Scene, SceneObject
+from builder.domains.shapes.vocab import OPPOSITE, RELATIONS, ObjectSpec, with_article
+from builder.domains.shapes.world.language import Caption, relation_holds
+from builder.domains.shapes.world.scene import COLORS, SHAPES, SIZES, Scene, SceneObject
 
 FAMILIES = ("vqa", "grounding", "itm")
 OUTPUT_KIND = {"vqa": "text", "grounding": "boxes", "itm": "choice"}

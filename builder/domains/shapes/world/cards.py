@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from builder.core.taskcard import TaskCard, parse_task_card, save_task_card
-from builder.world.language import parse_object_name
-from builder.world.scene import render_scene, sample_scene
+from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world.scene import render_scene, sample_scene
 
 KINDS = {"count": "count", "exists": "bool", "locate": "boxes"}
 
@@ -37,7 +37,7 @@ def make_task_card(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    spec = parse_object_name(target)
+    spec = parse_phrase(target, strict=True)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     query = {

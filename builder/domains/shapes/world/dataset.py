@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.world.scene import Domain, Scene, get_domain, render_scene, sample_scene
-from builder.world.tasks import FAMILIES, QTYPES, make_example, make_image_choice
+from builder.domains.shapes.world.scene import Domain, Scene, get_domain, render_scene, sample_scene
+from builder.domains.shapes.world.tasks import FAMILIES, QTYPES, make_example, make_image_choice
 
 WORLD_VERSION = "1"
 _ITM_KINDS = ("exists", "relation", "count")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.world.scene import COLORS, SHAPES, SIZES
-from builder.world.video import (
+from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world.video import (
     AFTER_FRAMES,
     any_leaves,
     collision_event,
@@ -126,8 +126,8 @@ def _named(obj) -> tuple:
     if obj is None:
         return ANY
     if isinstance(obj, str):
-        words = obj.lower().split()
-        obj = tuple(next((w for w in words if w in vals), None) for vals in (COLORS, SHAPES, SIZES))
+        spec = parse_phrase(obj)
+        obj = (spec.color, spec.shape, spec.size)
     elif isinstance(obj, dict):
         obj = (obj.get("color"), obj.get("shape"), obj.get("size"))
     obj = tuple(None if v is None else str(v) for v in obj)

@@ -4,9 +4,16 @@
 and read VQA, grounding and image-text matching examples with reference programs.
 """
 
-from builder.world.dataset import build_world, generate_dataset, load_dataset, load_scenes, read_jsonl
-from builder.world.language import Caption, ObjectSpec, parse_object_name
-from builder.world.scene import (
+from builder.domains.shapes.vocab import ObjectSpec, parse_phrase
+from builder.domains.shapes.world.dataset import (
+    build_world,
+    generate_dataset,
+    load_dataset,
+    load_scenes,
+    read_jsonl,
+)
+from builder.domains.shapes.world.language import Caption
+from builder.domains.shapes.world.scene import (
     COLORS,
     PRESETS,
     SHAPES,
@@ -20,11 +27,11 @@ from builder.world.scene import (
     sample_scene,
     with_domain,
 )
-from builder.world.tasks import ANSWER_VOCAB, FAMILIES, SUBQUESTION, TEMPLATES, Template
+from builder.domains.shapes.world.tasks import ANSWER_VOCAB, FAMILIES, SUBQUESTION, TEMPLATES, Template
 
 __all__ = [
     "ANSWER_VOCAB", "COLORS", "FAMILIES", "PRESETS", "SHAPES", "SIZES", "SUBQUESTION", "TEMPLATES",
     "Caption", "Domain", "ObjectSpec", "Scene", "SceneObject", "Template",
-    "build_world", "generate_dataset", "get_domain", "load_dataset", "load_scenes", "parse_object_name",
+    "build_world", "generate_dataset", "get_domain", "load_dataset", "load_scenes", "parse_phrase",
     "read_jsonl", "render_array", "render_scene", "sample_scene", "with_domain",
 ]

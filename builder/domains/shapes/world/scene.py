@@ -18,19 +18,21 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-SHAPES = ("circle", "square", "triangle", "star", "hexagon")
+from builder.domains.shapes.vocab import COLORS as COLOR_NAMES
+from builder.domains.shapes.vocab import SHAPES, SIZES
+
 # Base colours are at least 25.8 degrees apart in hue (orange-yellow), so a hue shift below
 # 12.9 degrees (MAX_PALETTE_SHIFT plus per-object jitter) keeps every colour nearest its own name.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "orange": (245, 145, 25),
-    "yellow": (230, 225, 30),
-    "green": (40, 170, 60),
-    "cyan": (30, 190, 200),
-    "blue": (40, 80, 220),
-    "purple": (140, 60, 190),
-}
-SIZES = ("small", "large")
+# Colour name (the vocabulary's order) -> base RGB.
+COLORS: dict[str, tuple[int, int, int]] = dict(zip(COLOR_NAMES, (
+    (220, 40, 40),  # red
+    (245, 145, 25),  # orange
+    (230, 225, 30),  # yellow
+    (40, 170, 60),  # green
+    (30, 190, 200),  # cyan
+    (40, 80, 220),  # blue
+    (140, 60, 190),  # purple
+), strict=True))
 # Object side as a fraction of the image width, before Domain.object_scale.
 SIZE_FRACTION = {"small": 0.12, "large": 0.22}
 # Labels avoid O/0 and I/1 in random codes so OCR answers are unambiguous.

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.world.scene import (
+from builder.domains.shapes.world.scene import (
     COLORS,
     SHAPES,
     SIZE_FRACTION,
@@ -336,7 +336,7 @@ def _pair_ok(a: Mover, b: Mover, size: int, n_frames: int, fc: int | None) -> bo
 def _finish(movers, dom, size, n_frames, fps, fc, rng) -> Clip | None:
     """The clip with its events derived from the paths; None when a crossing or the collision's
     after-motion would be ambiguous."""
-    from builder.world.scene import BACKGROUND_KINDS
+    from builder.domains.shapes.world.scene import BACKGROUND_KINDS
 
     line_x = size // 2
     events: list[dict] = []

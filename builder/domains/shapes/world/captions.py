@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from builder.world.language import Caption
-from builder.world.scene import Scene
-from builder.world.tasks import _CAPTIONS, caption_distractors, spatial_margin, true_caption
+from builder.domains.shapes.world.language import Caption
+from builder.domains.shapes.world.scene import Scene
+from builder.domains.shapes.world.tasks import _CAPTIONS, caption_distractors, spatial_margin, true_caption
 
 CLAUSE_KINDS = ("exists", "relation", "count")
 # Bare phrases (what the captioner writes) are extra training phrasings; never held out.

@@ -1,0 +1,1 @@
+"""Networks of the shapes world's learned engines (VQA, image-text dual encoder) and their save/load."""
