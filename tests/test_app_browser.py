@@ -57,6 +57,45 @@ def test_app_api_without_browser(tmp_path):
         app.close()
 
 
+def test_app_jobs_without_browser(tmp_path):
+    """Steps started as jobs: the run card shows its result; a cancelled run saves nothing; an
+    interrupted job is resumed by its own card after a 'server restart' (a new session)."""
+    from builder.interfaces.app import VisForgeApp, job_records
+
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("exists", "blue circle", n=3, seed=2)
+        app.program.save_version('def execute(image):\n    return image.count("blue circle") > 0\n')
+        job = app.run.start()
+        assert app.jobs.wait(120) is job and job.state == "done", job.error
+        assert "3/3 passed" in app.run.summary.object and len(app.workspace.runs()) == 1
+        app.program.save_version("def execute(image):\n    while True:\n        pass\n")
+        job = app.run.start()
+        deadline = time.time() + 30
+        while job.message == "starting" and time.time() < deadline:
+            time.sleep(0.1)
+        app.jobs.cancel()
+        assert app.jobs.wait(30) is job and job.state == "cancelled"
+        assert len(app.workspace.runs()) == 1 and app.state.message.alert_type == "warning"
+    finally:
+        app.close()
+    # a job recorded as running but not alive in this server is offered for resuming
+    record = {**job.record(), "id": "20000101-000000-generate-abcdef", "step": "generate", "label": "Generate",
+              "params": {"k": 1}, "state": "running"}
+    (tmp_path / "ws" / "jobs" / f"{record['id']}.json").write_text(json.dumps(record))
+    again = VisForgeApp(tmp_path / "ws")
+    try:
+        assert again.jobs.resume_button.visible  # (the last live job of this process is shown beside it)
+        n = len(again.workspace.programs())
+        resumed = again.jobs.resume()
+        assert again.jobs.wait(300) is resumed and resumed.state == "done", resumed.error
+        assert len(again.workspace.programs()) > n and "finished" in again.jobs.job_status.object
+        states = {r["id"]: r["state"] for r in job_records(tmp_path / "ws")}
+        assert states[record["id"]] == "interrupted" and sorted(states.values()).count("done") == 2
+    finally:
+        again.close()
+
+
 @pytest.fixture(scope="session")
 def browser_ready():
     """Install Debian chromium and the playwright package if missing (CI runs as root)."""
