@@ -34,6 +34,9 @@ __all__ = [
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
     "examples_dataset", "shapes_unlabelled", "run_step_in_process",
     "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
+    # lower-layer names the interfaces need (re-exported at the end of builder/workflow.py)
+    "META_FILE", "SHAPES_KINDS", "ValidationError", "validate_program", "load_qa_dataset", "hits_json",
+    "load_planner", "propose_for_task", "examples_from_card", "run_batch",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names

@@ -918,3 +918,19 @@ def add_search_results(ws: Workspace, hits: Sequence[Hit | str | Path], expected
     new = card_from_data(data)
     ws.save_task(new)
     return new
+
+
+# --- Re-exported for the interfaces (builder/api/ after the split) ---------------------------
+# The CLI, the app, the widgets and the demo import only ``builder``'s public names (the
+# import-linter contract "Interfaces use the public API only"); these are the lower-layer
+# names they need. Listed in builder/__init__.py's __all__ too.
+from builder.core.workspace import META_FILE as META_FILE  # noqa: E402, F401, F811
+from builder.domains.shapes.world.cards import KINDS as SHAPES_KINDS  # noqa: E402, F401, F811
+from builder.executor import ValidationError as ValidationError  # noqa: E402, F401, F811
+from builder.executor import validate as validate_program  # noqa: E402, F401, F811
+from builder.methods.finetune import load_qa_dataset as load_qa_dataset  # noqa: E402, F401, F811
+from builder.methods.image_index import hits_json as hits_json  # noqa: E402, F401, F811
+from builder.planner import load_planner as load_planner  # noqa: E402, F401, F811
+from builder.planner import propose_for_task as propose_for_task  # noqa: E402, F401, F811
+from builder.run import examples_from_card as examples_from_card  # noqa: E402, F401, F811
+from builder.run import run_batch as run_batch  # noqa: E402, F401, F811

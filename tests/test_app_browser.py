@@ -27,33 +27,73 @@ def test_app_api_without_browser(tmp_path):
     from builder.interfaces.app import VisForgeApp
 
     app = VisForgeApp(tmp_path / "ws")
-    assert app._guard(lambda: app.generate(1)) is None and "create one" in app.alert.object  # shown, not raised
+    task, program, message = app.task, app.program, app.state.message
+    assert app.state.guard(lambda: program.generate(1)) is None and "create one" in message.object  # shown, not raised
     try:
-        app.create_task("exists", "blue circle", n=3, seed=2)
-        assert "3 examples" in app.task_view.object
-        versions = app.generate(1)
-        assert versions and app.version.value == versions[0].version
-        res = app.run(app.version.value)
-        assert res.n == 3 and "passed" in app.summary.object and "<img" in app.trace.object
-        app.code.value = 'def execute(image):\n    return image.count("blue circle") > 0\n'
-        app.run(app.version.value)  # unsaved edits are saved as a new version first
+        task.create_task("exists", "blue circle", n=3, seed=2)
+        assert "3 examples" in task.task_view.object
+        versions = program.generate(1)
+        assert versions and program.version.value == versions[0].version
+        res = app.run.run(program.version.value)
+        assert res.n == 3 and "passed" in app.run.summary.object and "<img" in app.run.trace.object
+        program.code.value = 'def execute(image):\n    return image.count("blue circle") > 0\n'
+        app.run.run(program.version.value)  # unsaved edits are saved as a new version first
         ws = app.workspace
-        assert ws.programs()[-1].source == app.code.value and ws.programs()[-1].origin == "engineer"
-        app.accept(app.version.value)
+        assert ws.programs()[-1].source == program.code.value and ws.programs()[-1].origin == "engineer"
+        program.accept(program.version.value)
         assert Workspace.open(ws.root).accepted.version == ws.programs()[-1].version
         # a second create never replaces the task; an explicit replace keeps it restorable
-        app.create_task("count", "red objects", n=4)
-        assert len(Workspace.open(ws.root).load_task().examples) == 3 and app.message.alert_type == "warning"
-        app.replace_task("count", "red objects", n=4)
-        assert len(Workspace.open(ws.root).load_task().examples) == 4 and "(stale)" in str(app.version.options)
-        app.restore(app.history.value)
+        task.create_task("count", "red objects", n=4)
+        assert len(Workspace.open(ws.root).load_task().examples) == 3 and message.alert_type == "warning"
+        task.replace_task("count", "red objects", n=4)
+        assert len(Workspace.open(ws.root).load_task().examples) == 4 and "(stale)" in str(program.version.options)
+        task.restore(task.history.value)
         assert len(Workspace.open(ws.root).load_task().examples) == 3
-        assert app._guard(lambda: app.add_examples([("fake.png", b"text")], "q", "yes")) is None
-        assert "fake.png" in app.message.object and app.message.alert_type == "danger"
-        app.delete_example(app.example_pick.value)
+        assert app.state.guard(lambda: task.add_examples([("fake.png", b"text")], "q", "yes")) is None
+        assert "fake.png" in message.object and message.alert_type == "danger"
+        task.delete_example(task.example_pick.value)
         assert len(Workspace.open(ws.root).load_task().examples) == 2
     finally:
         app.close()
+
+
+def test_app_jobs_without_browser(tmp_path):
+    """Steps started as jobs: the run card shows its result; a cancelled run saves nothing; an
+    interrupted job is resumed by its own card after a 'server restart' (a new session)."""
+    from builder.interfaces.app import VisForgeApp, job_records
+
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("exists", "blue circle", n=3, seed=2)
+        app.program.save_version('def execute(image):\n    return image.count("blue circle") > 0\n')
+        job = app.run.start()
+        assert app.jobs.wait(120) is job and job.state == "done", job.error
+        assert "3/3 passed" in app.run.summary.object and len(app.workspace.runs()) == 1
+        app.program.save_version("def execute(image):\n    while True:\n        pass\n")
+        job = app.run.start()
+        deadline = time.time() + 30
+        while job.message == "starting" and time.time() < deadline:
+            time.sleep(0.1)
+        app.jobs.cancel()
+        assert app.jobs.wait(30) is job and job.state == "cancelled"
+        assert len(app.workspace.runs()) == 1 and app.state.message.alert_type == "warning"
+    finally:
+        app.close()
+    # a job recorded as running but not alive in this server is offered for resuming
+    record = {**job.record(), "id": "20000101-000000-generate-abcdef", "step": "generate", "label": "Generate",
+              "params": {"k": 1}, "state": "running"}
+    (tmp_path / "ws" / "jobs" / f"{record['id']}.json").write_text(json.dumps(record))
+    again = VisForgeApp(tmp_path / "ws")
+    try:
+        assert again.jobs.resume_button.visible  # (the last live job of this process is shown beside it)
+        n = len(again.workspace.programs())
+        resumed = again.jobs.resume()
+        assert again.jobs.wait(300) is resumed and resumed.state == "done", resumed.error
+        assert len(again.workspace.programs()) > n and "finished" in again.jobs.job_status.object
+        states = {r["id"]: r["state"] for r in job_records(tmp_path / "ws")}
+        assert states[record["id"]] == "interrupted" and sorted(states.values()).count("done") == 2
+    finally:
+        again.close()
 
 
 @pytest.fixture(scope="session")

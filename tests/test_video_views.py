@@ -99,8 +99,8 @@ def test_video_examples_show_thumbnails_in_widgets_and_app(summary_ws, tmp_path)
 
     app = VisForgeApp(ws.root)
     try:
-        app._refresh_all()
-        view = app.task_view.object
+        app.state.task_changed()
+        view = app.task.task_view.object
         assert view.count("class='vf-thumb vf-video'") == n and "summary" in view
     finally:
         app.close()

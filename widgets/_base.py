@@ -21,7 +21,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets
 
-from builder.core.errors import UserError
+from builder import UserError
 
 # Images embedded in widget HTML are capped so saved notebooks stay small.
 THUMB_SIDE = 96

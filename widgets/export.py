@@ -10,8 +10,8 @@ from typing import Any
 import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
-from builder.core.workspace import Workspace
-from widgets._base import NotAvailable, StepWidget, button
+from builder import Workspace, export_solution
+from widgets._base import StepWidget, button
 
 # Export targets: what ``export_solution`` is asked to produce.
 TARGETS = {
@@ -63,11 +63,7 @@ class ExportWidget(StepWidget):
 
     def export(self, target: str = "package", name: str | None = None, version: str | None = None,
                verify: bool = True, overwrite: bool = False, out_dir: str | Path | None = None):
-        """Export the accepted program; returns ``builder.methods.export.ExportResult``."""
-        try:
-            from builder.methods.export import export_solution
-        except ImportError as e:
-            raise NotAvailable(f"export is not available yet (builder.methods.export: {e})") from None
+        """Export the accepted program; returns ``builder.ExportResult``."""
         if target not in TARGETS:
             raise ValueError(f"unknown export target {target!r}; one of {', '.join(TARGETS)}")
         self.set_progress(0, 1)

@@ -10,8 +10,19 @@ import ipywidgets as w
 import traitlets
 from ipywidgets import CallbackDispatcher
 
-from builder import Runtime, best_version, diff_text, latest_runs, propose_programs, run_examples
-from builder.core.workspace import ProgramVersion, Workspace
+from builder import (
+    ProgramVersion,
+    Runtime,
+    ValidationError,
+    Workspace,
+    add_program,
+    best_version,
+    diff_text,
+    latest_runs,
+    propose_programs,
+    run_examples,
+    validate_program,
+)
 from builder.interfaces.views import diff_html, highlight, results_table_html, trace_html
 from widgets._base import StepWidget, button
 
@@ -120,15 +131,13 @@ class PlanWidget(StepWidget):
         The program is validated first (syntax and the sandbox's AST policy); a refused program
         is not saved and the reason is shown.
         """
-        from builder.executor import ValidationError, validate
-
         source = self.editor.value if source is None else source
         try:
-            validate(source)
+            validate_program(source)
         except ValidationError as e:
             self.set_error(f"program not saved: {e}")
             raise ValueError(f"program not saved: {e}") from None
-        pv = self.ws.add_program(source, origin="engineer", note=note, parent=self.version)
+        pv = add_program(self.ws, source, origin="engineer", note=note, parent=self.version)
         self.refresh()
         self.select(pv.version)
         self.status = f"saved {pv.tag}"

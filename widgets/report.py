@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder import latest_runs
-from builder.core.workspace import Workspace
+from builder import Workspace, latest_runs
 from builder.interfaces.views import highlight, improve_chart_html, results_table_html, trace_html
 
 

@@ -1,6 +1,6 @@
 """Steps 3-5 (Improve the planner, Augment, Fine-tune) as thin shells over the workflow API.
 
-Each shell names the ``builder.workflow`` function it calls. When that function cannot run
+Each shell names the ``builder`` API function it calls. When that function cannot run
 here (a dataset is missing, say) the shell says so plainly and runs nothing: no placeholder
 numbers are ever shown. Otherwise the shell runs it on a background thread and shows what it
 returned.
@@ -10,25 +10,33 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
-from builder import workflow
-from builder.core.workspace import Workspace
+from builder import (
+    FinetuneConfig,
+    Workspace,
+    augment_data,
+    examples_dataset,
+    finetune_engine,
+    improve_planner,
+    load_qa_dataset,
+    shapes_unlabelled,
+)
 from widgets._base import NotAvailable, StepWidget, button
 
 
 class ApiShell(StepWidget):
-    """A step whose work is one workflow API call ``ENTRY`` (a function name in ``builder.workflow``).
+    """A step whose work is one API call: the function ``entry()`` returns (each step names its own).
 
     Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result.
     Callbacks: ``on_done(cb)`` -- ``cb(result)``.
     """
 
-    ENTRY = ""
     WHAT = ""
 
     def __init__(self, workspace: Workspace | str | Path, **kwargs: Any):
@@ -57,9 +65,9 @@ class ApiShell(StepWidget):
         """Register ``callback(result)`` to run after each successful ``run``."""
         self._callbacks.register_callback(callback, remove=remove)
 
-    def entry(self):
-        """The workflow function this step calls."""
-        return getattr(workflow, self.ENTRY)
+    def entry(self) -> Callable[..., Any]:
+        """The API function this step calls (each step overrides it)."""
+        raise NotImplementedError
 
     def available(self) -> str | None:
         """None when the step can run, else the reason it cannot (shown in the widget)."""
@@ -77,7 +85,7 @@ class ApiShell(StepWidget):
                                       f"padding:6px;border-radius:4px'>{html.escape(reason)}</div>")
             self.run_button.disabled = True
         else:
-            self.info.value = what + f"<small>calls <code>builder.{self.ENTRY}</code></small>"
+            self.info.value = what + f"<small>calls <code>builder.{self.entry().__name__}</code></small>"
             self.run_button.disabled = False
 
     def run(self, **params: Any) -> Any:
@@ -97,9 +105,11 @@ class ImproveWidget(ApiShell):
     """Step 3: reinforced self-training of the planner on the workspace's annotated examples."""
 
     title = "3 · Improve the planner"
-    ENTRY = "improve_planner"
     WHAT = ("Reinforced self-training: sample programs for the annotated examples, keep the ones the "
             "examples reward, fine-tune the planner on them, repeat; reports accuracy per round.")
+
+    def entry(self) -> Callable[..., Any]:
+        return improve_planner
 
     def _controls(self) -> list[w.Widget]:
         self.rounds = w.BoundedIntText(description="rounds", value=1, min=1, max=5)
@@ -114,9 +124,11 @@ class AugmentWidget(ApiShell):
     """Step 4: SelTDA pseudo-labels on the customer's unlabeled images, into a workspace dataset."""
 
     title = "4 · Augment the data"
-    ENTRY = "augment_data"
     WHAT = ("SelTDA: a teacher writes question/answer pairs for unlabeled images; filtered pairs become a "
             "synthetic dataset under the workspace's datasets/ for fine-tuning.")
+
+    def entry(self) -> Callable[..., Any]:
+        return augment_data
 
     def _controls(self) -> list[w.Widget]:
         self.images = w.Text(description="images", placeholder="folder of unlabeled images (empty: shapes-world)")
@@ -136,8 +148,8 @@ class AugmentWidget(ApiShell):
 
     def _call(self, fn, unlabelled: str = "", **options: Any) -> Any:
         # The teacher learns from the task's examples; without a folder, shapes-world stand-ins.
-        workflow.examples_dataset(self.ws, "examples")
-        folder = unlabelled or str(workflow.shapes_unlabelled(self.ws))
+        examples_dataset(self.ws, "examples")
+        folder = unlabelled or str(shapes_unlabelled(self.ws))
         return fn(self.ws, labelled="examples", unlabelled=folder, **{"progress": False, **options})
 
 
@@ -145,8 +157,10 @@ class FinetuneWidget(ApiShell):
     """Step 5: fine-tune the VQA engine on a workspace dataset; before/after figures from the API."""
 
     title = "5 · Fine-tune the engines"
-    ENTRY = "finetune_engine"
     WHAT = "Fine-tune the VQA engine on a dataset in the workspace (real and/or synthetic QA); before/after scores."
+
+    def entry(self) -> Callable[..., Any]:
+        return finetune_engine
 
     def _controls(self) -> list[w.Widget]:
         self.dataset = w.Dropdown(description="dataset", options=self.datasets())
@@ -174,7 +188,7 @@ class FinetuneWidget(ApiShell):
         reason = super().available()
         if reason is None and not self.datasets():
             return (f"no QA dataset in {self.ws.dir('datasets')} yet: build one in the Augment step "
-                    "(or save one with builder.methods.finetune.save_qa_dataset)")
+                    "(or save the task's examples as one with builder.examples_dataset)")
         return reason
 
     def params(self) -> dict[str, Any]:
@@ -188,13 +202,11 @@ class FinetuneWidget(ApiShell):
         if not dataset:
             raise NotAvailable(self.available() or "choose a dataset")
         if isinstance(heldout, str):
-            from builder.methods.finetune import load_qa_dataset
-
             heldout = load_qa_dataset(self.ws.dir("datasets", heldout))
         return fn(self.ws, dataset, backend=backend, model=model, run=run,
-                  config=workflow.FinetuneConfig(epochs=epochs), heldout=heldout)
+                  config=FinetuneConfig(epochs=epochs), heldout=heldout)
 
 
 def dataset_from_task(ws: Workspace, name: str = "examples", overwrite: bool = True) -> Path:
     """The task card's examples as a VQA dataset under ``datasets/<name>`` (``builder.examples_dataset``)."""
-    return workflow.examples_dataset(ws, name, overwrite=overwrite)
+    return examples_dataset(ws, name, overwrite=overwrite)

@@ -12,6 +12,13 @@ import traitlets
 from ipywidgets import CallbackDispatcher
 
 from builder import (
+    META_FILE,
+    SHAPES_KINDS,
+    Metric,
+    OutputKind,
+    TaskCard,
+    TaskCardError,
+    Workspace,
     card_from_data,
     format_expected,
     images_in_folder,
@@ -22,9 +29,6 @@ from builder import (
     stage_image,
     validation_messages,
 )
-from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError
-from builder.core.workspace import META_FILE, Workspace
-from builder.domains.shapes.world.cards import KINDS as SHAPES_KINDS
 from builder.interfaces.views import safe_thumbnail
 from widgets._base import THUMB_SIDE, StepWidget, button
 

@@ -1,7 +1,11 @@
 """The ``visforge`` command line: a thin layer over the Python API (each command calls one function).
 
-Errors meant for users (``builder.core.errors.UserError``) print as ``error: ...`` with exit
-code 2; anything else is a bug and shows its traceback.
+A command's arguments and options are the fields of one options object (a frozen dataclass
+beside the command, each field annotated with its ``typer.Argument``/``typer.Option``);
+``@command`` registers the handler, which receives that object and passes it on to the API.
+
+Errors meant for users (``builder.UserError``) print as ``error: ...`` with exit code 2;
+anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -9,20 +13,42 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from builder import workflow
-from builder.core.errors import UserError
-from builder.core.taskcard import load_task_card
-from builder.core.video import load_media
-from builder.core.workspace import Workspace
+from builder import (
+    FinetuneConfig,
+    UserError,
+    Workspace,
+    add_program,
+    augment_data,
+    create_workspace,
+    examples_from_card,
+    export_solution,
+    finetune_engine,
+    generate_world,
+    hits_json,
+    improve_planner,
+    index_images,
+    load_planner,
+    load_task_card,
+    open_workspace,
+    propose_for_task,
+    run_batch,
+    search_captions,
+    search_images,
+    tune_program,
+)
 from builder.domains.shapes.training.config import EmbedTrainConfig, VQATrainConfig
+from builder.interfaces.cli_common import command
+from builder.interfaces.cli_common import echo_json as _echo_json
+from builder.interfaces.cli_common import fail as _fail
+from builder.interfaces.cli_models import planner_app, serve_app
 from builder.interfaces.dataclass_options import config_command
-from builder.planner import load_planner, propose_for_task
-from builder.run import examples_from_card, run_batch
-from builder.tools.trace import Trace, trace_to_html
+from builder.interfaces.views import write_trace_pages
 
 app = typer.Typer(help="VisForge: plan, test, adapt and export computer-vision programs.", no_args_is_help=True)
 world_app = typer.Typer(help="The shapes world: the embedded offline default domain.", no_args_is_help=True)
@@ -33,11 +59,8 @@ app.add_typer(task_app, name="task")
 engines_app = typer.Typer(help="Engines: train the embedded shapes-world engines.", no_args_is_help=True)
 app.add_typer(ws_app, name="workspace")
 app.add_typer(engines_app, name="engines")
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+app.add_typer(planner_app, name="planner")
+app.add_typer(serve_app, name="serve")
 
 
 @world_app.command("generate")
@@ -50,7 +73,7 @@ def world_generate(
     """Generate a shapes-world dataset covering VQA, grounding and image-text matching."""
     t0 = time.perf_counter()
     try:
-        path = workflow.generate_world(out, n=n, seed=seed, domain=domain)
+        path = generate_world(out, n=n, seed=seed, domain=domain)
     except (ValueError, OSError) as e:
         _fail(str(e))
     typer.echo(f"wrote {n} scenes to {path} in {time.perf_counter() - t0:.1f} s")
@@ -97,26 +120,31 @@ def workspace_init(
 ) -> None:
     """Create a workspace for a task card."""
     try:
-        ws = workflow.create_workspace(root, task)
+        ws = create_workspace(root, task)
     except UserError as e:
         _fail(str(e))
     typer.echo(f"created workspace {ws.root} for task {ws.load_task().name}")
 
 
-@ws_app.command("add-program")
-def workspace_add_program(
-    root: Path,
-    program: Path = typer.Argument(..., help="A Python file defining execute(image, ...)."),
-    note: str = typer.Option("", help="A note stored with the version."),
-    accept: bool = typer.Option(False, help="Also mark this version as accepted."),
-) -> None:
+@dataclass(frozen=True)
+class AddProgramOptions:
+    """``visforge workspace add-program``."""
+
+    root: Annotated[Path, typer.Argument()]
+    program: Annotated[Path, typer.Argument(help="A Python file defining execute(image, ...).")]
+    note: Annotated[str, typer.Option(help="A note stored with the version.")] = ""
+    accept: Annotated[bool, typer.Option(help="Also mark this version as accepted.")] = False
+
+
+@command(ws_app, "add-program")
+def workspace_add_program(options: AddProgramOptions) -> None:
     """Save a program file as a new version (append-only)."""
     try:
-        ws = workflow.open_workspace(root)
-        pv = workflow.add_program(ws, program.read_text(encoding="utf-8"), note=note, accept=accept)
+        ws = open_workspace(options.root)
+        pv = add_program(ws, options.program.read_text(encoding="utf-8"), note=options.note, accept=options.accept)
     except (UserError, OSError) as e:
         _fail(str(e))
-    typer.echo(f"saved {pv.tag}{' (accepted)' if accept else ''}")
+    typer.echo(f"saved {pv.tag}{' (accepted)' if options.accept else ''}")
 
 
 @ws_app.command("show")
@@ -129,167 +157,111 @@ def workspace_show(root: Path) -> None:
     typer.echo(json.dumps(ws.summary(), indent=2))
 
 
-@app.command("run")
-def run(
-    program: Path = typer.Argument(..., help="A Python file defining execute(image, ...)."),
-    task: Path = typer.Option(..., help="Task card whose examples to run on."),
-    profile: str = typer.Option("shapes", help="Engine profile: a bundled name (shapes, hf) or a YAML path."),
-    engine: str = typer.Option("local", help="local (threads) or ray (Ray Data actor pool)."),
-    workers: int = typer.Option(2, min=1, help="Parallel workers."),
-    trace_dir: Path | None = typer.Option(None, help="Write one HTML trace per example here."),
-) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """``visforge run``."""
+
+    program: Annotated[Path, typer.Argument(help="A Python file defining execute(image, ...).")]
+    task: Annotated[Path, typer.Option(help="Task card whose examples to run on.")]
+    profile: Annotated[str, typer.Option(help="Engine profile: a bundled name (shapes, hf) or a YAML path.")] = "shapes"
+    engine: Annotated[str, typer.Option(help="local (threads) or ray (Ray Data actor pool).")] = "local"
+    workers: Annotated[int, typer.Option(min=1, help="Parallel workers.")] = 2
+    trace_dir: Annotated[Path | None, typer.Option(help="Write one HTML trace per example here.")] = None
+
+
+@command(app, "run")
+def run(options: RunOptions) -> None:
     """Run a program on a task card's examples in the sandbox and print the score as JSON."""
     try:
-        card = load_task_card(task, check_images=True)
-        source = program.read_text(encoding="utf-8")
+        card = load_task_card(options.task, check_images=True)
+        source = options.program.read_text(encoding="utf-8")
     except (UserError, OSError) as e:
         _fail(str(e))
-    examples = examples_from_card(card, task.parent)
-    res = run_batch(source, examples, card.output, card.metric, profile=profile, engine=engine,
-                    workers=workers, inspect=trace_dir is not None and engine == "local")
-    if trace_dir is not None:
-        trace_dir.mkdir(parents=True, exist_ok=True)
-        for ex, r in zip(examples, res.results, strict=True):
-            if r.trace is not None:
-                images = [load_media(p) for p in ex.images]
-                page = trace_to_html(Trace.from_dict(r.trace), images, title=f"{program.name} on {ex.id}",
-                                     output=card.output)
-                (trace_dir / f"{ex.id}.html").write_text(page, encoding="utf-8")
+    examples = examples_from_card(card, options.task.parent)
+    res = run_batch(source, examples, card.output, card.metric, profile=options.profile, engine=options.engine,
+                    workers=options.workers, inspect=options.trace_dir is not None and options.engine == "local")
+    if options.trace_dir is not None:
+        write_trace_pages(options.trace_dir, [(ex.id, ex.images, r.trace) for ex, r in
+                                              zip(examples, res.results, strict=True)],
+                          card.output, title_prefix=f"{options.program.name} on ")
     out = {k: v for k, v in res.to_dict().items() if k != "results"}
     out["failures"] = [{"id": r.id, "expected": r.expected, "value": r.value, "error": r.error}
                        for r in res.results if not r.correct][:20]
     typer.echo(json.dumps(out, indent=2, default=str))
 
 
-@app.command("plan")
-def plan(
-    task: Path = typer.Option(..., help="Task card to plan for."),
-    k: int = typer.Option(4, min=1, help="Candidates to sample."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
-    planner: Path | None = typer.Option(None, help="A planner folder (default: the embedded planner)."),
-    workspace: Path | None = typer.Option(None, help="Save each candidate as a program version here."),
-) -> None:
+@dataclass(frozen=True)
+class PlanOptions:
+    """``visforge plan``."""
+
+    task: Annotated[Path, typer.Option(help="Task card to plan for.")]
+    k: Annotated[int, typer.Option(min=1, help="Candidates to sample.")] = 4
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0
+    planner: Annotated[Path | None, typer.Option(help="A planner folder (default: the embedded planner).")] = None
+    workspace: Annotated[Path | None, typer.Option(help="Save each candidate as a program version here.")] = None
+
+
+@command(app, "plan")
+def plan(options: PlanOptions) -> None:
     """Propose candidate programs for a task card (printed, and saved to a workspace if given)."""
     try:
-        card = load_task_card(task)
-        ws = Workspace.open(workspace) if workspace else None
-        model = load_planner(planner) if planner else None
+        card = load_task_card(options.task)
+        ws = Workspace.open(options.workspace) if options.workspace else None
+        model = load_planner(options.planner) if options.planner else None
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
-    for i, src in enumerate(propose_for_task(card, planner=model, k=k, temperature=temperature)):
+    for i, src in enumerate(propose_for_task(card, planner=model, k=options.k, temperature=options.temperature)):
         tag = ws.add_program(src, origin="planner").tag if ws else f"candidate {i + 1}"
         typer.echo(f"# {tag}\n{src}")
 
 
-@app.command("export")
-def export(
-    root: Path = typer.Argument(..., help="Workspace with an accepted program."),
-    out: Path | None = typer.Option(None, help="Project folder (default: <ws>/exports/<name>-<version>)."),
-    name: str | None = typer.Option(None, help="Package name (default: the task's name)."),
-    profile: str | None = typer.Option(None, help="Engine profile (default: shapes)."),
-    version: str | None = typer.Option(None, help="Package version."),
-    overwrite: bool = typer.Option(False, help="Replace an existing export folder."),
-) -> None:
+@dataclass(frozen=True)
+class ExportOptions:
+    """``visforge export``."""
+
+    root: Annotated[Path, typer.Argument(help="Workspace with an accepted program.")]
+    out: Annotated[Path | None, typer.Option(help="Project folder (default: <ws>/exports/<name>-<version>).")] = None
+    name: Annotated[str | None, typer.Option(help="Package name (default: the task's name).")] = None
+    profile: Annotated[str | None, typer.Option(help="Engine profile (default: shapes).")] = None
+    version: Annotated[str | None, typer.Option(help="Package version.")] = None
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False
+
+
+@command(app, "export")
+def export(options: ExportOptions) -> None:
     """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests)."""
     try:
-        result = workflow.export_solution(root, out, name, profile, version, overwrite=overwrite)
+        result = export_solution(options.root, options.out, options.name, options.profile, options.version,
+                                 overwrite=options.overwrite)
     except UserError as e:
         _fail(str(e))
     typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
-@app.command("app")
-def app_command(
-    workspace: Path = typer.Option(Path("visforge-ws"), help="Workspace folder (created on first task)."),
-    port: int = typer.Option(5006),
-    address: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    show: bool = typer.Option(False, help="Open a browser tab."),
-) -> None:
+@dataclass(frozen=True)
+class AppOptions:
+    """``visforge app``."""
+
+    workspace: Annotated[Path, typer.Option(help="Workspace folder (created on first task).")] = Path("visforge-ws")
+    port: Annotated[int, typer.Option()] = 5006
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1"
+    show: Annotated[bool, typer.Option(help="Open a browser tab.")] = False
+
+
+@command(app, "app")
+def app_command(options: AppOptions) -> None:
     """Start the Panel app (describe a task, generate and run programs, accept) for workshops."""
     # Panel is the optional "notebook" extra and slow to import: only this command needs it.
     from builder.interfaces.app import serve_app
 
-    serve_app(port, str(workspace), show=show, address=address)
-
-
-planner_app = typer.Typer(help="The embedded default planner.", no_args_is_help=True)
-app.add_typer(planner_app, name="planner")
-
-
-@planner_app.command("train")
-def planner_train(
-    out: Path = typer.Option(..., help="Folder for the planner head (the shipped one: builder/planner/parser_weights)."),
-    examples: int = typer.Option(12000, min=20, help="Training phrasings to generate."),
-    steps: int = typer.Option(1200, min=1, help="Optimiser steps."),
-    batch_size: int = typer.Option(64, min=2),
-    lr: float = typer.Option(1e-3, min=0.0),
-    seed: int = typer.Option(0),
-    progress: bool = typer.Option(True),
-) -> None:
-    """Train the default planner (a parser head on the pretrained MiniLM) from generated phrasings."""
-    # torch/transformers are the optional "ml" extra: only this command needs them.
-    from builder.planner.semantic import train_default_planner
-
-    info = train_default_planner(out, n_examples=examples, steps=steps, batch_size=min(batch_size, examples),
-                                 lr=lr, seed=seed, progress=progress)
-    typer.echo(json.dumps({k: v for k, v in info.items() if k != "losses"}, indent=1))
-
-
-@planner_app.command("train-causal")
-def planner_train_causal(
-    out: Path = typer.Option(..., help="Folder for the model (the shipped baseline: builder/planner/causal_weights)."),
-    pairs: int = typer.Option(200, min=1), steps: int = typer.Option(400, min=1),
-    batch_size: int = typer.Option(32, min=1), lr: float = typer.Option(3e-3),
-    seed: int = typer.Option(0), vocab_size: int = typer.Option(1024, min=64),
-    prompt_noise: float = typer.Option(0.2, min=0.0, max=1.0),
-    hidden_size: int = typer.Option(128, min=16), layers: int = typer.Option(4, min=1),
-    progress: bool = typer.Option(True),
-) -> None:
-    """Train the previous default planner (a small causal LM on seed programs; the benchmark baseline)."""
-    from builder.planner.causal import MODEL_CONFIG, train_causal_planner
-
-    overrides = {}
-    if hidden_size != MODEL_CONFIG["hidden_size"]:
-        overrides.update(hidden_size=hidden_size, intermediate_size=3 * hidden_size)
-    if layers != MODEL_CONFIG["num_hidden_layers"]:
-        overrides["num_hidden_layers"] = layers
-    info = train_causal_planner(out, pairs, steps, batch_size, lr, seed, vocab_size, prompt_noise, progress=progress,
-                         **overrides)
-    typer.echo(json.dumps(info, indent=1))
-
-
-serve_app = typer.Typer(help="Servers.", no_args_is_help=True)
-app.add_typer(serve_app, name="serve")
-
-
-@serve_app.command("planner")
-def serve_planner(
-    model: Path | None = typer.Option(None, help="Causal-LM planner folder (default: builder/planner/causal_weights)."),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
-    name: str = typer.Option("visforge-planner", help="The model name clients ask for."),
-    workers: int = typer.Option(1, help="Generation threads."),
-    max_queue: int = typer.Option(8, help="Requests that may wait for a worker before the server answers 503."),
-    max_prompt_chars: int | None = typer.Option(None, help="Prompt character cap (default: from the model's context)."),
-) -> None:
-    """Serve a causal-LM planner behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
-    # fastapi/uvicorn are the optional "serve" extra: only this command needs them.
-    from builder.planner.server import ServerLimits, serve
-
-    serve(model, host=host, port=port, model_name=name,
-          limits=ServerLimits(max_prompt_chars=max_prompt_chars, workers=workers, max_queue=max_queue))
+    serve_app(options.port, str(options.workspace), show=options.show, address=options.address)
 
 
 def _open(root: Path) -> Workspace:
     try:
-        return workflow.open_workspace(root)
+        return open_workspace(root)
     except UserError as e:
         _fail(str(e))
-
-
-def _echo_json(data) -> None:
-    data = data.to_dict() if hasattr(data, "to_dict") else data
-    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def _torch_threads(threads: int | None) -> None:
@@ -300,78 +272,98 @@ def _torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-@app.command("improve")
-def improve(
-    root: Path = typer.Argument(..., help="Workspace whose annotated examples train the planner."),
-    rounds: int = typer.Option(1, min=1, help="Self-training rounds."),
-    k: int = typer.Option(8, min=1, help="Readings tried per query."),
-    steps: int = typer.Option(100, min=1, help="Planner fine-tuning steps per round."),
-    eval_fraction: float = typer.Option(0.5, min=0.0, max=0.9, help="Share of each query's examples kept for evaluation."),
-    progress: bool = typer.Option(True, help="Print progress."),
-) -> None:
+@dataclass(frozen=True)
+class ImproveOptions:
+    """``visforge improve``."""
+
+    root: Annotated[Path, typer.Argument(help="Workspace whose annotated examples train the planner.")]
+    rounds: Annotated[int, typer.Option(min=1, help="Self-training rounds.")] = 1
+    k: Annotated[int, typer.Option(min=1, help="Readings tried per query.")] = 8
+    steps: Annotated[int, typer.Option(min=1, help="Planner fine-tuning steps per round.")] = 100
+    eval_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of each query's examples kept for evaluation.")] = 0.5
+    progress: Annotated[bool, typer.Option(help="Print progress.")] = True
+
+
+@command(app, "improve")
+def improve(options: ImproveOptions) -> None:
     """Reinforced self-training of the planner on the workspace's examples (saved to checkpoints/planner)."""
-    ws = _open(root)
+    ws = _open(options.root)
     try:
-        report = workflow.improve_planner(ws, rounds=rounds, k=k, steps=steps, eval_fraction=eval_fraction,
-                                          progress=progress)
+        report = improve_planner(ws, rounds=options.rounds, k=options.k, steps=options.steps,
+                                 eval_fraction=options.eval_fraction, progress=options.progress)
     except UserError as e:
         _fail(str(e))
     _echo_json(report)
 
 
-@app.command("augment")
-def augment(
-    root: Path = typer.Argument(..., help="Workspace."),
-    unlabelled: str = typer.Option("unlabelled", help="Folder of unlabeled images (or a dataset name)."),
-    labelled: str = typer.Option("examples", help="QA dataset under datasets/ that trains the teacher."),
-    name: str = typer.Option("seltda", help="Name of the dataset written under datasets/."),
-    ratio: float = typer.Option(1.0, help="Synthetic : real ratio of the student set."),
-    n_per_image: int = typer.Option(2, min=1, help="Pseudo-labels sampled per image."),
-    seed: int = typer.Option(0),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-) -> None:
+@dataclass(frozen=True)
+class AugmentOptions:
+    """``visforge augment``."""
+
+    root: Annotated[Path, typer.Argument(help="Workspace.")]
+    unlabelled: Annotated[str, typer.Option(help="Folder of unlabeled images (or a dataset name).")] = "unlabelled"
+    labelled: Annotated[str, typer.Option(help="QA dataset under datasets/ that trains the teacher.")] = "examples"
+    name: Annotated[str, typer.Option(help="Name of the dataset written under datasets/.")] = "seltda"
+    ratio: Annotated[float, typer.Option(help="Synthetic : real ratio of the student set.")] = 1.0
+    n_per_image: Annotated[int, typer.Option(min=1, help="Pseudo-labels sampled per image.")] = 2
+    seed: Annotated[int, typer.Option()] = 0
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True
+
+
+@command(app, "augment")
+def augment(options: AugmentOptions) -> None:
     """SelTDA: pseudo-label unlabeled images and save real + synthetic QA as a workspace dataset."""
-    ws = _open(root)
+    ws = _open(options.root)
+    o = options
     try:
-        report = workflow.augment_data(ws, labelled=labelled, unlabelled=unlabelled, name=name, ratio=ratio,
-                                       n_per_image=n_per_image, seed=seed, progress=progress)
+        report = augment_data(ws, labelled=o.labelled, unlabelled=o.unlabelled, name=o.name, ratio=o.ratio,
+                              n_per_image=o.n_per_image, seed=o.seed, progress=o.progress)
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
     _echo_json(report)
 
 
-@app.command("finetune")
-def finetune(
-    root: Path = typer.Argument(..., help="Workspace."),
-    dataset: list[str] = typer.Option(..., help="Dataset folder name(s) under datasets/ (repeat for several)."),
-    run: str = typer.Option(..., help="Run name under checkpoints/."),
-    backend: str = typer.Option("shapes", help="shapes (the embedded engine) or hf (a BLIP model)."),
-    model: str | None = typer.Option(None, help="Weights folder or model id (hf: required)."),
-    epochs: int = typer.Option(3, min=1),
-    batch_size: int = typer.Option(16, min=1),
-    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after a short warmup)."),
-    weight_decay: float = typer.Option(0.0),
-    grad_clip: float = typer.Option(1.0),
-    val_fraction: float = typer.Option(0.2),
-    replay_fraction: float = typer.Option(0.5, help="Share of every batch from the original task's data."),
-    patience: int = typer.Option(2, help="Stop after this many epochs without a better validation (0: never)."),
-    seed: int = typer.Option(0),
-    eval_batch_size: int = typer.Option(64, min=1),
-    throttle_s: float = typer.Option(0.0, help="Sleep after each step (to demonstrate interruption)."),
-    resume: bool = typer.Option(True, help="Continue from the run's newest checkpoint."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: VISFORGE_TORCH_THREADS)."),
-) -> None:
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """``visforge finetune``: the run's options; the training ones become a ``FinetuneConfig``."""
+
+    root: Annotated[Path, typer.Argument(help="Workspace.")]
+    dataset: Annotated[list[str], typer.Option(help="Dataset folder name(s) under datasets/ (repeat for several).")]
+    run: Annotated[str, typer.Option(help="Run name under checkpoints/.")]
+    backend: Annotated[str, typer.Option(help="shapes (the embedded engine) or hf (a BLIP model).")] = "shapes"
+    model: Annotated[str | None, typer.Option(help="Weights folder or model id (hf: required).")] = None
+    epochs: Annotated[int, typer.Option(min=1)] = 3
+    batch_size: Annotated[int, typer.Option(min=1)] = 16
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay after a short warmup).")] = 3e-4
+    weight_decay: Annotated[float, typer.Option()] = 0.0
+    grad_clip: Annotated[float, typer.Option()] = 1.0
+    val_fraction: Annotated[float, typer.Option()] = 0.2
+    replay_fraction: Annotated[float, typer.Option(help="Share of every batch from the original task's data.")] = 0.5
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation (0: never).")] = 2
+    seed: Annotated[int, typer.Option()] = 0
+    eval_batch_size: Annotated[int, typer.Option(min=1)] = 64
+    throttle_s: Annotated[float, typer.Option(help="Sleep after each step (to demonstrate interruption).")] = 0.0
+    resume: Annotated[bool, typer.Option(help="Continue from the run's newest checkpoint.")] = True
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: VISFORGE_TORCH_THREADS).")] = None
+
+    def config(self) -> FinetuneConfig:
+        """The training options as the API's ``FinetuneConfig``."""
+        return FinetuneConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                              weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                              val_fraction=self.val_fraction, seed=self.seed, eval_batch_size=self.eval_batch_size,
+                              throttle_s=self.throttle_s, replay_fraction=self.replay_fraction,
+                              patience=self.patience)
+
+
+@command(app, "finetune")
+def finetune(options: FinetuneOptions) -> None:
     """Fine-tune the VQA engine on workspace dataset(s); resumable; prints before/after figures."""
-    _torch_threads(threads)
-    ws = _open(root)
-    config = workflow.FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                     grad_clip=grad_clip, val_fraction=val_fraction, seed=seed,
-                                     eval_batch_size=eval_batch_size, throttle_s=throttle_s,
-                                     replay_fraction=replay_fraction, patience=patience)
+    _torch_threads(options.threads)
+    ws = _open(options.root)
     try:
-        res = workflow.finetune_engine(ws, dataset, backend=backend, model=model, run=run, config=config,
-                                       resume=resume, progress=progress)
+        res = finetune_engine(ws, options.dataset, backend=options.backend, model=options.model, run=options.run,
+                              config=options.config(), resume=options.resume, progress=options.progress)
     except UserError as e:
         _fail(str(e))
     # One line of JSON: scripts read the last line of output.
@@ -379,17 +371,22 @@ def finetune(
                            "resumed_from": res.resumed_from}, default=str))
 
 
-@app.command("tune")
-def tune(
-    root: Path = typer.Argument(..., help="Workspace with an accepted program."),
-    version: int | None = typer.Option(None, help="Program version to tune (default: the accepted one)."),
-    n_trials: int = typer.Option(30, min=1, help="Optuna trials."),
-    seed: int = typer.Option(0),
-) -> None:
+@dataclass(frozen=True)
+class TuneOptions:
+    """``visforge tune``."""
+
+    root: Annotated[Path, typer.Argument(help="Workspace with an accepted program.")]
+    version: Annotated[int | None, typer.Option(help="Program version to tune (default: the accepted one).")] = None
+    n_trials: Annotated[int, typer.Option(min=1, help="Optuna trials.")] = 30
+    seed: Annotated[int, typer.Option()] = 0
+
+
+@command(app, "tune")
+def tune(options: TuneOptions) -> None:
     """Tune the program's numeric constants on the examples; saves the tuned program as a new version."""
-    ws = _open(root)
+    ws = _open(options.root)
     try:
-        res = workflow.tune_program(ws, version=version, n_trials=n_trials, seed=seed)
+        res = tune_program(ws, version=options.version, n_trials=options.n_trials, seed=options.seed)
     except UserError as e:
         _fail(str(e))
     _echo_json(res)
@@ -428,26 +425,32 @@ engines_app.command("train-vqa")(config_command(VQATrainConfig, _train_vqa))
 engines_app.command("train-embed")(config_command(EmbedTrainConfig, _train_embed))
 
 
-@app.command("index")
-def index_cmd(
-    source: list[Path] = typer.Argument(..., help="Folders (searched recursively) or image files to index."),
-    workspace: Path = typer.Option(..., help="The workspace that keeps the index."),
-    name: str = typer.Option("default", help="Index name (several indexes can live in one workspace)."),
-    profile: str = typer.Option("shapes", help="Engine profile whose embedder embeds the images."),
-    runner: str = typer.Option("local", help="local (in this process) or ray (Ray Data actor pool)."),
-    workers: int = typer.Option(2, min=1, help="Ray actors."),
-    rebuild: bool = typer.Option(False, help="Start the index afresh instead of adding new images."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
+@dataclass(frozen=True)
+class IndexOptions:
+    """``visforge index``."""
+
+    source: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or image files to index.")]
+    workspace: Annotated[Path, typer.Option(help="The workspace that keeps the index.")]
+    name: Annotated[str, typer.Option(help="Index name (several indexes can live in one workspace).")] = "default"
+    profile: Annotated[str, typer.Option(help="Engine profile whose embedder embeds the images.")] = "shapes"
+    runner: Annotated[str, typer.Option(help="local (in this process) or ray (Ray Data actor pool).")] = "local"
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors.")] = 2
+    rebuild: Annotated[bool, typer.Option(help="Start the index afresh instead of adding new images.")] = False
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False
+
+
+@command(app, "index")
+def index_cmd(options: IndexOptions) -> None:
     """Index a collection of images for search (incremental: only new images are embedded)."""
+    o = options
     try:
-        ws = workflow.open_workspace(workspace)
-        res = workflow.index_images(ws, source, name=name, profile=profile, runner=runner, workers=workers,
-                                    progress=progress, rebuild=rebuild)
+        ws = open_workspace(o.workspace)
+        res = index_images(ws, o.source, name=o.name, profile=o.profile, runner=o.runner, workers=o.workers,
+                           progress=o.progress, rebuild=o.rebuild)
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
-    if as_json:
+    if o.as_json:
         typer.echo(json.dumps({**res.__dict__, "corrupt_count": len(res.corrupt)}))
         return
     typer.echo(res.summary())
@@ -457,38 +460,41 @@ def index_cmd(
         typer.echo(f"  ... and {len(res.corrupt) - 20} more")
 
 
-@app.command("search")
-def search_cmd(
-    query: str = typer.Argument("", help="Text to find images for (text->image)."),
-    workspace: Path | None = typer.Option(None, help="The workspace with the index (text->image)."),
-    k: int = typer.Option(10, min=1, help="How many results."),
-    name: str = typer.Option("default", help="Index name."),
-    profile: str = typer.Option("shapes", help="Engine profile (embedder, and matcher for --verify)."),
-    verify: bool = typer.Option(True, help="Hybrid: re-rank an embedding shortlist with the matcher."),
-    shortlist: int = typer.Option(100, min=1, help="Embedding candidates the matcher re-ranks."),
-    image: Path | None = typer.Option(None, help="Image->text: rank the texts of --texts for this image."),
-    texts: Path | None = typer.Option(None, help="Candidate texts, one per line (with --image)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
-) -> None:
+@dataclass(frozen=True)
+class SearchOptions:
+    """``visforge search``."""
+
+    query: Annotated[str, typer.Argument(help="Text to find images for (text->image).")] = ""
+    workspace: Annotated[Path | None, typer.Option(help="The workspace with the index (text->image).")] = None
+    k: Annotated[int, typer.Option(min=1, help="How many results.")] = 10
+    name: Annotated[str, typer.Option(help="Index name.")] = "default"
+    profile: Annotated[str, typer.Option(help="Engine profile (embedder, and matcher for --verify).")] = "shapes"
+    verify: Annotated[bool, typer.Option(help="Hybrid: re-rank an embedding shortlist with the matcher.")] = True
+    shortlist: Annotated[int, typer.Option(min=1, help="Embedding candidates the matcher re-ranks.")] = 100
+    image: Annotated[Path | None, typer.Option(help="Image->text: rank the texts of --texts for this image.")] = None
+    texts: Annotated[Path | None, typer.Option(help="Candidate texts, one per line (with --image).")] = None
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False
+
+
+@command(app, "search")
+def search_cmd(options: SearchOptions) -> None:
     """Search: `visforge search "a red circle left of a blue square" --workspace ws/` or
     `visforge search --image img.png --texts captions.txt`."""
-    from builder.methods.image_index import hits_json
-
+    o = options
     try:
-        if image is not None:
-            if texts is None:
+        if o.image is not None:
+            if o.texts is None:
                 _fail("--image needs --texts FILE (candidate texts, one per line)")
-            lines = [t.strip() for t in texts.read_text(encoding="utf-8").splitlines() if t.strip()]
-            hits = workflow.search_captions(image, lines, k=k, profile=profile, verify=verify, shortlist=shortlist)
+            lines = [t.strip() for t in o.texts.read_text(encoding="utf-8").splitlines() if t.strip()]
+            hits = search_captions(o.image, lines, k=o.k, profile=o.profile, verify=o.verify, shortlist=o.shortlist)
         else:
-            if workspace is None or not query.strip():
+            if o.workspace is None or not o.query.strip():
                 _fail("text->image search needs a QUERY and --workspace (or use --image)")
-            ws = workflow.open_workspace(workspace)
-            hits = workflow.search_images(ws, query, k=k, name=name, profile=profile, verify=verify,
-                                          shortlist=shortlist)
+            hits = search_images(open_workspace(o.workspace), o.query, k=o.k, name=o.name, profile=o.profile,
+                                 verify=o.verify, shortlist=o.shortlist)
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
-    if as_json:
+    if o.as_json:
         typer.echo(json.dumps(hits_json(hits)))
         return
     for h in hits:

@@ -18,11 +18,10 @@ from pygments import highlight as _hl
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from builder import OutputKind, Workspace, diff_text
 from builder.core.images import load_pil_image
 from builder.core.video import is_video_path, load_media
-from builder.core.workspace import Workspace
 from builder.tools.trace import Trace, trace_to_html
-from builder.workflow import diff_text
 
 
 def video_thumbnail(path: str | Path, side: int = 96):
@@ -109,17 +108,33 @@ def _clip(text: str, n: int = 80) -> str:
 
 def trace_html(ws: Workspace, result: dict[str, Any] | Any, title: str | None = None) -> str:
     """The step-by-step trace of one example result (images with boxes drawn), as HTML."""
-    from builder.run.local import examples_from_card
-
     d = result if isinstance(result, dict) else result.__dict__
     if not d.get("trace"):
         return "<i>no trace recorded for this example</i>"
     card = ws.load_task()
-    by_id = {ex.id: ex for ex in examples_from_card(card, ws.root)}
+    # Example ids as the runner names them (an example without an id is "ex<i>").
+    by_id = {ex.id or f"ex{i}": ex for i, ex in enumerate(card.examples)}
     ex = by_id.get(d.get("id"))
-    images = [load_media(p) for p in ex.images] if ex is not None else []
+    images = [load_media(ws.resolve_image(p)) for p in ex.images] if ex is not None else []
     return trace_to_html(Trace.from_dict(d["trace"]), images, title=title or f"Trace of {d.get('id')}",
                          output=card.output)
+
+
+def write_trace_pages(folder: str | Path, results: list[tuple[str, list[str], dict[str, Any] | None]],
+                      output: OutputKind, title_prefix: str = "") -> list[Path]:
+    """One HTML page per example trace, ``<folder>/<id>.html``: ``results`` holds (example id,
+    its image paths, its recorded trace or None). Returns the pages written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = []
+    for example_id, image_paths, trace in results:
+        if trace is None:
+            continue
+        images = [load_media(p) for p in image_paths]
+        page = trace_to_html(Trace.from_dict(trace), images, title=f"{title_prefix}{example_id}", output=output)
+        pages.append(folder / f"{example_id}.html")
+        pages[-1].write_text(page, encoding="utf-8")
+    return pages
 
 
 def highlight(source: str) -> str:

@@ -315,4 +315,5 @@ def search_image(image: np.ndarray, texts: list[str], embedder, k: int = 10, ver
 
 
 def hits_json(hits: list[Hit]) -> list[dict]:
+    """The hits as plain dicts (for JSON output)."""
     return [asdict(h) for h in hits]

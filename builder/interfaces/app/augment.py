@@ -1,0 +1,72 @@
+"""Card 5, Augment: SelTDA pseudo-labels on unlabeled images, saved as a workspace dataset."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+
+from builder import augment_data, examples_dataset, run_step_in_process, shapes_unlabelled
+from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.state import AppState
+from builder.interfaces.views import bars_svg, safe_thumbnail
+
+
+class AugmentPanel(StepCard):
+    """The Augment card (a job in a child process that Cancel kills); ``on_dataset(name)`` hears
+    the name of each dataset it writes (the Fine-tune card offers it)."""
+
+    step, label = "augment", "Augment"
+
+    def __init__(self, state: AppState, on_dataset: Callable[[str], None]):
+        super().__init__(state)
+        self.on_dataset = on_dataset
+        W = pn.widgets  # noqa: N806
+        self.n_unlabelled = W.IntInput(label="Unlabeled images", value=8, start=1, end=500, width=130)
+        self.qgen_steps = W.IntInput(label="Teacher steps", value=60, start=5, end=5000, width=110)
+        self.augment_button = W.Button(label="Augment the data", color="primary")
+        self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.augment_button.on_click(state.action(self.start))
+        state.buttons.append(self.augment_button)
+
+    def params(self) -> dict[str, Any]:
+        return {"n_unlabelled": self.n_unlabelled.value, "qgen_steps": self.qgen_steps.value}
+
+    def augment(self, n_unlabelled: int = 8, qgen_steps: int = 60) -> dict:
+        """SelTDA on shapes-world unlabeled images (the Augment step); shows sample pseudo-labels."""
+        out = self.compute(None, n_unlabelled, qgen_steps)
+        self.show(out)
+        return out
+
+    def compute(self, job: Job | None, n_unlabelled: int = 8, qgen_steps: int = 60) -> dict:
+        ws = self.state.workspace
+        examples_dataset(ws, "examples")
+        folder = shapes_unlabelled(ws, n=int(n_unlabelled))
+        kwargs = {"labelled": "examples", "unlabelled": str(folder), "qgen_steps": int(qgen_steps)}
+        if job is None:
+            return augment_data(ws, progress=False, **kwargs)
+        return run_step_in_process("augment_data", ws, on_progress=job.progress, should_stop=job.stop.is_set,
+                                   **kwargs)
+
+    def show(self, out: dict) -> None:
+        folder = self.state.workspace.root / "datasets" / "unlabelled"
+        cells = "".join(
+            f"<figure>{safe_thumbnail(folder / ex['image'], 72)}<figcaption>{html.escape(ex['question'])} → "
+            f"<b>{html.escape(str(ex['answer']))}</b></figcaption></figure>" for ex in out.get("examples", [])[:8])
+        filt = out.get("filter", {})
+        real, synthetic = out.get("real", 0), out.get("synthetic", 0)
+        self.augment_view.object = (
+            bars_svg([("real", real), ("synthetic", synthetic)], "dataset (question/answer pairs)",
+                     maximum=max(1, real, synthetic), fmt="{:.0f}") +
+            f"<div><small>{out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
+            f"{filt.get('total', '?')} pseudo-labels</small></div><div class='vf-thumbs'>{cells}</div>")
+        self.on_dataset(Path(str(out.get("dataset", "seltda"))).name)
+        self.state.say("Augment finished: fine-tune on the new dataset in step 6.")
+
+    def layout(self, **card: Any) -> pn.Card:
+        """The card's layout."""
+        return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.augment_view,
+                       title="5 · Augment the data", css_classes=["vf-card"], **card)

@@ -1,0 +1,71 @@
+"""Card 4, Improve: self-train the planner on the examples; before/after accuracy."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import panel as pn
+
+from builder import improve_planner
+from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.state import AppState
+from builder.interfaces.views import bars_svg
+
+
+class ImprovePanel(StepCard):
+    """The Improve card (a job; Cancel stops it between steps)."""
+
+    step, label = "improve", "Improve"
+
+    def __init__(self, state: AppState):
+        super().__init__(state)
+        W = pn.widgets  # noqa: N806
+        self.rounds = W.IntInput(label="Rounds", value=1, start=1, end=5, width=80)
+        self.improve_k = W.IntInput(label="Readings per query", value=4, start=1, end=16, width=130)
+        self.improve_steps = W.IntInput(label="Steps", value=30, start=1, end=1000, width=90)
+        self.improve_button = W.Button(label="Improve the planner", color="primary")
+        self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.improve_button.on_click(state.action(self.start))
+        state.buttons.append(self.improve_button)
+
+    def params(self) -> dict[str, Any]:
+        return {"rounds": self.rounds.value, "k": self.improve_k.value, "steps": self.improve_steps.value}
+
+    def improve(self, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict:
+        """Self-train the planner on the examples (the Improve step); shows before/after."""
+        report = self.compute(None, rounds, k, steps, **options)
+        self.show(report)
+        return report
+
+    def compute(self, job: Job | None, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict:
+        return improve_planner(self.state.workspace, rounds=int(rounds), k=int(k), steps=int(steps),
+                               eval_fraction=0.5, progress=job.progress if job is not None else False,
+                               should_stop=job.stop.is_set if job is not None else None,
+                               runtime=self.state.runtime, **options)
+
+    def show(self, report: dict) -> None:
+        self._show_report(report)
+        self.state.say("Improve finished: the adapted planner is used by Generate from now on.")
+
+    def _show_report(self, report: dict) -> None:
+        bars = [("before", (report.get("before") or {}).get("accuracy"))]
+        bars += [(f"round {r.get('round', i + 1)}", (r.get("eval") or {}).get("accuracy"))
+                 for i, r in enumerate(report.get("rounds", []))]
+        kept = sum(r.get("kept_total", 0) or 0 for r in report.get("rounds", []))
+        self.improve_view.object = (
+            bars_svg(bars, f"planner accuracy on {report.get('eval_examples', '?')} held-out examples") +
+            f"<div><small>{kept} kept reading(s); adapted planner saved to "
+            f"<code>{html.escape(str(report.get('planner', '')))}</code>; later proposals use it.</small></div>")
+
+    def load_saved(self) -> None:
+        """Show the workspace's last Improve report (after a reload)."""
+        report = self.state.workspace.root / "checkpoints" / "planner_report.json"
+        if report.is_file():
+            self._show_report(json.loads(report.read_text()))
+
+    def layout(self, **card: Any) -> pn.Card:
+        """The card's layout."""
+        return pn.Card(pn.Row(self.rounds, self.improve_k, self.improve_steps), self.improve_button,
+                       self.improve_view, title="4 · Improve the planner", css_classes=["vf-card"], **card)

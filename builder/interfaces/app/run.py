@@ -1,0 +1,119 @@
+"""Card 3, Run: run the selected version on every example; results, scores and traces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+
+from builder import BatchResult, latest_runs, run_examples, run_is_stale
+from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.program import ProgramPanel
+from builder.interfaces.app.state import AppState
+from builder.interfaces.views import results_table_html, trace_html
+
+
+class RunPanel(StepCard):
+    """The run card (a job; Cancel kills the sandboxed programs). It shows the last run of the
+    version the program card selects."""
+
+    step, label = "run", "Run"
+
+    def __init__(self, state: AppState, program: ProgramPanel):
+        super().__init__(state)
+        self.program = program
+        self.last_result: BatchResult | None = None
+        self.run_button = pn.widgets.Button(label="Run on examples", color="primary")
+        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        self.trace_example = pn.widgets.Select(label="Trace of example", options=[], width=200)
+        self.trace = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        self.run_button.on_click(state.action(self.start))
+        self.trace_example.param.watch(lambda e: e.new and state.guard(lambda: self.show_trace(e.new)), "value")
+        state.buttons.append(self.run_button)
+        program.select_listeners.append(self.show_run)
+
+    def prepare(self, version: int | None) -> int:
+        """The version to run: unsaved edits in the editor are saved as a new version first."""
+        if version is None:
+            raise ValueError("no program yet: generate one (step 2) first")
+        code = self.program.code.value
+        if code.strip() and code != self.state.workspace.program(int(version)).source:
+            version = self.program.save_version(code).version
+        return int(version)
+
+    def params(self) -> dict[str, Any]:
+        return {"version": self.prepare(self.program.version.value)}
+
+    def run(self, version: int | None = None) -> BatchResult:
+        """Run a version (default: the selected one) on every example; returns the ``BatchResult``.
+
+        Unsaved edits in the editor are saved as a new version first, so what runs is what is kept.
+        """
+        version = self.prepare(version if version is not None else self.program.version.value)
+        res = self.compute(None, version)
+        self.show(res)
+        return res[1]
+
+    def compute(self, job: Job | None, version: int) -> tuple[int, BatchResult]:
+        def progress(done: int, total: int) -> None:
+            if job is not None:
+                job.progress(f"v{version:04d}: {done}/{total} examples", done / max(1, total))
+
+        res = run_examples(self.state.workspace, version, self.state.runtime, progress=progress,
+                           should_stop=job.stop.is_set if job is not None else None)
+        return version, res
+
+    def show(self, result: tuple[int, BatchResult]) -> None:
+        version, res = result
+        self.last_result = res
+        self.program.refresh_versions(select=version)
+        self.state.say(f"v{version:04d}: {res.correct}/{res.n} passed.")
+
+    def on_cancel(self) -> None:
+        self.state.runtime.cancel()  # kills the sandboxed programs now
+
+    def show_run(self, run: dict | None, version: int | None) -> None:
+        """Show a version's recorded run (scores, results table, the first failing trace)."""
+        if run is None:
+            self.summary.object = f"v{version:04d} has not been run on the examples yet." if version else ""
+            self.results.object = ""
+            self.trace_example.options = []
+            self.trace.object = ""
+            return
+        ws = self.state.workspace
+        card = ws.load_task()
+        note = (f" — **stale**: scored on an earlier task card ({run['n']} examples; the task now has "
+                f"{len(card.examples)}); run it again") if run_is_stale(ws, run) else ""
+        self.summary.object = (f"**v{version:04d}: {run['correct']}/{run['n']} passed** "
+                               f"(accuracy {run['accuracy']:.2f}, {run['errors']} errors, {run['seconds']:.1f} s){note}")
+        images = {ex.id: ws.resolve_image(ex.images[0]) for ex in card.examples if ex.id}
+        self.results.object = results_table_html(run["results"], images=images)
+        ids = [r["id"] for r in run["results"]]
+        failing = [r["id"] for r in run["results"] if not r["correct"]]
+        self.trace_example.options = ids
+        first = failing[0] if failing else (ids[0] if ids else None)
+        if first is not None:
+            if self.trace_example.value == first:
+                self.show_trace(first)
+            else:
+                self.trace_example.value = first
+
+    def show_trace(self, example_id: str) -> str:
+        """Show the step-by-step trace of one example from the selected version's last run."""
+        version = self.program.version.value
+        run = latest_runs(self.state.workspace).get(version)
+        if run is None:
+            return ""
+        match = [r for r in run["results"] if r["id"] == example_id]
+        if match:
+            self.trace.object = trace_html(self.state.workspace, match[0], title=f"v{version:04d} on {example_id}")
+        return self.trace.object
+
+    def layout(self, **card: Any) -> pn.Card:
+        """The card's layout."""
+        return pn.Card(
+            self.run_button, self.summary,
+            pn.Row(pn.Column(self.results, sizing_mode="stretch_width"),
+                   pn.Column(self.trace_example, self.trace, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+            title="3 · Run on the examples", css_classes=["vf-card"], **card)

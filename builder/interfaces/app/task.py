@@ -1,0 +1,235 @@
+"""Card 1, Task: a shapes-world task or uploaded examples; edit, delete, replace and restore."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import panel as pn
+
+from builder import (
+    SHAPES_KINDS,
+    TaskCardError,
+    Workspace,
+    card_from_data,
+    delete_example,
+    format_expected,
+    parse_expected_text,
+    replace_task,
+    restore_task,
+    save_task,
+    shapes_task_data,
+    stage_image,
+    task_history,
+    task_problems,
+    update_example,
+    validate_image_upload,
+)
+from builder.interfaces.app.state import AppState
+from builder.interfaces.views import safe_thumbnail
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+class TaskPanel:
+    """The task card. Nothing is lost: a task is only replaced explicitly and the old one stays
+    restorable; uploads are decoded before anything is saved."""
+
+    def __init__(self, state: AppState):
+        self.state = state
+        W = pn.widgets  # noqa: N806
+        self.kind = W.Select(label="Task kind", options=list(SHAPES_KINDS), value="count", width=120)
+        self.target = W.TextInput(label="Target objects", value="red objects", width=160)
+        self.n = W.IntInput(label="Examples", value=8, start=1, end=60, width=90)
+        self.seed = W.IntInput(label="Seed", value=0, width=80)
+        self.create_button = W.Button(label="Create task", color="primary")
+        self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
+        self.upload = W.FileInput(accept="image/*", multiple=True)
+        self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
+        self.expected = W.TextInput(label="Expected output", placeholder="3 / yes / [[x0,y0,x1,y1]]")
+        self.upload_button = W.Button(label="Add uploaded examples")
+        self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
+                                      sizing_mode="stretch_width")
+        self.example_pick = W.Select(label="Example", options=[], width=130)
+        self.example_expected = W.TextInput(label="Its expected output", width=150)
+        self.example_save = W.Button(label="Save example")
+        self.example_delete = W.Button(label="Delete example", color="warning")
+        self.history = W.Select(label="Earlier tasks", options={}, width=240)
+        self.restore_button = W.Button(label="Restore task")
+        self._connect()
+
+    def _connect(self) -> None:
+        act = self.state.action
+        form = self._form
+        self.create_button.on_click(act(lambda: self.create_task(*form())))
+        self.replace_button.on_click(act(lambda: self.replace_task(*form())))
+        self.upload_button.on_click(act(self._add_uploaded))
+        self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value)))
+        self.example_delete.on_click(act(lambda: self.delete_example(self.example_pick.value)))
+        self.restore_button.on_click(act(lambda: self.restore(self.history.value)))
+        self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
+                                      "value")
+        self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
+                               self.example_delete, self.restore_button]
+
+    def _form(self) -> tuple[str, str, int, int]:
+        return self.kind.value, self.target.value, self.n.value, self.seed.value
+
+    # ---- actions -------------------------------------------------------------------------------
+    def create_task(self, kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0) -> Workspace:
+        """Make a shapes-world task the workspace's task, only when it has none yet: an existing
+        task is never overwritten here (the user is asked to use ``replace_task``)."""
+        if self.state.has_workspace():
+            card = self.state.workspace.load_task()
+            self.replace_button.visible = True
+            self.state.say(f"This workspace already has the task **{html.escape(card.name)}** with "
+                           f"{len(card.examples)} examples; nothing was changed. Press **Replace the current task** "
+                           "to replace it (the old task is kept under Earlier tasks and can be restored).", "warning")
+            return self.state.workspace
+        card = card_from_data(shapes_task_data(kind, target, int(n), int(seed)))
+        ws = save_task(self.state.root, card)
+        self.state.task_changed()
+        self.state.say(f"Task **{html.escape(card.name)}** with {len(card.examples)} examples: "
+                       f"*{html.escape(card.examples[0].query or '')}*")
+        return ws
+
+    def replace_task(self, kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0) -> Workspace:
+        """Replace the task explicitly: the old card is kept (restorable); old runs become stale."""
+        card = card_from_data(shapes_task_data(kind, target, int(n), int(seed)))
+        ws = replace_task(self.state.root, card, reason="replaced in the app")
+        self.replace_button.visible = False
+        self.state.task_changed()
+        self.state.say(f"Task replaced by **{html.escape(card.name)}** ({len(card.examples)} examples). The "
+                       "previous task is under Earlier tasks; runs and the accepted version from it are marked stale.")
+        return ws
+
+    def restore(self, number: int | None) -> None:
+        """Make an earlier task card the task again (the current one is kept too)."""
+        if number is None:
+            raise ValueError("choose an earlier task first")
+        card = restore_task(self.state.workspace, int(number))
+        self.state.task_changed()
+        self.state.say(f"Restored the earlier task **{html.escape(card.name)}** ({len(card.examples)} examples).")
+
+    def add_examples(self, files: list[tuple[str, bytes]], query: str, expected: str) -> Workspace:
+        """Add uploaded images (name, bytes) with one query and expected output to the task.
+
+        Every file is decoded and size-checked before anything is saved; a bad one is named in
+        the error and nothing changes. Without a workspace yet, a new task is started from them.
+        """
+        if not files:
+            raise ValueError("choose image files first")
+        for name, data in files:
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise ValueError(f"{name}: {len(data)} bytes is over the {MAX_UPLOAD_BYTES}-byte upload limit")
+            validate_image_upload(data, name)
+        value = parse_expected_text(expected)
+        examples = [{"image": str(stage_image(data, name)), "query": query, "expected": value}
+                    for name, data in files]
+        data = self._with_examples(examples, query, value)
+        ws = save_task(self.state.root, card_from_data(data), reason=f"added {len(files)} uploaded example(s)")
+        self.state.task_changed()
+        self.state.say(f"Added {len(files)} example(s).")
+        return ws
+
+    def _with_examples(self, examples: list[dict[str, Any]], query: str, value: Any) -> dict[str, Any]:
+        """The task card's data with ``examples`` added under fresh ids (a new card without a task)."""
+        if not self.state.has_workspace():
+            kind = ("bool" if isinstance(value, bool) else "count" if isinstance(value, int) else
+                    "boxes" if isinstance(value, list) else "text")
+            return {"name": "uploaded-task", "description": query or "Uploaded examples", "output": kind,
+                    "examples": [{"id": f"up{i:04d}", **ex} for i, ex in enumerate(examples)]}
+        data = self.state.workspace.load_task().model_dump(mode="json", exclude_none=True)
+        taken = {ex.get("id") for ex in data["examples"]}
+        i = len(data["examples"])
+        for ex in examples:
+            while f"up{i:04d}" in taken:
+                i += 1
+            taken.add(f"up{i:04d}")
+            data["examples"].append({"id": f"up{i:04d}", **ex})
+        return data
+
+    def _add_uploaded(self) -> None:
+        names = self.upload.filename or []
+        values = self.upload.value or []
+        if isinstance(names, str):
+            names, values = [names], [values]
+        self.add_examples(list(zip(names, values, strict=False)), self.query.value, self.expected.value)
+        if hasattr(self.upload, "clear"):
+            self.upload.clear()
+
+    def delete_example(self, example_id: str | None) -> None:
+        """Delete one example (the previous card is kept in the task history)."""
+        if not example_id:
+            raise ValueError("choose an example first")
+        delete_example(self.state.workspace, example_id)
+        self.state.task_changed()
+        self.state.say(f"Deleted example **{html.escape(example_id)}** (the previous task is under Earlier tasks).")
+
+    def edit_example(self, example_id: str | None, expected: str) -> None:
+        """Change one example's expected output."""
+        if not example_id:
+            raise ValueError("choose an example first")
+        update_example(self.state.workspace, example_id, expected=expected)
+        self.state.task_changed()
+        self.state.say(f"Saved example **{html.escape(example_id)}**.")
+
+    def _pick_example(self, example_id: str) -> None:
+        card = self.state.workspace.load_task()
+        match = [ex for ex in card.examples if ex.id == example_id]
+        if match:
+            self.example_expected.value = format_expected(match[0].expected)
+
+    # ---- display -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Show the workspace's task: the card, its examples, the form and the history."""
+        ws = self.state.workspace
+        try:
+            card = ws.load_task()
+        except TaskCardError as e:
+            self.task_view.object = f"<div class='vf-problems' style='color:#b00020'>{html.escape(str(e))}</div>"
+            return
+        self.task_view.object = _task_html(ws, card, task_problems(ws))
+        # The form shows the workspace's task (a reload never resets it to the defaults).
+        kind, _, target = card.name.partition("-")
+        if kind in SHAPES_KINDS and target:  # a shapes-world card is named <kind>-<target>
+            self.kind.value = kind
+            self.target.value = target.replace("-", " ")
+        self.n.value = max(1, len(card.examples))
+        ids = [ex.id for ex in card.examples if ex.id]
+        self.example_pick.options = ids
+        if ids and self.example_pick.value not in ids:
+            self.example_pick.value = ids[0]
+        elif ids:
+            self._pick_example(self.example_pick.value)
+        self.history.options = {f"#{h['number']} {h['name']} ({h['examples']} ex., {h['reason']})": h["number"]
+                                for h in reversed(task_history(ws))}
+        if self.history.options and self.history.value not in self.history.options.values():
+            self.history.value = next(iter(self.history.options.values()))
+
+    def layout(self, **card: Any) -> pn.Card:
+        """The card's layout."""
+        return pn.Card(
+            pn.pane.Markdown("Choose a shapes-world task, or upload your own images with a query and the expected "
+                             "output. An existing task is only replaced when you confirm it, and stays restorable."),
+            pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
+            pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_button,
+            self.task_view,
+            pn.Row(self.example_pick, self.example_expected, pn.Column(self.example_save, self.example_delete)),
+            pn.Row(self.history, self.restore_button),
+            title="1 · Task", css_classes=["vf-card"], **card)
+
+
+def _task_html(ws: Workspace, card, problems: list[str]) -> str:
+    """The task card as HTML: name, output, metric, query, problems and example thumbnails."""
+    cells = "".join(
+        f"<figure>{safe_thumbnail(ws.resolve_image(ex.images[0]), 72)}<figcaption>"
+        f"{html.escape(ex.id or str(i))}: <b>{html.escape(format_expected(ex.expected))}</b></figcaption></figure>"
+        for i, ex in enumerate(card.examples[:24]))
+    more = f"<small>... and {len(card.examples) - 24} more</small>" if len(card.examples) > 24 else ""
+    query = card.examples[0].query if card.examples else ""
+    warn = ("<div class='vf-problems' style='color:#b00020'><b>Problems:</b><ul>" +
+            "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
+    return (f"<div class='vf-task'><b>{html.escape(card.name)}</b>: {html.escape(card.description)}<br>"
+            f"output <b>{card.output}</b> · metric <b>{card.metric}</b> · <b>{len(card.examples)} examples</b> · "
+            f"query <i>{html.escape(query or '')}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")
