@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from builder import workflow
+from builder import api as workflow
 from builder.core.video import load_media
 from builder.executor import Sandbox
 from builder.interfaces.views import safe_thumbnail, trace_html

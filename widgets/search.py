@@ -1,6 +1,6 @@
 """The Search step: index a folder of images, search it by text, add results as task examples.
 
-A thin shell over ``builder.workflow.index_images`` / ``search_images`` /
+A thin shell over ``builder.api.index_images`` / ``search_images`` /
 ``add_search_results``; results show as thumbnails with their scores.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from builder import workflow
+from builder import api as workflow
 from builder.core.workspace import Workspace
 from builder.interfaces.views import search_results_html
 

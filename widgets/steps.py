@@ -1,6 +1,6 @@
 """Steps 3-5 (Improve the planner, Augment, Fine-tune) as thin shells over the workflow API.
 
-Each shell names the ``builder.workflow`` function it calls. When that function cannot run
+Each shell names the ``builder.api`` function it calls. When that function cannot run
 here (a dataset is missing, say) the shell says so plainly and runs nothing: no placeholder
 numbers are ever shown. Otherwise the shell runs it on a background thread and shows what it
 returned.
@@ -16,13 +16,13 @@ from typing import Any
 import ipywidgets as w
 from ipywidgets import CallbackDispatcher
 
-from builder import workflow
+from builder import api as workflow
 from builder.core.workspace import Workspace
 from widgets._base import NotAvailable, StepWidget, button
 
 
 class ApiShell(StepWidget):
-    """A step whose work is one workflow API call ``ENTRY`` (a function name in ``builder.workflow``).
+    """A step whose work is one workflow API call ``ENTRY`` (a function name in ``builder.api``).
 
     Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result.
     Callbacks: ``on_done(cb)`` -- ``cb(result)``.

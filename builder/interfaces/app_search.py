@@ -11,7 +11,7 @@ import html
 
 import panel as pn
 
-from builder import workflow
+from builder import api as workflow
 from builder.interfaces.views import search_results_html
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from builder import workflow
+from builder import api as workflow
 from builder.core.errors import UserError
 from builder.core.taskcard import load_task_card
 from builder.core.video import load_media

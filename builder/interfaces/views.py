@@ -18,11 +18,11 @@ from pygments import highlight as _hl
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from builder.api.programs import diff_text
 from builder.core.images import load_pil_image
 from builder.core.video import is_video_path, load_media
 from builder.core.workspace import Workspace
 from builder.tools.trace import Trace, trace_to_html
-from builder.workflow import diff_text
 
 
 def video_thumbnail(path: str | Path, side: int = 96):
