@@ -36,7 +36,7 @@ __all__ = [
     "examples_dataset", "shapes_unlabelled", "run_step_in_process",
     "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
     "workspace_planner", "planner_for", "InvalidProgram",
-    "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job",
+    "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job", "start_job",
     "resume_job",
 ]
 

@@ -29,6 +29,7 @@ from builder.api.jobs import (
     resume_job,
     run_step_in_process,
     running_job,
+    start_job,
     start_step,
 )
 from builder.api.programs import (

@@ -44,7 +44,7 @@ from builder.run.jobs import (
 )
 
 __all__ = ["FINAL_STATES", "JOB_STEPS", "STATES", "CancelToken", "Cancelled", "Job", "cancel_job", "job_status",
-           "list_jobs", "resume_job", "run_step_in_process", "running_job", "start_step"]
+           "list_jobs", "resume_job", "run_step_in_process", "running_job", "start_job", "start_step"]
 
 # The steps that run as jobs, with the label interfaces show.
 JOB_STEPS = {"generate": "Generate programs", "run": "Run on the examples", "improve": "Improve the planner",
@@ -76,6 +76,17 @@ def start_step(ws: Workspace, step: str, *, runtime: Runtime | None = None, back
               folder=_folder(ws))
     for undo in _cleanups(ws, step, params):
         job.on_cancelled(undo)
+    return job.start(background=background)
+
+
+def start_job(step: str, work: Callable[[Job], Any], *, ws: Workspace | None = None,
+              kill: Callable[[], None] | None = None, label: str = "", params: dict[str, Any] | None = None,
+              background: bool = True) -> Job:
+    """Run ``work(job)`` as a job: on a thread, polling ``job.token`` to stop; with ``kill`` (e.g.
+    ``Runtime.cancel``) Cancel also calls it at once (the sandbox strategy). Recorded in the
+    workspace's ``jobs/`` when ``ws`` is given. For work that is not one of ``JOB_STEPS``."""
+    strategy = InSandbox(work, kill) if kill is not None else InThread(work)
+    job = Job(step, strategy, label=label or step, params=params, folder=_folder(ws) if ws is not None else None)
     return job.start(background=background)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from builder.core.errors import UserError
 from builder.core.taskcard import load_task_card
 from builder.core.video import load_media
 from builder.core.workspace import Workspace
+from builder.executor import Sandbox
 from builder.planner import load_planner, propose_for_task
 from builder.run import examples_from_card, run_batch
 from builder.tools.trace import Trace, trace_to_html
@@ -143,8 +145,18 @@ def run(
     except (UserError, OSError) as e:
         _fail(str(e))
     examples = examples_from_card(card, task.parent)
-    res = run_batch(source, examples, card.output, card.metric, profile=profile, engine=engine,
-                    workers=workers, inspect=trace_dir is not None and engine == "local")
+    sandbox = Sandbox(workers=workers) if engine == "local" else None
+
+    def work(job: workflow.Job):
+        return run_batch(source, examples, card.output, card.metric, profile=profile, engine=engine,
+                         workers=workers, inspect=trace_dir is not None and engine == "local", sandbox=sandbox,
+                         cancel=job.token)
+
+    try:  # a job: Ctrl-C kills the running programs (the sandbox strategy) and nothing is written
+        res = _follow(workflow.start_job("run", work, kill=sandbox.close if sandbox else None, label="run"))
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
         for ex, r in zip(examples, res.results, strict=True):
@@ -161,21 +173,30 @@ def run(
 
 @app.command("plan")
 def plan(
-    task: Path = typer.Option(..., help="Task card to plan for."),
+    task: Path | None = typer.Option(None, help="Task card to plan for (default: the workspace's task)."),
     k: int = typer.Option(4, min=1, help="Candidates to sample."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
-    planner: Path | None = typer.Option(None, help="A planner folder (default: the embedded planner)."),
+    planner: Path | None = typer.Option(None, help="A planner folder (default: the workspace's planner, adapted "
+                                        "by Improve, or the embedded planner)."),
     workspace: Path | None = typer.Option(None, help="Save each candidate as a program version here."),
 ) -> None:
-    """Propose candidate programs for a task card (printed, and saved to a workspace if given)."""
+    """Propose candidate programs for a task card (printed, and saved to a workspace if given).
+
+    With --workspace the workspace's planner plans (the one Improve adapted, if any; the video
+    planner for a video task), and each candidate is validated and saved as a version."""
+    if task is None and workspace is None:
+        _fail("give --task (a task card) or --workspace (plan for its task)")
     try:
-        card = load_task_card(task)
-        ws = Workspace.open(workspace) if workspace else None
-        model = load_planner(planner) if planner else None
+        ws = workflow.open_workspace(workspace) if workspace else None
+        card = load_task_card(task) if task else ws.load_task()
+        if planner is not None:
+            model = load_planner(planner)
+        else:
+            model = workflow.planner_for(ws, card) if ws is not None else None
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
     for i, src in enumerate(propose_for_task(card, planner=model, k=k, temperature=temperature)):
-        tag = ws.add_program(src, origin="planner").tag if ws else f"candidate {i + 1}"
+        tag = workflow.add_program(ws, src, origin="planner").tag if ws else f"candidate {i + 1}"
         typer.echo(f"# {tag}\n{src}")
 
 
@@ -188,12 +209,14 @@ def export(
     version: str | None = typer.Option(None, help="Package version."),
     overwrite: bool = typer.Option(False, help="Replace an existing export folder."),
 ) -> None:
-    """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests)."""
-    try:
-        result = workflow.export_solution(root, out, name, profile, version, overwrite=overwrite)
-    except UserError as e:
-        _fail(str(e))
-    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests).
+
+    Runs as a job (a child process): Ctrl-C cancels it and leaves any previous export intact."""
+    ws = _open(root)
+    params = {"out_dir": str(out) if out else None, "name": name, "profile": profile, "version": version,
+              "overwrite": overwrite}
+    result = _follow(_start(ws, "export", **params))
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 @app.command("app")
@@ -285,6 +308,38 @@ def _open(root: Path) -> Workspace:
         _fail(str(e))
 
 
+def _start(ws: Workspace, step: str, progress: bool = False, **params) -> workflow.Job:
+    try:
+        job = workflow.start_step(ws, step, **params)
+    except UserError as e:
+        _fail(str(e))
+    if progress:
+        job.watch(lambda j: typer.echo(f"[{(j.fraction or 0):4.0%}] {j.message}", err=True))
+    return job
+
+
+def _follow(job: workflow.Job):
+    """Wait for ``job`` in the foreground and return its result. Ctrl-C (SIGINT) or SIGTERM
+    cancels it: the job ends "cancelled" with nothing saved and the command exits with 130."""
+    def on_signal(signum, _frame) -> None:
+        typer.secho(f"{signal.Signals(signum).name}: cancelling {job.label} ...", fg=typer.colors.YELLOW, err=True)
+        job.cancel()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not job.wait(0.2):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if job.state == "cancelled":
+        typer.secho(f"cancelled: {job.message}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    if job.state != "succeeded":
+        _fail(job.error or f"{job.label} ended {job.state}")
+    return job.result
+
+
 def _echo_json(data) -> None:
     data = data.to_dict() if hasattr(data, "to_dict") else data
     typer.echo(json.dumps(data, indent=2, default=str))
@@ -309,11 +364,9 @@ def improve(
 ) -> None:
     """Reinforced self-training of the planner on the workspace's examples (saved to checkpoints/planner)."""
     ws = _open(root)
-    try:
-        report = workflow.improve_planner(ws, rounds=rounds, k=k, steps=steps, eval_fraction=eval_fraction,
-                                          progress=progress)
-    except UserError as e:
-        _fail(str(e))
+    # a job on a thread: Ctrl-C stops it between steps and no planner is saved
+    report = _follow(_start(ws, "improve", progress=progress, rounds=rounds, k=k, steps=steps,
+                            eval_fraction=eval_fraction))
     _echo_json(report)
 
 
@@ -367,14 +420,12 @@ def finetune(
                                      grad_clip=grad_clip, val_fraction=val_fraction, seed=seed,
                                      eval_batch_size=eval_batch_size, throttle_s=throttle_s,
                                      replay_fraction=replay_fraction, patience=patience)
-    try:
-        res = workflow.finetune_engine(ws, dataset, backend=backend, model=model, run=run, config=config,
-                                       resume=resume, progress=progress)
-    except UserError as e:
-        _fail(str(e))
+    # a job in a child process: Ctrl-C kills it and what it wrote to checkpoints/<run> goes
+    res = _follow(_start(ws, "finetune", progress=progress, dataset=dataset, backend=backend, model=model,
+                         run=run, config=config, resume=resume))
     # One line of JSON: scripts read the last line of output.
-    typer.echo(json.dumps({"best_checkpoint": str(res.best_checkpoint), "before": res.before, "after": res.after,
-                           "resumed_from": res.resumed_from}, default=str))
+    typer.echo(json.dumps({"best_checkpoint": str(res["best_checkpoint"]), "before": res["before"],
+                           "after": res["after"], "resumed_from": res["resumed_from"]}, default=str))
 
 
 @app.command("tune")

@@ -468,4 +468,4 @@ def job_records(folder: str | Path) -> list[dict[str, Any]]:
             out.append(_checked(p, json.loads(p.read_text(encoding="utf-8"))))
         except (OSError, json.JSONDecodeError):
             continue
-    return out
+    return sorted(out, key=lambda r: (r.get("created") or 0, r.get("id", "")))
