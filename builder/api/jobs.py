@@ -124,6 +124,11 @@ def _step_in_child(entry: str, root: str, **kwargs: Any) -> Any:
     """In the job's child process: the public step ``entry`` on the workspace at ``root``."""
     if entry not in _CHILD_ENTRIES.values():
         raise ValueError(f"{entry!r} is not a step that runs in a child process")
+    threads = int(os.environ.get("VISFORGE_TORCH_THREADS", "0") or 0)
+    if threads:  # the parent's torch thread count (results depend on it): set before any training
+        import torch
+
+        torch.set_num_threads(threads)
     return getattr(_steps, entry)(Workspace.open(root), **kwargs)
 
 

@@ -351,6 +351,7 @@ def _torch_threads(threads: int | None) -> None:
         import torch  # the "ml" extra; only the training commands need it
 
         torch.set_num_threads(threads)
+        os.environ["VISFORGE_TORCH_THREADS"] = str(threads)  # the job's child process uses it too
 
 
 @app.command("improve")
