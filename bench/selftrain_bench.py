@@ -37,7 +37,7 @@ from planner_bench import FAMILY_OF, Runner, blind_set, output_of, scene_pool  #
 from builder.core.metrics import score  # noqa: E402
 from builder.core.seeding import derive_seed  # noqa: E402
 from builder.domains.shapes.world import build_world  # noqa: E402
-from builder.methods.adapt import AdaptConfig, QueryTask, self_train  # noqa: E402
+from builder.methods.improve import AdaptConfig, QueryTask, self_train  # noqa: E402
 from builder.planner.phrasings import generate  # noqa: E402
 from builder.planner.semantic import SemanticParser, SemanticPlanner, load_semantic_planner, train_parser  # noqa: E402
 

@@ -1,6 +1,7 @@
 """VisForge: plan, test, adapt and export computer-vision programs.
 
-The public workflow API lives in ``builder.workflow`` and is re-exported here::
+The public API lives in the package ``builder.api`` (one module per concern: runtime, tasks,
+programs, runs, steps, search, jobs) and is re-exported here::
 
     from builder import ensure_shapes_workspace, propose_programs, run_examples, Runtime
 
@@ -11,7 +12,7 @@ The public workflow API lives in ``builder.workflow`` and is re-exported here::
     print(res.accuracy)
 
 The names load on first use, so importing one layer (``builder.core``, ``builder.executor``,
-the sandbox worker) does not import the whole product. ``help(builder.workflow)`` lists them.
+the sandbox worker) does not import the whole product. ``help(builder.api)`` lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# The workflow API's public names (builder.workflow defines each one and reuses this list).
+# The API's public names (builder.api imports each one and reuses this list).
 __all__ = [
     "BatchResult", "ExampleResult", "ExportError", "ExportResult", "FinetuneConfig", "FinetuneResult",
     "Metric", "OutputKind", "ProgramVersion", "Runtime", "TaskCard", "TaskCardError", "UserError",
@@ -34,18 +35,21 @@ __all__ = [
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
     "examples_dataset", "shapes_unlabelled", "run_step_in_process",
     "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
-    # lower-layer names the interfaces need (re-exported at the end of builder/workflow.py)
+    "workspace_planner", "planner_for", "InvalidProgram",
+    "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job", "start_job",
+    "resume_job",
+    # lower-layer names the interfaces need (re-exported by builder/api/__init__.py)
     "META_FILE", "SHAPES_KINDS", "ValidationError", "validate_program", "load_qa_dataset", "hits_json",
-    "load_planner", "propose_for_task", "examples_from_card", "run_batch",
+    "load_planner", "propose_for_task", "examples_from_card", "run_batch", "Sandbox",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads the names
-    from builder.workflow import *  # noqa: F403
+    from builder.api import *  # noqa: F403
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(importlib.import_module("builder.workflow"), name)
+        return getattr(importlib.import_module("builder.api"), name)
     raise AttributeError(f"module 'builder' has no attribute {name!r}")
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from builder import improve_planner, propose_programs
+import pytest
+
+from builder import Cancelled, improve_planner, propose_programs, workspace_planner
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
 from builder.domains.shapes.world.cards import make_task_card
 from builder.interfaces.views import improve_chart_html
 from builder.planner.prompt import PlanRequest
 from builder.planner.semantic import load_semantic_planner
-from builder.workflow import workspace_planner
 
 # Phrasings of "count the red objects" that the shipped planner reads wrongly (it answers
 # "how many other objects share the colour" for the first two).
@@ -40,11 +41,13 @@ def test_improve_adapts_the_planner_to_a_customers_phrasing_and_later_proposals_
     assert versions and all(v.origin == "planner" for v in versions)
 
 
-def test_improve_can_be_cancelled(tmp_path):
+def test_improve_can_be_cancelled_and_saves_no_planner(tmp_path):
     card_path = make_task_card(tmp_path / "task", "count", "red objects", n=4, seed=4, queries=CUSTOMER)
     ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
-    report = improve_planner(ws, rounds=3, k=2, steps=5, replay=0, should_stop=lambda: True)
-    assert report.get("cancelled") and report["rounds"] == []
+    with pytest.raises(Cancelled, match="no planner was saved"):
+        improve_planner(ws, rounds=3, k=2, steps=5, replay=0, should_stop=lambda: True)
+    assert not (ws.root / "checkpoints" / "planner").exists()
+    assert not (ws.root / "checkpoints" / "planner_report.json").exists()
 
 
 def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
@@ -54,7 +57,7 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
 
     import torch
 
-    from builder.methods import adapt
+    from builder.methods import improve
 
     def scrambled(mix, head=None, **kw):
         broken = copy.deepcopy(head)
@@ -63,7 +66,7 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
                 p.copy_(torch.randn_like(p) * 3)
         return broken, {"loss_last": 0.0}
 
-    monkeypatch.setattr(adapt, "train_parser", scrambled)
+    monkeypatch.setattr(improve, "train_parser", scrambled)
     card_path = make_task_card(tmp_path / "task", "count", "red objects", n=8, seed=5, queries=["How many red objects?"])
     ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
     start = {k: v.clone() for k, v in load_semantic_planner().parser.head.state_dict().items()}

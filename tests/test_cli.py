@@ -56,3 +56,91 @@ def test_cards_expected_from_ground_truth(tmp_path):
     assert len({ex.expected for ex in card.examples}) > 1, "answers should vary across examples"
     loc = load_task_card(make_task_card(tmp_path / "l", kind="locate", target="square", n=3))
     assert all(isinstance(ex.expected, list) for ex in loc.examples)
+
+
+# ---- long commands run as jobs: Ctrl-C (SIGINT) cancels them cleanly ----------------------------
+def _interrupt_when(proc, ready, timeout=120):
+    """Send SIGINT to ``proc`` once ``ready()`` holds; returns (exit code, stderr, seconds it took to stop)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline, "the command did not get going"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, time.time() - t0
+
+
+def test_run_is_cancelled_by_sigint(tmp_path):
+    import time
+
+    card = make_task_card(tmp_path / "task", kind="count", target="red objects", n=3)
+    loop = tmp_path / "loop.py"
+    loop.write_text("def execute(image):\n    n = 0\n    while True:\n        n += 1\n    return n\n")
+    proc = subprocess.Popen([*CLI, "run", str(loop), "--task", str(card), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import psutil
+
+    seen: list[float] = []
+
+    def running() -> bool:  # sandbox workers started, and the engines had a moment to load
+        if not seen and psutil.Process(proc.pid).children(recursive=True):
+            seen.append(time.time())
+        return bool(seen) and time.time() - seen[0] > 3
+
+    code, err, seconds = _interrupt_when(proc, running)
+    assert code == 130 and "cancelled" in err, err
+    assert seconds < 20  # the programs were killed, not waited for (their timeout is 30 s)
+
+
+def test_finetune_is_cancelled_by_sigint_and_leaves_no_checkpoint(tmp_path):
+    import torch
+
+    from builder.core.workspace import Workspace
+    from builder.domains.shapes.nets import vqa as sv
+    from builder.domains.shapes.training import vqa as sv_train
+    from builder.methods.finetune import save_qa_dataset
+
+    card = make_task_card(tmp_path / "task", kind="count", target="red objects", n=2)
+    assert cli("workspace", "init", tmp_path / "ws", "--task", card).returncode == 0
+    ws = Workspace.open(tmp_path / "ws")
+    data = sv_train.build_dataset(30, 0, "clean")
+    save_qa_dataset(ws.dir("datasets", "real"), [(q.image, q.question, q.answer) for q in data])
+    torch.manual_seed(0)
+    init = sv.save_model(sv.ShapesVQANet(sv.build_vocab(q[1] for q in data), image_size=32, ch=8, n_blocks=1,
+                                         emb=8, hidden=16), tmp_path / "init")
+    run = ws.root / "checkpoints" / "stopped"
+    proc = subprocess.Popen([*CLI, "finetune", str(ws.root), "--dataset", "real", "--run", "stopped", "--model",
+                             str(init), "--epochs", "30", "--patience", "0", "--throttle-s", "0.1",
+                             "--replay-fraction", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err, _ = _interrupt_when(proc, lambda: (run / "run.json").is_file())
+    assert code == 130 and "cancelled" in err, err
+    assert not run.exists()
+    jobs = [json.loads(p.read_text()) for p in (ws.root / "jobs").glob("*.json")]
+    assert [(j["step"], j["state"]) for j in jobs] == [("finetune", "cancelled")]
+
+
+def test_plan_with_a_workspace_uses_its_planner(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from builder.api import programs
+    from builder.interfaces.cli import app
+
+    card = make_task_card(tmp_path / "task", kind="count", target="red objects", n=2)
+    assert cli("workspace", "init", tmp_path / "ws", "--task", card).returncode == 0
+    adapted = 'def execute(image):\n    return image.count("red object")\n'
+
+    class AdaptedPlanner:  # stands in for checkpoints/planner (what Improve saved)
+        def propose(self, requests, k=1, temperature=1.0, top_p=1.0):
+            return [[adapted] for _ in requests]
+
+    monkeypatch.setattr(programs, "workspace_planner", lambda ws: AdaptedPlanner())
+    res = CliRunner().invoke(app, ["plan", "--workspace", str(tmp_path / "ws"), "--k", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("# v0001\n" + adapted)
+    shown = json.loads(cli("workspace", "show", tmp_path / "ws").stdout)
+    assert shown["programs"] == 1

@@ -80,7 +80,7 @@ def test_card_to_exported_server_on_mp4(tmp_path):
     refuses a corrupt one (400) and an oversized one (413)."""
     from fastapi.testclient import TestClient
 
-    from builder import workflow
+    from builder import api as workflow
     from builder.methods.export import export_solution
 
     card_path = make_video_task_card(tmp_path / "card", "crossing_count", n=4, seed=8)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from builder import workflow
+from builder import api as workflow
 from builder.core.video import load_media
 from builder.domains.shapes.world.video_tasks import make_video_task_card, reference_program
 from builder.executor import Sandbox

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error caused by the user's input or set-up; its message is meant for them."""
+
+
+class Cancelled(UserError, RuntimeError):
+    """A step was cancelled by the user; nothing half-done was saved."""

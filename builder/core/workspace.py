@@ -6,14 +6,20 @@ Layout::
     <ws>/task.yaml                 the task card
     <ws>/programs/v0001.json       every program version ever made: source + provenance
     <ws>/runs/<id>.json            results of running a program on examples
+    <ws>/history/task-0001.yaml    every earlier task card (+ .json: when, why, fingerprint)
+    <ws>/jobs/<id>.json            long steps (run, improve, fine-tune, export): state and progress
     <ws>/datasets/ checkpoints/ exports/ cache/
 
 Every write is atomic (see ``builder.core.atomic``): a process killed at any moment leaves the
-previous state intact and loadable. Program versions are append-only; nothing is overwritten.
+previous state intact and loadable. Program versions are append-only; nothing is overwritten:
+every change of the task card keeps the previous card in ``history/`` (``save_task`` cannot be
+called without it), and runs record the card's fingerprint so runs on an earlier card show as
+stale (``run_is_stale``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -24,6 +30,7 @@ from typing import Any
 from builder.core.atomic import (
     atomic_create_text,
     atomic_write_json,
+    atomic_write_text,
     remove_stale_exports,
     remove_stale_temp_files,
 )
@@ -34,7 +41,14 @@ from builder.core.video import is_video_path, probe_video
 
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
-SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index")
+SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index", "jobs")
+HISTORY_DIR = "history"  # <ws>/history/task-0001.yaml ...: every task card the workspace ever had
+
+
+def task_fingerprint(card: TaskCard) -> str:
+    """A short hash of the task card's content (runs record it; a different one marks them stale)."""
+    data = json.dumps(card.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
 def _copy_example_images(task: TaskCard, src: Path, dest: Path) -> TaskCard:
@@ -147,9 +161,66 @@ class Workspace:
         """The workspace's task card (validated)."""
         return load_task_card(self.task_path)
 
-    def save_task(self, card: TaskCard) -> None:
-        """Replace the task card atomically."""
+    def save_task(self, card: TaskCard, reason: str = "edited") -> bool:
+        """Make ``card`` the task (atomically); returns False when it equals the current card.
+
+        A changed card never overwrites silently: the current one is first kept as the next
+        ``history/`` entry with ``reason`` (``task_history``, ``restore_task``)."""
+        try:
+            if self.task_path.is_file() and task_fingerprint(self.load_task()) == task_fingerprint(card):
+                return False
+        except TaskCardError:
+            pass  # an unreadable current card is archived as it is, then replaced
+        self._archive_task(reason)
         save_task_card(card, self.task_path)
+        return True
+
+    def task_fingerprint(self) -> str:
+        """The fingerprint of the current task card (``task_fingerprint``)."""
+        return task_fingerprint(self.load_task())
+
+    def task_history(self) -> list[dict[str, Any]]:
+        """Earlier task cards (oldest first): number, file, when, why, the accepted version at the
+        time, the card's name, example count and fingerprint."""
+        out = []
+        for p in sorted((self.root / HISTORY_DIR).glob("task-*.json")):
+            try:
+                out.append(json.loads(p.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return out
+
+    def restore_task(self, number: int) -> TaskCard:
+        """Make history entry ``number`` the task again (the current card is archived first)."""
+        path = self.root / HISTORY_DIR / f"task-{int(number):04d}.yaml"
+        if not path.is_file():
+            raise WorkspaceError(f"{self.root}: no task history entry {number}")
+        card = load_task_card(path)
+        self.save_task(card, reason=f"replaced by history entry {number}")
+        return card
+
+    def _archive_task(self, reason: str) -> dict[str, Any] | None:
+        """Keep the current task card as the next history entry (nothing is ever lost)."""
+        if not self.task_path.is_file():
+            return None
+        folder = self.root / HISTORY_DIR
+        folder.mkdir(exist_ok=True)
+        nums = [int(p.stem.split("-")[1]) for p in folder.glob("task-*.json") if p.stem.split("-")[1].isdigit()]
+        n = max(nums, default=0) + 1
+        atomic_write_text(folder / f"task-{n:04d}.yaml", self.task_path.read_text(encoding="utf-8"))
+        try:
+            card = self.load_task()
+            name, examples, fp = card.name, len(card.examples), task_fingerprint(card)
+        except TaskCardError:
+            name, examples, fp = "(unreadable card)", 0, ""
+        try:
+            acc = self.accepted.version if self.accepted is not None else None
+        except WorkspaceError:
+            acc = None
+        record = {"number": n, "file": f"{HISTORY_DIR}/task-{n:04d}.yaml", "saved": time.time(), "reason": reason,
+                  "name": name, "examples": examples, "task": fp, "accepted": acc}
+        atomic_write_json(folder / f"task-{n:04d}.json", record)
+        return record
 
     def resolve_image(self, rel: str) -> Path:
         """An example's image path resolved against the task card's folder."""
@@ -224,10 +295,32 @@ class Workspace:
 
     # ---- runs -------------------------------------------------------------------------------
     def save_run(self, result: dict[str, Any], label: str = "run") -> str:
-        """Save a run's results (plain JSON data); returns its id."""
+        """Save a run's results (plain JSON data); returns its id.
+
+        The run records the current task card's fingerprint (``"task"``) unless ``result``
+        names one, so ``run_is_stale`` can tell runs on an earlier card."""
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
+        if "task" not in result:
+            try:
+                result = {"task": self.task_fingerprint(), **result}
+            except TaskCardError:
+                pass
         atomic_write_json(self.root / "runs" / f"{run_id}.json", {"id": run_id, **result})
         return run_id
+
+    def run_is_stale(self, run: dict[str, Any], fingerprint: str | None = None) -> bool:
+        """True when ``run`` was scored on another task card than the current one."""
+        if fingerprint is None:
+            fingerprint = self.task_fingerprint()
+        recorded = run.get("task")
+        if recorded is not None:
+            return recorded != fingerprint
+        # Runs saved before fingerprints: stale if the card changed after the run was saved.
+        run_file = self.root / "runs" / f"{run.get('id')}.json"
+        try:
+            return run_file.stat().st_mtime < self.task_path.stat().st_mtime
+        except OSError:
+            return False
 
     def runs(self) -> list[str]:
         """Run ids, oldest first."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +22,27 @@ import typer
 
 from builder import (
     FinetuneConfig,
+    Job,
+    Sandbox,
     UserError,
     Workspace,
     add_program,
     augment_data,
     create_workspace,
     examples_from_card,
-    export_solution,
-    finetune_engine,
     generate_world,
     hits_json,
-    improve_planner,
     index_images,
     load_planner,
     load_task_card,
     open_workspace,
+    planner_for,
     propose_for_task,
     run_batch,
     search_captions,
     search_images,
+    start_job,
+    start_step,
     tune_program,
 )
 from builder.domains.shapes.training.config import EmbedTrainConfig, VQATrainConfig
@@ -178,8 +181,18 @@ def run(options: RunOptions) -> None:
     except (UserError, OSError) as e:
         _fail(str(e))
     examples = examples_from_card(card, options.task.parent)
-    res = run_batch(source, examples, card.output, card.metric, profile=options.profile, engine=options.engine,
-                    workers=options.workers, inspect=options.trace_dir is not None and options.engine == "local")
+    sandbox = Sandbox(workers=options.workers) if options.engine == "local" else None
+
+    def work(job: Job):
+        return run_batch(source, examples, card.output, card.metric, profile=options.profile, engine=options.engine,
+                         workers=options.workers, inspect=options.trace_dir is not None and options.engine == "local",
+                         sandbox=sandbox, cancel=job.token)
+
+    try:  # a job: Ctrl-C kills the running programs (the sandbox strategy) and nothing is written
+        res = _follow(start_job("run", work, kill=sandbox.close if sandbox else None, label="run"))
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     if options.trace_dir is not None:
         write_trace_pages(options.trace_dir, [(ex.id, ex.images, r.trace) for ex, r in
                                               zip(examples, res.results, strict=True)],
@@ -194,24 +207,33 @@ def run(options: RunOptions) -> None:
 class PlanOptions:
     """``visforge plan``."""
 
-    task: Annotated[Path, typer.Option(help="Task card to plan for.")]
+    task: Annotated[Path | None, typer.Option(help="Task card to plan for (default: the workspace's task).")] = None
     k: Annotated[int, typer.Option(min=1, help="Candidates to sample.")] = 4
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0
-    planner: Annotated[Path | None, typer.Option(help="A planner folder (default: the embedded planner).")] = None
+    planner: Annotated[Path | None, typer.Option(help="A planner folder (default: the workspace's planner, adapted "
+                                                      "by Improve, or the embedded planner).")] = None
     workspace: Annotated[Path | None, typer.Option(help="Save each candidate as a program version here.")] = None
 
 
 @command(app, "plan")
 def plan(options: PlanOptions) -> None:
-    """Propose candidate programs for a task card (printed, and saved to a workspace if given)."""
+    """Propose candidate programs for a task card (printed, and saved to a workspace if given).
+
+    With --workspace the workspace's planner plans (the one Improve adapted, if any; the video
+    planner for a video task), and each candidate is validated and saved as a version."""
+    if options.task is None and options.workspace is None:
+        _fail("give --task (a task card) or --workspace (plan for its task)")
     try:
-        card = load_task_card(options.task)
-        ws = Workspace.open(options.workspace) if options.workspace else None
-        model = load_planner(options.planner) if options.planner else None
+        ws = open_workspace(options.workspace) if options.workspace else None
+        card = load_task_card(options.task) if options.task else ws.load_task()
+        if options.planner is not None:
+            model = load_planner(options.planner)
+        else:
+            model = planner_for(ws, card) if ws is not None else None
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
     for i, src in enumerate(propose_for_task(card, planner=model, k=options.k, temperature=options.temperature)):
-        tag = ws.add_program(src, origin="planner").tag if ws else f"candidate {i + 1}"
+        tag = add_program(ws, src, origin="planner").tag if ws else f"candidate {i + 1}"
         typer.echo(f"# {tag}\n{src}")
 
 
@@ -229,13 +251,14 @@ class ExportOptions:
 
 @command(app, "export")
 def export(options: ExportOptions) -> None:
-    """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests)."""
-    try:
-        result = export_solution(options.root, options.out, options.name, options.profile, options.version,
-                                 overwrite=options.overwrite)
-    except UserError as e:
-        _fail(str(e))
-    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    """Export the accepted program as an installable solution (CLI, HTTP server, acceptance tests).
+
+    Runs as a job (a child process): Ctrl-C cancels it and leaves any previous export intact."""
+    ws = _open(options.root)
+    params = {"out_dir": str(options.out) if options.out else None, "name": options.name,
+              "profile": options.profile, "version": options.version, "overwrite": options.overwrite}
+    result = _follow(_start(ws, "export", **params))
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 @dataclass(frozen=True)
@@ -264,12 +287,45 @@ def _open(root: Path) -> Workspace:
         _fail(str(e))
 
 
+def _start(ws: Workspace, step: str, progress: bool = False, **params) -> Job:
+    try:
+        job = start_step(ws, step, **params)
+    except UserError as e:
+        _fail(str(e))
+    if progress:
+        job.watch(lambda j: typer.echo(f"[{(j.fraction or 0):4.0%}] {j.message}", err=True))
+    return job
+
+
+def _follow(job: Job):
+    """Wait for ``job`` in the foreground and return its result. Ctrl-C (SIGINT) or SIGTERM
+    cancels it: the job ends "cancelled" with nothing saved and the command exits with 130."""
+    def on_signal(signum, _frame) -> None:
+        typer.secho(f"{signal.Signals(signum).name}: cancelling {job.label} ...", fg=typer.colors.YELLOW, err=True)
+        job.cancel()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not job.wait(0.2):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if job.state == "cancelled":
+        typer.secho(f"cancelled: {job.message}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    if job.state != "succeeded":
+        _fail(job.error or f"{job.label} ended {job.state}")
+    return job.result
+
+
 def _torch_threads(threads: int | None) -> None:
     threads = threads or int(os.environ.get("VISFORGE_TORCH_THREADS", "0") or 0)
     if threads:
         import torch  # the "ml" extra; only the training commands need it
 
         torch.set_num_threads(threads)
+        os.environ["VISFORGE_TORCH_THREADS"] = str(threads)  # the job's child process uses it too
 
 
 @dataclass(frozen=True)
@@ -288,11 +344,9 @@ class ImproveOptions:
 def improve(options: ImproveOptions) -> None:
     """Reinforced self-training of the planner on the workspace's examples (saved to checkpoints/planner)."""
     ws = _open(options.root)
-    try:
-        report = improve_planner(ws, rounds=options.rounds, k=options.k, steps=options.steps,
-                                 eval_fraction=options.eval_fraction, progress=options.progress)
-    except UserError as e:
-        _fail(str(e))
+    # a job on a thread: Ctrl-C stops it between steps and no planner is saved
+    report = _follow(_start(ws, "improve", progress=options.progress, rounds=options.rounds, k=options.k,
+                            steps=options.steps, eval_fraction=options.eval_fraction))
     _echo_json(report)
 
 
@@ -361,14 +415,13 @@ def finetune(options: FinetuneOptions) -> None:
     """Fine-tune the VQA engine on workspace dataset(s); resumable; prints before/after figures."""
     _torch_threads(options.threads)
     ws = _open(options.root)
-    try:
-        res = finetune_engine(ws, options.dataset, backend=options.backend, model=options.model, run=options.run,
-                              config=options.config(), resume=options.resume, progress=options.progress)
-    except UserError as e:
-        _fail(str(e))
+    # a job in a child process: Ctrl-C kills it and what it wrote to checkpoints/<run> goes
+    res = _follow(_start(ws, "finetune", progress=options.progress, dataset=options.dataset,
+                         backend=options.backend, model=options.model, run=options.run, config=options.config(),
+                         resume=options.resume))
     # One line of JSON: scripts read the last line of output.
-    typer.echo(json.dumps({"best_checkpoint": str(res.best_checkpoint), "before": res.before, "after": res.after,
-                           "resumed_from": res.resumed_from}, default=str))
+    typer.echo(json.dumps({"best_checkpoint": str(res["best_checkpoint"]), "before": res["before"],
+                           "after": res["after"], "resumed_from": res["resumed_from"]}, default=str))
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.core.taskcard import load_task_card
-from builder.core.video import load_media
-from builder.core.workspace import Workspace
-from builder.domains.shapes.world.cards import make_task_card
-from builder.executor import Sandbox
-from builder.methods.export import export_solution
-from builder.planner import propose_for_task
-from builder.run import examples_from_card, run_batch, run_program
-from builder.tools.cache import ToolCache
-from builder.tools.profile import build_engines
-from builder.tools.trace import trace_to_html
+from builder import (
+    Runtime,
+    accept_program,
+    add_program,
+    card_from_data,
+    export_solution,
+    propose_programs,
+    run_examples,
+    save_task,
+    shapes_task_data,
+)
+from builder.interfaces.views import trace_html
 
 # The notebooks live in a source checkout beside the packages (they are not package data).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -51,35 +52,26 @@ def main(out: str | Path = "demo-out") -> dict:
     summary: dict = {"not_run": {}}
 
     log("1/5 describe: a task card with 12 shapes-world examples")
-    card_path = make_task_card(out / "task", kind="count", target="red objects", n=12, seed=0)
-    card = load_task_card(card_path, check_images=True)
-    ws = Workspace.init(out / "workspace", card, images_from=card_path.parent)
+    card = card_from_data(shapes_task_data("count", "red objects", n=12, seed=0, staging=out / "task"))
+    ws = save_task(out / "workspace", card)
     card = ws.load_task()
-    examples = examples_from_card(card, ws.root)
-    summary["task"] = {"name": card.name, "examples": len(examples), "query": card.examples[0].query}
+    summary["task"] = {"name": card.name, "examples": len(card.examples), "query": card.examples[0].query}
 
     log("2/5 plan: candidate programs, each run on every example in the sandbox")
-    engines = build_engines("shapes")
-    cache = ToolCache(ws.dir("cache"))
-    candidates = [("engineer", src) for src in ENGINEER_CANDIDATES]
-    for src in propose_for_task(card, k=8, temperature=1.0):
-        candidates.append(("planner", src))
+    versions = [add_program(ws, src, origin="engineer") for src in ENGINEER_CANDIDATES]
+    proposed, note = propose_programs(ws, k=8, temperature=1.0)
+    log(f"   {note}")
     scored = []
-    with Sandbox(workers=2) as sandbox:
-        for origin, src in candidates:
-            pv = ws.add_program(src, origin=origin)
-            res = run_batch(src, examples, card.output, card.metric, engines=engines, cache=cache,
-                            sandbox=sandbox, progress=False)
-            ws.save_run({"program": pv.version, **res.to_dict()}, label=pv.tag)
-            log(f"   {pv.tag} ({origin}): {res.correct}/{res.n} correct, {res.errors} errors")
-            scored.append((res.accuracy, -len(src), pv, res))
-        best_acc, _, best, best_res = max(scored, key=lambda t: (t[0], t[1]))
-        ws.accept(best.version)
-        log(f"   accepted {best.tag} with accuracy {best_acc:.2f}")
-        first, trace = run_program(best.source, examples[0], engines, sandbox, cache, inspect=True)
-    images = [load_media(p) for p in examples[0].images]
-    (out / "trace.html").write_text(trace_to_html(trace, images, title=f"{best.tag} on {examples[0].id}",
-                                                 output=card.output))
+    with Runtime(ws, workers=2) as runtime:  # engines, sandbox and tool cache, built once
+        for pv in versions + proposed:
+            res = run_examples(ws, pv.version, runtime)  # saved as the version's run
+            log(f"   {pv.tag} ({pv.origin}): {res.correct}/{res.n} correct, {res.errors} errors")
+            scored.append((res.accuracy, -len(pv.source), pv, res))
+    best_acc, _, best, best_res = max(scored, key=lambda t: (t[0], t[1]))
+    accept_program(ws, best.version)
+    log(f"   accepted {best.tag} with accuracy {best_acc:.2f}")
+    first = best_res.results[0]
+    (out / "trace.html").write_text(trace_html(ws, first, title=f"{best.tag} on {first.id}"), encoding="utf-8")
     summary["programs"] = [{"version": pv.version, "origin": pv.origin, "accuracy": acc} for acc, _, pv, _ in scored]
     summary["accepted"] = {"version": best.version, "accuracy": best_acc}
 
@@ -87,7 +79,7 @@ def main(out: str | Path = "demo-out") -> dict:
     summary["not_run"]["adapt"] = "self-training, SelTDA and fine-tuning run in the notebook demo (without --scripted)"
 
     log("5/5 export")
-    result = export_solution(ws, out_dir=out / "export")
+    result = export_solution(ws, out / "export")
     summary["export"] = {"project": str(result.project_dir), "wheel": str(result.wheel),
                          "install": result.install_commands}
 

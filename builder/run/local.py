@@ -12,13 +12,16 @@ import dataclasses
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from builder.core.errors import Cancelled
 from builder.core.images import ImageError, decode_working, read_image_bytes
 from builder.core.metrics import score
 from builder.core.video import VideoError, is_video_path, load_video
@@ -187,21 +190,45 @@ def run_local(
     profile: str | dict = "shapes",
     cache: ToolCache | None = None,
     workers: int = 2,
-    progress: bool = True,
+    progress: bool | Callable[[int, int], None] = True,
     inspect: bool = False,
     sandbox: Sandbox | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> RunnerOutput:
-    """The ``local`` runner: every example on a thread pool sharing one sandbox and one cache."""
+    """The ``local`` runner: every example on a thread pool sharing one sandbox and one cache.
+
+    ``progress`` is True (a tqdm bar), False, or ``progress(done, total)``. ``cancel()`` (a
+    ``CancelToken`` or any callable) is polled while examples run; when it returns True the
+    examples not started are dropped, the runner's own sandbox is closed (a shared one is the
+    caller's to stop: ``Runtime.cancel``) and ``Cancelled`` is raised: nothing is returned.
+    """
     engines = engines if engines is not None else build_engines(profile)
     own_sandbox = sandbox is None
     sandbox = sandbox if sandbox is not None else Sandbox(workers=workers)
     h0, m0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    results: list = [None] * len(examples)
     try:
         def one(ex: ExampleInput) -> ExampleResult:
             return run_program(source, ex, engines, sandbox, cache, inspect=inspect)[0]
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = list(tqdm(pool.map(one, examples), total=len(examples), disable=not progress, desc="examples"))
+        with tqdm(total=len(examples), disable=progress is not True, desc="examples") as bar, \
+                ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {pool.submit(one, ex): i for i, ex in enumerate(examples)}
+            pending, done = set(futures), 0
+            while pending:
+                finished, pending = wait_futures(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    results[futures[fut]] = fut.result()
+                    done += 1
+                    bar.update(1)
+                    if callable(progress):
+                        progress(done, len(examples))
+                if cancel is not None and cancel():
+                    for fut in pending:
+                        fut.cancel()
+                    if own_sandbox:
+                        sandbox.close()  # the programs still running end at once
+                    raise Cancelled(f"run cancelled after {done}/{len(examples)} examples; nothing was saved")
     finally:
         if own_sandbox:
             sandbox.close()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
 
+from builder.core.errors import Cancelled
 from builder.executor import Sandbox
 from builder.run.local import ExampleInput, ExampleResult, RunnerOutput, run_program
 from builder.tools.profile import build_engines
@@ -56,16 +58,18 @@ class _Runner:
 
 
 def run_ray(source: str, examples: list[ExampleInput], *, profile: str | dict = "shapes", workers: int = 2,
-            progress: bool = True, batch_size: int = 16, **_local_only) -> RunnerOutput:
+            progress: bool | Callable[[int, int], None] = True, batch_size: int = 16,
+            cancel: Callable[[], bool] | None = None, **_local_only) -> RunnerOutput:
     """The ``ray`` runner: ``source`` over ``examples`` on a local (or already connected) Ray cluster.
 
     Each actor builds its engines from ``profile`` (a name, path or dict: engine objects do not
     travel). Options only the local runner has (``engines``, ``cache``, ``sandbox``,
-    ``inspect``) are ignored.
+    ``inspect``) are ignored. ``progress(done, total)`` and ``cancel()`` are called as results
+    stream back; a cancel stops reading and raises ``Cancelled`` (Ray stops the pipeline).
     """
     if not isinstance(profile, (str, dict)):
         raise TypeError("the Ray path builds engines in each actor: pass a profile name, path or dict")
-    ray = ray_session(workers, progress)
+    ray = ray_session(workers, progress is True)
     items = [{"order": i, "example": json.dumps(asdict(ex))} for i, ex in enumerate(examples)]
     ds = ray.data.from_items(items).map_batches(
         _Runner,
@@ -74,7 +78,14 @@ def run_ray(source: str, examples: list[ExampleInput], *, profile: str | dict = 
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
     )
-    rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
+    rows = []
+    for row in ds.iter_rows():
+        rows.append(row)
+        if callable(progress):
+            progress(len(rows), len(items))
+        if cancel is not None and cancel():
+            raise Cancelled(f"run cancelled after {len(rows)}/{len(items)} examples; nothing was saved")
+    rows.sort(key=lambda r: int(r["order"]))
     return RunnerOutput([ExampleResult(**json.loads(r["result"])) for r in rows])
 
 

@@ -1,7 +1,8 @@
 """The runner registry: how a program is run over a set of examples (``local`` threads or ``ray``).
 
 A runner is a callable ``runner(source, examples, *, engines, profile, cache, workers,
-progress, inspect, sandbox) -> RunnerOutput``. ``run_batch`` picks one by name, runs it and
+progress, inspect, sandbox[, cancel]) -> RunnerOutput`` (``cancel`` is passed only when given:
+a callable polled while it runs; a cancelled runner raises ``Cancelled``). ``run_batch`` picks one by name, runs it and
 scores the results. Adding a backend (a job queue, a cluster) is one ``register_runner`` call.
 """
 
@@ -46,13 +47,18 @@ def run_batch(
     cache: ToolCache | None = None,
     workers: int = 2,
     engine: str = "local",
-    progress: bool = True,
+    progress: bool | Callable[[int, int], None] = True,
     inspect: bool = False,
     sandbox: Sandbox | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> BatchResult:
-    """Run ``source`` on every example with the runner ``engine`` and score it against the expected outputs."""
+    """Run ``source`` on every example with the runner ``engine`` and score it against the expected outputs.
+
+    ``progress``: True (a bar), False, or ``progress(done, total)``; ``cancel``: a
+    ``CancelToken`` (or callable) that stops the run with ``Cancelled``."""
     runner = get_runner(engine)
     t0 = time.perf_counter()
+    extra = {"cancel": cancel} if cancel is not None else {}
     out = runner(source, examples, engines=engines, profile=profile, cache=cache, workers=workers,
-                 progress=progress, inspect=inspect, sandbox=sandbox)
+                 progress=progress, inspect=inspect, sandbox=sandbox, **extra)
     return summarise(out.results, output, metric, time.perf_counter() - t0, out.cache_hits, out.cache_misses)

@@ -21,6 +21,10 @@ compiled into a program. Self-training adapts its parser head to the customer's 
 
 Unlabelled queries can be listed too: they are explored only through their labelled siblings
 (nothing is trained on a query without a reward).
+
+For a workspace, ``split_examples`` groups the task card's examples by query into training and
+evaluation parts and ``example_scorer`` runs programs on them in the sandbox with the card's
+metric; ``builder.api.steps.improve_planner`` puts them together and saves the adapted planner.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from builder.core.metrics import score as score_output
 from builder.core.seeding import derive_seed
+from builder.core.taskcard import OutputKind, TaskCard
 from builder.domains import vocabulary
 from builder.planner.meaning import MeaningError, compile_program
 from builder.planner.phrasings import generate
 from builder.planner.prompt import PlanRequest
 from builder.planner.semantic import SemanticParser, SemanticPlanner, request_output, train_parser
+from builder.run import examples_from_card, run_program
 
 FAMILY_OF_OUTPUT = {"text": "vqa", "bool": "vqa", "count": "vqa", "boxes": "grounding", "choice": "itm"}
 
@@ -195,3 +202,39 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
             progress(f"round {r + 1}: eval accuracy {row['eval']['accuracy']:.2f}", (r + 1) / config.rounds)
     report["after"] = report["rounds"][-1]["eval"] if report["rounds"] else report["before"]
     return planner, report
+
+
+# ---- a workspace's examples as self-training data ---------------------------------------------
+def split_examples(card: TaskCard, base, eval_fraction: float = 0.5) -> tuple[list[QueryTask], list[QueryTask], int]:
+    """The card's examples grouped by query: (training tasks, evaluation tasks, distinct queries).
+
+    Per query, the first part of its examples trains (the planner's readings are run on them and
+    a reading that answers all of them is kept) and the last ``eval_fraction`` evaluates; a
+    query with one example only trains. ``base`` is the folder image paths are relative to.
+    """
+    output = OutputKind(card.output).value
+    by_query: dict[tuple, list] = {}
+    for ex in examples_from_card(card, base):
+        by_query.setdefault((ex.query, ex.choices is not None, ex.multi_image), []).append(ex)
+    train, held = [], []
+    for (query, has_choices, multi), exs in by_query.items():
+        if not query:
+            continue
+        n_eval = int(round(len(exs) * eval_fraction)) if len(exs) > 1 else 0
+        cut = len(exs) - n_eval
+        train.append(QueryTask(query, output, exs[:cut], has_choices, multi))
+        if n_eval:
+            held.append(QueryTask(query, output, exs[cut:], has_choices, multi))
+    return train, held, len(by_query)
+
+
+def example_scorer(card: TaskCard, engines, sandbox, cache=None) -> Callable:
+    """``scorer(program, task, examples) -> list[bool]``: each example run in ``sandbox`` and
+    scored with the card's output kind and metric (an error scores False)."""
+    output = OutputKind(card.output).value
+
+    def scorer(source, task, examples):
+        return [res.error is None and score_output(output, res.value, res.expected, card.metric)
+                for res in (run_program(source, ex, engines, sandbox, cache)[0] for ex in examples)]
+
+    return scorer

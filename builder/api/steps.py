@@ -1,0 +1,115 @@
+"""The adaptation and delivery steps: Improve the planner, Augment, Fine-tune, Tune, Export.
+
+Each step is one call over a workspace; the method it runs lives in ``builder.methods`` (and
+``augment``). Long steps run as jobs (``builder.api.jobs``): a step saves its output only at
+the end, so a cancelled one saves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from augment import seltda
+from builder.api.programs import WORKSPACE_PLANNER, workspace_planner
+from builder.api.runtime import Runtime
+from builder.core.atomic import atomic_write_json
+from builder.core.errors import Cancelled, UserError
+from builder.core.workspace import Workspace
+from builder.methods import export as _export
+from builder.methods import finetune as _finetune
+from builder.methods import improve as _improve
+from builder.methods import tune as _tune
+from builder.methods.export import ExportResult
+from builder.methods.finetune import FinetuneConfig, FinetuneResult
+from builder.planner.semantic import clear_planner_cache
+
+__all__ = ["augment_data", "export_solution", "finetune_engine", "improve_planner", "tune_program"]
+
+
+def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
+                    progress: bool | Callable[[str, float], None] = False,
+                    should_stop: Callable[[], bool] | None = None, runtime: Runtime | None = None,
+                    cancel: Callable[[], bool] | None = None, **options: Any) -> dict:
+    """Reinforced self-training of the planner on the workspace's annotated examples (the Improve step).
+
+    The examples are grouped by query and split into training and evaluation parts
+    (``builder.methods.improve.split_examples``, ``eval_fraction`` evaluates). The adapted
+    planner is saved to ``checkpoints/planner``, used by later proposals in this workspace, and
+    exported with the solution. Returns the report: accuracy before and after each round on
+    the evaluation examples, kept readings, the planner's path. ``options`` go to
+    ``builder.methods.improve.AdaptConfig``.
+
+    ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
+    then ``Cancelled`` is raised and no planner is saved.
+    """
+    card = ws.load_task()
+    train, held, n_queries = _improve.split_examples(card, ws.root, eval_fraction)
+    if not train:
+        raise UserError("self-training needs annotated examples with a query in the task card")
+    stop = cancel if cancel is not None else should_stop
+    own = runtime is None
+    runtime = runtime or Runtime(ws)
+    scorer = _improve.example_scorer(card, runtime.engines, runtime.sandbox, runtime.cache)
+    report_progress = progress if callable(progress) else (
+        (lambda msg, frac: print(f"[{frac:4.0%}] {msg}", flush=True)) if progress else None)
+    try:
+        planner, report = _improve.self_train(workspace_planner(ws), train, held, scorer,
+                                              _improve.AdaptConfig(rounds=rounds, k=k, steps=steps, **options),
+                                              progress=report_progress, should_stop=stop)
+    finally:
+        if own:
+            runtime.close()
+    if report.get("cancelled") or (stop is not None and stop()):
+        raise Cancelled(f"Improve cancelled after {len(report['rounds'])} of {rounds} round(s); "
+                        "no planner was saved")
+    out = ws.root / "checkpoints" / WORKSPACE_PLANNER
+    planner.parser.save_pretrained(out)
+    clear_planner_cache(out)
+    report.update(planner=str(out), train_examples=sum(len(t.examples) for t in train),
+                  eval_examples=sum(len(t.examples) for t in held), queries=n_queries)
+    atomic_write_json(ws.root / "checkpoints" / "planner_report.json", report)
+    return report
+
+
+def augment_data(ws: Workspace, labelled: str = "examples", unlabelled: str | Path = "unlabelled",
+                 name: str = "seltda", **options: Any) -> dict:
+    """SelTDA: pseudo-label unlabeled images with a teacher trained on ``datasets/<labelled>``,
+    filter them, and save real + synthetic as ``datasets/<name>`` for fine-tuning.
+
+    ``options`` go to ``augment.seltda.augment_workspace`` (ratio, n_per_image, top_p, seed, ...).
+    """
+    return seltda.augment_workspace(ws, labelled=labelled, unlabelled=unlabelled, name=name, **options)
+
+
+def finetune_engine(ws: Workspace, dataset: str | Sequence[str], backend: str = "shapes",
+                    model: str | None = None, run: str = "finetune", config: FinetuneConfig | None = None,
+                    **options: Any) -> FinetuneResult:
+    """Fine-tune the VQA engine on workspace dataset(s) (folders under ``datasets/``).
+
+    ``backend`` is "shapes" (the embedded engine; ``model`` = other weights) or "hf" (a BLIP
+    model id or folder). Checkpoints go to ``checkpoints/<run>``; an interrupted run resumes.
+    Returns before/after scores and the best checkpoint.
+    """
+    adapter = _finetune.make_adapter(backend, model)
+    return _finetune.finetune_workspace(ws, dataset, adapter, run, config, **options)
+
+
+def tune_program(ws: Workspace, version: int | None = None, n_trials: int = 30, **options: Any):
+    """Tune the numeric constants of the accepted program (or ``version``) on the examples and
+    save the tuned program as a new version (origin "tuned"). Needs the ``tune`` extra (Optuna)."""
+    return _tune.tune_workspace(ws, version=version, n_trials=n_trials, **options)
+
+
+def export_solution(ws: Workspace | str | Path, out_dir: str | Path | None = None, name: str | None = None,
+                    profile: str | Path | dict | None = None, version: str | None = None,
+                    **options: Any) -> ExportResult:
+    """Export the accepted program as a pip-installable solution (program, pinned engine
+    profile, CLI, HTTP server, acceptance tests from the examples) and build its wheel.
+
+    ``options``: ``overwrite``, ``verify``, ``build``, ``template_dir``
+    (see ``builder.methods.export.export_solution``).
+    """
+    return _export.export_solution(ws, out_dir, name, profile, version, **options)
+
