@@ -238,7 +238,7 @@ def resume_job(ws: Workspace, job_id: str, runtime: Runtime | None = None, backg
     return start_step(ws, rec["step"], runtime=runtime, background=background, **rec.get("params", {}))
 
 
-def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float], None] | None = None,
+def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float | None], None] | None = None,
                         should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2,
                         **kwargs: Any) -> dict:
     """Call the step ``entry`` (``augment_data``, ``finetune_engine``, ``export_solution``) as

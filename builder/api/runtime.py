@@ -7,6 +7,7 @@ import threading
 from builder.core.workspace import Workspace
 from builder.executor import Sandbox
 from builder.tools.cache import ToolCache
+from builder.tools.host import Engines
 from builder.tools.profile import build_engines
 
 
@@ -25,7 +26,7 @@ class Runtime:
         self.profile = profile
         self.workers = workers
         self.runner = runner
-        self._engines = None
+        self._engines: Engines | None = None
         self._sandbox: Sandbox | None = None
         self._cache: ToolCache | None = None
         self._lock = threading.Lock()

@@ -136,12 +136,12 @@ def decode_working(data: bytes, working_side: int, name: str = "image", max_pixe
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     if w < 1 or h < 1:
         raise ImageError(f"{name}: image has no pixels")
-    img = to_rgb(displayed(img))
-    if max(img.size) > working_side:
-        shrink = working_side / max(img.size)
-        img = img.resize((max(1, round(img.width * shrink)), max(1, round(img.height * shrink))),
+    rgb: Image.Image = to_rgb(displayed(img))
+    if max(rgb.size) > working_side:
+        shrink = working_side / max(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * shrink)), max(1, round(rgb.height * shrink))),
                          Image.Resampling.BOX)
-    return WorkingImage(np.asarray(img), (h, w) if turned else (w, h))
+    return WorkingImage(np.asarray(rgb), (h, w) if turned else (w, h))
 
 
 def displayed(img: Image.Image) -> Image.Image:

@@ -181,6 +181,7 @@ def train_loop(model, batches: Callable[[int, Any], Iterable], loss_fn: Callable
     raw = accelerator.unwrap_model(model) if accelerator is not None else model
 
     def checkpoint(name: str, epoch: int) -> Path:
+        assert run_dir is not None  # only called when checkpointing
         return _save_checkpoint(run_dir / name, raw, opt, save, epoch, state, meta)
 
     if evaluate is not None and "start" not in state.history:  # the starting model, scored as every epoch is
@@ -238,6 +239,7 @@ def _resume(model, opt, run_dir: Path | None, load, meta: dict, say) -> _LoopSta
     done = epoch_checkpoints(run_dir) if run_dir is not None else []
     if not done:
         return _LoopState({"train": [], "val": []})
+    assert run_dir is not None  # done is empty without a run folder
     resumed_from, last = done[-1]
     load(model, last)
     opt.load_state_dict(torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)["optimizer"])

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +71,7 @@ class _LearnedWeights:
     retrain), and the torch model loaded once, on first use, by ``_load(weights, device)``."""
 
     _train_command: str  # named in the error when the weights are missing
+    _load: Callable[[Path, str], Any]  # each engine's loader: (weights folder, device) -> torch model
 
     def _use_weights(self, weights: str | Path | None, default: Path, device: str) -> str:
         """Set ``weights`` and ``device``; returns the weights' version string."""
