@@ -232,7 +232,7 @@ def test_generated_acceptance_tests_pass(venv, exported):
     proc = _run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                 cwd=exported.project_dir, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert f"{len(SEEDS) + 2} passed" in proc.stdout
+    assert f"{len(SEEDS) + 3} passed" in proc.stdout  # the examples, the install check, the CLI, the README
 
 
 def test_server_verifies_every_image_and_refuses_huge_ones_fast(server, workspace):

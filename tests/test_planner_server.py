@@ -348,4 +348,4 @@ def test_sigterm_stops_the_server_within_two_seconds(tiny_planner):
     assert time.monotonic() - t0 < 2
     for t in threads:
         t.join(10)
-    assert 200 not in codes or len(codes) == 3
+    assert len(codes) == 3 and 500 not in codes, codes  # every request answered 200 or 503, or cut off

@@ -463,7 +463,12 @@ def _stream(kind: str, rid: str, model_name: str, n_prompt: int, outs, include_u
 
 async def _generate(engine, model_name: str, kind: str, text: str, p: Params, param: str):
     """Run the generation in the engine's queue; a completion object or a stream of chunks."""
-    n_prompt, outs = await engine.submit(engine.generate, text, p, param)
+    try:
+        n_prompt, outs = await engine.submit(engine.generate, text, p, param)
+    except asyncio.CancelledError:
+        if engine.stopping.is_set():  # queued work dropped by a shutdown: a JSON 503, not a bare 500
+            raise engine._shutting_down() from None
+        raise  # the client went away
     rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     if p.stream:
         return _stream(kind, rid, model_name, n_prompt, outs, p.include_usage)
