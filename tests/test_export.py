@@ -344,3 +344,19 @@ def test_killed_export_leaves_no_debris(tmp_path):
     # and a new export then works
     result = export_solution(reopened, verify=False)
     assert reopened.summary()["exports"] == [result.project_dir.name]
+
+
+def test_export_needs_nothing_beyond_visforge_ml_serve():
+    """``pip install visforge[ml,serve]`` is enough to export: every package export pins (the
+    server's and the generated tests') is a requirement of the base install or of those extras."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from builder.methods.export.project import SERVE_PACKAGES, TEST_PACKAGES
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["ml"] + project["optional-dependencies"]["serve"]
+    names = {Requirement(r).name.lower() for r in reqs}
+    missing = [p for p in (*SERVE_PACKAGES, *TEST_PACKAGES) if p.lower() not in names]
+    assert not missing, f"export needs {missing}, which visforge[ml,serve] does not install"

@@ -184,3 +184,22 @@ def test_temp_files_of_dead_writers_are_removed(tmp_path):
         p.write_text("{")
     assert remove_stale_temp_files(ws.root) == 1
     assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_an_export_killed_between_its_renames_is_recovered_on_open(tmp_path, complete):
+    """Killed after moving the old export aside and before renaming the new one in: the complete
+    new export takes its place (or, if the new one was not finished, the old one comes back)."""
+    ws = make_ws(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    exports = ws.root / "exports"
+    old, new = exports / f".sol.old-{dead}-aaaa1111", exports / f".sol.tmp-{dead}-bbbb2222"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir(parents=True)
+        (folder / "README.md").write_text(text)
+    if complete:
+        (exports / f"{new.name}.complete").touch()
+    Workspace.open(ws.root)
+    assert (exports / "sol" / "README.md").read_text() == ("new" if complete else "old")
+    assert sorted(p.name for p in exports.iterdir()) == ["sol"]

@@ -146,24 +146,40 @@ def remove_stale_temp_files(folder: str | Path) -> int:
     return n
 
 
-_STALE_EXPORT = re.compile(r"^\..+\.(tmp|old)-(\d+)-[0-9a-f]+(\.build)?$")
+_STALE_EXPORT = re.compile(r"^\.(.+)\.(tmp|old)-(\d+)-[0-9a-f]+(\.build|\.complete)?$")
+COMPLETE_SUFFIX = ".complete"  # ``.<name>.tmp-<pid>-<hex>.complete``: that folder was written in full
 
 
 def remove_stale_exports(folder: str | Path) -> int:
-    """Delete hidden ``.<name>.tmp-<pid>-<hex>`` / ``.old-`` folders left by exports that were killed.
+    """Recover, then delete, the hidden folders of exports that were killed; returns how many went.
 
-    A folder whose process is still alive (an export running now) is kept. Returns how many went.
+    An export builds ``.<name>.tmp-<pid>-<hex>``, marks it complete, moves the old ``<name>`` aside to
+    ``.<name>.old-<pid>-<hex>`` and renames the new one into place. Killed between those renames,
+    ``<name>`` is missing: the complete new folder takes its place, else the old one goes back. A
+    folder whose process is still alive (an export running now) is never touched.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    n = 0
+    stale = []
     for p in folder.iterdir():
         m = _STALE_EXPORT.match(p.name)
-        if not m or _alive(int(m.group(2))):
+        if m and not _alive(int(m.group(3))):
+            stale.append((m, p))
+    for m, p in stale:  # first put back any export whose swap was cut short
+        name, kind, suffix = m.group(1), m.group(2), m.group(4)
+        target = folder / name
+        if suffix or target.exists() or not p.is_dir():
             continue
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        n += 1
+        complete = p.with_name(p.name + COMPLETE_SUFFIX).exists()
+        if (kind == "tmp" and complete) or (kind == "old" and not any(
+                q.name.startswith(f".{name}.tmp-") and q.name.endswith(COMPLETE_SUFFIX) for _, q in stale)):
+            p.rename(target)
+    n = 0
+    for _, p in stale:
+        if p.exists() or p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            n += 1
     return n
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from builder.core.atomic import COMPLETE_SUFFIX
 from builder.core.resources import solution_template_dir
 from builder.core.workspace import Workspace
 from builder.executor.validate import parse as parse_source
@@ -184,6 +185,8 @@ def export_solution(
     try:
         result = write_project(ws, ProjectSpec(card, accepted, tmp, name, package, version, pinned, model_files,
                                                extras, at_export, templates, build))
+        complete = tmp.with_name(tmp.name + COMPLETE_SUFFIX)  # a killed swap is finished on the next open
+        complete.touch()
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             out.rename(trash)
@@ -191,10 +194,12 @@ def export_solution(
             shutil.rmtree(trash, ignore_errors=True)
         else:
             tmp.rename(out)
+        complete.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        tmp.with_name(tmp.name + COMPLETE_SUFFIX).unlink(missing_ok=True)
         shutil.rmtree(out.parent / f"{tmp.name}.build", ignore_errors=True)
     # Paths were made inside the temporary folder: point them at the final one.
     result.project_dir = out
