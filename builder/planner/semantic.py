@@ -225,7 +225,11 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
     enc = encode([e["words"] for e in examples])
     encode_s = time.perf_counter() - t0
     kind, slots, role = _targets(examples, enc)
-    head = head if head is not None else build_head(config)
+    if head is None:
+        from builder.core.seeding import seed_everything
+
+        seed_everything(seed)  # the initial weights are drawn here: a start planner is reproducible from its seed
+        head = build_head(config)
 
     def batches(_epoch, rng):
         while True:
