@@ -138,6 +138,9 @@ class Pool:
     def _done(self, _fut) -> None:
         with self._lock:
             self.count -= 1
+            idle = self.count == 0
+        if idle:  # decoded photos are freed by now: hand the heap back, so idle memory returns to its start
+            _trim_memory()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -363,9 +366,6 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         except TimeoutError:
             raise HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s") from None
 
-    def _big(files: list[tuple[str, bytes]]) -> bool:
-        return sum(len(d) for _, d in files) > MB
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is being served."""
@@ -398,8 +398,6 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
                 return state["solution"].predict(arrays, query, picked, deadline=deadline)
             finally:
                 del arrays
-                if _big(files):
-                    _trim_memory()
 
         result = await _in_pool(work, deadline)
         return JSONResponse(result, status_code=200 if result["ok"] else 500)
@@ -432,8 +430,6 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
                 return {"results": state["solution"].predict_many(items, deadline=deadline)}
             finally:
                 del arrays, items
-                if _big(files):
-                    _trim_memory()
 
         return await _in_pool(work, deadline)
 
