@@ -29,6 +29,7 @@ from builder.api.runtime import Runtime
 from builder.core.atomic import remove_stale_exports
 from builder.core.errors import Cancelled, UserError
 from builder.core.workspace import Workspace
+from builder.methods.finetune import FinetuneConfig
 from builder.run.jobs import (
     FINAL_STATES,
     INTERRUPTED,
@@ -235,7 +236,10 @@ def resume_job(ws: Workspace, job_id: str, runtime: Runtime | None = None, backg
     rec = job_status(ws, job_id)
     if rec is None or rec["state"] != INTERRUPTED:
         raise UserError(f"job {job_id} was not interrupted")
-    return start_step(ws, rec["step"], runtime=runtime, background=background, **rec.get("params", {}))
+    params = dict(rec.get("params", {}))
+    if rec["step"] == "finetune" and isinstance(params.get("config"), dict):
+        params["config"] = FinetuneConfig(**params["config"])  # the record holds the config's fields
+    return start_step(ws, rec["step"], runtime=runtime, background=background, **params)
 
 
 def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float], None] | None = None,
