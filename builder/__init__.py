@@ -33,7 +33,7 @@ __all__ = [
     "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
     "Cancelled", "task_fingerprint", "validate_image_upload", "task_history", "restore_task", "replace_task",
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
-    "examples_dataset", "shapes_unlabelled", "run_step_in_process",
+    "examples_dataset", "shapes_unlabelled",
     "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
     "workspace_planner", "planner_for", "InvalidProgram",
     "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job", "start_job",

@@ -57,41 +57,176 @@ def test_app_api_without_browser(tmp_path):
         app.close()
 
 
+def _cancel_from_app(app, card, job):
+    """Cancel the app's job with its card's Cancel; it ends "cancelled" (engine record too)."""
+    from builder import job_status
+
+    assert card.job_view.cancel_button.visible and card.job_view.progress.visible
+    card.job_view.cancel_button.clicks += 1  # what the browser's click does
+    assert app.jobs.wait(60) is job and job.state == "cancelled", (job.state, job.error)
+    assert job_status(app.workspace, job.id)["state"] == "cancelled"
+    assert "cancelled after" in card.job_view.status.object and app.state.message.alert_type == "warning"
+    assert not card.job_view.cancel_button.visible and not app.jobs.running()
+
+
 def test_app_jobs_without_browser(tmp_path):
-    """Steps started as jobs: the run card shows its result; a cancelled run saves nothing; an
-    interrupted job is resumed by its own card after a 'server restart' (a new session)."""
-    from builder.interfaces.app import VisForgeApp, job_records
+    """Steps started from the app run as jobs of the one engine: the run card shows the job's
+    progress and its result; a reloaded page finds the running job; a cancelled run saves
+    nothing; an interrupted job is resumed by its own card after a 'server restart'."""
+    from test_jobs import LOOP, _wait_for
+
+    from builder import list_jobs
+    from builder.interfaces.app import VisForgeApp
 
     app = VisForgeApp(tmp_path / "ws")
     try:
         app.task.create_task("exists", "blue circle", n=3, seed=2)
         app.program.save_version('def execute(image):\n    return image.count("blue circle") > 0\n')
         job = app.run.start()
-        assert app.jobs.wait(120) is job and job.state == "done", job.error
+        assert app.jobs.wait(120) is job and job.state == "succeeded", job.error
         assert "3/3 passed" in app.run.summary.object and len(app.workspace.runs()) == 1
-        app.program.save_version("def execute(image):\n    while True:\n        pass\n")
+        assert "**Run** finished" in app.run.job_view.status.object
+        app.program.save_version(LOOP)
         job = app.run.start()
-        deadline = time.time() + 30
-        while job.message == "starting" and time.time() < deadline:
-            time.sleep(0.1)
-        app.jobs.cancel()
-        assert app.jobs.wait(30) is job and job.state == "cancelled"
-        assert len(app.workspace.runs()) == 1 and app.state.message.alert_type == "warning"
+        _wait_for(lambda: job.message.startswith("v0002"), job, what="the run's progress")
+        app.jobs.poll()
+        status = app.run.job_view.status.object
+        assert "running" in status and "/3 examples" in status and "s elapsed" in status, status
+        assert app.run.run_button.disabled and app.improve.improve_button.disabled
+        reloaded = VisForgeApp(tmp_path / "ws")  # a new session finds the engine's running job
+        try:
+            assert reloaded.jobs.current() is job and reloaded.run.job_view.cancel_button.visible
+            assert reloaded.run.run_button.disabled and not reloaded.improve.job_view.cancel_button.visible
+        finally:
+            reloaded.close()
+        _cancel_from_app(app, app.run, job)
+        assert len(app.workspace.runs()) == 1  # the cancelled run saved nothing
     finally:
         app.close()
-    # a job recorded as running but not alive in this server is offered for resuming
-    record = {**job.record(), "id": "20000101-000000-generate-abcdef", "step": "generate", "label": "Generate",
-              "params": {"k": 1}, "state": "running"}
+    # a job left "running" by a process that is gone reads "interrupted"; its card offers Resume
+    record = {**job.record(), "id": "20000101-000000-generate-abcdef", "step": "generate",
+              "label": "Generate programs", "params": {"k": 1}, "state": "running", "created": time.time()}
     (tmp_path / "ws" / "jobs" / f"{record['id']}.json").write_text(json.dumps(record))
     again = VisForgeApp(tmp_path / "ws")
     try:
-        assert again.jobs.resume_button.visible  # (the last live job of this process is shown beside it)
+        assert again.program.job_view.resume_button.visible and not again.run.job_view.resume_button.visible
+        assert "interrupted" in again.program.job_view.status.object
         n = len(again.workspace.programs())
-        resumed = again.jobs.resume()
-        assert again.jobs.wait(300) is resumed and resumed.state == "done", resumed.error
-        assert len(again.workspace.programs()) > n and "finished" in again.jobs.job_status.object
-        states = {r["id"]: r["state"] for r in job_records(tmp_path / "ws")}
-        assert states[record["id"]] == "interrupted" and sorted(states.values()).count("done") == 2
+        again.program.job_view.resume_button.clicks += 1
+        resumed = again.jobs.wait(300)
+        assert resumed is not None and resumed.state == "succeeded" and resumed.step == "generate", resumed.error
+        assert len(again.workspace.programs()) > n and "finished" in again.program.job_view.status.object
+        assert not again.program.job_view.resume_button.visible
+        states = {r["id"]: r["state"] for r in list_jobs(again.workspace)}
+        assert states[record["id"]] == "interrupted" and list(states.values()).count("succeeded") == 2
+    finally:
+        again.close()
+
+
+def test_app_cancelled_jobs_save_nothing(tmp_path):
+    """Cancel in the app ends each strategy's job "cancelled" with nothing saved: Improve (a
+    thread: no planner), Fine-tune (a child process: no checkpoint), Export (a child process:
+    no project, no temporary folder); the run (the sandbox) is in the test above."""
+    from test_jobs import COUNT, _tiny_vqa, _wait_for
+
+    from builder import FinetuneConfig
+    from builder.interfaces.app import VisForgeApp
+
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("count", "red objects", n=4, seed=2)
+        ws = app.workspace
+        job = app.improve.start(rounds=3, k=2, steps=400, replay=0)
+        _wait_for(lambda: "round" in job.message, job, what="the first round")
+        app.jobs.poll()
+        _cancel_from_app(app, app.improve, job)
+        assert "no planner was saved" in job.message
+        assert not (ws.root / "checkpoints" / "planner").exists()
+        assert not (ws.root / "checkpoints" / "planner_report.json").exists()
+
+        init = _tiny_vqa(ws, tmp_path)
+        run = ws.root / "checkpoints" / "cancelled"
+        job = app.finetune.start(dataset="real", model=str(init), run="cancelled", config=FinetuneConfig(
+            epochs=30, batch_size=16, patience=0, throttle_s=0.1, replay_fraction=0.0))
+        _wait_for(lambda: (run / "run.json").is_file(), job, what="the fine-tune's first file")
+        time.sleep(1.0)  # training, writing checkpoints
+        app.jobs.poll()
+        assert "Fine-tune" in app.finetune.job_view.status.object
+        _cancel_from_app(app, app.finetune, job)
+        assert not run.exists()
+
+        app.program.save_version(COUNT)
+        app.program.accept(app.program.version.value)
+        out = ws.root / "exports" / "sol"
+        job = app.export.start(build=True, out_dir=str(out))
+        _wait_for(lambda: out.parent.is_dir() and any(p.name.startswith(".sol.tmp-") for p in out.parent.iterdir()),
+                  job, what="the export's temporary folder")
+        app.jobs.poll()
+        _cancel_from_app(app, app.export, job)
+        assert list(out.parent.iterdir()) == []
+    finally:
+        app.close()
+
+
+STOP_SCRIPT = """
+import sys
+from builder import FinetuneConfig
+from builder.interfaces.app import VisForgeApp, serve_app
+
+ws, init, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = VisForgeApp(ws)
+job = app.finetune.start(dataset="real", model=init, run="stopped", config=FinetuneConfig(
+    epochs=50, batch_size=16, patience=0, throttle_s=0.1, replay_fraction=0.0))
+print(job.id, flush=True)
+serve_app(port, ws)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_server_stops_its_jobs(tmp_path, how):
+    """A server stopped with SIGTERM cancels its fine-tune (child killed, nothing saved); one
+    killed outright leaves no child either (it dies with the server) and the job reads
+    "interrupted": the next session's Fine-tune card offers Resume, which starts it again."""
+    import signal
+
+    import psutil
+    from test_jobs import _tiny_vqa
+
+    from builder import ensure_shapes_workspace, job_status
+    from builder.interfaces.app import VisForgeApp
+
+    ws = ensure_shapes_workspace(tmp_path / "ws", n=4, seed=2)
+    init = _tiny_vqa(ws, tmp_path)
+    run = ws.root / "checkpoints" / "stopped"
+    proc = subprocess.Popen([sys.executable, "-c", STOP_SCRIPT, str(ws.root), str(init), str(free_port())],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        job_id = proc.stdout.readline().strip()
+        deadline = time.time() + 120
+        while not list(run.glob("epoch-*")):
+            assert proc.poll() is None and time.time() < deadline, "the fine-tune wrote no checkpoint"
+            time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the fine-tune runs in a child process"
+        proc.send_signal(getattr(signal, how))
+        proc.wait(60)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"orphaned job processes: {alive}"
+    finally:
+        stop_process(proc)
+    rec = job_status(ws, job_id)
+    if how == "SIGTERM":
+        assert rec["state"] == "cancelled" and not run.exists()
+        return
+    assert rec["state"] == "interrupted"
+    again = VisForgeApp(ws.root)
+    try:
+        assert again.finetune.job_view.resume_button.visible
+        again.finetune.job_view.resume_button.clicks += 1
+        resumed = again.jobs.current()
+        assert resumed is not None and resumed.id != job_id and resumed.params["config"].epochs == 50
+        again.jobs.poll()
+        _cancel_from_app(again, again.finetune, resumed)
     finally:
         again.close()
 
@@ -279,7 +414,7 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
     ws = Workspace.open(ws_dir)
     assert len(ws.runs()) == 1 and len(ws.programs()) == 2  # the cancelled run saved nothing; the edit is kept
     records = [json.loads(p.read_text()) for p in (ws_dir / "jobs").glob("*.json")]
-    assert sorted(r["state"] for r in records if r["step"] == "run") == ["cancelled", "done"]
+    assert sorted(r["state"] for r in records if r["step"] == "run") == ["cancelled", "succeeded"]
 
 
 def test_browser_task_to_export(browser_ready, app_server, tmp_path):

@@ -27,7 +27,6 @@ from builder.api.jobs import (
     job_status,
     list_jobs,
     resume_job,
-    run_step_in_process,
     running_job,
     start_job,
     start_step,

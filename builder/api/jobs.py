@@ -29,6 +29,7 @@ from builder.api.runtime import Runtime
 from builder.core.atomic import remove_stale_exports
 from builder.core.errors import Cancelled, UserError
 from builder.core.workspace import Workspace
+from builder.methods.finetune import FinetuneConfig
 from builder.run.jobs import (
     FINAL_STATES,
     INTERRUPTED,
@@ -44,7 +45,7 @@ from builder.run.jobs import (
 )
 
 __all__ = ["FINAL_STATES", "JOB_STEPS", "STATES", "CancelToken", "Cancelled", "Job", "cancel_job", "job_status",
-           "list_jobs", "resume_job", "run_step_in_process", "running_job", "start_job", "start_step"]
+           "list_jobs", "resume_job", "running_job", "start_job", "start_step"]
 
 # The steps that run as jobs, with the label interfaces show.
 JOB_STEPS = {"generate": "Generate programs", "run": "Run on the examples", "improve": "Improve the planner",
@@ -235,31 +236,7 @@ def resume_job(ws: Workspace, job_id: str, runtime: Runtime | None = None, backg
     rec = job_status(ws, job_id)
     if rec is None or rec["state"] != INTERRUPTED:
         raise UserError(f"job {job_id} was not interrupted")
-    return start_step(ws, rec["step"], runtime=runtime, background=background, **rec.get("params", {}))
-
-
-def run_step_in_process(entry: str, ws: Workspace, on_progress: Callable[[str, float | None], None] | None = None,
-                        should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2,
-                        **kwargs: Any) -> dict:
-    """Call the step ``entry`` (``augment_data``, ``finetune_engine``, ``export_solution``) as
-    ``entry(ws, **kwargs)`` in a child process (the job engine's child strategy, not recorded);
-    returns its result as plain data.
-
-    ``on_progress(message, fraction)`` gets the child's progress bars; ``should_stop()``
-    returning True kills the child at once and raises ``Cancelled``.
-    """
-    if entry not in _CHILD_ENTRIES.values():
-        raise ValueError(f"{entry!r} is not a workflow step that runs in a child process")
-    job = Job(entry, InChildProcess("builder.api.jobs:_step_in_child", (entry, str(ws.root)), kwargs, poll_s))
-    if on_progress is not None:
-        job.watch(lambda j: on_progress(j.message, j.fraction))
-    job.start()
-    while not job.wait(poll_s):
-        if should_stop is not None and should_stop():
-            job.cancel()
-    job.wait()
-    if job.state == "cancelled":
-        raise Cancelled(job.message)
-    if job.state == "failed":
-        raise (UserError(job.error) if "\n\n" not in job.error else RuntimeError(job.error))
-    return job.result
+    params = dict(rec.get("params", {}))
+    if rec["step"] == "finetune" and isinstance(params.get("config"), dict):
+        params["config"] = FinetuneConfig(**params["config"])  # the record holds the config's fields
+    return start_step(ws, rec["step"], runtime=runtime, background=background, **params)

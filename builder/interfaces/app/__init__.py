@@ -9,18 +9,20 @@ One module per card (``task``, ``program``, ``run``, ``improve``, ``augment``, `
 ``export``, ``search``), each a class over the session's shared ``AppState`` (``state``);
 ``page`` lays them out and serves them. Every button calls a public method of its card
 (``app.task.create_task``, ``app.program.generate``, ``app.run.run``, ``app.improve.improve``
-...) that does the work synchronously, so scripts and tests drive the app without a browser.
-In the browser, long steps run as a *job* (``jobs``): one per workspace at a time, with a
-progress bar, elapsed time and a Cancel that stops the work (sandboxed programs are killed;
-Augment, Fine-tune and Export run in a child process that is killed). Jobs are recorded under
-``<ws>/jobs/``, so a reloaded page shows the running job (or, after a server restart, an
-interrupted one to resume). Nothing is lost: a task is only replaced explicitly and the old one
-stays restorable; uploads are decoded before anything is saved; runs on an earlier task card are
-marked stale.
+...), so scripts and tests drive the app without a browser. Long steps run as jobs of the one
+job engine (``builder.start_step``; ``jobs`` follows them): a button starts one
+(``app.run.start()`` returns the job), the card's method starts it and waits. One job per
+workspace at a time, shown inside its card with a progress bar, elapsed time and a Cancel that
+stops the work (sandboxed programs are killed; Augment, Fine-tune and Export run in a child
+process that is killed) and saves nothing. The engine records jobs under ``<ws>/jobs/``, so a
+reloaded page shows the running job (or, after a server restart, an interrupted one to
+resume); stopping the server cancels its jobs. Nothing is lost: a task is only replaced
+explicitly and the old one stays restorable; uploads are decoded before anything is saved;
+runs on an earlier task card are marked stale.
 """
 
-from builder.interfaces.app.jobs import Job, job_records
+from builder.interfaces.app.jobs import JobWatcher, StepCard
 from builder.interfaces.app.page import CSS, VisForgeApp, create_app, serve_app
 from builder.interfaces.app.state import AppState
 
-__all__ = ["CSS", "AppState", "Job", "VisForgeApp", "create_app", "job_records", "serve_app"]
+__all__ = ["CSS", "AppState", "JobWatcher", "StepCard", "VisForgeApp", "create_app", "serve_app"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import panel as pn
 
-from builder import augment_data, examples_dataset, run_step_in_process, shapes_unlabelled
-from builder.interfaces.app.jobs import Job, StepCard
+from builder import examples_dataset, shapes_unlabelled
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg, safe_thumbnail
 
@@ -32,26 +32,21 @@ class AugmentPanel(StepCard):
         self.augment_button.on_click(state.action(self.start))
         state.buttons.append(self.augment_button)
 
-    def params(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         return {"n_unlabelled": self.n_unlabelled.value, "qgen_steps": self.qgen_steps.value}
 
-    def augment(self, n_unlabelled: int = 8, qgen_steps: int = 60) -> dict:
-        """SelTDA on shapes-world unlabeled images (the Augment step); shows sample pseudo-labels."""
-        out = self.compute(None, n_unlabelled, qgen_steps)
-        self.show(out)
-        return out
-
-    def compute(self, job: Job | None, n_unlabelled: int = 8, qgen_steps: int = 60) -> dict:
+    def job_params(self, n_unlabelled: int = 8, qgen_steps: int = 60, **options: Any) -> dict[str, Any]:
+        """Writes the examples dataset and the unlabeled images; ``options`` go to ``augment_data``."""
         ws = self.state.workspace
         examples_dataset(ws, "examples")
         folder = shapes_unlabelled(ws, n=int(n_unlabelled))
-        kwargs = {"labelled": "examples", "unlabelled": str(folder), "qgen_steps": int(qgen_steps)}
-        if job is None:
-            return augment_data(ws, progress=False, **kwargs)
-        return run_step_in_process("augment_data", ws, on_progress=job.progress, should_stop=job.stop.is_set,
-                                   **kwargs)
+        return {"labelled": "examples", "unlabelled": str(folder), "qgen_steps": int(qgen_steps), **options}
 
-    def show(self, out: dict) -> None:
+    def augment(self, n_unlabelled: int = 8, qgen_steps: int = 60, **options: Any) -> dict:
+        """SelTDA on shapes-world unlabeled images (the Augment step) as a job; waits, shows sample pseudo-labels."""
+        return self.execute(n_unlabelled=n_unlabelled, qgen_steps=qgen_steps, **options)
+
+    def show(self, out: dict, params: dict[str, Any]) -> None:
         folder = self.state.workspace.root / "datasets" / "unlabelled"
         cells = "".join(
             f"<figure>{safe_thumbnail(folder / ex['image'], 72)}<figcaption>{html.escape(ex['question'])} → "
@@ -68,5 +63,5 @@ class AugmentPanel(StepCard):
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
-        return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.augment_view,
+        return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.job_view.layout(), self.augment_view,
                        title="5 · Augment the data", css_classes=["vf-card"], **card)

@@ -7,8 +7,7 @@ from typing import Any
 
 import panel as pn
 
-from builder import export_solution, run_step_in_process
-from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg
 
@@ -26,26 +25,20 @@ class ExportPanel(StepCard):
         self.export_button.on_click(state.action(self.start))
         state.buttons.append(self.export_button)
 
-    def params(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         return {"build": self.build_wheel.value}
 
-    def export(self, build: bool = False) -> dict:
-        """Export the accepted program (verified on the examples); shows the acceptance results."""
-        out = self.compute(None, build)
-        self.show(out)
-        return out
-
-    def compute(self, job: Job | None, build: bool = False) -> dict:
-        ws = self.state.workspace
-        if ws.accepted is None:
+    def job_params(self, build: bool = False, **options: Any) -> dict[str, Any]:
+        """``options`` go to ``export_solution`` (``out_dir``, ``name`` ...)."""
+        if self.state.workspace.accepted is None:
             raise ValueError("no accepted program yet: accept a version in step 2 first")
-        if job is None:
-            return export_solution(ws, build=bool(build), overwrite=True).to_dict()
-        job.progress("verifying on the examples and writing the project", None)
-        return run_step_in_process("export_solution", ws, on_progress=job.progress, should_stop=job.stop.is_set,
-                                   build=bool(build), overwrite=True)
+        return {"build": bool(build), "overwrite": True, **options}
 
-    def show(self, out: dict) -> None:
+    def export(self, build: bool = False, **options: Any) -> dict:
+        """Export the accepted program (verified on the examples) as a job; waits, shows the acceptance results."""
+        return self.execute(build=build, **options)
+
+    def show(self, out: dict, params: dict[str, Any]) -> None:
         ex = (out.get("manifest") or {}).get("examples") or {}
         n, passed = ex.get("n", 0), ex.get("passed", 0)
         cmds = "\n".join(out.get("install_commands") or [])
@@ -60,5 +53,5 @@ class ExportPanel(StepCard):
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
-        return pn.Card(self.build_wheel, self.export_button, self.export_view,
+        return pn.Card(self.build_wheel, self.export_button, self.job_view.layout(), self.export_view,
                        title="7 · Export the solution", css_classes=["vf-card"], **card)

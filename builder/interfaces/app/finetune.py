@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 import panel as pn
 
-from builder import FinetuneConfig, examples_dataset, finetune_engine, run_step_in_process
-from builder.interfaces.app.jobs import Job, StepCard
+from builder import FinetuneConfig, examples_dataset
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg, curve_svg
 
@@ -33,28 +32,21 @@ class FinetunePanel(StepCard):
         """Offer a new workspace dataset (besides the task's examples)."""
         self.ft_dataset.options = sorted({"examples", *self.ft_dataset.options, name})
 
-    def params(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         return {"dataset": self.ft_dataset.value, "epochs": self.epochs.value}
 
-    def finetune(self, dataset: str = "examples", epochs: int = 1) -> dict:
-        """Fine-tune the VQA engine on a workspace dataset; shows before/after and the loss curve."""
-        out = self.compute(None, dataset, epochs)
-        self.show(out)
-        return out
-
-    def compute(self, job: Job | None, dataset: str = "examples", epochs: int = 1) -> dict:
-        ws = self.state.workspace
+    def job_params(self, dataset: str = "examples", epochs: int = 1, **options: Any) -> dict[str, Any]:
+        """``options`` go to ``finetune_engine`` (``model``, ``run``, ``config``: a whole
+        ``FinetuneConfig`` instead of the card's epochs)."""
         if dataset == "examples":
-            examples_dataset(ws, "examples")
-        kwargs = {"dataset": dataset, "run": f"app-{dataset}", "config": FinetuneConfig(epochs=int(epochs)),
-                  "progress": True}
-        if job is None:
-            res = finetune_engine(ws, **kwargs)
-            return json.loads(json.dumps(res.to_dict() if hasattr(res, "to_dict") else res.__dict__, default=str))
-        return run_step_in_process("finetune_engine", ws, on_progress=job.progress, should_stop=job.stop.is_set,
-                                   **kwargs)
+            examples_dataset(self.state.workspace, "examples")
+        return {"dataset": dataset, "run": f"app-{dataset}", "config": FinetuneConfig(epochs=int(epochs)), **options}
 
-    def show(self, out: dict) -> None:
+    def finetune(self, dataset: str = "examples", epochs: int = 1, **options: Any) -> dict:
+        """Fine-tune the VQA engine on a workspace dataset as a job; waits, shows before/after and the loss curve."""
+        return self.execute(dataset=dataset, epochs=epochs, **options)
+
+    def show(self, out: dict, params: dict[str, Any]) -> None:
         before, after = out.get("before") or {}, out.get("after") or {}
         hist = out.get("history") or {}
         curve = curve_svg({"train loss": [(h["step"], h["loss"]) for h in hist.get("train", [])],
@@ -68,5 +60,6 @@ class FinetunePanel(StepCard):
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
-        return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.finetune_view,
+        return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.job_view.layout(),
+                       self.finetune_view,
                        title="6 · Fine-tune the engine", css_classes=["vf-card"], **card)

@@ -8,16 +8,16 @@ from typing import Any
 
 import panel as pn
 
-from builder import improve_planner
-from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg
 
 
 class ImprovePanel(StepCard):
-    """The Improve card (a job; Cancel stops it between steps)."""
+    """The Improve card (a job on a thread; Cancel stops it between training steps and saves no
+    planner)."""
 
-    step, label = "improve", "Improve"
+    step, label, uses_runtime = "improve", "Improve", True
 
     def __init__(self, state: AppState):
         super().__init__(state)
@@ -30,22 +30,17 @@ class ImprovePanel(StepCard):
         self.improve_button.on_click(state.action(self.start))
         state.buttons.append(self.improve_button)
 
-    def params(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         return {"rounds": self.rounds.value, "k": self.improve_k.value, "steps": self.improve_steps.value}
 
+    def job_params(self, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict[str, Any]:
+        return {"rounds": int(rounds), "k": int(k), "steps": int(steps), "eval_fraction": 0.5, **options}
+
     def improve(self, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict:
-        """Self-train the planner on the examples (the Improve step); shows before/after."""
-        report = self.compute(None, rounds, k, steps, **options)
-        self.show(report)
-        return report
+        """Self-train the planner on the examples (the Improve step) as a job; waits, shows before/after."""
+        return self.execute(rounds=rounds, k=k, steps=steps, **options)
 
-    def compute(self, job: Job | None, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict:
-        return improve_planner(self.state.workspace, rounds=int(rounds), k=int(k), steps=int(steps),
-                               eval_fraction=0.5, progress=job.progress if job is not None else False,
-                               should_stop=job.stop.is_set if job is not None else None,
-                               runtime=self.state.runtime, **options)
-
-    def show(self, report: dict) -> None:
+    def show(self, report: dict, params: dict[str, Any]) -> None:
         self._show_report(report)
         self.state.say("Improve finished: the adapted planner is used by Generate from now on.")
 
@@ -68,4 +63,4 @@ class ImprovePanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.rounds, self.improve_k, self.improve_steps), self.improve_button,
-                       self.improve_view, title="4 · Improve the planner", css_classes=["vf-card"], **card)
+                       self.job_view.layout(), self.improve_view, title="4 · Improve the planner", css_classes=["vf-card"], **card)

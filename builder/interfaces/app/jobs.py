@@ -1,254 +1,243 @@
-"""The app's jobs: a long step runs on a background thread, one per workspace at a time, with a
-progress bar, elapsed time and Cancel; jobs are recorded under ``<ws>/jobs/`` so a reloaded page
-shows the running job and, after a server restart, an interrupted one to resume.
+"""The app's long steps as jobs of the one job engine (``builder.start_step``, ``cancel_job``,
+``running_job``, ``resume_job``): nothing here runs or records work itself.
 
-All of the app's job handling is in this module (``Job``, the server-wide registry, ``JobPanel``
-and the ``StepCard`` base of the cards whose step runs as a job), so it can be swapped for a
-job engine below the interfaces without touching the cards.
+Each card whose step runs as a job is a ``StepCard``; its ``JobView`` (inside the card) shows
+the job's progress (fraction, and a message with units), elapsed time and Cancel, and Resume
+when the workspace's newest job was interrupted. ``JobWatcher`` is one session's view of the
+workspace's job: the job it started, or the one the engine runs (so a reloaded page finds it).
+Stopping the app server cancels the jobs it runs (``stop_jobs``), so no child process is left
+training or writing after it.
 """
 
 from __future__ import annotations
 
+import atexit
 import html
-import json
-import os
-import secrets
-import tempfile
+import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import panel as pn
 
-from builder import META_FILE, Cancelled, UserError
-from builder.interfaces.app.state import AppState, user_text, workspace_key
+from builder import (
+    JOB_STEPS,
+    META_FILE,
+    Cancelled,
+    Job,
+    UserError,
+    Workspace,
+    cancel_job,
+    job_status,
+    resume_job,
+    running_job,
+    start_step,
+)
+from builder.interfaces.app.state import AppState, workspace_key
 
-# The workspace's current (or last) job in this server process, shared by its sessions.
+# The workspaces this server process started jobs in (``stop_jobs`` cancels their running job).
 _LOCK = threading.Lock()
-_JOBS: dict[str, Job] = {}
+_ROOTS: set[str] = set()
 
 
-class Job:
-    """One long step on a background thread: progress, elapsed time, cancel, result (plain data)."""
+class JobView:
+    """The job row inside a card: progress bar, status line, Cancel and Resume."""
 
-    def __init__(self, root: Path, step: str, label: str, params: dict[str, Any]):
-        self.id = f"{time.strftime('%Y%m%d-%H%M%S')}-{step}-{secrets.token_hex(3)}"
-        self.root, self.step, self.label, self.params = Path(root), step, label, params
-        self.state = "running"  # running | done | failed | cancelled | interrupted
-        self.started, self.ended = time.time(), None
-        self.fraction: float | None = None
-        self.message = "starting"
-        self.result: Any = None
-        self.error = ""
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-        self._saved = 0.0
+    def __init__(self, state: AppState, card: StepCard):
+        self.card = card
+        self.progress = pn.indicators.Progress(value=0, max=100, visible=False, width=200, bar_color="primary")
+        self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="danger", visible=False)
+        self.resume_button = pn.widgets.Button(label="Resume", visible=False)
+        self.cancel_button.on_click(lambda _e: state.guard(lambda: state.jobs and state.jobs.cancel()))
+        self.resume_button.on_click(state.action(lambda: state.jobs and state.jobs.resume()))
+        state.buttons.append(self.resume_button)
 
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the job started (until it ended)."""
-        return (self.ended or time.time()) - self.started
+    def show_running(self, job: Job) -> None:
+        """Show a running job: its progress, message, elapsed time and Cancel."""
+        frac = job.fraction
+        self.progress.value = -1 if frac is None else int(round(100 * frac))
+        self.progress.visible = self.cancel_button.visible = True
+        self.resume_button.visible = False
+        self.status.object = (f"**{self.card.label}** running · {html.escape(job.message)} · "
+                              f"{job.elapsed:.1f} s elapsed")
 
-    def progress(self, message: str, fraction: float | None) -> None:
-        """Report progress (``fraction`` None: unknown); saved at most every 2 s."""
-        self.message, self.fraction = message, fraction
-        if time.time() - self._saved > 2:
-            self.save()
+    def show_idle(self, text: str | None = None) -> None:
+        """No job of this card runs: hide progress and Cancel (``text``: a new status line)."""
+        self.progress.visible = self.cancel_button.visible = False
+        if text is not None:
+            self.status.object = text
 
-    def record(self) -> dict[str, Any]:
-        """The job as the JSON record kept under ``<ws>/jobs/``."""
-        return {"id": self.id, "step": self.step, "label": self.label, "params": self.params, "state": self.state,
-                "started": self.started, "ended": self.ended, "message": self.message, "error": self.error}
-
-    def save(self) -> None:
-        """Write the job's record (only inside a workspace)."""
-        self._saved = time.time()
-        if (self.root / META_FILE).is_file():
-            _write_record(self.root / "jobs" / f"{self.id}.json", self.record())
-
-
-def _write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write a job record whole or not at all (a temporary file renamed over it)."""
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
-
-
-def job_records(root: Path) -> list[dict[str, Any]]:
-    """The jobs recorded in the workspace, oldest first."""
-    out = []
-    for p in sorted((Path(root) / "jobs").glob("*.json")):
-        try:
-            out.append(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
+    def layout(self) -> pn.Row:
+        """The row as a card shows it."""
+        return pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
+                      sizing_mode="stretch_width", css_classes=["vf-job"])
 
 
 class StepCard:
-    """A card whose step runs as a job: ``compute`` does the work (``job`` None: synchronously,
-    in the caller), ``show`` displays its result, ``params`` reads the card's inputs."""
+    """A card whose step (one of the engine's ``JOB_STEPS``) runs as a job. ``inputs`` reads the
+    card's widgets, ``job_params`` turns them into the step's parameters (preparing what the
+    step needs), ``show`` displays a finished job's result."""
 
     step = ""
     label = ""
+    uses_runtime = False  # the step runs with the workspace's shared runtime (engines, sandbox)
 
     def __init__(self, state: AppState):
         self.state = state
+        self.job_view = JobView(state, self)
 
-    def params(self) -> dict[str, Any]:
-        """The step's parameters, read from the card's widgets."""
+    def inputs(self) -> dict[str, Any]:
+        """The card's inputs, read from its widgets."""
         return {}
 
-    def compute(self, job: Job | None, **params: Any) -> Any:
-        """Do the step's work; report progress and stop when asked through ``job``."""
+    def job_params(self, **inputs: Any) -> dict[str, Any]:
+        """The step's parameters (``start_step``'s keywords) for these inputs."""
+        return dict(inputs)
+
+    def show(self, result: Any, params: dict[str, Any]) -> None:
+        """Show a finished job's result (``params``: what it was started with)."""
         raise NotImplementedError
 
-    def show(self, result: Any) -> None:
-        """Show what ``compute`` returned."""
-        raise NotImplementedError
-
-    def on_cancel(self) -> None:
-        """Called when the user cancels this step's job (the job's ``stop`` is already set)."""
-
-    def start(self) -> Job:
-        """Start the step as the workspace's job with the card's parameters."""
+    def start(self, **inputs: Any) -> Job:
+        """Start the step as the workspace's job with the card's inputs (``inputs`` override them)."""
         assert self.state.jobs is not None
-        return self.state.jobs.start(self, **self.params())
+        return self.state.jobs.start(self, **{**self.inputs(), **inputs})
+
+    def execute(self, **inputs: Any) -> Any:
+        """Start the step, wait for it, show and return its result (scripts and tests). A
+        cancelled job raises ``Cancelled``, a failed one ``UserError`` with the job's error."""
+        assert self.state.jobs is not None
+        job = self.start(**inputs)
+        self.state.jobs.wait()
+        if job.state == "cancelled":
+            raise Cancelled(job.message)
+        if job.state != "succeeded":
+            raise UserError(job.error or f"{self.label} ended {job.state}")
+        return job.result
 
 
-class JobPanel:
-    """The job row of the page (progress, status, Cancel, Resume) and the session's view of the
-    workspace's job; ``register`` the step cards whose results it shows."""
+class JobWatcher:
+    """One session's view of the workspace's job (the engine's); ``register`` the step cards
+    that show their jobs. ``poll`` (every 250 ms in a browser) updates the cards."""
 
     def __init__(self, state: AppState):
         self.state = state
         state.jobs = self
         self.cards: dict[str, StepCard] = {}
-        self.progress = pn.indicators.Progress(value=0, max=100, visible=False, width=260, bar_color="primary")
-        self.job_status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.cancel_button = pn.widgets.Button(label="Cancel", color="danger", visible=False)
-        self.resume_button = pn.widgets.Button(label="Resume", visible=False)
-        self.cancel_button.on_click(lambda _e: self.cancel())
-        self.resume_button.on_click(state.action(self.resume))
-        state.buttons.append(self.resume_button)
-        self._shown_job: str | None = None
+        self.job: Job | None = None  # the job this session follows (running, or the last one)
+        self._shown: str | None = None
         self._interrupted: dict[str, Any] | None = None
         self._callback = None
 
     def register(self, *cards: StepCard) -> None:
-        """The cards whose steps run as jobs (a job's result is shown by its step's card)."""
+        """The cards whose steps run as jobs (a job shows in its step's card)."""
         self.cards.update({card.step: card for card in cards})
 
-    @property
-    def job(self) -> Job | None:
-        """The workspace's current (or last) job in this server process."""
-        return _JOBS.get(workspace_key(self.state.root))
+    def current(self) -> Job | None:
+        """The workspace's running job (from the engine), else the last job this session followed."""
+        if self.state.has_workspace():
+            live = running_job(self.state.workspace)
+            if live is not None and (self.job is None or live.id != self.job.id):
+                self.job = live
+        return self.job
 
     def running(self) -> bool:
-        """Whether the workspace's job is running."""
-        job = self.job
-        return job is not None and job.state == "running"
+        """Whether a job of the workspace runs."""
+        job = self.current()
+        return job is not None and not job.finished
 
-    def start(self, card: StepCard, wait: bool = False, **params: Any) -> Job:
-        """Start ``card``'s step as the workspace's job (one at a time); ``wait`` joins it."""
+    def start(self, card: StepCard, **inputs: Any) -> Job:
+        """Start ``card``'s step through the engine (one job per workspace at a time)."""
         ws = self.state.workspace
-        with _LOCK:
-            current = _JOBS.get(workspace_key(ws.root))
-            if current is not None and current.state == "running":
-                raise UserError(f"busy with {current.label}: wait for it or cancel it")
-            job = Job(ws.root, card.step, card.label, params)
-            _JOBS[workspace_key(ws.root)] = job
-        job.save()
+        params = card.job_params(**inputs)
+        runtime = self.state.runtime if card.uses_runtime else None
         self.state.say("")
-        job.thread = threading.Thread(target=_work, args=(card, job), name=f"visforge-{card.step}", daemon=True)
-        job.thread.start()
+        return self._follow(start_step(ws, card.step, runtime=runtime, **params))
+
+    def _follow(self, job: Job) -> Job:
+        with _LOCK:
+            _ROOTS.add(workspace_key(self.state.root))
+        self.job, self._interrupted = job, None
+        for card in self.cards.values():
+            card.job_view.resume_button.visible = False
         self.poll()
-        if wait:
-            job.thread.join()
-            self.poll()
         return job
 
     def cancel(self) -> None:
-        """Cancel the running job: its work stops (sandboxed programs and child processes are killed)."""
-        job = self.job
-        if job is not None and job.state == "running":
-            job.stop.set()
-            job.message = "cancelling ..."
-            card = self.cards.get(job.step)
-            if card is not None:
-                card.on_cancel()
+        """Cancel the running job through the engine (it ends "cancelled", nothing saved)."""
+        job = self.current()
+        if job is not None and not job.finished:
+            cancel_job(self.state.workspace, job.id, wait=2.0)
+        self.poll()
 
     def wait(self, timeout: float | None = None) -> Job | None:
-        """Block until the current job ends (tests); returns it."""
-        job = self.job
-        if job is not None and job.thread is not None:
-            job.thread.join(timeout)
+        """Block until the followed job ends (scripts and tests); returns it."""
+        job = self.current()
+        if job is not None:
+            job.wait(timeout)
         self.poll()
         return job
 
     def find_interrupted(self) -> None:
-        """Mark jobs recorded as running but not alive in this server as interrupted; offer Resume."""
-        live = self.job
-        for rec in job_records(self.state.root):
-            if rec.get("state") == "running" and (live is None or live.id != rec["id"]):
-                rec["state"] = "interrupted"
-                _write_record(self.state.root / "jobs" / f"{rec['id']}.json", rec)
-                self._interrupted = rec
-        if self._interrupted is not None:
-            self.resume_button.visible = True
-            self.job_status.object = (f"**{self._interrupted['label']}** was interrupted (the server stopped); "
-                                      "press Resume to start it again.")
+        """Show the workspace's newest job in its card; an interrupted one (its process is gone:
+        the server stopped) is offered for resuming when the engine can start it again."""
+        rec = job_status(self.state.workspace)
+        card = self.cards.get(rec["step"]) if rec else None
+        if rec is None or card is None or self.running():
+            return
+        if rec["state"] == "interrupted" and rec["step"] in JOB_STEPS:
+            self._interrupted = rec
+            card.job_view.resume_button.visible = True
+            card.job_view.show_idle(f"**{card.label}** was interrupted (the server stopped); "
+                                    "press Resume to start it again.")
+        elif rec["state"] in ("cancelled", "failed"):
+            card.job_view.show_idle(f"**{card.label}** {rec['state']} (last job)")
 
     def resume(self) -> Job | None:
-        """Start the interrupted job again with its parameters."""
-        rec, self._interrupted = self._interrupted, None
-        self.resume_button.visible = False
+        """Start the interrupted job again with its parameters (``resume_job``)."""
+        rec = self._interrupted
         if rec is None:
             return None
-        card = self.cards.get(rec["step"])
-        if card is None:
-            raise ValueError(f"the interrupted job's step {rec['step']!r} is not a step of this app")
-        return self.start(card, **rec.get("params", {}))
+        card = self.cards[rec["step"]]
+        runtime = self.state.runtime if card.uses_runtime else None
+        return self._follow(resume_job(self.state.workspace, rec["id"], runtime=runtime))
 
     def poll(self) -> None:
-        """Show the job's progress (a periodic callback in the browser; called directly otherwise)."""
-        job = self.job
-        running = job is not None and job.state == "running"
-        self.cancel_button.visible = running
-        self.progress.visible = running
-        if running:
-            frac = job.fraction
-            self.progress.value = -1 if frac is None else int(round(100 * max(0.0, min(1.0, frac))))
-            self.job_status.object = (f"**{job.label}** running · {html.escape(job.message)} · "
-                                      f"{job.elapsed:.1f} s elapsed")
+        """Show the job's progress in its card; a job that ended is shown once (result or error)."""
+        job = self.current()
+        for step, card in self.cards.items():
+            if job is not None and step == job.step and not job.finished:
+                card.job_view.show_running(job)
+            else:
+                card.job_view.show_idle()
         self.state.set_disabled(self.state.busy())
-        if job is not None and not running and job.id != self._shown_job:
-            self._shown_job = job.id
+        if job is not None and job.finished and job.id != self._shown:
+            self._shown = job.id
             self._show_ended(job)
 
     def _show_ended(self, job: Job) -> None:
-        if job.state == "done":
-            self.job_status.object = f"**{job.label}** finished in {job.elapsed:.1f} s"
-            card = self.cards.get(job.step)
+        card = self.cards.get(job.step)
+        label = card.label if card is not None else job.label
+        view = card.job_view if card is not None else None
+        if job.state == "succeeded":
+            text = f"**{label}** finished in {job.elapsed:.1f} s"
             if card is not None:
-                self.state.guard(lambda: card.show(job.result))
+                self.state.guard(lambda: card.show(job.result, job.params))
         elif job.state == "cancelled":
-            self.job_status.object = f"**{job.label}** cancelled after {job.elapsed:.1f} s"
-            self.state.say(f"{job.label} cancelled: {html.escape(job.message)}", "warning")
+            text = f"**{label}** cancelled after {job.elapsed:.1f} s"
+            self.state.say(f"{label} cancelled: {html.escape(job.message)}", "warning")
             self.state.guard(self.state.task_changed)
         else:
-            self.job_status.object = f"**{job.label}** failed after {job.elapsed:.1f} s"
-            self.state.say(f"**Error:** {html.escape(job.error)}", "danger")
+            text = f"**{label}** {job.state} after {job.elapsed:.1f} s"
+            self.state.say(f"**Error:** {html.escape(job.error or job.message)}", "danger")
+        if view is not None:
+            view.show_idle(text)
 
-    def layout(self) -> pn.Row:
-        """The job row; in a browser session it also starts polling the job."""
+    def start_polling(self) -> None:
+        """In a browser session, poll the job every 250 ms."""
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None and self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.poll, period=250)
-        return pn.Row(self.progress, self.cancel_button, self.resume_button, self.job_status,
-                      sizing_mode="stretch_width", css_classes=["vf-job"])
 
     def close(self) -> None:
         """Stop polling (the job itself keeps running for the next page load)."""
@@ -257,13 +246,32 @@ class JobPanel:
             self._callback = None
 
 
-def _work(card: StepCard, job: Job) -> None:
+def stop_jobs(wait: float = 30.0) -> None:
+    """Cancel the running job of every workspace this process started jobs in and wait for
+    them to end: child processes are killed, the jobs end "cancelled" with nothing saved.
+    Called when the app server stops (signal, end of serving, interpreter exit)."""
+    with _LOCK:
+        roots = sorted(_ROOTS)
+    for root in roots:
+        if not (Path(root) / META_FILE).is_file():
+            continue
+        ws = Workspace.open(root)
+        job = running_job(ws)
+        if job is not None:
+            job.cancel("the app server stopped")
+            job.wait(wait)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end serving the way Ctrl-C does (an exception through the server's loop),
+    so ``stop_jobs`` runs on the way out instead of the process dying with its jobs running."""
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
     try:
-        job.result = card.compute(job, **job.params)
-        job.state, job.message = "done", "done"
-    except Cancelled as e:
-        job.state, job.message = "cancelled", str(e)
-    except Exception as e:  # noqa: BLE001 - shown to the user
-        job.state, job.error = "failed", user_text(e)
-    job.ended = time.time()
-    job.save()
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: the caller handles its signals
+        pass
+
+
+atexit.register(stop_jobs)

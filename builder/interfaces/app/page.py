@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from builder.interfaces.app.augment import AugmentPanel
 from builder.interfaces.app.export import ExportPanel
 from builder.interfaces.app.finetune import FinetunePanel
 from builder.interfaces.app.improve import ImprovePanel
-from builder.interfaces.app.jobs import JobPanel
+from builder.interfaces.app.jobs import JobWatcher, stop_jobs, stop_on_sigterm
 from builder.interfaces.app.program import ProgramPanel
 from builder.interfaces.app.run import RunPanel
 from builder.interfaces.app.search import SearchPanel
@@ -33,12 +34,14 @@ class VisForgeApp:
     (``create_task``, ``replace_task``, ``restore``, ``add_examples``, ``edit_example``,
     ``delete_example``), ``program`` (``generate``, ``select``, ``save_version``, ``accept``),
     ``run`` (``run``, ``show_trace``), ``improve``, ``augment``, ``finetune``, ``export`` and
-    ``search``; ``state`` holds the message area, ``jobs`` the workspace's job.
+    ``search``; ``state`` holds the message area, ``jobs`` follows the workspace's job (the job
+    engine's; each step card shows it). The card methods start their step as a job and wait for
+    it; ``card.start()`` returns the job at once (what a button does).
     """
 
     def __init__(self, workspace_dir: str | Path):
         self.state = state = AppState(workspace_dir)
-        self.jobs = JobPanel(state)
+        self.jobs = JobWatcher(state)
         self.task = TaskPanel(state)
         self.program = ProgramPanel(state)
         self.run = RunPanel(state, self.program)
@@ -73,7 +76,7 @@ class VisForgeApp:
         return pn.Column(
             pn.pane.Markdown("# VisForge\nTask → Program → Run → Improve → Augment → Fine-tune → Export, "
                              "all saved in the workspace."),
-            self.state.message, self.jobs.layout(),
+            self.state.message,
             pn.GridBox(self.task.layout(**card), self.program.layout(**card), ncols=2, sizing_mode="stretch_width"),
             self.run.layout(**card),
             pn.GridBox(self.improve.layout(**card), self.augment.layout(**card), self.finetune.layout(**card),
@@ -87,6 +90,7 @@ def create_app(workspace_dir: str | Path) -> pn.viewable.Viewable:
     """The app for the workspace at ``workspace_dir`` (a Panel viewable; one per browser session)."""
     pn.extension(raw_css=[CSS], notifications=False)
     app = VisForgeApp(workspace_dir)
+    app.jobs.start_polling()
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.on_session_destroyed(lambda _ctx: app.close())
     view = app.view()
@@ -96,10 +100,21 @@ def create_app(workspace_dir: str | Path) -> pn.viewable.Viewable:
 
 def serve_app(port: int = 5006, workspace_dir: str | Path = "visforge-ws", show: bool = False,
               address: str = "127.0.0.1", threaded: bool = False, **kwargs: Any):
-    """Serve the app on ``address:port`` (blocking unless ``threaded``); returns Panel's server."""
+    """Serve the app on ``address:port`` (blocking unless ``threaded``); returns Panel's server.
+
+    When a blocking server stops (Ctrl-C, SIGTERM) its running jobs are cancelled (child
+    processes killed, nothing half-done saved) before the process ends; a threaded server's
+    jobs are cancelled when the process exits.
+    """
     # Sync callbacks run on a thread pool: a long run in one session does not freeze the others.
     pn.config.nthreads = max(2, pn.config.nthreads or 0)
-    return pn.serve(
-        {"/": lambda: create_app(workspace_dir)}, port=port, address=address, show=show, threaded=threaded,
-        title="VisForge", websocket_origin=[f"{address}:{port}", f"localhost:{port}"], **kwargs,
-    )
+    serve = functools.partial(
+        pn.serve, {"/": lambda: create_app(workspace_dir)}, port=port, address=address, show=show,
+        threaded=threaded, title="VisForge", websocket_origin=[f"{address}:{port}", f"localhost:{port}"], **kwargs)
+    if threaded:
+        return serve()
+    stop_on_sigterm()
+    try:
+        return serve()
+    finally:
+        stop_jobs()

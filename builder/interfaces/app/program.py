@@ -15,12 +15,11 @@ from builder import (
     accepted_status,
     add_program,
     latest_runs,
-    propose_programs,
     run_is_stale,
     task_fingerprint,
     validate_program,
 )
-from builder.interfaces.app.jobs import Job, StepCard
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 
 
@@ -50,24 +49,22 @@ class ProgramPanel(StepCard):
         state.buttons += [self.generate_button, self.save_button, self.accept_button]
 
     # ---- the Generate step ---------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         return {"k": self.k.value}
 
+    def job_params(self, k: int = 3) -> dict[str, Any]:
+        return {"k": int(k)}
+
     def generate(self, k: int = 3) -> list[ProgramVersion]:
-        """Planner candidates (or the template when no planner) saved as versions; selects the first."""
-        versions, note = self.compute(None, k)
-        self.show((versions, note))
-        return versions
+        """Planner candidates (or the template when no planner) saved as versions, as a job; waits
+        and selects the first."""
+        out = self.execute(k=k)
+        return [self.state.workspace.program(v) for v in out["versions"]]
 
-    def compute(self, job: Job | None, k: int = 3) -> tuple[list[ProgramVersion], str]:
-        if job is not None:
-            job.progress("the planner is writing programs", None)
-        return propose_programs(self.state.workspace, k=int(k))
-
-    def show(self, result: tuple[list[ProgramVersion], str]) -> None:
-        versions, note = result
-        self.refresh_versions(select=versions[0].version if versions else None)
-        self.program_note.object = html.escape(note)
+    def show(self, result: dict, params: dict[str, Any]) -> None:
+        versions = result.get("versions") or []
+        self.refresh_versions(select=versions[0] if versions else None)
+        self.program_note.object = html.escape(result.get("note") or "")
 
     # ---- versions ------------------------------------------------------------------------------
     def select(self, version: int) -> ProgramVersion:
@@ -137,6 +134,6 @@ class ProgramPanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(
-            pn.Row(self.k, self.generate_button), self.program_note, self.version, self.code,
+            pn.Row(self.k, self.generate_button), self.job_view.layout(), self.program_note, self.version, self.code,
             pn.Row(self.save_button, self.accept_button),
             title="2 · Program", css_classes=["vf-card"], **card)

@@ -6,18 +6,18 @@ from typing import Any
 
 import panel as pn
 
-from builder import BatchResult, latest_runs, run_examples, run_is_stale
-from builder.interfaces.app.jobs import Job, StepCard
+from builder import BatchResult, latest_runs, run_is_stale
+from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.program import ProgramPanel
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import results_table_html, trace_html
 
 
 class RunPanel(StepCard):
-    """The run card (a job; Cancel kills the sandboxed programs). It shows the last run of the
-    version the program card selects."""
+    """The run card (a job in the sandbox; Cancel kills the sandboxed programs). It shows the
+    last run of the version the program card selects."""
 
-    step, label = "run", "Run"
+    step, label, uses_runtime = "run", "Run", True
 
     def __init__(self, state: AppState, program: ProgramPanel):
         super().__init__(state)
@@ -42,36 +42,25 @@ class RunPanel(StepCard):
             version = self.program.save_version(code).version
         return int(version)
 
-    def params(self) -> dict[str, Any]:
-        return {"version": self.prepare(self.program.version.value)}
+    def inputs(self) -> dict[str, Any]:
+        return {"version": self.program.version.value}
+
+    def job_params(self, version: int | None = None) -> dict[str, Any]:
+        return {"version": self.prepare(version)}
 
     def run(self, version: int | None = None) -> BatchResult:
-        """Run a version (default: the selected one) on every example; returns the ``BatchResult``.
+        """Run a version (default: the selected one) on every example as a job; waits for it and
+        returns the ``BatchResult``.
 
         Unsaved edits in the editor are saved as a new version first, so what runs is what is kept.
         """
-        version = self.prepare(version if version is not None else self.program.version.value)
-        res = self.compute(None, version)
-        self.show(res)
-        return res[1]
+        return self.execute(**({} if version is None else {"version": version}))
 
-    def compute(self, job: Job | None, version: int) -> tuple[int, BatchResult]:
-        def progress(done: int, total: int) -> None:
-            if job is not None:
-                job.progress(f"v{version:04d}: {done}/{total} examples", done / max(1, total))
-
-        res = run_examples(self.state.workspace, version, self.state.runtime, progress=progress,
-                           should_stop=job.stop.is_set if job is not None else None)
-        return version, res
-
-    def show(self, result: tuple[int, BatchResult]) -> None:
-        version, res = result
-        self.last_result = res
+    def show(self, result: BatchResult, params: dict[str, Any]) -> None:
+        version = int(params["version"])
+        self.last_result = result
         self.program.refresh_versions(select=version)
-        self.state.say(f"v{version:04d}: {res.correct}/{res.n} passed.")
-
-    def on_cancel(self) -> None:
-        self.state.runtime.cancel()  # kills the sandboxed programs now
+        self.state.say(f"v{version:04d}: {result.correct}/{result.n} passed.")
 
     def show_run(self, run: dict | None, version: int | None) -> None:
         """Show a version's recorded run (scores, results table, the first failing trace)."""
@@ -113,7 +102,7 @@ class RunPanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(
-            self.run_button, self.summary,
+            self.run_button, self.job_view.layout(), self.summary,
             pn.Row(pn.Column(self.results, sizing_mode="stretch_width"),
                    pn.Column(self.trace_example, self.trace, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
             title="3 · Run on the examples", css_classes=["vf-card"], **card)

@@ -16,7 +16,7 @@ import panel as pn
 from builder import META_FILE, Runtime, TaskCardError, UserError, Workspace, WorkspaceError
 
 if TYPE_CHECKING:
-    from builder.interfaces.app.jobs import JobPanel
+    from builder.interfaces.app.jobs import JobWatcher
 
 # One runtime (engines, sandbox, cache) per workspace, shared by all its browser sessions.
 _LOCK = threading.Lock()
@@ -65,7 +65,7 @@ class AppState:
         self.message = pn.pane.Alert("", alert_type="success", visible=False, sizing_mode="stretch_width")
         self.buttons: list[pn.widgets.Button] = []  # disabled while an action or a job runs
         self.task_listeners: list[Callable[[], None]] = []  # called after the task card changes
-        self.jobs: JobPanel | None = None  # set by the JobPanel built over this state
+        self.jobs: JobWatcher | None = None  # set by the JobWatcher built over this state
         self._action_lock = threading.Lock()
 
     def has_workspace(self) -> bool:
