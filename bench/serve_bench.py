@@ -193,6 +193,47 @@ def bench_photos(url: str, pid: int, png: bytes, side: int, a) -> dict:
     return out
 
 
+def _tree_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU use of a process and its children over ``seconds`` (100 = one core busy)."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    time.sleep(seconds)
+    after = 0.0
+    for p in procs:
+        try:
+            after += p.cpu_times().user + p.cpu_times().system
+        except psutil.Error:
+            pass
+    return round(100 * (after - before) / seconds, 1)
+
+
+def bench_deadline(src: Path, env: dict, tmp: Path, png: bytes, a) -> dict:
+    """A server whose deadline is shorter than a 12 MP photo's work: when is a late request
+    answered (504, relative to the deadline), and is the CPU idle again within a second?"""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "red_circles", "serve", "--port", str(port), "--workers", "1",
+                             "--timeout", str(a.deadline), "--log-level", "warning"],
+                            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    late, cpu_after = [], []
+    codes: dict[int, int] = {}
+    try:
+        _wait_health(url, proc)
+        for data in _photos(png, (4000, 3000), a.deadline_requests):
+            t0 = time.perf_counter()
+            r = httpx.post(f"{url}/predict", files={"image": ("p.jpg", data, "image/jpeg")}, timeout=60)
+            took = time.perf_counter() - t0
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            if r.status_code == 504:
+                late.append(round(took - a.deadline, 3))
+                cpu_after.append((_tree_cpu_percent(proc.pid, 1.0), _tree_cpu_percent(proc.pid, 0.5)))
+    finally:
+        stop_process(proc)
+    return {"deadline_s": a.deadline, "codes": codes, "answered_after_deadline_s_max": max(late, default=None),
+            "cpu_percent_in_the_second_after_a_504_max": max((c for c, _ in cpu_after), default=None),
+            "cpu_percent_1_to_1.5_s_after_a_504_max": max((c for _, c in cpu_after), default=None)}
+
+
 def bench_solution(tmp: Path, a) -> dict:
     ws = _make_workspace(tmp / "task")
     ws.accept(ws.add_program(PROGRAM).version)
@@ -222,6 +263,7 @@ def bench_solution(tmp: Path, a) -> dict:
         out["photos"] = bench_photos(url, proc.pid, image, side, a)
     finally:
         stop_process(proc)
+    out["deadline"] = bench_deadline(src, env, tmp, image, a)
     # The baseline: the same runtime called in-process (decode + predict), same threads, same run.
     sys.path.insert(0, str(src))
     from red_circles.runtime import Solution
@@ -311,6 +353,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--photo-seconds", type=float, default=10.0, help="concurrent burst per photo case")
     ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle time before the after-idle memory")
     ap.add_argument("--skip-planner", action="store_true")
+    ap.add_argument("--deadline", type=float, default=0.15, help="the deadline server's --timeout (s)")
+    ap.add_argument("--deadline-requests", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
