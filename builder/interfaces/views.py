@@ -156,11 +156,31 @@ def diff_html(a: str, b: str, a_label: str = "a", b_label: str = "b") -> str:
     return "<pre class='vf-diff' style='font-size:12px;background:#fafafa;padding:6px'>" + "\n".join(lines) + "</pre>"
 
 
+SMALL_SAMPLE = 30  # below this many examples an accuracy gets its interval and a warning
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion measured on ``n`` examples."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def bars_svg(bars: list[tuple[str, float | None]], title: str = "", maximum: float = 1.0,
-             fmt: str = "{:.0%}", width: int = 360) -> str:
-    """A horizontal bar chart (inline SVG, no plotting library): one labelled bar per value."""
+             fmt: str = "{:.0%}", width: int = 360, n: int | None = None) -> str:
+    """A horizontal bar chart (inline SVG, no plotting library): one labelled bar per value.
+
+    ``n``: how many examples each accuracy was measured on. It is shown in the title; below
+    ``SMALL_SAMPLE`` every bar also gets its 95% interval (drawn as a whisker) and the chart a
+    warning that such a sample cannot show a gain.
+    """
     row, label_w, pad = 26, 110, 6
-    height = pad * 2 + row * len(bars) + (18 if title else 0)
+    small = n is not None and n < SMALL_SAMPLE
+    if n is not None:
+        title = f"{title} (n={n})" if title else f"n={n}"
+    height = pad * 2 + row * len(bars) + (18 if title else 0) + (16 if small else 0)
     top = 18 if title else 0
     parts = [f"<svg class='vf-chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
              f"style='font:12px sans-serif'>"]
@@ -172,9 +192,18 @@ def bars_svg(bars: list[tuple[str, float | None]], title: str = "", maximum: flo
         v = 0.0 if value is None else float(value)
         w = max(0.0, min(1.0, v / maximum if maximum else 0.0)) * (width - label_w - 60)
         text = "n/a" if value is None else fmt.format(value)
+        span = width - label_w - 60
+        if small and value is not None:
+            lo, hi = wilson_interval(v, n)
+            text += f" [{lo:.0%}-{hi:.0%}]"
+            parts.append(f"<line class='vf-ci' x1='{label_w + lo * span:.1f}' x2='{label_w + hi * span:.1f}' "
+                         f"y1='{y + 11}' y2='{y + 11}' stroke='#222' stroke-width='1.5'/>")
         parts.append(f"<text x='0' y='{y + 15}'>{html.escape(label)}</text>"
                      f"<rect x='{label_w}' y='{y + 3}' width='{w:.1f}' height='16' fill='{colors[i % len(colors)]}'/>"
                      f"<text x='{label_w + w + 4:.1f}' y='{y + 15}'>{html.escape(text)}</text>")
+    if small:
+        parts.append(f"<text class='vf-small-n' x='0' y='{height - 4}' fill='#b45309'>only {n} examples: "
+                     "95% intervals in brackets; a sample this small cannot show a gain</text>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -232,11 +261,11 @@ def improve_chart_html(report: dict) -> str:
     bars += [(f"round {r['round']} ({r.get('kept_total', 0)} kept{'' if r.get('accepted', True) else ', not kept'})",
               r["eval"]["accuracy"]) for r in report.get("rounds", [])]
     n = report.get("eval_examples")
-    title = "Improve: planner accuracy on held-out examples" + (f" (n={n})" if n else "")
+    title = "Improve: planner accuracy on held-out examples"
     families = report["before"].get("per_family", {})
     rows = "".join(
         f"<tr><td>{html.escape(f)}</td><td>{v:.2f}</td><td>{report['after']['per_family'].get(f, 0):.2f}</td></tr>"
         for f, v in families.items()) if report.get("after") else ""
     table = (f"<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>family</th><th>before</th>"
              f"<th>after</th></tr>{rows}</table>") if rows else ""
-    return f"<div>{bars_svg(bars, title, width=460)}{table}</div>"
+    return f"<div>{bars_svg(bars, title, width=460, n=n if isinstance(n, int) else None)}{table}</div>"

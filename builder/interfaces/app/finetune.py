@@ -53,7 +53,7 @@ class FinetunePanel(StepCard):
                            "val loss": [(h["step"], h["loss"]) for h in hist.get("val", [])]}, "loss")
         self.finetune_view.object = (
             bars_svg([("before", before.get("accuracy")), ("after", after.get("accuracy"))],
-                     f"VQA accuracy ({after.get('n', before.get('n', '?'))} held-out questions)") +
+                     "VQA accuracy on held-out questions", n=after.get("n", before.get("n"))) +
             curve + f"<div><small>best checkpoint <code>{html.escape(str(out.get('best_checkpoint', '')))}"
                     "</code></small></div>")
         self.state.say("Fine-tune finished.")

@@ -50,7 +50,7 @@ class ImprovePanel(StepCard):
                  for i, r in enumerate(report.get("rounds", []))]
         kept = sum(r.get("kept_total", 0) or 0 for r in report.get("rounds", []))
         self.improve_view.object = (
-            bars_svg(bars, f"planner accuracy on {report.get('eval_examples', '?')} held-out examples") +
+            bars_svg(bars, "planner accuracy on held-out examples", n=report.get("eval_examples")) +
             f"<div><small>{kept} kept reading(s); adapted planner saved to "
             f"<code>{html.escape(str(report.get('planner', '')))}</code>; later proposals use it.</small></div>")
 
