@@ -144,3 +144,48 @@ def test_plan_with_a_workspace_uses_its_planner(tmp_path, monkeypatch):
     assert res.output.startswith("# v0001\n" + adapted)
     shown = json.loads(cli("workspace", "show", tmp_path / "ws").stdout)
     assert shown["programs"] == 1
+
+
+def _job_running(ws_root: Path, step: str):
+    def ready() -> bool:
+        for p in (ws_root / "jobs").glob("*.json"):
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("step") == step and rec.get("state") == "running":
+                return True
+        return False
+
+    return ready
+
+
+def _jobs(ws_root: Path) -> list[tuple[str, str]]:
+    return [(j["step"], j["state"]) for j in (json.loads(p.read_text()) for p in (ws_root / "jobs").glob("*.json"))]
+
+
+def test_improve_is_cancelled_by_sigint_and_saves_no_planner(tmp_path):
+    card = make_task_card(tmp_path / "task", kind="count", target="red objects", n=6)
+    ws = tmp_path / "ws"
+    assert cli("workspace", "init", ws, "--task", card).returncode == 0
+    proc = subprocess.Popen([*CLI, "improve", str(ws), "--rounds", "50", "--steps", "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err, _ = _interrupt_when(proc, _job_running(ws, "improve"), timeout=180)
+    assert code == 130 and "cancelled" in err, err
+    assert not (ws / "checkpoints" / "planner").exists()
+    assert _jobs(ws) == [("improve", "cancelled")]
+
+
+def test_export_is_cancelled_by_sigint_and_leaves_no_export(tmp_path):
+    card = make_task_card(tmp_path / "task", kind="count", target="red objects", n=2)
+    ws = tmp_path / "ws"
+    assert cli("workspace", "init", ws, "--task", card).returncode == 0
+    program = tmp_path / "p.py"
+    program.write_text('def execute(image):\n    return image.count("red object")\n')
+    assert cli("workspace", "add-program", ws, program, "--accept").returncode == 0
+    proc = subprocess.Popen([*CLI, "export", str(ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err, _ = _interrupt_when(proc, _job_running(ws, "export"))
+    assert code == 130 and "cancelled" in err, err
+    exports = ws / "exports"
+    assert not exports.exists() or not any(exports.iterdir())  # no export, no hidden half-built folder
+    assert _jobs(ws) == [("export", "cancelled")]
