@@ -91,8 +91,8 @@ class SearchPanel:
             parts.append(f"Already examples: {', '.join(skipped)}.")
         if unanswered:
             parts.append(f"Not added (no answer): {', '.join(unanswered)}.")
-        self.status.object = html.escape(" ".join(parts)) + f" The task has {len(card.examples)} examples."
         self._show_hits()
+        self.status.object = html.escape(" ".join(parts)) + f" The task has {len(card.examples)} examples."
         self.state.task_changed()
         return card
 
