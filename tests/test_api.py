@@ -38,6 +38,67 @@ def test_task_saves_always_archive_the_previous_card(tmp_path):
     assert len(task_history(ws)) == 1
 
 
+def test_search_results_get_their_own_answers_ids_and_history(tmp_path):
+    """Each hit is added with its own answer, under an id; a missing or wrong answer names the
+    hit and saves nothing; added hits can be edited and deleted; every change is restorable."""
+    import pytest
+
+    from builder import (
+        Hit,
+        UserError,
+        add_search_results,
+        delete_example,
+        ensure_shapes_workspace,
+        restore_task,
+        search_hits_in_task,
+        shapes_unlabelled,
+        task_fingerprint,
+        task_history,
+        update_example,
+    )
+
+    ws = ensure_shapes_workspace(tmp_path / "ws", n=3)  # a count task
+    files = sorted(shapes_unlabelled(ws, n=4).iterdir())
+    hits = [Hit(rank=i + 1, item=str(p), score=1 - i / 10, similarity=0.5) for i, p in enumerate(files)]
+    original, images = ws.load_task(), sorted(ws.dir("images").iterdir())
+    with pytest.raises(UserError, match=rf"hit #2 \({files[1].name}\): no expected answer"):
+        add_search_results(ws, hits[:3], answers=["1", "", "0"])
+    with pytest.raises(UserError, match=rf"hit #3 \({files[2].name}\): expected a non-negative integer count"):
+        add_search_results(ws, hits[:3], answers=["1", "2", "two"])
+    with pytest.raises(UserError, match=rf"hit #4 \({files[3].name}\): no expected answer"):
+        add_search_results(ws, hits, answers={files[0]: 1, str(files[1]): 0, files[2]: 2})
+    with pytest.raises(UserError, match="one answer per hit"):
+        add_search_results(ws, hits, answers=["1"])
+    with pytest.raises(UserError, match="its own expected answer"):
+        add_search_results(ws, hits)  # no silent shared answer
+    with pytest.raises(UserError, match="not among the hits"):
+        add_search_results(ws, hits[:1], answers={files[0]: 1, files[3]: 2})
+    assert ws.load_task() == original and task_history(ws) == []  # nothing saved
+    assert sorted(ws.dir("images").iterdir()) == images
+
+    card = add_search_results(ws, hits[:3], answers=["2", 0, " 1 "])
+    new = card.examples[3:]
+    assert [ex.id for ex in new] == ["sr0003", "sr0004", "sr0005"]
+    assert [ex.expected for ex in new] == [2, 0, 1]
+    for ex, f in zip(new, files, strict=False):  # each answer sits on its own hit's image
+        assert ws.resolve_image(ex.images[0]).read_bytes() == f.read_bytes()
+    assert {ex.query for ex in new} == {original.examples[0].query}
+    history = task_history(ws)
+    assert [h["task"] for h in history] == [task_fingerprint(original)] and "sr0003" in history[0]["reason"]
+    assert search_hits_in_task(ws, hits) == {h.item: i for h, i in zip(hits, ["sr0003", "sr0004", "sr0005"],
+                                                                             strict=False)}
+    # hits already in the task are skipped; a mapping keyed by path answers the rest
+    card = add_search_results(ws, hits, answers={f: i for i, f in enumerate(files)})
+    assert [(ex.id, ex.expected) for ex in card.examples[3:]] == [("sr0003", 2), ("sr0004", 0), ("sr0005", 1),
+                                                                  ("sr0006", 3)]
+    update_example(ws, "sr0004", expected="5")
+    assert [ex.expected for ex in ws.load_task().examples if ex.id == "sr0004"] == [5]
+    delete_example(ws, "sr0003")
+    assert "sr0003" not in [ex.id for ex in ws.load_task().examples]
+    assert len(task_history(ws)) == 4
+    assert restore_task(ws, 1) == original and ws.load_task() == original
+
+
 def test_add_program_validates_before_saving(tmp_path):
     import pytest
 

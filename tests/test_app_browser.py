@@ -468,3 +468,84 @@ def test_browser_task_to_export(browser_ready, app_server, tmp_path):
         shutil.copyfile(tmp_path / "app.png", REPO / "docs" / "app.png")
 
 
+
+
+def test_browser_search_hits_with_their_own_answers(browser_ready, app_server, tmp_path):
+    """Search in the app: each hit gets its own answer (two of four answered), only those are
+    added, under ids; the task card edits and deletes them, and restores the earlier task."""
+    pytest.importorskip("faiss")
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+    from builder.domains.shapes.world.scene import render_scene, sample_scene
+
+    url, ws_dir = app_server
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for s in range(4):
+        render_scene(sample_scene(s)).save(folder / f"scene{s:03d}.png")
+    red = {f"scene{s:03d}.png": sum(o.color == "red" for o in sample_scene(s).objects) for s in range(4)}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Examples", exact=True).fill("3")
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("3 examples").first.wait_for(timeout=60_000)
+            original = Workspace.open(ws_dir).load_task()
+            page.get_by_label("Image folder to index").fill(str(folder))
+            page.get_by_role("button", name="Index (new images only)").click()
+            page.get_by_text("4 new image(s) embedded").wait_for(timeout=120_000)
+            page.get_by_label("Search", exact=True).fill("There is a red circle.")
+            page.get_by_label("Results", exact=True).fill("4")
+            page.get_by_label("Results", exact=True).press("Tab")
+            page.get_by_role("button", name="Search", exact=True).click()
+            page.get_by_text("4 result(s)").wait_for(timeout=120_000)
+            answers = page.get_by_placeholder("answer")
+            assert answers.count() == 4 and all(answers.nth(i).input_value() == "" for i in range(4))
+            names = [Path(page.locator(".vf-hit img").nth(i).get_attribute("title")).name for i in range(4)]
+            for i in (0, 2):
+                answers.nth(i).fill(str(red[names[i]]))
+                answers.nth(i).press("Tab")  # the value reaches the server before the click
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Add answered results as task examples").click()
+            added = page.get_by_text("Added 2 example(s)")
+            added.wait_for(timeout=60_000)
+            status = added.inner_text()
+            assert "Not added (no answer)" in status and names[1] in status and names[3] in status, status
+            page.get_by_text("example sr0004").wait_for(timeout=30_000)  # the added hits show their ids
+            assert page.get_by_placeholder("answer").count() == 2
+            card = Workspace.open(ws_dir).load_task()
+            assert [(ex.id, ex.expected) for ex in card.examples[3:]] == [
+                ("sr0003", red[names[0]]), ("sr0004", red[names[2]])]
+            assert (ws_dir / card.examples[3].images[0]).read_bytes() == (folder / names[0]).read_bytes()
+            page.get_by_text("5 examples").first.wait_for(timeout=30_000)
+            _shot(page, "8-search", tmp_path)
+            # an added hit is edited and deleted in the task card like any example
+            page.get_by_label("Example", exact=True).select_option("sr0003")
+            for _ in range(50):  # the pick fills in the example's answer first: wait, then type over it
+                if page.get_by_label("Its expected output").input_value() == str(red[names[0]]):
+                    break
+                page.wait_for_timeout(100)
+            page.get_by_label("Its expected output").fill("7")
+            page.get_by_label("Its expected output").press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Save example").click()
+            page.get_by_text("Saved example").first.wait_for(timeout=30_000)
+            assert [ex.expected for ex in Workspace.open(ws_dir).load_task().examples if ex.id == "sr0003"] == [7]
+            page.get_by_label("Example", exact=True).select_option("sr0004")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Delete example").click()
+            page.get_by_text("Deleted example").first.wait_for(timeout=30_000)
+            assert [ex.id for ex in Workspace.open(ws_dir).load_task().examples][3:] == ["sr0003"]
+            # and the task before the search is restorable
+            first = page.get_by_label("Earlier tasks").locator("option", has_text="#1 ").text_content()
+            page.get_by_label("Earlier tasks").select_option(label=first)
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Restore task").click()
+            page.get_by_text("3 examples").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+        finally:
+            browser.close()
+    assert Workspace.open(ws_dir).load_task() == original

@@ -212,6 +212,12 @@ def test_ray_embeds_a_collection(ws, profile, tmp_path):
     assert np.allclose(a.vectors, b.vectors[[order[it["path"]] for it in a.items]], atol=1e-5)
 
 
+def _has_red_circle(path: str) -> bool:
+    """The ground truth of the "exists red circle" task for an image written by ``_images``."""
+    seed = int(Path(path).stem.removeprefix("scene"))
+    return any(o.color == "red" and o.shape == "circle" for o in sample_scene(seed).objects)
+
+
 def test_search_widget_and_app_card(ws, profile, tmp_path):
     pytest.importorskip("ipywidgets")
     from builder import Runtime
@@ -222,5 +228,58 @@ def test_search_widget_and_app_card(ws, profile, tmp_path):
         widget = SearchWidget(ws, runtime=rt)
         assert widget.index(folder).added == 3 and "1 corrupt" in widget.status.value
         hits = widget.search("There is a red circle.", k=2)
-        assert len(hits) == 2 and widget.results.value.count("<img") == 2
-        assert len(widget.add_results(1).examples) == len(ws.load_task().examples)
+        assert len(hits) == 2 and sum(t.children[0].value.count("<img") for t in widget.results.children) == 2
+        assert [b.value for b in widget.answers] == ["", ""]  # every answer starts empty
+        n = len(ws.load_task().examples)
+        widget.answers[1].value = "3"
+        card = widget.add_answered()
+        assert [(ex.id, ex.expected) for ex in card.examples[n:]] == [(f"sr{n:04d}", 3)]
+        assert ws.resolve_image(card.examples[-1].images[0]).read_bytes() == Path(hits[1].item).read_bytes()
+        assert f"#{hits[0].rank} {Path(hits[0].item).name}" in widget.status.value  # named as not added
+        assert widget.answers[1] is None and widget.answers[0].value == ""
+        assert len(widget.add_results(1).examples) == len(ws.load_task().examples) == n + 2  # one answer, explicitly
+
+
+def test_app_search_card_adds_hits_with_their_own_answers(tmp_path):
+    """The app's Search card (bundled embedder): index, search, answer two of four hits
+    differently, add; the others are named as not added, the task view lists the new examples,
+    which can be edited and deleted, and the earlier task restored."""
+    pytest.importorskip("panel")
+    from builder.interfaces.app import VisForgeApp
+
+    folder = _images(tmp_path / "p", range(4))
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("exists", "red circle", n=3, seed=2)
+        ws, search = app.workspace, app.search
+        original = ws.load_task()
+        assert search.index(str(folder)).added == 4
+        hits = search.search("There is a red circle.", k=4, verify=False)
+        assert len(hits) == 4 and [b.value for b in search.answers] == [""] * 4
+        assert app.state.guard(search.add) is None and "no result has an answer" in app.state.message.object
+        search.answers[0].value = "maybe"
+        assert app.state.guard(search.add) is None
+        assert f"hit #{hits[0].rank} ({Path(hits[0].item).name})" in app.state.message.object
+        assert ws.load_task() == original  # nothing saved
+        truth = [_has_red_circle(h.item) for h in hits]
+        search.answers[0].value = "yes" if truth[0] else "no"
+        search.answers[2].value = "yes" if truth[2] else "no"
+        search.add()
+        card = ws.load_task()
+        assert [(ex.id, ex.expected) for ex in card.examples[3:]] == [("sr0003", truth[0]), ("sr0004", truth[2])]
+        for ex, hit in zip(card.examples[3:], [hits[0], hits[2]], strict=True):
+            assert ws.resolve_image(ex.images[0]).read_bytes() == Path(hit.item).read_bytes()
+        status = search.status.object
+        assert "sr0003" in status and "sr0004" in status and "Not added (no answer)" in status
+        for h in (hits[1], hits[3]):
+            assert f"#{h.rank} {Path(h.item).name}" in status
+        assert search.answers[0] is None and search.answers[1].value == ""
+        assert "sr0003" in app.task.task_view.object and {"sr0003", "sr0004"} <= set(app.task.example_pick.options)
+        app.task.edit_example("sr0003", "no" if truth[0] else "yes")
+        assert [ex.expected for ex in ws.load_task().examples if ex.id == "sr0003"] == [not truth[0]]
+        app.task.delete_example("sr0004")
+        assert [ex.id for ex in ws.load_task().examples][3:] == ["sr0003"]
+        app.task.restore(app.task.history.options[next(k for k in app.task.history.options if k.startswith("#1 "))])
+        assert ws.load_task() == original
+    finally:
+        app.close()

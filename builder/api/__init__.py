@@ -50,6 +50,7 @@ from builder.api.search import (
     add_search_results,
     index_images,
     search_captions,
+    search_hits_in_task,
     search_images,
 )
 from builder.api.steps import augment_data, export_solution, finetune_engine, improve_planner, tune_program

@@ -3,20 +3,22 @@ turn hits into task examples."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from builder.api.runtime import Runtime
-from builder.api.tasks import _import_image, card_from_data
+from builder.api.tasks import card_from_data, parse_expected_text, save_task
 from builder.core.errors import UserError
-from builder.core.taskcard import TaskCard
+from builder.core.images import content_name
+from builder.core.taskcard import Example, OutputKind, TaskCard, new_example_ids, normalise_expected
 from builder.core.workspace import Workspace
 from builder.methods import image_index as _search
 from builder.methods.image_index import Hit, IndexResult
 from builder.tools.profile import build_engines
 
-__all__ = ["Hit", "IndexResult", "add_search_results", "index_images", "search_captions", "search_images"]
+__all__ = ["Hit", "IndexResult", "add_search_results", "index_images", "search_captions", "search_hits_in_task",
+           "search_images"]
 
 def _engines(profile: str | dict, runtime: Runtime | None):
     return runtime.engines if runtime is not None else build_engines(profile)
@@ -68,25 +70,110 @@ def _verifier(engines, verify):
     return verify or None
 
 
-def add_search_results(ws: Workspace, hits: Sequence[Hit | str | Path], expected: Any, query: str = "") -> TaskCard:
-    """Add the images of search ``hits`` to the workspace's task as examples with ``expected``.
-
-    The images are copied into the workspace; ``expected`` is checked against the card's
-    output kind (e.g. True for an "exists" task, a count, boxes). Images already among the
-    examples are skipped. Returns the saved card (the previous one is kept in ``history/``).
-    """
+def search_hits_in_task(ws: Workspace, hits: Sequence[Hit | str | Path]) -> dict[str, str]:
+    """Which ``hits`` are already examples of the task: {hit image path (as given): example id}
+    (an example without an id maps to ""). Images are compared by content, as the workspace
+    stores them."""
     card = ws.load_task()
-    data = card.model_dump(mode="json", exclude_none=True)
-    have = {p for ex in card.examples for p in ex.images}
+    by_image = {p: ex.id or "" for ex in card.examples for p in ex.images}
+    out = {}
     for hit in hits:
-        path = Path(hit.item if isinstance(hit, Hit) else hit)
-        rel = _import_image(ws, path)
-        if rel in have:
-            continue
-        have.add(rel)
-        data["examples"].append({"image": rel, "query": query or card.examples[0].query if card.examples else query,
-                                 "expected": expected})
-    new = card_from_data(data)
-    ws.save_task(new, reason=f"added {len(data['examples']) - len(card.examples)} search result(s)")
-    return new
+        path = _hit_path(hit)
+        if path.is_file():
+            rel = "images/" + content_name(path.read_bytes(), path.suffix)
+            if rel in by_image:
+                out[hit.item if isinstance(hit, Hit) else str(hit)] = by_image[rel]
+    return out
 
+
+def add_search_results(ws: Workspace, hits: Sequence[Hit | str | Path], expected: Any = None, query: str = "",
+                       answers: Sequence[Any] | Mapping[Any, Any] | None = None) -> TaskCard:
+    """Add the images of search ``hits`` to the workspace's task as examples, each with its own answer.
+
+    ``answers`` gives each hit its expected output: a list aligned with ``hits``, or a mapping
+    from a hit's image path to its answer. Typed text is read as the task card form reads it
+    ("2", "yes", "[[1, 2, 30, 40]]"). ``expected`` instead gives every hit the same answer; use it
+    only when that answer truly holds for each of them. Every answer is checked against the
+    card's output kind first: a hit without an answer, or with one that does not fit, is an
+    error naming the hit, and nothing is saved.
+
+    The images are copied into the workspace; each new example gets an id (``sr0007``) so it can
+    be edited (``update_example``) or deleted (``delete_example``). Images already among the
+    examples are skipped (``search_hits_in_task`` says which). ``query`` is the examples' query
+    (default: the task's first query). The previous card is kept in ``history/``
+    (``task_history``, ``restore_task``). Returns the saved card.
+    """
+    hits = list(hits)
+    per_hit = _answers_per_hit(hits, expected, answers)
+    card = ws.load_task()
+    if not query and card.examples:
+        query = card.examples[0].query
+    have = {p for ex in card.examples for p in ex.images}
+    problems, new = [], []
+    for i, (hit, answer) in enumerate(zip(hits, per_hit, strict=True)):
+        path, label = _hit_path(hit), _hit_label(i, hit)
+        try:
+            value = _check_answer(card.output, path, query, answer)
+        except ValueError as e:
+            problems.append(f"{label}: {e}")
+            continue
+        rel = "images/" + content_name(path.read_bytes(), path.suffix)
+        if rel not in have:
+            have.add(rel)
+            new.append((path, value))
+    if problems:
+        raise UserError("no search results were added: " + "; ".join(problems))
+    if not new:
+        return card
+    data = card.model_dump(mode="json", exclude_none=True)
+    ids = new_example_ids(card.examples, "sr", len(new))
+    data["examples"] += [{"id": ex_id, "image": str(path.resolve()), "query": query, "expected": value}
+                         for ex_id, (path, value) in zip(ids, new, strict=True)]
+    # save_task decodes each image, copies it in and archives the previous card in history/.
+    save_task(ws.root, card_from_data(data), reason=f"added {len(new)} search result(s) {', '.join(ids)}")
+    return ws.load_task()
+
+
+def _hit_path(hit: Hit | str | Path) -> Path:
+    return Path(hit.item if isinstance(hit, Hit) else hit)
+
+
+def _hit_label(i: int, hit: Hit | str | Path) -> str:
+    name = _hit_path(hit).name
+    return f"hit #{hit.rank} ({name})" if isinstance(hit, Hit) else f"hit {i + 1} ({name})"
+
+
+def _answers_per_hit(hits: list, expected: Any, answers: Sequence[Any] | Mapping[Any, Any] | None) -> list[Any]:
+    """One answer per hit, in the hits' order (None where a mapping gives a hit none)."""
+    if answers is not None and expected is not None:
+        raise UserError("give either answers (one per hit) or expected (one for all), not both")
+    if answers is None:
+        if expected is None:
+            raise UserError("give each search hit its own expected answer (answers=[...] aligned with the hits)")
+        return [expected] * len(hits)
+    if isinstance(answers, Mapping):
+        keyed = {_key(k): v for k, v in answers.items()}
+        unknown = set(keyed) - {_key(h) for h in hits}
+        if unknown:
+            raise UserError(f"answers for images that are not among the hits: {', '.join(sorted(unknown))}")
+        return [keyed.get(_key(h)) for h in hits]
+    if isinstance(answers, (str, bytes)) or len(answers) != len(hits):
+        n = "a text" if isinstance(answers, (str, bytes)) else f"{len(answers)} answers"
+        raise UserError(f"answers must be a list with one answer per hit: got {n} for {len(hits)} hit(s)")
+    return list(answers)
+
+
+def _key(hit: Hit | str | Path) -> str:
+    return str(_hit_path(hit).resolve())
+
+
+def _check_answer(kind: OutputKind, path: Path, query: str, answer: Any) -> Any:
+    """The answer in the card's canonical form; ValueError saying what is wrong otherwise."""
+    if isinstance(answer, str):
+        # A text task takes the words as typed; other kinds read them as the task form does.
+        answer = (answer.strip() or None) if kind is OutputKind.text else parse_expected_text(answer)
+    if answer is None:
+        raise ValueError("no expected answer")
+    if not path.is_file():
+        raise ValueError("not an image file")
+    return normalise_expected(kind, answer, Example(image=str(path), query=query, expected=answer))

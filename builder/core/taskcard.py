@@ -260,3 +260,17 @@ def save_task_card(card: TaskCard, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_text(path, dump_task_card(card))
     return path
+
+
+def new_example_ids(examples: list[Example] | list[dict[str, Any]], prefix: str, n: int) -> list[str]:
+    """``n`` example ids ``<prefix><4 digits>`` not yet used by ``examples`` (cards, uploads and
+    search results all name their examples this way, so each can be edited or deleted by id)."""
+    taken = {ex.get("id") if isinstance(ex, dict) else ex.id for ex in examples}
+    out, i = [], len(examples)
+    while len(out) < n:
+        candidate = f"{prefix}{i:04d}"
+        if candidate not in taken:
+            out.append(candidate)
+            taken.add(candidate)
+        i += 1
+    return out

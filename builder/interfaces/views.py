@@ -60,23 +60,29 @@ def thumbnail_uri(path: str | Path, side: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def search_hit_html(hit, side: int = 96) -> str:
+    """One search hit: its thumbnail (text->image) or its text (image->text), rank and score."""
+    score = f"{hit.score:.3f}" + (f" <span style='color:#888'>(sim {hit.similarity:.3f})</span>"
+                                  if hit.verified is not None else "")
+    if Path(hit.item).is_file():
+        body = (f"<img src='{thumbnail_uri(hit.item, side)}' style='width:{side}px;height:{side}px;"
+                f"object-fit:contain' title='{html.escape(hit.item)}'><br>")
+    else:
+        body = f"<div style='max-width:{2 * side}px'>{html.escape(hit.item)}</div>"
+    return (f"<div class='vf-hit' style='display:inline-block;margin:4px;text-align:center;"
+            f"font-size:12px;vertical-align:top'>{body}#{hit.rank} {score}</div>")
+
+
 def search_results_html(hits: list, side: int = 96) -> str:
     """Search hits as a grid of thumbnails (text->image) or a ranked list (image->text), with scores."""
     if not hits:
         return "<i>no results</i>"
-    cells = []
-    for h in hits:
-        score = f"{h.score:.3f}" + (f" <span style='color:#888'>(sim {h.similarity:.3f})</span>"
-                                    if h.verified is not None else "")
-        if Path(h.item).is_file():
-            body = (f"<img src='{thumbnail_uri(h.item, side)}' style='width:{side}px;height:{side}px;"
-                    f"object-fit:contain' title='{html.escape(h.item)}'><br>")
-        else:
-            body = f"<div style='max-width:{2 * side}px'>{html.escape(h.item)}</div>"
-        cells.append(f"<div class='vf-hit' style='display:inline-block;margin:4px;text-align:center;"
-                     f"font-size:12px;vertical-align:top'>{body}#{h.rank} {score}</div>")
-    return "<div class='vf-search-results'>" + "".join(cells) + "</div>"
+    return "<div class='vf-search-results'>" + "".join(search_hit_html(h, side) for h in hits) + "</div>"
 
+
+def hit_name(hit) -> str:
+    """How a search hit is named to the user: its rank and file name ("#2 scene001.png")."""
+    return f"#{hit.rank} {Path(hit.item).name}"
 
 
 def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200,
