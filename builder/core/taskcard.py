@@ -266,7 +266,8 @@ def new_example_ids(examples: list[Example] | list[dict[str, Any]], prefix: str,
     """``n`` example ids ``<prefix><4 digits>`` not yet used by ``examples`` (cards, uploads and
     search results all name their examples this way, so each can be edited or deleted by id)."""
     taken = {ex.get("id") if isinstance(ex, dict) else ex.id for ex in examples}
-    out, i = [], len(examples)
+    out: list[str] = []
+    i = len(examples)
     while len(out) < n:
         candidate = f"{prefix}{i:04d}"
         if candidate not in taken:
