@@ -71,6 +71,7 @@ class SelectiveAnswer:
     decomposition: Decomposition | None = None
 
     def to_dict(self) -> dict:
+        """Plain data (the nested answer and decomposition as dicts) for JSON reports."""
         return asdict(self)
 
 
@@ -229,6 +230,9 @@ class TextDecomposer:
         self.generate, self.vqa = generate, vqa
 
     def decompose(self, image: np.ndarray, question: str) -> Decomposition:
+        """Ask the generated sub-questions (at most 8) on the whole image, then re-ask
+        ``question`` with their answers as context.
+        """
         subs = []
         for sq in self.generate(question)[:8]:
             a = self.vqa.answer(image, sq)

@@ -71,6 +71,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
+        """The OpenAI-shaped error body: ``{"error": {message, type, param, code}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
@@ -122,6 +123,8 @@ def _unsupported(body: dict, key: str, allowed: tuple) -> None:
 
 @dataclass
 class Params:
+    """A request's sampling parameters after ``parse_params`` checked them."""
+
     n: int
     temperature: float
     top_p: float
@@ -297,6 +300,9 @@ class Engine:
 
     # -- work (in a pool thread)
     def check_chars(self, text: str, param: str) -> None:
+        """Refuse a prompt over ``max_prompt_chars`` (400, context_length_exceeded) before it is
+        tokenized: tokenizing unbroken text is super-linear.
+        """
         if len(text) > self.max_prompt_chars:
             raise ApiError(400, f"{param}: {len(text)} characters is over this server's limit of "
                                 f"{self.max_prompt_chars} (the model's context is {self.n_ctx} tokens)",
