@@ -8,6 +8,7 @@ A card names the task, describes it, fixes the output kind and the metric, and l
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -129,65 +130,96 @@ class TaskCardError(UserError, ValueError):
 
 
 def normalise_expected(kind: OutputKind, value: Any, example: Example | None = None) -> Any:
-    """Check an expected output against the output kind and return it in canonical form."""
-    if kind is OutputKind.text:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValueError(f"expected a short text answer, got {type(value).__name__} {value!r}")
-        return str(value)
-    if kind is OutputKind.bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false"):
-            return value.strip().lower() in ("yes", "true")
-        raise ValueError(f"expected yes/no (a bool), got {value!r}")
-    if kind is OutputKind.count:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"expected a non-negative integer count, got {value!r}")
+    """Check an expected output against the output kind and return it in canonical form.
+
+    Raises ValueError naming the problem; ``example`` (when given) bounds a choice index.
+    """
+    check = _EXPECTED_CHECKS.get(kind) if isinstance(kind, OutputKind) else None
+    if check is None:
+        raise ValueError(f"unknown output kind {kind!r}")
+    return check(value, example)
+
+
+def _expected_text(value: Any, example: Example | None) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a short text answer, got {type(value).__name__} {value!r}")
+    return str(value)
+
+
+def _expected_bool(value: Any, example: Example | None) -> bool:
+    if isinstance(value, bool):
         return value
-    if kind is OutputKind.boxes:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list of boxes [x0, y0, x1, y1], got {value!r}")
-        boxes = []
-        for j, box in enumerate(value):
-            if (
-                not isinstance(box, list)
-                or len(box) != 4
-                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in box)
-            ):
-                raise ValueError(f"box {j} must be [x0, y0, x1, y1] numbers, got {box!r}")
-            x0, y0, x1, y1 = box
-            if not (x1 > x0 and y1 > y0):
-                raise ValueError(f"box {j} {box} has x1 <= x0 or y1 <= y0")
-            boxes.append([float(c) if isinstance(c, float) else c for c in box])
-        return boxes
-    if kind is OutputKind.choice:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected the index of the right choice (an integer), got {value!r}")
-        if example is not None:
-            n = len(example.choices) if example.choices else len(example.images)
-            if n < 2:
-                raise ValueError("a choice example needs at least two choices or two images")
-            if not 0 <= value < n:
-                raise ValueError(f"choice index {value} is outside 0..{n - 1}")
-        return value
-    if kind is OutputKind.frame:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"expected a frame index (a non-negative integer), got {value!r}")
-        return value
-    if kind is OutputKind.summary:
-        if not isinstance(value, dict) or set(value) != set(SUMMARY_FIELDS):
-            raise ValueError(f"expected a summary with exactly the fields {', '.join(SUMMARY_FIELDS)}, got {value!r}")
-        objs, frame = value["objects"], value["frame"]
-        if not isinstance(objs, list) or not all(isinstance(o, str) for o in objs):
-            raise ValueError("summary objects must be a list of object names")
-        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
-            raise ValueError(f"summary frame must be a non-negative integer, got {frame!r}")
-        for f in ("before", "after"):
-            if not isinstance(value[f], dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                         for k, v in value[f].items()):
-                raise ValueError(f"summary {f} must map object names to what they did")
-        return {"objects": sorted(objs), "frame": frame, "before": dict(value["before"]), "after": dict(value["after"])}
-    raise ValueError(f"unknown output kind {kind!r}")
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false"):
+        return value.strip().lower() in ("yes", "true")
+    raise ValueError(f"expected yes/no (a bool), got {value!r}")
+
+
+def _expected_count(value: Any, example: Example | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer count, got {value!r}")
+    return value
+
+
+def _expected_boxes(value: Any, example: Example | None) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of boxes [x0, y0, x1, y1], got {value!r}")
+    boxes = []
+    for j, box in enumerate(value):
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in box)
+        ):
+            raise ValueError(f"box {j} must be [x0, y0, x1, y1] numbers, got {box!r}")
+        x0, y0, x1, y1 = box
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(f"box {j} {box} has x1 <= x0 or y1 <= y0")
+        boxes.append([float(c) if isinstance(c, float) else c for c in box])
+    return boxes
+
+
+def _expected_choice(value: Any, example: Example | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected the index of the right choice (an integer), got {value!r}")
+    if example is not None:
+        n = len(example.choices) if example.choices else len(example.images)
+        if n < 2:
+            raise ValueError("a choice example needs at least two choices or two images")
+        if not 0 <= value < n:
+            raise ValueError(f"choice index {value} is outside 0..{n - 1}")
+    return value
+
+
+def _expected_frame(value: Any, example: Example | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a frame index (a non-negative integer), got {value!r}")
+    return value
+
+
+def _expected_summary(value: Any, example: Example | None) -> dict:
+    if not isinstance(value, dict) or set(value) != set(SUMMARY_FIELDS):
+        raise ValueError(f"expected a summary with exactly the fields {', '.join(SUMMARY_FIELDS)}, got {value!r}")
+    objs, frame = value["objects"], value["frame"]
+    if not isinstance(objs, list) or not all(isinstance(o, str) for o in objs):
+        raise ValueError("summary objects must be a list of object names")
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+        raise ValueError(f"summary frame must be a non-negative integer, got {frame!r}")
+    for f in ("before", "after"):
+        if not isinstance(value[f], dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in value[f].items()):
+            raise ValueError(f"summary {f} must map object names to what they did")
+    return {"objects": sorted(objs), "frame": frame, "before": dict(value["before"]), "after": dict(value["after"])}
+
+
+_EXPECTED_CHECKS: dict[OutputKind, Callable[[Any, Example | None], Any]] = {
+    OutputKind.text: _expected_text,
+    OutputKind.bool: _expected_bool,
+    OutputKind.count: _expected_count,
+    OutputKind.boxes: _expected_boxes,
+    OutputKind.choice: _expected_choice,
+    OutputKind.frame: _expected_frame,
+    OutputKind.summary: _expected_summary,
+}
 
 
 def _format_loc(loc: tuple) -> str:

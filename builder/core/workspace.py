@@ -91,6 +91,7 @@ class ProgramVersion:
 
     @property
     def tag(self) -> str:
+        """The version's short name, e.g. ``v0007`` (zero-padded so tags sort in version order)."""
         return f"v{self.version:04d}"
 
 
@@ -155,6 +156,7 @@ class Workspace:
     # ---- task card --------------------------------------------------------------------------
     @property
     def task_path(self) -> Path:
+        """Where the task card lives: ``task.yaml`` in the workspace root."""
         return self.root / "task.yaml"
 
     def load_task(self) -> TaskCard:

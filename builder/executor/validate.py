@@ -98,7 +98,23 @@ def _fail(node: ast.AST, message: str) -> ValidationError:
 
 
 def validate(source: str, entry: str = "execute") -> ast.Module:
-    """Check ``source``; return its syntax tree or raise ``ValidationError`` naming line and reason."""
+    """Check ``source``; return its syntax tree or raise ``ValidationError`` naming line and reason.
+
+    The checks run in this order and the first failure is raised: the source text itself, its
+    parse, the node count, every node against the allow-lists, then the top level and the entry.
+    """
+    tree = _parse_source(source)
+    nodes = list(ast.walk(tree))  # iterative: no recursion on hostile nesting
+    if len(nodes) > MAX_NODES:
+        raise ValidationError("validation", f"program has {len(nodes)} syntax nodes; the limit is {MAX_NODES}")
+    for node in nodes:
+        _check_node(node)
+    _check_top_level(tree, entry)
+    return tree
+
+
+def _parse_source(source: str) -> ast.Module:
+    """The syntax tree of ``source`` after checking it is text of bounded size without NUL."""
     if not isinstance(source, str):
         raise ValidationError("validation", f"program source must be text, got {type(source).__name__}")
     if len(source) > MAX_SOURCE_CHARS:
@@ -106,44 +122,58 @@ def validate(source: str, entry: str = "execute") -> ast.Module:
     if "\x00" in source:
         raise ValidationError("syntax", "program contains a NUL character")
     try:
-        tree = parse(source, filename="<program>")
+        return parse(source, filename="<program>")
     except SyntaxError as e:
         raise ValidationError("syntax", f"syntax error: {e.msg}", e.lineno) from None
     except (RecursionError, MemoryError, ValueError) as e:
         raise ValidationError("syntax", f"program is too deeply nested to parse ({type(e).__name__})") from None
 
-    nodes = list(ast.walk(tree))  # iterative: no recursion on hostile nesting
-    if len(nodes) > MAX_NODES:
-        raise ValidationError("validation", f"program has {len(nodes)} syntax nodes; the limit is {MAX_NODES}")
-    for node in nodes:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            raise _fail(node, "import is not allowed; the tool API is already available")
-        if not isinstance(node, ALLOWED_NODES):
-            raise _fail(node, f"{type(node).__name__} statements/expressions are not allowed")
-        if isinstance(node, ast.Name):
-            if node.id.startswith("_"):
-                raise _fail(node, f"names starting with '_' are not allowed ({node.id})")
-            if node.id in FORBIDDEN_NAMES:
-                raise _fail(node, f"{node.id}() is not allowed")
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("_"):
-                raise _fail(node, f"attributes starting with '_' are not allowed (.{node.attr})")
-            if node.attr not in ALLOWED_ATTRIBUTES:
-                raise _fail(node, f"attribute .{node.attr} is not allowed")
-            if not isinstance(node.ctx, ast.Load):
-                # Workers are reused: setting or deleting an attribute could change a shared
-                # class (ImagePatch.find = ...) and so the results of later, unrelated runs.
-                raise _fail(node, f"assigning to or deleting attributes is not allowed (.{node.attr})")
-        elif isinstance(node, (ast.FunctionDef, ast.arg)):
-            name = node.name if isinstance(node, ast.FunctionDef) else node.arg
-            if name.startswith("_") or name in FORBIDDEN_NAMES:
-                raise _fail(node, f"the name {name!r} is not allowed")
-            if isinstance(node, ast.FunctionDef) and node.decorator_list:
-                raise _fail(node, "decorators are not allowed")
-        elif isinstance(node, ast.keyword) and node.arg is not None and node.arg.startswith("_"):
-            raise _fail(node, f"keyword arguments starting with '_' are not allowed ({node.arg})")
 
-    for stmt in tree.body:  # top level: function definitions (and docstrings) only
+def _check_node(node: ast.AST) -> None:
+    """One node against the node allow-list, then the names it binds or reads."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        raise _fail(node, "import is not allowed; the tool API is already available")
+    if not isinstance(node, ALLOWED_NODES):
+        raise _fail(node, f"{type(node).__name__} statements/expressions are not allowed")
+    if isinstance(node, ast.Name):
+        _check_name(node)
+    elif isinstance(node, ast.Attribute):
+        _check_attribute(node)
+    elif isinstance(node, (ast.FunctionDef, ast.arg)):
+        _check_definition(node)
+    elif isinstance(node, ast.keyword) and node.arg is not None and node.arg.startswith("_"):
+        raise _fail(node, f"keyword arguments starting with '_' are not allowed ({node.arg})")
+
+
+def _check_name(node: ast.Name) -> None:
+    if node.id.startswith("_"):
+        raise _fail(node, f"names starting with '_' are not allowed ({node.id})")
+    if node.id in FORBIDDEN_NAMES:
+        raise _fail(node, f"{node.id}() is not allowed")
+
+
+def _check_attribute(node: ast.Attribute) -> None:
+    if node.attr.startswith("_"):
+        raise _fail(node, f"attributes starting with '_' are not allowed (.{node.attr})")
+    if node.attr not in ALLOWED_ATTRIBUTES:
+        raise _fail(node, f"attribute .{node.attr} is not allowed")
+    if not isinstance(node.ctx, ast.Load):
+        # Workers are reused: setting or deleting an attribute could change a shared
+        # class (ImagePatch.find = ...) and so the results of later, unrelated runs.
+        raise _fail(node, f"assigning to or deleting attributes is not allowed (.{node.attr})")
+
+
+def _check_definition(node: ast.FunctionDef | ast.arg) -> None:
+    name = node.name if isinstance(node, ast.FunctionDef) else node.arg
+    if name.startswith("_") or name in FORBIDDEN_NAMES:
+        raise _fail(node, f"the name {name!r} is not allowed")
+    if isinstance(node, ast.FunctionDef) and node.decorator_list:
+        raise _fail(node, "decorators are not allowed")
+
+
+def _check_top_level(tree: ast.Module, entry: str) -> None:
+    """Only function definitions (and docstrings) at the top level, and an entry function."""
+    for stmt in tree.body:
         if isinstance(stmt, ast.FunctionDef):
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
@@ -153,7 +183,6 @@ def validate(source: str, entry: str = "execute") -> ast.Module:
     if not entries:
         raise ValidationError("validation", f"the program must define a function named {entry!r}")
     check_entry_signature(entries[-1])
-    return tree
 
 
 def check_entry_signature(fn: ast.FunctionDef) -> None:

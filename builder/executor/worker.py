@@ -110,60 +110,75 @@ def to_plain(value, budget: int = 1_000_000, n_images: int | None = None):
     value is refused before a second copy of it is made. With ``n_images``, a returned patch
     must refer to one of the example's images (programs can construct ``ImagePatch`` freely).
     """
-    left = [budget]
+    return _PlainConverter(budget, n_images).conv(value, 0)
 
-    def spend(n: int) -> None:
-        left[0] -= n
-        if left[0] < 0:
-            raise OutputError(f"the return value is larger than the {budget}-byte limit")
 
-    def conv(v, depth: int):
+class _PlainConverter:
+    """One conversion by ``to_plain``: the size budget left and the number of images a patch may name."""
+
+    def __init__(self, budget: int, n_images: int | None):
+        self.budget, self.left, self.n_images = budget, budget, n_images
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise OutputError(f"the return value is larger than the {self.budget}-byte limit")
+
+    def conv(self, v, depth: int):
+        # The order of the type checks matters (bool before int); each group keeps it.
         if depth > MAX_DEPTH:
             raise OutputError("the return value is nested too deeply (or refers to itself)")
-        spend(8)
+        self.spend(8)
         if v is None or isinstance(v, bool):
             return v
+        if isinstance(v, (int, str, float)):
+            return self.scalar(v)
+        if isinstance(v, (api.ImagePatch, api.Track, api.VideoSegment)):
+            return self.tool_value(v, depth)
+        if isinstance(v, (list, tuple, set, frozenset, dict)):
+            return self.container(v, depth)
+        raise OutputError(f"cannot return a {type(v).__name__}; return text, numbers, lists, dicts or patches")
+
+    def scalar(self, v):
         if isinstance(v, int):
             if abs(v) > 2**63:
                 raise OutputError("the return value holds an integer too large to send")
             return v
         if isinstance(v, str):
-            spend(len(v))
+            self.spend(len(v))
             return v
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                raise OutputError(f"the return value holds a non-finite number ({v})")
-            return v
+        if not math.isfinite(v):
+            raise OutputError(f"the return value holds a non-finite number ({v})")
+        return v
+
+    def tool_value(self, v, depth: int):
         if isinstance(v, api.ImagePatch):
-            if n_images is not None and not 0 <= v._image < n_images:
+            if self.n_images is not None and not 0 <= v._image < self.n_images:
                 raise OutputError(f"the return value holds a patch of image {v._image}, "
-                                  f"but the example has {n_images} image(s)")
-            out = {"box": conv(v.box, depth + 1), "image": v._image, "score": conv(v.score, depth + 1)}
+                                  f"but the example has {self.n_images} image(s)")
+            out = {"box": self.conv(v.box, depth + 1), "image": v._image, "score": self.conv(v.score, depth + 1)}
             if v._frame is not None:
                 out["frame"] = v._frame
             return out
         if isinstance(v, api.Track):
-            return conv({"label": v.label, "frames": v.frames, "boxes": v.boxes}, depth + 1)
-        if isinstance(v, api.VideoSegment):
-            return {"video": v._video, "start": v.start, "stop": v.stop}
+            return self.conv({"label": v.label, "frames": v.frames, "boxes": v.boxes}, depth + 1)
+        return {"video": v._video, "start": v.start, "stop": v.stop}
+
+    def container(self, v, depth: int):
         if isinstance(v, (list, tuple)):
-            return [conv(x, depth + 1) for x in v]
+            return [self.conv(x, depth + 1) for x in v]
         if isinstance(v, (set, frozenset)):
-            items = [conv(x, depth + 1) for x in v]
+            items = [self.conv(x, depth + 1) for x in v]
             try:
                 return sorted(items)
             except TypeError:
                 return items
-        if isinstance(v, dict):
-            out = {}
-            for k, x in v.items():
-                if not isinstance(k, (str, int)) or isinstance(k, bool):
-                    raise OutputError(f"dictionary keys in the return value must be text, got {type(k).__name__}")
-                out[str(k)] = conv(x, depth + 1)
-            return out
-        raise OutputError(f"cannot return a {type(v).__name__}; return text, numbers, lists, dicts or patches")
-
-    return conv(value, 0)
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise OutputError(f"dictionary keys in the return value must be text, got {type(k).__name__}")
+            out[str(k)] = self.conv(x, depth + 1)
+        return out
 
 
 def _transport(tool, ref, args):

@@ -40,6 +40,7 @@ ENGINEER_CANDIDATES = [
 
 
 def log(msg: str) -> None:
+    """Print a timestamped progress line (flushed, so it shows while the demo runs)."""
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 

@@ -71,6 +71,7 @@ class SelectiveAnswer:
     decomposition: Decomposition | None = None
 
     def to_dict(self) -> dict:
+        """Plain data (the nested answer and decomposition as dicts) for JSON reports."""
         return asdict(self)
 
 
@@ -172,44 +173,53 @@ class WorldDecomposer:
         relation to B, then its crop's answer; same_color: the crop colour of the unique
         object, then the number of other crops with that colour.
         """
+        if qtype in ("count", "exists", "compare"):
+            return self._combine_counts(image, qtype, g, subs)
+        if qtype in ("attribute", "size", "same_color"):
+            return self._combine_unique(image, qtype, g, subs)
+        if qtype in ("relation", "relate_attr"):
+            return self._combine_relation(image, qtype, g, subs)
+        return None, f"no rule for {qtype}"
+
+    def _combine_counts(self, image, qtype: str, g: dict, subs: list[SubQA]) -> tuple[str | None, str]:
         if qtype in ("count", "exists"):
             m = self._matching(image, g.get("objs") or g.get("a_obj"), subs)
             if m is None:
                 return None, "unknown words"
             return (str(len(m)) if qtype == "count" else ("yes" if m else "no")), f"{qtype}: matching crops"
-        if qtype == "compare":
-            mx, my = self._matching(image, g["xs"], subs), self._matching(image, g["ys"], subs)
-            if mx is None or my is None:
-                return None, "unknown words"
-            return ("yes" if len(mx) > len(my) else "no"), "compare: two counts"
-        if qtype in ("attribute", "size", "same_color"):
-            m = self._matching(image, g["obj"], subs)
-            if not m or len(m) != 1:
-                return None, "reference not unique"
-            if qtype == "size":
-                for size in ("small", "large"):
-                    if m[0] in self._objects(image, size, subs):
-                        return size, "size: detector size class"
-                return None, "size unknown"
-            if qtype == "attribute":
-                return self._ask(image, m[0], g["attr"], subs), "attribute: crop answer"
-            color = self._ask(image, m[0], "color", subs)
-            others = [b for b in self._objects(image, None, subs) if b != m[0]]
-            return str(sum(self._ask(image, b, "color", subs) == color for b in others)), "same_color: crop colours"
+        mx, my = self._matching(image, g["xs"], subs), self._matching(image, g["ys"], subs)
+        if mx is None or my is None:
+            return None, "unknown words"
+        return ("yes" if len(mx) > len(my) else "no"), "compare: two counts"
+
+    def _combine_unique(self, image, qtype: str, g: dict, subs: list[SubQA]) -> tuple[str | None, str]:
+        m = self._matching(image, g["obj"], subs)
+        if not m or len(m) != 1:
+            return None, "reference not unique"
+        if qtype == "size":
+            for size in ("small", "large"):
+                if m[0] in self._objects(image, size, subs):
+                    return size, "size: detector size class"
+            return None, "size unknown"
+        if qtype == "attribute":
+            return self._ask(image, m[0], g["attr"], subs), "attribute: crop answer"
+        color = self._ask(image, m[0], "color", subs)
+        others = [b for b in self._objects(image, None, subs) if b != m[0]]
+        return str(sum(self._ask(image, b, "color", subs) == color for b in others)), "same_color: crop colours"
+
+    def _combine_relation(self, image, qtype: str, g: dict, subs: list[SubQA]) -> tuple[str | None, str]:
         if qtype == "relation":
             a, b = self._matching(image, g["a"], subs), self._matching(image, g["b"], subs)
             if not a or not b or len(a) != 1 or len(b) != 1:
                 return None, "reference not unique"
             return ("yes" if _holds(a[0], b[0], g["rel"]) else "no"), "relation: box centres"
-        if qtype == "relate_attr":
-            b = self._matching(image, g["b"], subs)
-            if not b or len(b) != 1:
-                return None, "reference not unique"
-            hits = [o for o in self._objects(image, None, subs) if o != b[0] and _holds(o, b[0], g["rel"])]
-            if len(hits) != 1:
-                return None, "related object not unique"
-            return self._ask(image, hits[0], g["attr"], subs), "relate_attr: crop answer"
-        return None, f"no rule for {qtype}"
+        b = self._matching(image, g["b"], subs)
+        if not b or len(b) != 1:
+            return None, "reference not unique"
+        hits = [o for o in self._objects(image, None, subs) if o != b[0] and _holds(o, b[0], g["rel"])]
+        if len(hits) != 1:
+            return None, "related object not unique"
+        return self._ask(image, hits[0], g["attr"], subs), "relate_attr: crop answer"
 
 
 class TextDecomposer:
@@ -220,6 +230,9 @@ class TextDecomposer:
         self.generate, self.vqa = generate, vqa
 
     def decompose(self, image: np.ndarray, question: str) -> Decomposition:
+        """Ask the generated sub-questions (at most 8) on the whole image, then re-ask
+        ``question`` with their answers as context.
+        """
         subs = []
         for sq in self.generate(question)[:8]:
             a = self.vqa.answer(image, sq)

@@ -58,6 +58,7 @@ class IndexResult:
     runner: str = "local"
 
     def summary(self) -> str:
+        """One line for the user: what was embedded or skipped, and how many images the index holds."""
         msg = (f"index {self.name!r}: {self.added} new image(s) embedded, {self.already_indexed} already indexed, "
                f"{len(self.corrupt)} corrupt or unreadable image(s) skipped; {self.total} in the index "
                f"({self.seconds:.1f}s)")
@@ -106,10 +107,12 @@ class SearchIndex:
     # ---- storage ----------------------------------------------------------------------------
     @classmethod
     def folder_for(cls, ws: Workspace, name: str) -> Path:
+        """The folder of index ``name`` in workspace ``ws``."""
         return ws.dir("index", name)
 
     @classmethod
     def open(cls, ws: Workspace, name: str = "default") -> SearchIndex:
+        """Load index ``name`` from ``ws``; a missing or inconsistent index is a ``SearchError``."""
         folder = ws.root / "index" / name
         if not (folder / "meta.json").is_file():
             raise SearchError(f"{ws.root}: no index {name!r}; build it with `visforge index IMAGES --workspace ...`")
@@ -121,6 +124,7 @@ class SearchIndex:
         return cls(folder, meta, items, vectors)
 
     def save(self) -> None:
+        """Write vectors, items and meta atomically; the faiss index is rebuilt at the next search."""
         import io
 
         buf = io.BytesIO()
@@ -136,6 +140,7 @@ class SearchIndex:
     # ---- search -----------------------------------------------------------------------------
     @property
     def faiss_index(self):
+        """An exact inner-product faiss index over the vectors, built on first use."""
         if self._index is None:
             faiss = _faiss()
             index = faiss.IndexFlatIP(int(self.meta["dim"]))
@@ -153,6 +158,7 @@ class SearchIndex:
         return self.faiss_index.search(q, k)
 
     def path(self, row: int) -> Path:
+        """The image file of index row ``row``."""
         return Path(self.items[row]["path"])
 
 
@@ -267,9 +273,11 @@ class MatcherVerifier:
         self.matcher = matcher
 
     def __call__(self, image: np.ndarray, text: str) -> float:
+        """The matcher's score of ``text`` on ``image``."""
         return float(self.matcher.scores(image, [text])[0])
 
     def many(self, image: np.ndarray, texts: list[str]) -> list[float]:
+        """The matcher's scores of all ``texts`` on ``image`` in one call, in order."""
         return [float(s) for s in self.matcher.scores(image, list(texts))]
 
 

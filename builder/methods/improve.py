@@ -65,6 +65,9 @@ class QueryTask:
     probes: list[Any] = field(default_factory=list)  # examples for the audit (expected answers unused)
 
     def request(self) -> PlanRequest:
+        """The planner request for this query: its tool family (from the output kind unless set),
+        choices and whether it has several images.
+        """
         return PlanRequest(self.query, self.family or FAMILY_OF_OUTPUT[self.output],
                            ["choice"] if self.choices else None, self.multi_image, self.output)
 

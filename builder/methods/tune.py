@@ -208,6 +208,7 @@ class TuneResult:
     trials: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """Plain data for JSON reports."""
         return asdict(self)
 
 

@@ -37,6 +37,7 @@ class Completion(str):
     truncated: bool = False
 
     def __new__(cls, text: str, truncated: bool = False):
+        """A completion of ``text``; ``truncated`` marks one cut off at the token limit."""
         obj = super().__new__(cls, text)
         obj.truncated = truncated
         return obj
@@ -148,12 +149,14 @@ class TransformersPlanner(Planner, Artifact):
         return cls(model, tok, **kwargs)
 
     def artifact_config(self) -> dict:
+        """Prompt style and token limit, plus the tokenizer class where loading must force it (``_load``)."""
         config = {"prompt_style": self.prompt_style, "max_new_tokens": self.max_new_tokens}
         if type(self.tokenizer).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend"):
             config["tokenizer_class"] = "PreTrainedTokenizerFast"  # see _load
         return config
 
     def artifact_info(self) -> dict:
+        """The record of how the planner was made (a copy)."""
         return dict(self.info)
 
     def _save_files(self, folder: Path) -> None:
@@ -172,6 +175,7 @@ class TransformersPlanner(Planner, Artifact):
 
     def complete(self, prompts: list[str], k: int, temperature: float, top_p: float,
                  max_new_tokens: int | None = None) -> list[list[str]]:
+        """``k`` completions per prompt, each prompt rendered through the chat template first (``render``)."""
         return self.complete_raw([self.render(p) for p in prompts], k, temperature, top_p, max_new_tokens)
 
     def complete_raw(self, texts: list[str], k: int, temperature: float, top_p: float,
@@ -237,6 +241,7 @@ class OpenAIPlanner(Planner):
                                               headers=headers)
 
     def close(self) -> None:
+        """Close the HTTP client's connections."""
         self._client.close()
 
     def _post(self, route: str, body: dict) -> dict:
@@ -258,6 +263,11 @@ class OpenAIPlanner(Planner):
 
     def complete(self, prompts: list[str], k: int, temperature: float, top_p: float,
                  max_new_tokens: int | None = None) -> list[list[str]]:
+        """``k`` completions per prompt from the endpoint.
+
+        A server that caps ``n`` is asked again for the rest (at most ``k`` requests); if it still
+        returns fewer, its texts are repeated to make ``k``. No texts at all is a ``PlannerError``.
+        """
         out = []
         for prompt in prompts:
             texts: list[str] = []

@@ -96,10 +96,12 @@ class Ref:
         return Ref(**out)
 
     def to_dict(self) -> dict:
+        """The reference as a dict of size/color/shape (None where any value fits)."""
         return {"size": self.size, "color": self.color, "shape": self.shape}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Ref:
+        """Inverse of ``to_dict``; None is the empty reference, other keys are a ``MeaningError``."""
         if d is None:
             return cls()
         if not isinstance(d, dict) or set(d) - {"size", "color", "shape"}:
@@ -135,6 +137,7 @@ class Caption:
         return f"There is {first} {self.rel} {_with_article(self.b.name())}."
 
     def to_dict(self) -> dict:
+        """The caption as plain data: kind and ``a``, plus ``rel`` and ``b`` or ``k`` where used."""
         out = {"kind": self.kind, "a": self.a.to_dict()}
         if self.kind == "relation":
             out.update(rel=self.rel, b=self.b.to_dict())
@@ -144,6 +147,7 @@ class Caption:
 
     @classmethod
     def from_dict(cls, d: dict) -> Caption:
+        """Inverse of ``to_dict``; the constructor checks kind and slots (``MeaningError``)."""
         if not isinstance(d, dict):
             raise MeaningError(f"a caption is a dict, got {d!r}")
         b = Ref.from_dict(d["b"]) if d.get("b") is not None else None
@@ -191,6 +195,7 @@ class Meaning:
         return KINDS[self.kind][1]
 
     def to_dict(self) -> dict:
+        """The meaning as plain data: its kind and the slots that are set (references as dicts)."""
         out: dict = {"kind": self.kind}
         for s in ("attr", "extreme", "op", "a", "rel", "b", "p", "caption"):
             v = getattr(self, s)
@@ -204,6 +209,10 @@ class Meaning:
 
     @classmethod
     def from_dict(cls, d: dict) -> Meaning:
+        """Inverse of ``to_dict``; a non-dict, unknown keys or invalid slots are a ``MeaningError``.
+
+        Optional reference slots the kind allows are filled with the empty reference when absent.
+        """
         if not isinstance(d, dict) or "kind" not in d:
             raise MeaningError(f"a meaning is a dict with a 'kind', got {d!r}")
         kind = d["kind"]

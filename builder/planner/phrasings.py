@@ -287,6 +287,7 @@ def random_ref(rng, exclude=(), allow_empty=False, need_noun=False) -> Ref:
 
 
 def random_caption(rng) -> Caption:
+    """A random caption claim to check against a scene: an existence, a count (0-9) or a relation."""
     kind = _pick(rng, ("exists", "count", "relation"))
     a = random_ref(rng)
     if kind == "count":

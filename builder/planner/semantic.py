@@ -408,9 +408,11 @@ class SemanticParser(Artifact):
         return sorted(found.values(), key=lambda p: -p.score)[:k]
 
     def artifact_config(self) -> dict:
+        """The head's architecture settings (``HEAD_CONFIG``), overridden by those it was trained with."""
         return {**HEAD_CONFIG, **(self.info.get("config") or {})}
 
     def artifact_info(self) -> dict:
+        """The training record, less the config (that is in ``artifact_config``)."""
         return {k: v for k, v in self.info.items() if k != "config"}
 
     def _save_files(self, folder: Path) -> None:

@@ -71,6 +71,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
+        """The OpenAI-shaped error body: ``{"error": {message, type, param, code}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
@@ -122,6 +123,8 @@ def _unsupported(body: dict, key: str, allowed: tuple) -> None:
 
 @dataclass
 class Params:
+    """A request's sampling parameters after ``parse_params`` checked them."""
+
     n: int
     temperature: float
     top_p: float
@@ -133,7 +136,10 @@ class Params:
 
 
 def parse_params(body: dict, keys: set[str]) -> Params:
-    """Every sampling parameter checked for type and range; nothing is coerced."""
+    """Every sampling parameter checked for type and range; nothing is coerced.
+
+    Raises ApiError (400) for the first unknown, malformed or unsupported parameter.
+    """
     unknown = sorted(set(body) - keys)
     if unknown:
         raise ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0],
@@ -141,11 +147,25 @@ def parse_params(body: dict, keys: set[str]) -> Params:
     n = _integer(body, "n", 1, MAX_N, 1)
     temperature = _number(body, "temperature", 0.0, 2.0, 1.0)
     top_p = _number(body, "top_p", 0.0, 1.0, 1.0, lo_open=True)
+    max_tokens = _param_max_tokens(body)
+    stops = _param_stops(body)
+    stream, include_usage = _param_stream(body)
+    seed = _integer(body, "seed", -(2 ** 63), 2 ** 63 - 1, None)
+    _check_neutral_params(body, n)
+    return Params(n, temperature, top_p, max_tokens, stops, stream, include_usage, seed)
+
+
+def _param_max_tokens(body: dict) -> int | None:
+    """``max_tokens`` or its chat alias ``max_completion_tokens`` (not both)."""
     max_tokens = _integer(body, "max_tokens", 1, MAX_TOKENS_CAP, None)
     if "max_completion_tokens" in body:
         if max_tokens is not None and body["max_completion_tokens"] is not None:
             raise _bad("max_completion_tokens", "give max_tokens or max_completion_tokens, not both")
         max_tokens = _integer(body, "max_completion_tokens", 1, MAX_TOKENS_CAP, max_tokens)
+    return max_tokens
+
+
+def _param_stops(body: dict) -> list[str]:
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -158,6 +178,11 @@ def parse_params(body: dict, keys: set[str]) -> Params:
                            f"{_type_name(stop)} {json.dumps(stop)[:40]}", "invalid_type")
     if any(not s for s in stops):
         raise _bad("stop", "stop strings must not be empty")
+    return stops
+
+
+def _param_stream(body: dict) -> tuple[bool, bool]:
+    """``stream`` and the ``include_usage`` of ``stream_options`` (which needs stream)."""
     stream = body.get("stream")
     if stream is None:
         stream = False
@@ -172,7 +197,11 @@ def parse_params(body: dict, keys: set[str]) -> Params:
         if not stream:
             raise _bad("stream_options", "is only allowed when stream is true")
         include_usage = bool(opts.get("include_usage", False))
-    seed = _integer(body, "seed", -(2 ** 63), 2 ** 63 - 1, None)
+    return stream, include_usage
+
+
+def _check_neutral_params(body: dict, n: int) -> None:
+    """OpenAI parameters this server accepts only at their neutral value (so a client is not misled)."""
     if "user" in body and not isinstance(body["user"], str | None):
         raise _bad("user", "must be a string", "invalid_type")
     for key in ("presence_penalty", "frequency_penalty"):
@@ -191,7 +220,6 @@ def parse_params(body: dict, keys: set[str]) -> Params:
         raise _bad("response_format", 'only {"type": "text"} is supported', "unsupported_value")
     if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
         raise _bad("metadata", "must be an object", "invalid_type")
-    return Params(n, temperature, top_p, max_tokens, stops, stream, include_usage, seed)
 
 
 def chat_messages(messages: Any) -> list[dict[str, str]]:
@@ -272,6 +300,9 @@ class Engine:
 
     # -- work (in a pool thread)
     def check_chars(self, text: str, param: str) -> None:
+        """Refuse a prompt over ``max_prompt_chars`` (400, context_length_exceeded) before it is
+        tokenized: tokenizing unbroken text is super-linear.
+        """
         if len(text) > self.max_prompt_chars:
             raise ApiError(400, f"{param}: {len(text)} characters is over this server's limit of "
                                 f"{self.max_prompt_chars} (the model's context is {self.n_ctx} tokens)",

@@ -93,56 +93,110 @@ def answer(m: Meaning, scene: Scene):
     Yes/no answers are bools, counts ints, attributes and text strings, grounding a list of boxes.
     Choice meanings have no single-scene answer (they need the candidates): None.
     """
-    k = m.kind
-    if k == "count":
-        return len(_all(scene, m.a))
-    if k in ("exists", "absent"):
-        return bool(_all(scene, m.a)) == (k == "exists")
-    if k == "attribute":
-        obj = _unique(scene, m.a)
-        return None if obj is None else _attr(obj, m.attr)
-    if k == "extreme_attribute":
-        obj = _extreme(scene, m.a, m.extreme)
-        return None if obj is None else _attr(obj, m.attr)
-    if k == "relation":
-        a, b = _unique(scene, m.a), _unique(scene, m.b)
-        if a is None or b is None or a is b:
-            return None
-        return relation_holds(a, b, m.rel, spatial_margin(scene))
-    if k in ("relate_attr", "relational_count", "locate_relation"):
-        b = _unique(scene, m.b)
-        rel = _related(scene, m.a, m.rel, b) if b is not None else None
-        if rel is None:
-            return None
-        if k == "relational_count":
-            return len(rel)
-        if len(rel) != 1:
-            return None
-        return _attr(rel[0], m.attr) if k == "relate_attr" else [list(rel[0].box)]
-    if k == "compare":
-        na, nb = len(_all(scene, m.a)), len(_all(scene, m.b))
-        return {"more": na > nb, "fewer": na < nb, "same": na == nb}[m.op]
-    if k == "all_are":
-        objs = _all(scene, m.a)
-        return all(matches(m.p, o) for o in objs) if objs else None
-    if k == "same_attr":
-        objs = _all(scene, m.a)
-        return len({_attr(o, m.attr) for o in objs}) == 1 if len(objs) >= 2 else None
-    if k == "same_color_count":
-        obj = _unique(scene, m.a)
-        return None if obj is None else sum(o.color == obj.color for o in scene.objects) - 1
-    if k == "read":
-        obj = _unique(scene, m.a)
-        return obj.text if obj is not None and obj.text else None
-    if k == "locate":
-        obj = _unique(scene, m.a)
-        return None if obj is None else [list(obj.box)]
-    if k == "locate_all":
-        objs = _all(scene, m.a)
-        return [list(o.box) for o in objs] if objs else None
-    if k == "locate_extreme":
-        obj = _extreme(scene, m.a, m.extreme)
-        return None if obj is None else [list(obj.box)]
-    if k == "caption_check":
-        return caption_holds(m.caption, scene)
-    return None
+    rule = _RULES.get(m.kind)
+    return None if rule is None else rule(m, scene)
+
+
+def _count(m: Meaning, scene: Scene) -> int:
+    return len(_all(scene, m.a))
+
+
+def _presence(m: Meaning, scene: Scene) -> bool:
+    return bool(_all(scene, m.a)) == (m.kind == "exists")
+
+
+def _attribute(m: Meaning, scene: Scene) -> str | None:
+    obj = _unique(scene, m.a)
+    return None if obj is None else _attr(obj, m.attr)
+
+
+def _extreme_attribute(m: Meaning, scene: Scene) -> str | None:
+    obj = _extreme(scene, m.a, m.extreme)
+    return None if obj is None else _attr(obj, m.attr)
+
+
+def _relation(m: Meaning, scene: Scene) -> bool | None:
+    a, b = _unique(scene, m.a), _unique(scene, m.b)
+    if a is None or b is None or a is b:
+        return None
+    return relation_holds(a, b, m.rel, spatial_margin(scene))
+
+
+def _relative(m: Meaning, scene: Scene):
+    """relate_attr, relational_count and locate_relation: the objects in ``m.rel`` to the unique ``m.b``."""
+    b = _unique(scene, m.b)
+    rel = _related(scene, m.a, m.rel, b) if b is not None else None
+    if rel is None:
+        return None
+    if m.kind == "relational_count":
+        return len(rel)
+    if len(rel) != 1:
+        return None
+    return _attr(rel[0], m.attr) if m.kind == "relate_attr" else [list(rel[0].box)]
+
+
+def _compare(m: Meaning, scene: Scene) -> bool:
+    na, nb = len(_all(scene, m.a)), len(_all(scene, m.b))
+    return {"more": na > nb, "fewer": na < nb, "same": na == nb}[m.op]
+
+
+def _all_are(m: Meaning, scene: Scene) -> bool | None:
+    objs = _all(scene, m.a)
+    return all(matches(m.p, o) for o in objs) if objs else None
+
+
+def _same_attr(m: Meaning, scene: Scene) -> bool | None:
+    objs = _all(scene, m.a)
+    return len({_attr(o, m.attr) for o in objs}) == 1 if len(objs) >= 2 else None
+
+
+def _same_color_count(m: Meaning, scene: Scene) -> int | None:
+    obj = _unique(scene, m.a)
+    return None if obj is None else sum(o.color == obj.color for o in scene.objects) - 1
+
+
+def _read(m: Meaning, scene: Scene) -> str | None:
+    obj = _unique(scene, m.a)
+    return obj.text if obj is not None and obj.text else None
+
+
+def _locate(m: Meaning, scene: Scene) -> list | None:
+    obj = _unique(scene, m.a)
+    return None if obj is None else [list(obj.box)]
+
+
+def _locate_all(m: Meaning, scene: Scene) -> list | None:
+    objs = _all(scene, m.a)
+    return [list(o.box) for o in objs] if objs else None
+
+
+def _locate_extreme(m: Meaning, scene: Scene) -> list | None:
+    obj = _extreme(scene, m.a, m.extreme)
+    return None if obj is None else [list(obj.box)]
+
+
+def _caption_check(m: Meaning, scene: Scene) -> bool | None:
+    return caption_holds(m.caption, scene)
+
+
+# Meaning kind -> its answer on a scene; kinds not here (choices) have no single-scene answer.
+_RULES = {
+    "count": _count,
+    "exists": _presence,
+    "absent": _presence,
+    "attribute": _attribute,
+    "extreme_attribute": _extreme_attribute,
+    "relation": _relation,
+    "relate_attr": _relative,
+    "relational_count": _relative,
+    "locate_relation": _relative,
+    "compare": _compare,
+    "all_are": _all_are,
+    "same_attr": _same_attr,
+    "same_color_count": _same_color_count,
+    "read": _read,
+    "locate": _locate,
+    "locate_all": _locate_all,
+    "locate_extreme": _locate_extreme,
+    "caption_check": _caption_check,
+}

@@ -78,10 +78,12 @@ class VideoKindHead(Artifact):
         self.info = info or {}
 
     def artifact_config(self) -> dict:
+        """The whole head as JSON: kinds, ``C`` and the coefficients and intercepts (rounded to 6 places)."""
         return {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
                 "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
 
     def artifact_info(self) -> dict:
+        """The record of how the head was trained (a copy)."""
         return dict(self.info)
 
     def _save_files(self, folder: Path) -> None:
@@ -174,6 +176,7 @@ class NamedObject:
     size: str | None = None
 
     def as_tuple(self) -> tuple:
+        """The attributes as ``(color, shape, size)``, the form reference programs take."""
         return (self.color, self.shape, self.size)
 
 

@@ -71,6 +71,7 @@ class CancelToken:
         return self._event.is_set()
 
     def __call__(self) -> bool:
+        """Same as ``cancelled``, so the token can be passed as a ``should_stop`` callable."""
         return self._event.is_set()
 
     def cancel(self, reason: str = "cancelled by the user") -> None:

@@ -82,6 +82,7 @@ class BatchResult:
     cache_misses: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (the per-example results included) for JSON reports."""
         return asdict(self)
 
 

@@ -65,12 +65,14 @@ class ToolCache:
         self._store.set(key, json.dumps(value))
 
     def close(self) -> None:
+        """Close the disk store."""
         self._store.close()
 
     def __len__(self) -> int:
         return len(self._store)
 
     def clear(self) -> None:
+        """Remove every cached value (the hit and miss counters are kept)."""
         self._store.clear()
 
     MISSING = _MISSING

@@ -49,12 +49,16 @@ class TextSpan:
 
 @runtime_checkable
 class Engine(Protocol):
+    """What every engine has: ``backend_id`` and ``version``, both part of the tool-cache key."""
+
     backend_id: str
     version: str
 
 
 @runtime_checkable
 class Detector(Engine, Protocol):
+    """Open-vocabulary object detection."""
+
     def detect(self, image: np.ndarray, query: str, threshold: float | None = None) -> list[Detection]:
         """Find every object matching the open-vocabulary ``query`` (e.g. "red circle")."""
         ...
@@ -62,6 +66,8 @@ class Detector(Engine, Protocol):
 
 @runtime_checkable
 class VQAEngine(Engine, Protocol):
+    """Visual question answering, with a confidence per answer."""
+
     def answer(self, image: np.ndarray, question: str) -> Answer:
         """Answer a natural-language question about the image."""
         ...
@@ -69,6 +75,8 @@ class VQAEngine(Engine, Protocol):
 
 @runtime_checkable
 class Captioner(Engine, Protocol):
+    """One-sentence image captions."""
+
     def caption(self, image: np.ndarray) -> str:
         """Describe the image in one sentence."""
         ...
@@ -76,6 +84,8 @@ class Captioner(Engine, Protocol):
 
 @runtime_checkable
 class Matcher(Engine, Protocol):
+    """Image-text matching scores."""
+
     def scores(self, image: np.ndarray, texts: list[str]) -> list[float]:
         """Image-text matching: one score per text, higher means a better fit."""
         ...
@@ -98,6 +108,8 @@ class Embedder(Engine, Protocol):
 
 @runtime_checkable
 class OCREngine(Engine, Protocol):
+    """Text reading (OCR), with a box and score per piece of text."""
+
     def read(self, image: np.ndarray) -> list[TextSpan]:
         """Read all text in the image, in reading order."""
         ...

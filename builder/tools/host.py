@@ -60,6 +60,7 @@ class Engines:
         return max(sides, default=WORKING_SIDE)
 
     def get(self, kind: str):
+        """The engine of ``kind`` ("detector", "vqa", ...); a ``ToolError`` when none is configured."""
         engine = getattr(self, kind)
         if engine is None:
             raise ToolError(f"no {kind} engine is configured in the engine profile")

@@ -50,15 +50,18 @@ class Trace:
     stdout: str = ""
 
     def add(self, **kw) -> TraceStep:
+        """Append a tool call as the next numbered step and return it."""
         step = TraceStep(step=len(self.steps) + 1, **kw)
         self.steps.append(step)
         return step
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (the steps as dicts) for JSON."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trace:
+        """Inverse of ``to_dict``; missing fields take their defaults."""
         steps = [TraceStep(**s) for s in d.get("steps", [])]
         return cls(d.get("source", ""), steps, d.get("value"), d.get("error"), d.get("stdout", ""))
 

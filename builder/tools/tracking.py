@@ -86,35 +86,52 @@ def track_objects(engine, frames_of, indices: list[int], width: int, height: int
             live_now = [t for t in live if f - t.last <= MAX_GAP * step]
             done += [t for t in live if t not in live_now]
             live = live_now
-            matched: set[int] = set()
-            if live and dets:
-                cost = np.array([[_link_cost(t, f, d[0], d[1]) for d in dets] for t in live])
-                finite = np.where(np.isfinite(cost), cost, 1e6)
-                rows, cols = linear_sum_assignment(finite)
-                for r, c in zip(rows, cols, strict=True):
-                    if finite[r, c] <= MAX_COST:
-                        t = live[r]
-                        t.frames.append(f)
-                        t.boxes.append(dets[c][0])
-                        t.areas.append(dets[c][2])
-                        t.last = f
-                        matched.add(c)
+            matched = _link(live, f, dets) if live and dets else set()
             for j, d in enumerate(dets):
                 if j not in matched:
                     live.append(_Open(f, d[0], d[1], d[2]))
-            for t in live:
-                if t.last != f:
-                    continue
-                x0, y0, x1, y1 = t.boxes[-1]
-                clear = x0 > 1 and y0 > 1 and x1 < width - 1 and y1 < height - 1
-                have = snaps.setdefault(id(t), [])
-                if clear and len(have) < SNAPSHOTS and (not have or f - have[-1][0] >= SNAP_EVERY * step):
-                    have.append((f, t.boxes[-1], frame))
-                elif not clear and not have and t.areas[-1] > spares.get(id(t), (0,))[0]:
-                    # never clear of the border (yet): its largest view names it if nothing better comes
-                    spares[id(t)] = (t.areas[-1], t.boxes[-1], frame)
+            _take_snapshots(live, f, frame, snaps, spares, width, height, step)
     tracks = [t for t in done + live if len(t.frames) >= 2]
     tracks.sort(key=lambda t: (t.frames[0], t.boxes[0][0], t.boxes[0][1]))
+    return _name_tracks(engine, tracks, snaps, spares, width)
+
+
+def _link(live: list[_Open], f: int, dets: list) -> set[int]:
+    """Extend the live tracks with frame ``f``'s detections (Hungarian matching); the matched indices."""
+    matched: set[int] = set()
+    cost = np.array([[_link_cost(t, f, d[0], d[1]) for d in dets] for t in live])
+    finite = np.where(np.isfinite(cost), cost, 1e6)
+    rows, cols = linear_sum_assignment(finite)
+    for r, c in zip(rows, cols, strict=True):
+        if finite[r, c] <= MAX_COST:
+            t = live[r]
+            t.frames.append(f)
+            t.boxes.append(dets[c][0])
+            t.areas.append(dets[c][2])
+            t.last = f
+            matched.add(c)
+    return matched
+
+
+def _take_snapshots(live: list[_Open], f: int, frame, snaps: dict, spares: dict,
+                    width: int, height: int, step: int) -> None:
+    """Keep frame ``f`` for naming the tracks seen in it: a spaced snapshot when clear of the border,
+    else the largest border view of a track that has no snapshot yet."""
+    for t in live:
+        if t.last != f:
+            continue
+        x0, y0, x1, y1 = t.boxes[-1]
+        clear = x0 > 1 and y0 > 1 and x1 < width - 1 and y1 < height - 1
+        have = snaps.setdefault(id(t), [])
+        if clear and len(have) < SNAPSHOTS and (not have or f - have[-1][0] >= SNAP_EVERY * step):
+            have.append((f, t.boxes[-1], frame))
+        elif not clear and not have and t.areas[-1] > spares.get(id(t), (0,))[0]:
+            # never clear of the border (yet): its largest view names it if nothing better comes
+            spares[id(t)] = (t.areas[-1], t.boxes[-1], frame)
+
+
+def _name_tracks(engine, tracks: list[_Open], snaps: dict, spares: dict, width: int) -> list[dict]:
+    """The plain-data tracks, each named by a shape vote over its snapshots and a size class."""
     shapes, sides = [], []
     for t in tracks:
         have = snaps.get(id(t)) or ([(0, *spares[id(t)][1:])] if id(t) in spares else [])

@@ -56,9 +56,11 @@ class ShapeObject:
 
     @property
     def center(self) -> tuple[float, float]:
+        """The box centre ``(x, y)`` in pixels."""
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
 
     def name(self) -> str:
+        """The object's name as a program would query it, e.g. "small red circle"."""
         return f"{self.size} {self.color} {self.shape}"
 
 

@@ -55,6 +55,7 @@ class FinetuneResult:
     seconds: float
 
     def to_dict(self) -> dict:
+        """Plain JSON-able data: the checkpoint and run paths become strings."""
         d = asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 

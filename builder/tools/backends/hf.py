@@ -415,6 +415,7 @@ class HFEmbedder(_DualEncoderBackend):
 
     @property
     def dim(self) -> int:
+        """The embedding size: the projection dimension, else the text hidden size (loads the model)."""
         model, _ = self._load()
         cfg = model.config
         return int(getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size)
