@@ -33,6 +33,7 @@ class AugmentPanel(StepCard):
         state.buttons.append(self.augment_button)
 
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: unlabelled images to make and question-generator steps."""
         return {"n_unlabelled": self.n_unlabelled.value, "qgen_steps": self.qgen_steps.value}
 
     def job_params(self, n_unlabelled: int = 8, qgen_steps: int = 60, **options: Any) -> dict[str, Any]:
@@ -47,6 +48,7 @@ class AugmentPanel(StepCard):
         return self.execute(n_unlabelled=n_unlabelled, qgen_steps=qgen_steps, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
+        """Pseudo-labelled thumbnails and the real/synthetic dataset sizes of a finished Augment."""
         folder = self.state.workspace.root / "datasets" / "unlabelled"
         cells = "".join(
             f"<figure>{safe_thumbnail(folder / ex['image'], 72)}<figcaption>{html.escape(ex['question'])} → "

@@ -26,6 +26,7 @@ class ExportPanel(StepCard):
         state.buttons.append(self.export_button)
 
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: whether to build the wheels."""
         return {"build": self.build_wheel.value}
 
     def job_params(self, build: bool = False, **options: Any) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class ExportPanel(StepCard):
         return self.execute(build=build, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
+        """The export's acceptance-test result and the install command that matches what was built."""
         ex = (out.get("manifest") or {}).get("examples") or {}
         n, passed = ex.get("n", 0), ex.get("passed", 0)
         cmds = "\n".join(out.get("install_commands") or [])

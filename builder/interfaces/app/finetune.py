@@ -33,6 +33,7 @@ class FinetunePanel(StepCard):
         self.ft_dataset.options = sorted({"examples", *self.ft_dataset.options, name})
 
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: the dataset to train on and the epochs."""
         return {"dataset": self.ft_dataset.value, "epochs": self.epochs.value}
 
     def job_params(self, dataset: str = "examples", epochs: int = 1, **options: Any) -> dict[str, Any]:
@@ -47,6 +48,7 @@ class FinetunePanel(StepCard):
         return self.execute(dataset=dataset, epochs=epochs, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
+        """Before/after accuracy (with its n) and the loss curves of a finished fine-tune."""
         before, after = out.get("before") or {}, out.get("after") or {}
         hist = out.get("history") or {}
         curve = curve_svg({"train loss": [(h["step"], h["loss"]) for h in hist.get("train", [])],

@@ -31,9 +31,11 @@ class ImprovePanel(StepCard):
         state.buttons.append(self.improve_button)
 
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: rounds, candidates per query and training steps."""
         return {"rounds": self.rounds.value, "k": self.improve_k.value, "steps": self.improve_steps.value}
 
     def job_params(self, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict[str, Any]:
+        """The Improve step's parameters (half the examples held out for evaluation)."""
         return {"rounds": int(rounds), "k": int(k), "steps": int(steps), "eval_fraction": 0.5, **options}
 
     def improve(self, rounds: int = 1, k: int = 4, steps: int = 30, **options: Any) -> dict:
@@ -41,6 +43,7 @@ class ImprovePanel(StepCard):
         return self.execute(rounds=rounds, k=k, steps=steps, **options)
 
     def show(self, report: dict, params: dict[str, Any]) -> None:
+        """The before/after chart of a finished Improve; later proposals use the adapted planner."""
         self._show_report(report)
         self.state.say("Improve finished: the adapted planner is used by Generate from now on.")
 

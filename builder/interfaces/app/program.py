@@ -50,9 +50,11 @@ class ProgramPanel(StepCard):
 
     # ---- the Generate step ---------------------------------------------------------------------
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: how many candidates to generate."""
         return {"k": self.k.value}
 
     def job_params(self, k: int = 3) -> dict[str, Any]:
+        """The generate step's parameters."""
         return {"k": int(k)}
 
     def generate(self, k: int = 3) -> list[ProgramVersion]:
@@ -62,6 +64,7 @@ class ProgramPanel(StepCard):
         return [self.state.workspace.program(v) for v in out["versions"]]
 
     def show(self, result: dict, params: dict[str, Any]) -> None:
+        """List the new versions and the planner's note (its reason, when it refused)."""
         versions = result.get("versions") or []
         self.refresh_versions(select=versions[0] if versions else None)
         self.program_note.object = html.escape(result.get("note") or "")

@@ -43,9 +43,11 @@ class RunPanel(StepCard):
         return int(version)
 
     def inputs(self) -> dict[str, Any]:
+        """The card's settings: the selected version."""
         return {"version": self.program.version.value}
 
     def job_params(self, version: int | None = None) -> dict[str, Any]:
+        """The version to run, saved first if the editor holds unsaved edits."""
         return {"version": self.prepare(version)}
 
     def run(self, version: int | None = None) -> BatchResult:
@@ -57,6 +59,7 @@ class RunPanel(StepCard):
         return self.execute(**({} if version is None else {"version": version}))
 
     def show(self, result: BatchResult, params: dict[str, Any]) -> None:
+        """Select the run's version and report how many examples passed."""
         version = int(params["version"])
         self.last_result = result
         self.program.refresh_versions(select=version)
