@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from builder.planner import tree as T
+from builder.planner.compose.sample import NOUNS
 from builder.planner.lexicon import lookup
 from builder.planner.tree import Tree
 
@@ -25,6 +26,7 @@ NULL, MORE, END = FIX["NULL"], FIX["MORE"], FIX["END"]
 OPS_OF_TYPE = {t: [FIX[op] for op, (r, _) in T.OPS.items() if r == t] for t in T.TYPES}
 MAX_LIST, MAX_NOUN_WORDS, MAX_DEPTH = 4, 3, 7
 # Decoder contexts: which field of which operator an action fills.
+NOUN_WORDS = frozenset(w for pair in NOUNS for n in pair for w in n.split())
 CONTEXTS = ["root"] + [f"{op}.{f}{s}" for op, (_, fs) in T.OPS.items() for f in fs for s in ("", ".more", ".end")]
 CTX = {c: i for i, c in enumerate(CONTEXTS)}
 _IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
@@ -52,16 +54,26 @@ class Word:
     text: str
     field: str | None
     value: str | int | None
+    nounable: bool = True  # may be part of an open-vocabulary noun
 
 
-def read_words(words: list[str], known: frozenset[str] = frozenset()) -> list[Word]:
-    """Lexicon readings of the request's words (any whole number counts as a number)."""
+def read_words(words: list[str], known: frozenset[str] = frozenset(),
+               structure: frozenset[str] = frozenset()) -> list[Word]:
+    """Lexicon readings of the request's words (any whole number counts as a number).
+
+    ``structure`` are the words the training phrasings use around objects ("closest", "items",
+    "located"): they are never copied into a noun, so "the object closest to" is not a noun.
+    """
     out = []
     for w in words:
         found = lookup(w, known)
-        if found is None and w.isdigit() and len(w) <= 4:
+        if found is None and w.isdigit() and int(w) <= T.MAX_NUMBER:
             found = ("number", int(w))
-        out.append(Word(w, *(found or (None, None))))
+        if found and found[0] == "number" and int(found[1]) > T.MAX_NUMBER:
+            found = None
+        low = w.lower()
+        nounable = w.isalpha() and not found and (low not in structure or low in NOUN_WORDS)
+        out.append(Word(w, *(found or (None, None)), nounable))
     return out
 
 
@@ -103,12 +115,12 @@ def allowed(state: State, words: list[Word]) -> tuple[list[int], list[int]]:
             return [NULL], [i for i, w in enumerate(words) if w.field == field]
         if has_shape:
             return [NULL], []
-        nouns = [i for i, w in enumerate(words) if w.text.isalpha() and w.field is None]
+        nouns = [i for i, w in enumerate(words) if w.nounable]
         return ([NULL] if has_any else []), nouns
     if kind == "nend":
         s = need[1]
         return [], [j for j in range(s, min(len(words), s + MAX_NOUN_WORDS))
-                    if all(w.text.isalpha() and w.field is None for w in words[s:j + 1])]
+                    if all(w.nounable for w in words[s:j + 1])]
     if kind == "int":
         return [], [i for i, w in enumerate(words) if w.field == "number"]
     if kind == "opts":

@@ -3,8 +3,10 @@
 Candidates come from a beam search over the decoder (``model``), constrained by ``grammar`` so
 every candidate passes ``tree.check``. Whether to answer at all is decided apart from the
 decoder's probabilities (which are sure of themselves on nonsense): the language check, the
-scope head, and the request's *unread words* (content words never seen in training phrasings
-and not copied into the tree). The reason names those words.
+length check, and the scope head (trained on generated requests against written out-of-scope
+ones), helped by the request's *unread words* (content words never seen in training phrasings and
+not copied into the tree): a request is refused when the scope head says so, or when it is unsure
+(below 0.9) and two or more words are unread. The reason names the unread words.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from builder.planner.compose.train import WEIGHTS_DIR, load, root_types
 from builder.planner.lexicon import split_words
 from builder.planner.semantic import minilm
 from builder.planner.tree import Tree
+from builder.planner.tree_text import render
 
 MAX_ACTIONS = 90
 STOPWORDS = frozenset("""a an the of in on at to for from by with and or but is are was were be been do does did
@@ -79,7 +82,7 @@ class TreeParser:
             states = word_states([words])[0]
         except ValueError as e:
             return Parse(refusal=f"cannot read the whole request: {e}; ask one question at a time")
-        read = G.read_words(words, minilm()[2])
+        read = G.read_words(words, minilm()[2], self.vocabulary - G.NOUN_WORDS)
         with self._lock, torch.no_grad():
             x = torch.from_numpy(states).unsqueeze(0)
             fields = torch.tensor([[FIELDS.index(w.field) for w in read]])
@@ -91,8 +94,8 @@ class TreeParser:
             return Parse(refusal=f"cannot express {_quote(words)} as a {output or 'supported'} request", scope=scope)
         best = found[0][0]
         unread = self.unread(words, read, best)
-        if scope < 0.5 or len(unread) >= 2:
-            named = unread or [w for w in words if w.isalpha() and w.lower() not in STOPWORDS][:4]
+        if scope < 0.5 or (scope < 0.9 and len(unread) >= 2):
+            named = unread or self.unrendered(words, read, best)
             return Parse(refusal=f"cannot express {_quote(named)} with the shapes engines", scope=scope,
                          unread=unread)
         nouns = _nouns(best)
@@ -117,6 +120,14 @@ class TreeParser:
             out.append(w)
         return out
 
+    @staticmethod
+    def unrendered(words: list[str], read: list[G.Word], tree: Tree) -> list[str]:
+        """Content words of the request that the tree's English rendering does not contain (for reasons)."""
+        said = set(render(tree).lower().split())
+        out = [w for w, r in zip(words, read, strict=True)
+               if w.isalpha() and not r.field and w.lower() not in STOPWORDS and w.lower() not in said]
+        return out[:4] or [w for w in words if w.isalpha()][:4]
+
     def _beam(self, mem, mask, h0, words: list[G.Word], roots: tuple[str, ...], k: int) -> list[tuple[Tree, float]]:
         import torch
 
@@ -131,6 +142,7 @@ class TreeParser:
                     continue
                 if not state:
                     tree = G.build(acts, words)
+                    T.check(tree)  # the grammar guarantees it; a failure here is a bug, not a bad request
                     key = T.key(tree)
                     if key not in done or done[key][1] < score:
                         done[key] = (tree, score)

@@ -76,7 +76,7 @@ class Phraser(Realiser):
         """A declarative clause ("there are more circles than stars")."""
         op = t["op"]
         if op == "exists":
-            return self.pick(("there is ", "there are some ", "the image has ", "there is ")) + \
+            return self.pick(("there is ", "there exists ", "the image has ", "there is ")) + \
                 self.article(self.np(t["set"], False)) if self.coin(0.5) else \
                 self.pick(("there are ", "there are some ", "the image contains ", "there are ")) + self.np(t["set"])
         if op == "compare":

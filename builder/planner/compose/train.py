@@ -32,13 +32,14 @@ def root_types(output: str | None) -> tuple[str, ...]:
     return tuple(t for t in T.TYPES if output is None or output in T.OUTPUTS_OF[t])
 
 
-def prepare(examples: list[dict], rng: np.random.Generator, p_no_output: float = 0.2) -> list[dict]:
+def prepare(examples: list[dict], rng: np.random.Generator, structure: frozenset[str],
+            p_no_output: float = 0.2) -> list[dict]:
     """Model items from examples: words, fields, output id, decoder steps; unreadable ones dropped."""
     vocab = minilm()[2]
     items = []
     for e in examples:
         words = split_words(e["request"])
-        read = G.read_words(words, vocab)
+        read = G.read_words(words, vocab, structure)
         output = None if rng.random() < p_no_output else e["output"]
         try:
             steps = decoder_steps(G.gold_actions(e["tree"], read), read, root_types(output))
@@ -108,7 +109,8 @@ def loss_of(model, batch):
 def build_items(n_examples: int, seed: int) -> list[dict]:
     """Training items: generated requests and the training half of the refusal sentences (repeated)."""
     rng = numpy_rng(seed, "compose", "prepare")
-    items = prepare(generate(n_examples, seed, "train"), rng)
+    structure = frozenset(vocabulary(n_examples, seed)) - G.NOUN_WORDS
+    items = prepare(generate(n_examples, seed, "train"), rng, structure)
     refuse = scope_items(out_of_scope("train") + foreign("train"))
     reps = max(1, n_examples // (8 * len(refuse)))
     return items + refuse * reps
