@@ -1,0 +1,197 @@
+"""English realisations of meaning trees: many templates per operator, nested sets read recursively.
+
+``Realiser(rng, mode)`` writes a tree as a request. Every list of alternatives is split by
+position: in mode ``"train"`` the alternatives at positions 3, 7, 11, ... are never used, in mode
+``"heldout"`` only those are used (where a list has them), so held-out phrasings are new
+templates, not new draws of known ones. Values and nouns appear literally in the text, so the
+parser can copy them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from builder.planner.tree import Tree
+
+GENERIC_PL = ("objects", "things", "shapes", "items", "objects", "figures")
+GENERIC_SG = ("object", "thing", "shape", "item", "object", "figure")
+SIZE_WORDS = {"small": ("small", "tiny", "little", "small"), "large": ("large", "big", "huge", "large")}
+REL_WORDS = {
+    "left of": ("left of", "to the left of", "on the left of", "further left than", "to the left side of"),
+    "right of": ("right of", "to the right of", "on the right of", "further right than", "to the right side of"),
+    "above": ("above", "over", "on top of", "higher than", "above"),
+    "below": ("below", "under", "beneath", "lower than", "underneath"),
+}
+EXT_WORDS = {"leftmost": ("leftmost", "left-most", "far-left", "leftmost"),
+             "rightmost": ("rightmost", "right-most", "far-right", "rightmost"),
+             "topmost": ("topmost", "highest", "uppermost", "top-most"),
+             "bottommost": ("bottommost", "lowest", "bottom-most", "lowermost"),
+             "largest": ("largest", "biggest", "largest", "hugest"), "smallest": ("smallest", "tiniest", "smallest",
+                                                                                  "littlest")}
+ATTR_WORDS = {"color": ("color", "colour", "color", "hue"), "shape": ("shape", "form", "shape", "kind of shape"),
+              "size": ("size", "size", "size", "size")}
+NUM_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+CMP_NUM = {">": ("more than", "over", "greater than", "above"), ">=": ("at least", "no fewer than", "at least",
+                                                                      "a minimum of"),
+           "<": ("fewer than", "less than", "under", "below"), "<=": ("at most", "no more than", "at most",
+                                                                       "a maximum of"),
+           "==": ("exactly", "precisely", "exactly", "just"), "!=": ("not exactly", "other than", "not exactly",
+                                                                   "a number other than")}
+CMP_SENT = {">": ("more than", "greater than", "larger than", "bigger than"),
+            ">=": ("at least", "no less than", "greater than or equal to", "not smaller than"),
+            "<": ("less than", "smaller than", "fewer than", "lower than"),
+            "<=": ("at most", "no more than", "less than or equal to", "not larger than"),
+            "==": ("equal to", "the same as", "equal to", "identical to"),
+            "!=": ("different from", "not equal to", "unequal to", "other than")}
+
+
+class Realiser:
+    """Writes trees as English requests; ``nouns`` maps a noun to its plural."""
+
+    def __init__(self, rng: np.random.Generator, mode: str = "train", nouns: dict[str, str] | None = None):
+        self.rng = rng
+        self.mode = mode
+        self.plurals = nouns or {}
+
+    def pick(self, options):
+        options = list(options)
+        held = [o for i, o in enumerate(options) if i % 4 == 3]
+        if self.mode == "train" and len(options) >= 4:
+            options = [o for i, o in enumerate(options) if i % 4 != 3]
+        elif self.mode == "heldout" and held:
+            options = held
+        return options[int(self.rng.integers(len(options)))]
+
+    def coin(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
+
+    # ---- values -----------------------------------------------------------------------------
+    def num_word(self, n: int) -> str:
+        return NUM_WORDS[n] if n < len(NUM_WORDS) and self.coin(0.5) else str(n)
+
+    def noun(self, t: Tree, plural: bool) -> str:
+        if t.get("noun"):
+            return self.plurals.get(t["noun"], t["noun"] + "s") if plural else t["noun"]
+        if t.get("shape"):
+            shape = t["shape"]
+            return (shape + ("es" if shape.endswith("x") else "s")) if plural else shape
+        return self.pick(GENERIC_PL if plural else GENERIC_SG)
+
+    def adjectives(self, t: Tree) -> list[str]:
+        out = []
+        if t.get("size"):
+            out.append(self.pick(SIZE_WORDS[t["size"]]))
+        if t.get("color"):
+            out.append(t["color"] + ("-coloured" if self.coin(0.05) else ""))
+        return out
+
+    # ---- sets ---------------------------------------------------------------------------------
+    def np(self, t: Tree, plural: bool = True) -> str:
+        """A noun phrase for a set, without a determiner ("red circles left of the star")."""
+        return getattr(self, "np_" + t["op"])(t, plural)
+
+    def np_objects(self, t: Tree, plural: bool) -> str:
+        return self.pick(GENERIC_PL if plural else GENERIC_SG)
+
+    def np_select(self, t: Tree, plural: bool) -> str:
+        adjs, head = self.adjectives(t), self.noun(t, plural)
+        if t.get("color") and not t.get("size") and (t.get("shape") or t.get("noun")) and self.coin(0.12):
+            return f"{head} that {'are' if plural else 'is'} {t['color']}"
+        return " ".join(adjs + [head])
+
+    def np_complement(self, t: Tree, plural: bool) -> str:
+        s = t["set"]
+        gen = self.pick(GENERIC_PL if plural else GENERIC_SG)
+        be = "are" if plural else "is"
+        if s["op"] == "select" and s.get("color") and not (s.get("shape") or s.get("noun") or s.get("size")):
+            c = s["color"]
+            return self.pick((f"{gen} that {be} not {c}", f"non-{c} {gen}", f"{gen} that {be}n't {c}",
+                              f"{gen} which {be} not {c}", f"{gen} of any colour but {c}",
+                              f"{gen} not coloured {c}", f"{gen} other than {c} ones", f"{gen} that aren't {c}"))
+        inner = self.np(s, True)
+        return self.pick((f"{gen} that {be} not {inner}", f"{gen} except the {inner}", f"{gen} other than {inner}",
+                          f"{gen} apart from the {inner}", f"{gen} besides the {inner}",
+                          f"{gen} that {be}n't {inner}", f"everything except the {inner}",
+                          f"{gen} excluding the {inner}"))
+
+    def pred(self, t: Tree, plural: bool = True) -> str:
+        """A predicate for "are X" ("red", "circles", "left of the star")."""
+        if t["op"] == "select" and not (t.get("shape") or t.get("noun")):
+            return " ".join(self.adjectives(t))
+        if t["op"] == "related":
+            return f"{self.pick(REL_WORDS[t['rel']])} {self.anchor(t['anchor'])}"
+        phrase = self.np(t, plural)
+        return phrase if plural else ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+    def np_intersect(self, t: Tree, plural: bool) -> str:
+        a, b = t["sets"][0], t["sets"][1]
+        rest = " and ".join(self.pred(s, plural) for s in t["sets"][1:])
+        be = "are" if plural else "is"
+        if b["op"] == "select" and not b.get("shape") and a["op"] == "select" and self.coin(0.5):
+            a, rest = b, self.pred(a, plural)
+        return self.pick((f"{self.np(a, plural)} that {be} also {rest}", f"{self.np(a, plural)} which {be} {rest}",
+                          f"{self.np(a, plural)} that {be} {rest} as well", f"{self.np(a, plural)} being also {rest}"))
+
+    def np_union(self, t: Tree, plural: bool) -> str:
+        parts = [self.np(s, True) for s in t["sets"]]
+        head = ", ".join(parts[:-1])
+        return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
+                          f"{head} and/or {parts[-1]}"))
+
+    def anchor(self, t: Tree) -> str:
+        if t["op"] in ("extreme", "nearest") or (t["op"] == "select" and self.coin(0.7)):
+            return "the " + self.np(t, False)
+        if t["op"] == "select" and self.coin(0.5):
+            phrase = self.np(t, False)
+            return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+        return self.pick(("the ", "any ", "the ", "some ")) + self.np(t, True)
+
+    def np_related(self, t: Tree, plural: bool) -> str:
+        head, rel, anchor = self.np(t["set"], plural), self.pick(REL_WORDS[t["rel"]]), self.anchor(t["anchor"])
+        be = "are" if plural else "is"
+        return self.pick((f"{head} {rel} {anchor}", f"{head} that {be} {rel} {anchor}", f"{head} {rel} {anchor}",
+                          f"{head} located {rel} {anchor}", f"{head} which {be} {rel} {anchor}",
+                          f"{head} positioned {rel} {anchor}", f"{head} sitting {rel} {anchor}",
+                          f"{head} placed {rel} {anchor}"))
+
+    def np_nearest(self, t: Tree, plural: bool) -> str:
+        head, anchor = self.np(t["set"], False), self.np(t["anchor"], False)
+        return self.pick((f"{head} nearest to the {anchor}", f"{head} closest to the {anchor}",
+                          f"{head} nearest the {anchor}", f"{head} that is closest to the {anchor}",
+                          f"{head} next to the {anchor}", f"{head} with the smallest distance to the {anchor}",
+                          f"{head} that is nearest to the {anchor}", f"{head} right by the {anchor}"))
+
+    def np_extreme(self, t: Tree, plural: bool) -> str:
+        s, word = t["set"], self.pick(EXT_WORDS[t["by"]])
+        if s["op"] in ("select", "objects") and self.coin(0.8):
+            return f"{word} {self.np(s, False)}"
+        return self.pick((f"{word} of the {self.np(s, True)}", f"{word} one of the {self.np(s, True)}",
+                          f"{word} among the {self.np(s, True)}", f"{word} of all the {self.np(s, True)}"))
+
+    def np_sharing(self, t: Tree, plural: bool) -> str:
+        head, attr, anchor = self.np(t["set"], plural), self.pick(ATTR_WORDS[t["attr"]]), self.np(t["anchor"], False)
+        return self.pick((f"{head} with the same {attr} as the {anchor}", f"other {head} sharing the {anchor}'s {attr}",
+                          f"{head} of the same {attr} as the {anchor}", f"{head} matching the {attr} of the {anchor}",
+                          f"{head} that have the {anchor}'s {attr}", f"other {head} the same {attr} as the {anchor}",
+                          f"{head} whose {attr} equals that of the {anchor}", f"{head} in the same {attr} as the {anchor}"))
+
+    # ---- numbers ------------------------------------------------------------------------------
+    def num_phrase(self, t: Tree) -> str:
+        """A number as a noun phrase ("the number of red circles")."""
+        op = t["op"]
+        if op == "number":
+            return self.num_word(t["value"])
+        if op == "count":
+            return self.pick(("the number of ", "the count of ", "the number of ", "the amount of ")) + self.np(t["set"])
+        if op == "add":
+            sets = [a["set"] for a in t["args"] if a["op"] == "count"]
+            if len(sets) == len(t["args"]) and self.coin(0.6):
+                return self.pick(("the total number of ", "the combined number of ", "the total count of ",
+                                  "the number of ")) + self.join([self.np(s) for s in sets], "and") + \
+                    self.pick(("", " combined", " together", " in total"))
+            return self.join([self.num_phrase(a) for a in t["args"]], "plus")
+        return f"{self.num_phrase(t['args'][0])} minus {self.num_phrase(t['args'][1])}"
+
+    @staticmethod
+    def join(parts: list[str], word: str) -> str:
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" {word} " + parts[-1]

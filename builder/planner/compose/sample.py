@@ -1,0 +1,168 @@
+"""Random request-like meaning trees, open-vocabulary nouns and the held-out splits.
+
+Trees are drawn the way customers ask (a set is mostly a described object, a number mostly a
+count), not uniformly over the operator table. ``HELDOUT_COMBOS`` names operator combinations
+that never occur in training trees, so a test can measure composition rather than recall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from builder.planner import tree as T
+from builder.planner.tree import BOOL, CHOICE, NUM, SET, TEXT, Tree
+
+COLORS = tuple(T._WORDS["color"])
+SHAPES = tuple(T._WORDS["shape"])
+# Open-vocabulary nouns (singular, plural). Every fifth is held out of training (the noun split).
+NOUNS = (("truck", "trucks"), ("pallet", "pallets"), ("bottle", "bottles"), ("box", "boxes"), ("car", "cars"),
+         ("person", "people"), ("helmet", "helmets"), ("forklift", "forklifts"), ("cup", "cups"),
+         ("label", "labels"), ("apple", "apples"), ("chair", "chairs"), ("screw", "screws"), ("bolt", "bolts"),
+         ("dog", "dogs"), ("crate", "crates"), ("bicycle", "bicycles"), ("door", "doors"), ("window", "windows"),
+         ("tomato", "tomatoes"), ("sign", "signs"), ("lamp", "lamps"), ("phone", "phones"), ("book", "books"),
+         ("container", "containers"), ("tile", "tiles"), ("coin", "coins"), ("leaf", "leaves"), ("cat", "cats"),
+         ("valve", "valves"), ("tablet", "tablets"), ("bag", "bags"), ("wheel", "wheels"), ("key", "keys"),
+         ("traffic cone", "traffic cones"), ("safety vest", "safety vests"), ("brick", "bricks"),
+         ("battery", "batteries"), ("mug", "mugs"), ("package", "packages"), ("tire", "tires"),
+         ("cable", "cables"), ("can", "cans"), ("jar", "jars"), ("pipe", "pipes"), ("glove", "gloves"),
+         ("shoe", "shoes"), ("bird", "birds"), ("tree", "trees"), ("boat", "boats"))
+TRAIN_NOUNS = tuple(n for i, n in enumerate(NOUNS) if i % 5 != 4)
+HELDOUT_NOUNS = tuple(n for i, n in enumerate(NOUNS) if i % 5 == 4)
+HELDOUT_COMBOS = ("complement in related", "add over intersect", "compare over union", "nearest to an extreme")
+
+
+def combos(tree: Tree) -> set[str]:
+    """The held-out combinations (``HELDOUT_COMBOS``) that occur in ``tree``."""
+    found: set[str] = set()
+    op = tree["op"]
+    kids = T.children(tree)
+    if op == "related" and any(k["op"] == "complement" for k in kids):
+        found.add("complement in related")
+    counted = [k["set"]["op"] for k in kids if k["op"] == "count"]
+    if op == "add" and "intersect" in counted:
+        found.add("add over intersect")
+    if op == "compare" and "union" in counted:
+        found.add("compare over union")
+    if op == "nearest" and tree["anchor"]["op"] == "extreme":
+        found.add("nearest to an extreme")
+    for k in kids:
+        found |= combos(k)
+    return found
+
+
+class TreeSampler:
+    """Draws request-like trees; ``nouns`` are the open-vocabulary nouns it may use (singular forms)."""
+
+    def __init__(self, rng: np.random.Generator, nouns=TRAIN_NOUNS, p_noun: float = 0.12):
+        self.rng = rng
+        self.nouns = [n for n, _ in nouns]
+        self.p_noun = p_noun
+
+    def pick(self, options, p=None):
+        return options[int(self.rng.choice(len(options), p=p))]
+
+    def leaf(self, allow_objects: bool = True) -> Tree:
+        r = self.rng.random()
+        if allow_objects and r < 0.08:
+            return {"op": "objects"}
+        if r < 0.08 + self.p_noun:
+            color = self.pick(COLORS) if self.rng.random() < 0.3 else None
+            size = self.pick(T.SIZES) if self.rng.random() < 0.15 else None
+            return T.select(color=color, size=size, noun=self.pick(self.nouns))
+        while True:
+            t = T.select(self.pick(COLORS) if self.rng.random() < 0.55 else None,
+                         self.pick(SHAPES) if self.rng.random() < 0.7 else None,
+                         self.pick(T.SIZES) if self.rng.random() < 0.25 else None)
+            if any(t[f] for f in T.ATTRS):
+                return t
+
+    def set(self, depth: int = 3) -> Tree:
+        if depth <= 1 or self.rng.random() < 0.42:
+            return self.leaf()
+        op = self.pick(("complement", "intersect", "union", "related", "nearest", "extreme", "sharing"),
+                       p=(0.12, 0.1, 0.12, 0.3, 0.1, 0.16, 0.1))
+        if op == "complement":
+            return {"op": op, "set": self.leaf(False)}
+        if op == "intersect":
+            a = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.5 else T.select(size=self.pick(T.SIZES))
+            return {"op": op, "sets": [T.select(shape=self.pick(SHAPES)), a]}
+        if op == "union":
+            n = 2 if self.rng.random() < 0.85 else 3
+            return {"op": op, "sets": [self.leaf(False) for _ in range(n)]}
+        if op == "related":
+            inner = self.leaf() if self.rng.random() < 0.8 else self.set(depth - 1)
+            return {"op": op, "set": inner, "rel": self.pick(T._WORDS["rel"]), "anchor": self.set(depth - 1)}
+        if op == "nearest":
+            return {"op": op, "set": self.leaf(), "anchor": self.set(depth - 1)}
+        if op == "extreme":
+            inner = self.leaf() if self.rng.random() < 0.7 else self.set(depth - 1)
+            return {"op": op, "set": inner, "by": self.pick(T.EXTREMES)}
+        anchor = self.leaf(False)
+        return {"op": op, "set": self.leaf(), "attr": self.pick(T.ATTRS), "anchor": anchor}
+
+    def count(self, depth: int = 3) -> Tree:
+        return {"op": "count", "set": self.set(depth)}
+
+    def num(self, depth: int = 3) -> Tree:
+        r = self.rng.random()
+        if r < 0.7 or depth <= 1:
+            return self.count(depth)
+        if r < 0.85:
+            n = 2 if self.rng.random() < 0.85 else 3
+            return {"op": "add", "args": [self.count(depth - 1) for _ in range(n)]}
+        return {"op": "sub", "args": [self.count(depth - 1), self.count(depth - 1)]}
+
+    def number(self) -> Tree:
+        return {"op": "number", "value": int(self.rng.choice(11, p=_NUMBER_P))}
+
+    def bool(self, depth: int = 3, negate: bool = True) -> Tree:
+        op = self.pick(("exists", "compare", "every", "same", "parity", "not", "all_of", "any_of"),
+                       p=(0.24, 0.28, 0.09, 0.07, 0.07, 0.13 if negate else 0, 0.06, 0.06 + (0 if negate else 0.13)))
+        if op == "exists":
+            return {"op": op, "set": self.set(depth)}
+        if op == "compare":
+            left = self.num(depth)
+            right = self.number() if self.rng.random() < 0.5 else self.count(depth - 1)
+            return {"op": op, "cmp": self.pick(T.CMPS), "left": left, "right": right}
+        if op == "every":
+            s = self.leaf(False)
+            inner = (T.select(color=self.pick(COLORS)) if self.rng.random() < 0.6 else self.set(2))
+            return {"op": op, "set": s, "in": inner}
+        if op == "same":
+            return {"op": op, "attr": self.pick(T.ATTRS), "set": self.set(depth - 1)}
+        if op == "parity":
+            return {"op": op, "parity": self.pick(T.PARITIES), "num": self.count(depth - 1)}
+        if op == "not":
+            return {"op": op, "arg": self.bool(depth - 1, negate=False)}
+        parts = [self.pick(("exists", "compare")) for _ in range(2)]
+        return {"op": op, "args": [{"op": "exists", "set": self.set(2)} if p == "exists" else
+                                   {"op": "compare", "cmp": self.pick(T.CMPS), "left": self.count(2),
+                                    "right": self.number()} for p in parts]}
+
+    def text(self, depth: int = 3) -> Tree:
+        if self.rng.random() < 0.15:
+            return {"op": "read", "set": self.set(depth - 1)}
+        attr = self.pick(T.ATTRS)
+        options = None
+        if self.rng.random() < 0.3:
+            words = {"color": COLORS, "shape": SHAPES, "size": ("big", "small", "large", "tiny", "huge")}[attr]
+            n = 2 if self.rng.random() < 0.8 else 3
+            options = [str(w) for w in self.rng.choice(words, n, replace=False)]
+        return {"op": "attribute", "attr": attr, "set": self.set(depth), "options": options}
+
+    def choice(self, depth: int = 3) -> Tree:
+        op = self.pick(("argmax_image", "argmin_image", "first_image", "best_caption"), p=(0.33, 0.25, 0.32, 0.1))
+        if op == "best_caption":
+            return {"op": op}
+        if op == "first_image":
+            return {"op": op, "cond": self.bool(depth - 1)}
+        return {"op": op, "num": self.num(depth - 1)}
+
+    def tree(self, kind: str | None = None, depth: int = 3) -> Tree:
+        """A tree of result type ``kind`` (drawn when None)."""
+        kind = kind or self.pick((SET, NUM, BOOL, TEXT, CHOICE), p=(0.2, 0.24, 0.32, 0.14, 0.1))
+        return {SET: self.set, NUM: self.num, BOOL: self.bool, TEXT: self.text, CHOICE: self.choice}[kind](depth)
+
+
+_NUMBER_P = np.array([2, 6, 9, 9, 8, 7, 5, 4, 3, 2, 2], dtype=float)
+_NUMBER_P /= _NUMBER_P.sum()

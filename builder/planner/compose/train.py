@@ -1,0 +1,206 @@
+"""Train the composing parser: ``python -m builder.planner.compose.train --out DIR --seed 0``.
+
+Generated requests (``phrasings``, training split) teach the decoder; those and the training half
+of ``scope``'s sentences teach the scope head. MiniLM stays frozen; its word states are computed
+once. Everything random is seeded from ``--seed`` before the model is built, so two runs with the
+same arguments give the same weights. Weights are saved as fp16 safetensors with ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from builder.core.seeding import numpy_rng, seed_everything
+from builder.planner import tree as T
+from builder.planner.compose import grammar as G
+from builder.planner.compose.model import FIELDS, OUTPUTS, build_model, decoder_steps, word_states
+from builder.planner.compose.phrasings import generate
+from builder.planner.compose.scope import foreign, out_of_scope
+from builder.planner.lexicon import split_words
+from builder.planner.semantic import minilm
+
+WEIGHTS_DIR = Path(__file__).parent.parent / "compose_weights"
+
+
+def root_types(output: str | None) -> tuple[str, ...]:
+    """Result types a tree may have to answer ``output`` (all when None)."""
+    return tuple(t for t in T.TYPES if output is None or output in T.OUTPUTS_OF[t])
+
+
+def prepare(examples: list[dict], rng: np.random.Generator, structure: frozenset[str],
+            p_no_output: float = 0.2) -> list[dict]:
+    """Model items from examples: words, fields, output id, decoder steps; unreadable ones dropped."""
+    vocab = minilm()[2]
+    items = []
+    for e in examples:
+        words = split_words(e["request"])
+        read = G.read_words(words, vocab, structure)
+        output = None if rng.random() < p_no_output else e["output"]
+        try:
+            steps = decoder_steps(G.gold_actions(e["tree"], read), read, root_types(output))
+        except G.Unreadable:
+            continue
+        items.append({"words": words, "fields": [FIELDS.index(w.field) for w in read],
+                      "output": OUTPUTS.index(output), "steps": steps, "scope": 1.0})
+    return items
+
+
+def scope_items(sentences: list[str]) -> list[dict]:
+    """Items for sentences to refuse: no decoder steps, scope 0."""
+    vocab = minilm()[2]
+    out = []
+    for s in sentences:
+        words = split_words(s) or ["?"]
+        out.append({"words": words, "fields": [FIELDS.index(w.field) for w in G.read_words(words, vocab)],
+                    "output": 0, "steps": [], "scope": 0.0})
+    return out
+
+
+def collate(items: list[dict]):
+    """Padded tensors for a batch of items."""
+    import torch
+
+    states = word_states([it["words"] for it in items])
+    B, W = len(items), max(len(it["words"]) for it in items)
+    S = max(1, max(len(it["steps"]) for it in items))
+    A = len(G.FIXED)
+    x = torch.zeros(B, W, 384)
+    fields = torch.zeros(B, W, dtype=torch.long)
+    mask = torch.zeros(B, W, dtype=torch.bool)
+    prev = torch.zeros(B, S, dtype=torch.long)
+    prev_pos = torch.full((B, S), -1, dtype=torch.long)
+    ctx = torch.zeros(B, S, dtype=torch.long)
+    allowed = torch.zeros(B, S, A + W, dtype=torch.bool)
+    target = torch.zeros(B, S, A + W, dtype=torch.bool)
+    for b, it in enumerate(items):
+        n = len(it["words"])
+        x[b, :n] = torch.from_numpy(states[b])
+        fields[b, :n] = torch.tensor(it["fields"])
+        mask[b, :n] = True
+        for s, (c, p, pp, fixed, copy, right) in enumerate(it["steps"]):
+            ctx[b, s], prev[b, s], prev_pos[b, s] = c, p, pp
+            allowed[b, s, fixed] = True
+            allowed[b, s, [A + i for i in copy]] = True
+            target[b, s, right] = True
+    outputs = torch.tensor([it["output"] for it in items])
+    scope = torch.tensor([it["scope"] for it in items])
+    return (x, fields, mask, outputs, prev, prev_pos, ctx), allowed, target, scope
+
+
+def loss_of(model, batch):
+    """Mean negative log-likelihood of the right actions (any copy of a right value) + scope BCE."""
+    import torch
+    from torch.nn import functional as F
+
+    inputs, allowed, target, scope = batch
+    logits, scope_logit = model(*inputs)
+    logits = logits.masked_fill(~allowed, -1e9)
+    valid = allowed.any(-1)
+    nll = torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~target, -1e9), -1)
+    tree_loss = (nll * valid).sum() / valid.sum().clamp(min=1)
+    return tree_loss + 0.5 * F.binary_cross_entropy_with_logits(scope_logit, scope)
+
+
+def build_items(n_examples: int, seed: int) -> list[dict]:
+    """Training items: generated requests and the training half of the refusal sentences (repeated)."""
+    rng = numpy_rng(seed, "compose", "prepare")
+    # Structure words are masked out of nouns at parse time only: masking them in training too
+    # taught the decoder that any word it may copy is a noun, and unseen template words then became
+    # nouns (held-out templates: 0.51 exact against 0.62, docs/planner.md).
+    items = prepare(generate(n_examples, seed, "train"), rng, frozenset())
+    refuse = scope_items(out_of_scope("train") + foreign("train"))
+    reps = max(1, n_examples // (8 * len(refuse)))
+    return items + refuse * reps
+
+
+def init_model(seed: int, config: dict | None = None):
+    """A fresh model whose starting weights follow from ``seed`` alone (seeded before it is built)."""
+    seed_everything(seed)
+    return build_model(config)
+
+
+def train(out: str | Path | None, n_examples: int = 8000, steps: int = 1500, batch_size: int = 48,
+          lr: float = 2e-3, seed: int = 0, config: dict | None = None, progress: bool = True):
+    """Train a parser and save it to ``out`` (when given); returns (model, info)."""
+    from builder.core.training import TrainConfig, train_loop
+
+    t0 = time.perf_counter()
+    items = build_items(n_examples, seed)
+    word_states([it["words"] for it in items])  # MiniLM once, before the clock of the loop
+    encode_s = time.perf_counter() - t0
+    model = init_model(seed, config)
+
+    def batches(_epoch, rng):
+        for _ in range(steps):
+            yield collate([items[i] for i in rng.choice(len(items), min(batch_size, len(items)), replace=False)])
+
+    cfg = TrainConfig(steps=steps, lr=lr, weight_decay=0.01, schedule="cosine", warmup_steps=steps // 20,
+                      grad_clip=1.0, seed=seed)
+    res = train_loop(model, batches, loss_of, cfg, desc="compose parser" if progress else None)
+    model.eval()
+    losses = [h["loss"] for h in res.history["train"]]
+    info = {"config": model.config, "seed": seed, "examples": n_examples, "items": len(items), "steps": steps,
+            "batch_size": batch_size, "lr": lr, "encode_seconds": round(encode_s, 1),
+            "train_seconds": round(time.perf_counter() - t0 - encode_s, 1),
+            "loss_first": round(float(np.mean(losses[:20])), 4), "loss_last": round(float(np.mean(losses[-50:])), 4),
+            "params": sum(p.numel() for p in model.parameters()),
+            "command": f"python -m builder.planner.compose.train --out {out} --examples {n_examples} "
+                       f"--steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"}
+    if out is not None:
+        save(model, info, out)
+    return model, info
+
+
+def save(model, info: dict, out: str | Path) -> Path:
+    """Write the weights (fp16 safetensors) and ``config.json`` to ``out``."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(info, indent=1) + "\n")
+    words = vocabulary(info["examples"], info["seed"])
+    (out / "vocabulary.txt").write_text("\n".join(words) + "\n")
+    return out
+
+
+def vocabulary(n_examples: int, seed: int) -> list[str]:
+    """The lower-case words of the training requests (what the parser has learnt to read)."""
+    found = {w.lower() for e in generate(n_examples, seed, "train") for w in split_words(e["request"])}
+    return sorted(w for w in found if w.isalpha())
+
+
+def load(path: str | Path):
+    """(model, info) saved by ``save``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no composing-parser weights in {path}; build them with "
+                                f"`python -m builder.planner.compose.train --out {path}`")
+    info = json.loads((path / "config.json").read_text())
+    model = build_model(info["config"])
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
+    return model.eval(), info
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(WEIGHTS_DIR))
+    ap.add_argument("--examples", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    _, info = train(a.out, a.examples, a.steps, a.batch_size, a.lr, a.seed)
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
