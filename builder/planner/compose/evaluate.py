@@ -17,16 +17,18 @@ from collections import defaultdict
 
 import numpy as np
 
+from builder.domains import vocabulary
+from builder.domains.shapes.world.scene import sample_scene
 from builder.planner import tree as T
 from builder.planner.compose.model import word_states
 from builder.planner.compose.parse import TreeParser
 from builder.planner.compose.phrasings import generate
 from builder.planner.compose.sample import combos
 from builder.planner.compose.scope import foreign, out_of_scope
-from builder.planner.lexicon import split_words
 from builder.planner.tree_text import render
 from builder.planner.tree_truth import answer
-from builder.world.scene import sample_scene
+
+split_words = vocabulary("shapes").split_words
 
 SCENES = [sample_scene(np.random.default_rng([5, i]), "clean", None, (3, 8), i % 3 == 0) for i in range(8)]
 

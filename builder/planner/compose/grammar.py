@@ -14,10 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from builder.domains import vocabulary
 from builder.planner import tree as T
 from builder.planner.compose.sample import NOUNS
-from builder.planner.lexicon import lookup
 from builder.planner.tree import Tree
+
+lookup = vocabulary("shapes").lookup
 
 ENUMS = {"rel": T._WORDS["rel"], "attr": T.ATTRS, "extreme": T.EXTREMES, "cmp": T.CMPS, "parity": T.PARITIES}
 FIXED = list(T.OPS) + [f"{k}:{v}" for k, vs in ENUMS.items() for v in vs] + ["NULL", "MORE", "END"]

@@ -18,15 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.domains import vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.language import not_english
 from builder.planner.compose.model import COPY, FIELDS, OUTPUTS, START, word_states
 from builder.planner.compose.train import WEIGHTS_DIR, load, root_types
-from builder.planner.lexicon import split_words
 from builder.planner.semantic import minilm
 from builder.planner.tree import Tree
 from builder.planner.tree_text import render
+
+split_words = vocabulary("shapes").split_words
 
 MAX_ACTIONS = 90
 STOPWORDS = frozenset("""a an the of in on at to for from by with and or but is are was were be been do does did

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from builder.core.seeding import numpy_rng, seed_everything
+from builder.domains import vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.model import FIELDS, OUTPUTS, build_model, decoder_steps, word_states
 from builder.planner.compose.phrasings import generate
 from builder.planner.compose.scope import foreign, out_of_scope
-from builder.planner.lexicon import split_words
 from builder.planner.semantic import minilm
+
+split_words = vocabulary("shapes").split_words
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "compose_weights"
 
