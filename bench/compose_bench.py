@@ -11,7 +11,7 @@ requests balanced between yes and no where the pool allows): top-1 (the first ca
 ``--test`` scenes) and select-by-examples (k candidates, the best on ``--examples`` scenes, scored
 on the test scenes); solved = accuracy >= 0.9. Programs run in the real sandbox on the real shapes
 engines. Reported per operator (requests whose tree holds it) and for requests holding an operator
-pair the parser never saw in training (``HELD_OUT_PAIRS`` of the parser, when it declares them).
+combination the composing parser never saw in training (``compose.sample.HELDOUT_COMBOS``).
 Refusals: recall on the out-of-scope set, false refusals on the previous blind set and the
 compositional set; open vocabulary: the noun kept (open profile) or refused with the noun named
 (closed profile). Every planner runs in the same process. Prints JSON; ``--out`` also writes it.
@@ -48,15 +48,6 @@ FAMILY_OF = {"text": "vqa", "bool": "vqa", "count": "vqa", "boxes": "grounding",
 def load(name: str) -> list[dict]:
     """The JSON lines of one blind set."""
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
-
-
-def pairs(tree: dict) -> set[tuple[str, str]]:
-    """(parent op, child op) pairs of a tree: the combinations a compositional split holds out."""
-    out = set()
-    for child in T.children(tree):
-        out.add((tree["op"], child["op"]))
-        out |= pairs(child)
-    return out
 
 
 # ---- examples: scenes on which a tree has one right answer ------------------------------------------
@@ -116,9 +107,9 @@ class ComposingPlanner:
     label = "composing parser"
 
     def __init__(self, closed_vocabulary: bool = True):
-        from builder.planner.compose.parse import load_tree_parser
+        from builder.planner.compose.parse import TreeParser
 
-        self.parser = load_tree_parser()
+        self.parser = TreeParser.load()
         self.closed = closed_vocabulary
 
     def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None, list[dict]]:
@@ -137,13 +128,11 @@ class ComposingPlanner:
         return programs, (None if programs else "no candidate"), trees
 
 
-def held_out_pairs() -> set[tuple[str, str]]:
-    """The operator pairs the composing parser never saw in training (empty if it declares none)."""
-    try:
-        from builder.planner.compose import phrasings
-    except ImportError:
-        return set()
-    return {tuple(p) for p in getattr(phrasings, "HELD_OUT_PAIRS", ())}
+def held_out(tree: dict) -> set[str]:
+    """The operator combinations in ``tree`` that the composing parser never saw in training."""
+    from builder.planner.compose.sample import combos
+
+    return combos(tree)
 
 
 # ---- evaluation -------------------------------------------------------------------------------------------
@@ -153,8 +142,7 @@ def _request(item: dict, exs: list[dict]) -> PlanRequest:
     return PlanRequest(item["query"], FAMILY_OF[output], item.get("choices"), multi, output)
 
 
-def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int, n_examples: int,
-                           held: set) -> dict:
+def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int, n_examples: int) -> dict:
     """Top-1 and select-by-examples per request; per operator and on held-out operator pairs."""
     rows, times = [], []
     for item, exs in zip(items, example_sets, strict=True):
@@ -164,7 +152,7 @@ def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int,
         times.append(time.perf_counter() - t)
         cands = [c for c in dict.fromkeys(cands) if check_program(c, request=req) is None]
         row = {"id": item["id"], "ops": sorted(set(T.operators(item["tree"]))), "refused": refusal is not None,
-               "held_out": bool(pairs(item["tree"]) & held), "top1": 0.0, "select": 0.0}
+               "held_out": sorted(held_out(item["tree"])), "top1": 0.0, "select": 0.0}
         if item["tree"]["op"] == "best_caption":
             row["top1"] = row["select"] = float(bool(cands) and "best_text_match" in cands[0])
         elif cands and exs[n_examples:]:
@@ -185,10 +173,14 @@ def _rate(rows, key) -> float:
 def _summary(rows, times) -> dict:
     ops = sorted({op for r in rows for op in r["ops"]})
     held = [r for r in rows if r["held_out"]]
+    combos = sorted({c for r in held for c in r["held_out"]})
     return {
         "requests": len(rows), "top1_solved": _rate(rows, "top1"), "select_solved": _rate(rows, "select"),
         "refused": round(float(np.mean([r["refused"] for r in rows])), 3),
-        "held_out_pairs": {"n": len(held), "top1_solved": _rate(held, "top1"), "select_solved": _rate(held, "select")},
+        "held_out_combinations": {"n": len(held), "top1_solved": _rate(held, "top1"),
+                                  "select_solved": _rate(held, "select"),
+                                  "per_combination": {c: {"n": len(rs), "top1_solved": _rate(rs, "top1")}
+                                                      for c in combos for rs in [[r for r in held if c in r["held_out"]]]}},
         "per_operator": {op: {"n": len(rs), "top1_solved": _rate(rs, "top1"), "select_solved": _rate(rs, "select")}
                          for op in ops for rs in [[r for r in rows if op in r["ops"]]]},
         "propose_seconds_median": round(statistics.median(times), 4) if times else None,
@@ -259,16 +251,14 @@ def main(argv=None) -> dict:
     pool = scene_pool(a.pool, a.seed)
     rng = np.random.default_rng(a.seed)
     example_sets = [examples_for(it, pool, rng, a.examples + a.test) for it in items]
-    held = held_out_pairs()
-    result = {"k": a.k, "example_scenes": a.examples, "test_scenes": a.test, "held_out_pairs": sorted(held),
-              "planners": {}}
+    result = {"k": a.k, "example_scenes": a.examples, "test_scenes": a.test, "planners": {}}
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(tmp)
         try:
             for planner in planners:
                 t0 = time.perf_counter()
                 res = {"compositional": evaluate_compositional(planner, items, example_sets, runner, a.k,
-                                                               a.examples, held),
+                                                               a.examples),
                        "refusals": evaluate_refusals(planner, out_of_scope, previous),
                        "open_vocabulary": evaluate_open_vocab(planner, open_vocab)}
                 res["seconds"] = round(time.perf_counter() - t0, 1)

@@ -103,3 +103,35 @@ def _caption(c) -> Tree:
     if c.kind == "count":
         return {"op": "compare", "cmp": "==", "left": _count(c.a), "right": {"op": "number", "value": c.k}}
     return {"op": "exists", "set": {"op": "related", "set": _sel(c.a), "rel": c.rel, "anchor": _sel(c.b)}}
+
+
+def is_question_kind(tree: Tree) -> bool:
+    """True if ``tree`` is one of the previous planner's 20 question kinds (``from_meaning``'s shapes):
+    a single select/extreme/relation under one count, exists, attribute, compare, every, same or read."""
+    op = tree["op"]
+    kids = T.children(tree)
+    if op in ("select", "objects"):
+        return True
+    if op == "extreme":
+        return _leaf(tree["set"])
+    if op == "related":
+        return _leaf(tree["set"]) and _leaf(tree["anchor"])
+    if op in ("count", "exists"):
+        inner = tree["set"]
+        return _leaf(inner) or (inner["op"] == "related" and is_question_kind(inner)) or (
+            op == "count" and inner["op"] == "sharing" and inner["set"]["op"] == "objects" and _leaf(inner["anchor"]))
+    if op == "not":
+        return tree["arg"]["op"] == "exists" and _leaf(tree["arg"]["set"])
+    if op == "attribute":
+        inner = tree["set"]
+        return not tree.get("options") and (_leaf(inner) or inner["op"] in ("extreme", "related")) and is_question_kind(inner)
+    if op == "compare":
+        counts = [k for k in kids if k["op"] == "count" and _leaf(k["set"])]
+        return len(counts) == 2 and tree["cmp"] in (">", "<", "==")
+    if op in ("every", "same", "read"):
+        return all(_leaf(k) for k in kids)
+    return op == "best_caption"
+
+
+def _leaf(t: Tree) -> bool:
+    return t["op"] in ("select", "objects") and not t.get("noun")
