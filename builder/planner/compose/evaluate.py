@@ -113,6 +113,7 @@ def refusals(parser: TreeParser) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: print the held-out report for ``--weights`` as JSON."""
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -28,6 +28,7 @@ class Phraser(Realiser):
     """Whole requests: a question or instruction for the tree's root, then a style."""
 
     def request(self, t: Tree, output: str) -> str:
+        """A question or instruction for the root type of ``t``, in a random style (``output`` is unused)."""
         root = T.result_type(t)
         body = {T.SET: self.find, T.NUM: self.how_many, T.BOOL: self.ask, T.TEXT: self.what,
                 T.CHOICE: self.which}[root](t)
@@ -35,6 +36,7 @@ class Phraser(Realiser):
 
     # ---- sets ---------------------------------------------------------------------------------
     def find(self, t: Tree) -> str:
+        """An instruction to locate a set; singular wording for ``extreme`` and ``nearest``."""
         one = t["op"] in ("extreme", "nearest")
         np_ = self.np(t, not one)
         if one:
@@ -48,6 +50,7 @@ class Phraser(Realiser):
 
     # ---- numbers ------------------------------------------------------------------------------
     def how_many(self, t: Tree) -> str:
+        """A question for a number: counts, totals and differences of counts get their own templates."""
         if t["op"] == "count":
             s = self.np(t["set"])
             return self.pick((f"How many {s} are there?", f"Count the {s}.", f"How many {s} are in the image?",
@@ -98,9 +101,11 @@ class Phraser(Realiser):
         return self.join([self.statement(a) for a in t["args"]], word)
 
     def article(self, phrase: str) -> str:
+        """``phrase`` with "a" or "an" in front, chosen by its first letter."""
         return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
     def compare_clause(self, t: Tree) -> str:
+        """A comparison as a clause ("there are more than three stars", "more circles than stars", ...)."""
         cmp, left, right = t["cmp"], t["left"], t["right"]
         if left["op"] == "count" and right["op"] == "number":
             return f"there are {self.pick(CMP_NUM[cmp])} {self.num_word(right['value'])} {self.np(left['set'])}"
@@ -111,6 +116,7 @@ class Phraser(Realiser):
         return f"{self.num_phrase(left)} is {self.pick(CMP_SENT[cmp])} {self.num_phrase(right)}"
 
     def ask(self, t: Tree) -> str:
+        """A yes/no question for a truth value; falls back to wrapping ``statement``."""
         op = t["op"]
         if op == "exists" and self.coin(0.7):
             s = t["set"]
@@ -151,6 +157,7 @@ class Phraser(Realiser):
 
     # ---- text and choices -----------------------------------------------------------------------
     def what(self, t: Tree) -> str:
+        """A question for the text read from a set, or for an attribute, with its options when given."""
         s = self.np(t["set"], False)
         if t["op"] == "read":
             return self.pick((f"What does the {s} say?", f"What is written on the {s}?", f"Read the text on the {s}.",
@@ -167,6 +174,7 @@ class Phraser(Realiser):
                           f"What's the {s}'s {a}?", f"Report the {a} of the {s}.", f"Identify the {s}'s {a}."))
 
     def which(self, t: Tree) -> str:
+        """A question picking an image (by a count, number or condition) or the best caption."""
         op = t["op"]
         if op == "best_caption":
             return self.pick(("Which caption describes the image best?", "Pick the caption that fits the picture.",
@@ -192,6 +200,7 @@ class Phraser(Realiser):
 
     # ---- styles -----------------------------------------------------------------------------------
     def style(self, body: str) -> str:
+        """``body`` sometimes given a polite or ticket lead, lower-cased, a scene tail, or a typo."""
         r = self.rng.random()
         if r < 0.12:
             lead = self.pick(("Could you please tell me: ", "Hi! I'd like to know the following. ",
@@ -214,6 +223,7 @@ class Phraser(Realiser):
         return body
 
     def typo(self, text: str) -> str:
+        """``text`` with two adjacent letters swapped in one random word of five or more letters."""
         words = text.split(" ")
         long = [i for i, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
         if not long:

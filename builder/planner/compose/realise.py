@@ -54,6 +54,7 @@ class Realiser:
         self.plurals = nouns or {}
 
     def pick(self, options):
+        """A random option; ``train`` mode skips positions 3, 7, 11, ..., ``heldout`` mode uses only those."""
         options = list(options)
         held = [o for i, o in enumerate(options) if i % 4 == 3]
         if self.mode == "train" and len(options) >= 4:
@@ -63,13 +64,16 @@ class Realiser:
         return options[int(self.rng.integers(len(options)))]
 
     def coin(self, p: float) -> bool:
+        """True with probability ``p``."""
         return bool(self.rng.random() < p)
 
     # ---- values -----------------------------------------------------------------------------
     def num_word(self, n: int) -> str:
+        """``n`` spelled out (half the time, up to ten) or as digits."""
         return NUM_WORDS[n] if n < len(NUM_WORDS) and self.coin(0.5) else str(n)
 
     def noun(self, t: Tree, plural: bool) -> str:
+        """The head noun of a select: its open-vocabulary noun, its shape, or a generic word."""
         if t.get("noun"):
             return self.plurals.get(t["noun"], t["noun"] + "s") if plural else t["noun"]
         if t.get("shape"):
@@ -78,6 +82,7 @@ class Realiser:
         return self.pick(GENERIC_PL if plural else GENERIC_SG)
 
     def adjectives(self, t: Tree) -> list[str]:
+        """The size word and colour of a select, in that order."""
         out = []
         if t.get("size"):
             out.append(self.pick(SIZE_WORDS[t["size"]]))
@@ -91,15 +96,18 @@ class Realiser:
         return getattr(self, "np_" + t["op"])(t, plural)
 
     def np_objects(self, t: Tree, plural: bool) -> str:
+        """A generic noun ("objects", "things", ...)."""
         return self.pick(GENERIC_PL if plural else GENERIC_SG)
 
     def np_select(self, t: Tree, plural: bool) -> str:
+        """Adjectives and head noun, sometimes as "<noun> that are <colour>"."""
         adjs, head = self.adjectives(t), self.noun(t, plural)
         if t.get("color") and not t.get("size") and (t.get("shape") or t.get("noun")) and self.coin(0.12):
             return f"{head} that {'are' if plural else 'is'} {t['color']}"
         return " ".join(adjs + [head])
 
     def np_complement(self, t: Tree, plural: bool) -> str:
+        """Objects that are not the inner set ("shapes that are not red", "objects except the stars")."""
         s = t["set"]
         gen = self.pick(GENERIC_PL if plural else GENERIC_SG)
         be = "are" if plural else "is"
@@ -124,6 +132,7 @@ class Realiser:
         return phrase if plural else ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
     def np_intersect(self, t: Tree, plural: bool) -> str:
+        """The first set qualified by the others ("circles that are also red")."""
         a, b = t["sets"][0], t["sets"][1]
         rest = " and ".join(self.pred(s, plural) for s in t["sets"][1:])
         be = "are" if plural else "is"
@@ -133,12 +142,14 @@ class Realiser:
                           f"{self.np(a, plural)} that {be} {rest} as well", f"{self.np(a, plural)} being also {rest}"))
 
     def np_union(self, t: Tree, plural: bool) -> str:
+        """The sets joined with "or" ("circles, stars or squares")."""
         parts = [self.np(s, True) for s in t["sets"]]
         head = ", ".join(parts[:-1])
         return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
                           f"{head} and/or {parts[-1]}"))
 
     def anchor(self, t: Tree) -> str:
+        """The reference object of a relation, with "the", "a", "any" or "some"."""
         if t["op"] in ("extreme", "nearest") or (t["op"] == "select" and self.coin(0.7)):
             return "the " + self.np(t, False)
         if t["op"] == "select" and self.coin(0.5):
@@ -147,6 +158,7 @@ class Realiser:
         return self.pick(("the ", "any ", "the ", "some ")) + self.np(t, True)
 
     def np_related(self, t: Tree, plural: bool) -> str:
+        """A noun phrase for a ``related`` set: the objects, the relation words, the anchor."""
         head, rel, anchor = self.np(t["set"], plural), self.pick(REL_WORDS[t["rel"]]), self.anchor(t["anchor"])
         be = "are" if plural else "is"
         return self.pick((f"{head} {rel} {anchor}", f"{head} that {be} {rel} {anchor}", f"{head} {rel} {anchor}",
@@ -155,6 +167,7 @@ class Realiser:
                           f"{head} placed {rel} {anchor}"))
 
     def np_nearest(self, t: Tree, plural: bool) -> str:
+        """The object nearest to the anchor ("circle closest to the star")."""
         head, anchor = self.np(t["set"], False), self.np(t["anchor"], False)
         return self.pick((f"{head} nearest to the {anchor}", f"{head} closest to the {anchor}",
                           f"{head} nearest the {anchor}", f"{head} that is closest to the {anchor}",
@@ -162,6 +175,7 @@ class Realiser:
                           f"{head} that is nearest to the {anchor}", f"{head} right by the {anchor}"))
 
     def np_extreme(self, t: Tree, plural: bool) -> str:
+        """The extreme member of a set ("leftmost circle", "largest of the red shapes")."""
         s, word = t["set"], self.pick(EXT_WORDS[t["by"]])
         if s["op"] in ("select", "objects") and self.coin(0.8):
             return f"{word} {self.np(s, False)}"
@@ -169,6 +183,7 @@ class Realiser:
                           f"{word} among the {self.np(s, True)}", f"{word} of all the {self.np(s, True)}"))
 
     def np_sharing(self, t: Tree, plural: bool) -> str:
+        """Objects sharing an attribute with the anchor ("squares with the same colour as the star")."""
         head, attr, anchor = self.np(t["set"], plural), self.pick(ATTR_WORDS[t["attr"]]), self.np(t["anchor"], False)
         return self.pick((f"{head} with the same {attr} as the {anchor}", f"other {head} sharing the {anchor}'s {attr}",
                           f"{head} of the same {attr} as the {anchor}", f"{head} matching the {attr} of the {anchor}",
@@ -194,4 +209,5 @@ class Realiser:
 
     @staticmethod
     def join(parts: list[str], word: str) -> str:
+        """``parts`` as an English list, ``word`` before the last."""
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" {word} " + parts[-1]

@@ -59,9 +59,11 @@ class TreeSampler:
         self.p_noun = p_noun
 
     def pick(self, options, p=None):
+        """A random element of ``options``, weighted by ``p`` when given."""
         return options[int(self.rng.choice(len(options), p=p))]
 
     def leaf(self, allow_objects: bool = True) -> Tree:
+        """A leaf set: ``objects`` (only when ``allow_objects``), a noun select, or a select on attributes."""
         r = self.rng.random()
         if allow_objects and r < 0.08:
             return {"op": "objects"}
@@ -77,6 +79,7 @@ class TreeSampler:
                 return t
 
     def set(self, depth: int = 3) -> Tree:
+        """A random set tree up to ``depth``: a leaf, or an operator whose anchor or inner set may recurse."""
         if depth <= 1 or self.rng.random() < 0.42:
             return self.leaf()
         op = self.pick(("complement", "intersect", "union", "related", "nearest", "extreme", "sharing"),
@@ -101,9 +104,11 @@ class TreeSampler:
         return {"op": op, "set": self.leaf(), "attr": self.pick(T.ATTRS), "anchor": anchor}
 
     def count(self, depth: int = 3) -> Tree:
+        """A ``count`` of a random set."""
         return {"op": "count", "set": self.set(depth)}
 
     def num(self, depth: int = 3) -> Tree:
+        """A random number tree: mostly a count, else a sum or difference of counts."""
         r = self.rng.random()
         if r < 0.7 or depth <= 1:
             return self.count(depth)
@@ -113,9 +118,11 @@ class TreeSampler:
         return {"op": "sub", "args": [self.count(depth - 1), self.count(depth - 1)]}
 
     def number(self) -> Tree:
+        """A literal 0 to 10, small values more likely."""
         return {"op": "number", "value": int(self.rng.choice(11, p=_NUMBER_P))}
 
     def bool(self, depth: int = 3, negate: bool = True) -> Tree:
+        """A random truth-valued tree up to ``depth``, negations allowed when ``negate``."""
         op = self.pick(("exists", "compare", "every", "same", "parity", "not", "all_of", "any_of"),
                        p=(0.24, 0.28, 0.09, 0.07, 0.07, 0.13 if negate else 0, 0.06, 0.06 + (0 if negate else 0.13)))
         if op == "exists":
@@ -140,6 +147,7 @@ class TreeSampler:
                                     "right": self.number()} for p in parts]}
 
     def text(self, depth: int = 3) -> Tree:
+        """A ``read`` of a set, or an ``attribute`` question, with two or three options 30% of the time."""
         if self.rng.random() < 0.15:
             return {"op": "read", "set": self.set(depth - 1)}
         attr = self.pick(T.ATTRS)
@@ -151,6 +159,7 @@ class TreeSampler:
         return {"op": "attribute", "attr": attr, "set": self.set(depth), "options": options}
 
     def choice(self, depth: int = 3) -> Tree:
+        """A choice tree: argmax/argmin image by a number, first image meeting a condition, or best caption."""
         op = self.pick(("argmax_image", "argmin_image", "first_image", "best_caption"), p=(0.33, 0.25, 0.32, 0.1))
         if op == "best_caption":
             return {"op": op}

@@ -192,6 +192,7 @@ def load(path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: train with the given arguments, save to ``--out`` and print the run info."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(WEIGHTS_DIR))
     ap.add_argument("--examples", type=int, default=8000)
