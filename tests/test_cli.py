@@ -111,8 +111,8 @@ def test_finetune_is_cancelled_by_sigint_and_leaves_no_checkpoint(tmp_path):
     data = sv_train.build_dataset(30, 0, "clean")
     save_qa_dataset(ws.dir("datasets", "real"), [(q.image, q.question, q.answer) for q in data])
     torch.manual_seed(0)
-    init = sv.save_model(sv.ShapesVQANet(sv.build_vocab(q[1] for q in data), image_size=32, ch=8, n_blocks=1,
-                                         emb=8, hidden=16), tmp_path / "init")
+    init = sv.ShapesVQANet(sv.build_vocab(q.question for q in data), image_size=32, ch=8, n_blocks=1, emb=8,
+                           hidden=16).save_pretrained(tmp_path / "init")
     run = ws.root / "checkpoints" / "stopped"
     proc = subprocess.Popen([*CLI, "finetune", str(ws.root), "--dataset", "real", "--run", "stopped", "--model",
                              str(init), "--epochs", "30", "--patience", "0", "--throttle-s", "0.1",
