@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from builder.domains.shapes.world.cards import make_task_card
@@ -144,3 +145,32 @@ def test_plan_with_a_workspace_uses_its_planner(tmp_path, monkeypatch):
     assert res.output.startswith("# v0001\n" + adapted)
     shown = json.loads(cli("workspace", "show", tmp_path / "ws").stdout)
     assert shown["programs"] == 1
+
+
+def test_engine_training_commands_write_artifacts_at_reduced_size(tmp_path):
+    from builder.core.artifacts import read_record
+    from builder.tools.backends.shapes import ShapesEmbedder, ShapesVQA
+
+    small = ["--n-scenes", 20, "--perception-steps", 2, "--steps", 3, "--batch-size", 8, "--eval-scenes", 0,
+             "--threads", 1]
+    run = cli("engines", "train-vqa", "--out", tmp_path / "vqa", *small)
+    assert run.returncode == 0, run.stderr
+    record = read_record(tmp_path / "vqa")
+    assert record["architecture"] == "shapes-vqa-slots-v3" and record["info"]["steps"] == 3
+    assert "train-vqa --out" in record["info"]["command"]
+    again = cli("engines", "train-vqa", "--out", tmp_path / "tuned", "--init", tmp_path / "vqa", *small)
+    assert again.returncode == 0, again.stderr
+    assert read_record(tmp_path / "tuned")["info"]["init"] == str(tmp_path / "vqa")
+    ShapesVQA(weights=tmp_path / "tuned").answer(np.zeros((40, 40, 3), np.uint8), "What color is this?")
+    # a folder in the layout of before (config.json without a record) names the conversion command
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((tmp_path / "vqa" / "model.safetensors").read_bytes())
+    (old / "config.json").write_text(json.dumps({"arch": "slots-v3", **record["config"]}))
+    bad = cli("engines", "train-vqa", "--out", tmp_path / "x", "--init", old, *small)
+    assert bad.returncode == 2 and f"scripts/convert_artifacts.py {old}" in bad.stderr, bad.stderr
+    emb = cli("engines", "train-embed", "--out", tmp_path / "emb", "--n-scenes", 32, "--steps", 2,
+              "--batch-size", 8, "--threads", 1)
+    assert emb.returncode == 0, emb.stderr
+    assert read_record(tmp_path / "emb")["info"]["steps_done"] == 2
+    assert ShapesEmbedder(weights=tmp_path / "emb").embed_texts(["a red circle"]).shape == (1, 128)
