@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    base = vqa_net.load_model(args.weights)
+    base = vqa_net.ShapesVQANet.from_pretrained(args.weights)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
         for seed in range(args.seeds):
@@ -68,8 +68,8 @@ def main() -> None:
                 res = finetune(ShapesVQAAdapter(args.weights), real, Path(tmp) / f"{name}-{seed}", cfg,
                                resume=False, progress=False)
                 ckpt = res.best_checkpoint if name == "recipe" else res.last_checkpoint
-                row[name] = scores(vqa_net.load_model(ckpt), test) | {"checkpoint": ckpt.name,
-                                                                 "seconds": round(time.time() - t1, 1)}
+                row[name] = scores(vqa_net.ShapesVQANet.from_pretrained(ckpt), test) | {
+                    "checkpoint": ckpt.name, "seconds": round(time.time() - t1, 1)}
                 row[name]["delta_points"] = round(100 * (row[name]["overall"] - row["start"]["overall"]), 2)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)

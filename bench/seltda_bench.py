@@ -50,7 +50,7 @@ from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
 
 
 def scene_level(data):
-    return [q for q in data if q.qtype in vqa_train.SCENE_QTYPES]
+    return [q for q in data if q.meta["qtype"] in vqa_train.SCENE_QTYPES]
 
 
 def acc(model, data) -> float:
@@ -72,7 +72,7 @@ def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
         # scene-level and object-crop questions (what programs ask after find()) together
         "target_with_crops": vqa_train.build_dataset(args.n_test // 2, derive_seed(seed, "crops"), args.target, "train"),
     }
-    base = vqa_net.load_model(base_dir)
+    base = vqa_net.ShapesVQANet.from_pretrained(base_dir)
     out: dict = {"seed": seed, "n_real": len(real), "n_unlabelled": len(unl),
                  "tests": {k: len(v) for k, v in tests.items()},
                  "base": {k: acc(base, v) for k, v in tests.items()}}
@@ -85,8 +85,8 @@ def run_seed(seed: int, ratios, args, base_dir: Path, workdir: Path) -> dict:
         res = finetune(ShapesVQAAdapter(base_dir), items, workdir / f"s{seed}-{tag}", cfg, resume=False,
                        progress=False, augment=make_augment(seed))
         best = res.best_checkpoint.name
-        return vqa_net.load_model(res.best_checkpoint), {"best": best, "epochs": epochs,
-                                                    "steps": res.history["train"][-1]["step"]}
+        return vqa_net.ShapesVQANet.from_pretrained(res.best_checkpoint), {
+            "best": best, "epochs": epochs, "steps": res.history["train"][-1]["step"]}
 
     t1 = time.time()
     baseline, info = train_student(build_student_set(real, [], unl, 0, seed), "r0")

@@ -12,7 +12,14 @@ info); weights keep their bytes (only a file rename where the name changes). Rec
 * ``teacher.json``: a SelTDA detection teacher -> ``config.json``;
 * ``qgen.json`` + ``qgen.safetensors`` (+ ``answerer/``): a SelTDA generative shapes teacher
   -> ``config.json`` + ``model.safetensors`` (the answerer folder stays);
-* ``video_head.json`` (a file): the video planner's kind head -> a ``video_head/`` folder.
+* ``video_head.json`` (a file): the video planner's kind head -> a ``video_head/`` folder;
+* ``config.json`` with ``"arch": "slots-v3"`` (+ ``model.safetensors``): a shapes VQA network
+  (the default engine, a fine-tune checkpoint, a SelTDA teacher's ``answerer/``) -> the
+  ``shapes-vqa-slots-v3`` record (its ``training`` entry becomes ``info``);
+* ``config.json`` with ``"arch": "dual-objects-clauses-v1"``: the shapes dual encoder ->
+  the ``shapes-dual-encoder`` record.
+
+A SelTDA shapes teacher's ``answerer/`` folder is converted with its teacher.
 
 The committed weights were converted with this script (it reproduces them); run it on the
 ``checkpoints/`` folders of workspaces made before the change. A folder already converted is
@@ -35,8 +42,26 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# Older shapes-network layouts: config.json's "arch" -> (architecture, constructor keys, note).
+_SHAPES_NETS = {
+    "slots-v3": ("shapes-vqa-slots-v3", ("vocab", "answers", "image_size", "ch", "n_blocks", "emb", "hidden",
+                                         "n_slots"), "shapes VQA network"),
+    "dual-objects-clauses-v1": ("shapes-dual-encoder", ("vocab", "emb", "hidden", "dim"), "shapes dual encoder"),
+}
+# Input layout constants of the dual encoder the old config repeated (checked, not kept).
+_EMBED_INPUTS = {"max_objects": 10, "obj_features": 18}
+
+
 def convert(folder: Path) -> str:
-    """Convert one folder in place; returns what was done."""
+    """Convert one folder in place (and a shapes teacher's ``answerer/``); returns what was done."""
+    done = _convert_one(folder)
+    answerer = folder / "answerer"
+    if answerer.is_dir():
+        done += f"; answerer/: {_convert_one(answerer)}"
+    return done
+
+
+def _convert_one(folder: Path) -> str:
     if folder.is_file() and folder.name == "video_head.json":
         return _video_head(folder)
     if (folder / "parser.json").is_file():
@@ -64,7 +89,13 @@ def convert(folder: Path) -> str:
         (folder / "qgen.json").unlink()
         return "generative shapes teacher"
     if (folder / CONFIG_FILE).is_file():
-        return "nothing to do"
+        old = _read(folder / CONFIG_FILE)
+        if "architecture" in old or "visforge_artifact" in old:
+            return "nothing to do"
+        if old.get("arch") in _SHAPES_NETS:
+            return _shapes_net(folder, old)
+        raise SystemExit(f"{folder}: {CONFIG_FILE} records no architecture and no known older layout "
+                         f"(arch {old.get('arch')!r})")
     raise SystemExit(f"{folder}: no known artifact layout")
 
 
@@ -76,6 +107,22 @@ def _video_head(path: Path) -> str:
     write_record(folder, "video-kind-head", 1, config, head)
     path.unlink()
     return "video kind head"
+
+
+def _shapes_net(folder: Path, old: dict) -> str:
+    """The shapes VQA net or dual encoder: the record replaces the old config.json; the weights
+    file (already ``model.safetensors``) is not touched."""
+    architecture, keys, note = _SHAPES_NETS[old["arch"]]
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise SystemExit(f"{folder}: no {WEIGHTS_FILE} beside the {note}'s {CONFIG_FILE}")
+    for key, value in _EMBED_INPUTS.items():
+        if key in old and old[key] != value:
+            raise SystemExit(f"{folder}: {key}={old[key]} differs from the current encoder's {value}")
+    unknown = set(old) - set(keys) - set(_EMBED_INPUTS) - {"arch", "training"}
+    if unknown:
+        raise SystemExit(f"{folder}: unexpected entries in {CONFIG_FILE}: {sorted(unknown)}")
+    write_record(folder, architecture, 1, {k: old[k] for k in keys if k in old}, old.get("training"))
+    return note
 
 
 def main(argv: list[str]) -> int:

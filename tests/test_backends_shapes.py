@@ -110,9 +110,10 @@ def test_vqa_default_weights_beat_bar_on_heldout_scenes(vqa):
     result = vqa_train.evaluate(vqa.model, data)
     assert result["n"] == 100
     assert result["overall"] >= 0.95, result
-    crops = [ex for ex in data if ex.qtype.startswith("crop_")]
+    crops = [ex for ex in data if ex.meta["qtype"].startswith("crop_")]
     assert len(crops) >= 30 and vqa_train.evaluate(vqa.model, crops)["overall"] >= 0.97
-    scene = [ex for ex in vqa_train.build_dataset(30, SEED + 1, "clean", "train") if ex.qtype in vqa_train.SCENE_QTYPES]
+    scene = [ex for ex in vqa_train.build_dataset(30, SEED + 1, "clean", "train")
+             if ex.meta["qtype"] in vqa_train.SCENE_QTYPES]
     assert len(scene) >= 150 and vqa_train.evaluate(vqa.model, scene)["overall"] >= 0.93
     ans = vqa.answer(data[0].image, data[0].question)
     assert ans.text in vqa_net.ANSWERS and 0 < ans.confidence <= 1
@@ -149,7 +150,8 @@ def test_reduced_training_command_writes_loadable_weights(tmp_path):
     vqa_train.train_command(tmp_path / "again", **args)
     engine = ShapesVQA(weights=out)
     assert ShapesVQA(weights=tmp_path / "again").version == engine.version  # same seed, same bytes
-    assert json.loads((out / "config.json").read_text())["training"]["steps"] == 12
+    record = json.loads((out / "config.json").read_text())
+    assert record["architecture"] == "shapes-vqa-slots-v3" and record["info"]["steps"] == 12
     img = render_array(_scenes(1)[0])
     assert engine.answer(img, "How many circles are there?").text in vqa_net.ANSWERS
     # resume / fine-tune from those weights on plain (image, question, answer) triples

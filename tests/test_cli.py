@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from builder.domains.shapes.world.cards import make_task_card
@@ -111,8 +112,8 @@ def test_finetune_is_cancelled_by_sigint_and_leaves_no_checkpoint(tmp_path):
     data = sv_train.build_dataset(30, 0, "clean")
     save_qa_dataset(ws.dir("datasets", "real"), [(q.image, q.question, q.answer) for q in data])
     torch.manual_seed(0)
-    init = sv.save_model(sv.ShapesVQANet(sv.build_vocab(q[1] for q in data), image_size=32, ch=8, n_blocks=1,
-                                         emb=8, hidden=16), tmp_path / "init")
+    init = sv.ShapesVQANet(sv.build_vocab(q.question for q in data), image_size=32, ch=8, n_blocks=1, emb=8,
+                           hidden=16).save_pretrained(tmp_path / "init")
     run = ws.root / "checkpoints" / "stopped"
     proc = subprocess.Popen([*CLI, "finetune", str(ws.root), "--dataset", "real", "--run", "stopped", "--model",
                              str(init), "--epochs", "30", "--patience", "0", "--throttle-s", "0.1",
@@ -189,3 +190,32 @@ def test_export_is_cancelled_by_sigint_and_leaves_no_export(tmp_path):
     exports = ws / "exports"
     assert not exports.exists() or not any(exports.iterdir())  # no export, no hidden half-built folder
     assert _jobs(ws) == [("export", "cancelled")]
+
+
+def test_engine_training_commands_write_artifacts_at_reduced_size(tmp_path):
+    from builder.core.artifacts import read_record
+    from builder.tools.backends.shapes import ShapesEmbedder, ShapesVQA
+
+    small = ["--n-scenes", 20, "--perception-steps", 2, "--steps", 3, "--batch-size", 8, "--eval-scenes", 0,
+             "--threads", 1]
+    run = cli("engines", "train-vqa", "--out", tmp_path / "vqa", *small)
+    assert run.returncode == 0, run.stderr
+    record = read_record(tmp_path / "vqa")
+    assert record["architecture"] == "shapes-vqa-slots-v3" and record["info"]["steps"] == 3
+    assert "train-vqa --out" in record["info"]["command"]
+    again = cli("engines", "train-vqa", "--out", tmp_path / "tuned", "--init", tmp_path / "vqa", *small)
+    assert again.returncode == 0, again.stderr
+    assert read_record(tmp_path / "tuned")["info"]["init"] == str(tmp_path / "vqa")
+    ShapesVQA(weights=tmp_path / "tuned").answer(np.zeros((40, 40, 3), np.uint8), "What color is this?")
+    # a folder in the layout of before (config.json without a record) names the conversion command
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((tmp_path / "vqa" / "model.safetensors").read_bytes())
+    (old / "config.json").write_text(json.dumps({"arch": "slots-v3", **record["config"]}))
+    bad = cli("engines", "train-vqa", "--out", tmp_path / "x", "--init", old, *small)
+    assert bad.returncode == 2 and f"scripts/convert_artifacts.py {old}" in bad.stderr, bad.stderr
+    emb = cli("engines", "train-embed", "--out", tmp_path / "emb", "--n-scenes", 32, "--steps", 2,
+              "--batch-size", 8, "--threads", 1)
+    assert emb.returncode == 0, emb.stderr
+    assert read_record(tmp_path / "emb")["info"]["steps_done"] == 2
+    assert ShapesEmbedder(weights=tmp_path / "emb").embed_texts(["a red circle"]).shape == (1, 128)

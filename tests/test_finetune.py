@@ -36,15 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_shapes_model(out: Path, data) -> Path:
     """A small randomly initialised ShapesVQANet saved as a checkpoint folder."""
     torch.manual_seed(0)
-    model = vqa_net.ShapesVQANet(vqa_net.build_vocab(q[1] for q in data), image_size=32, ch=8, n_blocks=1, emb=8, hidden=16)
-    return vqa_net.save_model(model, out)
+    model = vqa_net.ShapesVQANet(vqa_net.build_vocab(q.question for q in data), image_size=32, ch=8, n_blocks=1, emb=8,
+                                 hidden=16)
+    return model.save_pretrained(out)
 
 
 @pytest.fixture(scope="module")
 def shapes_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     data = vqa_train.build_dataset(30, 0, "clean")
-    items = [(q.image, q.question, q.answer, {"qtype": q.qtype}) for q in data]
+    items = [(q.image, q.question, q.answer, {"qtype": q.meta["qtype"]}) for q in data]
     init = tiny_shapes_model(root / "init", data)
     Image.fromarray(data[0].image).save(root / "a.png")
     card = parse_task_card({"name": "vqa", "description": "Answer questions.", "output": "text",
@@ -79,7 +80,7 @@ def test_checkpoints_history_plot_and_mismatch(shapes_ws, tmp_path):
     assert res.before["n"] == res.after["n"] > 0 and json.loads((run / "result.json").read_text())["best_epoch"] in (1, 2)
     engine = ShapesVQAAdapter(init).engine(res.best_checkpoint)  # served by the shapes VQA backend
     ans = engine.answer(items[0][0], items[0][1])
-    assert ans.text in vqa_net.load_model(init).answers and 0 <= ans.confidence <= 1
+    assert ans.text in vqa_net.ShapesVQANet.from_pretrained(init).answers and 0 <= ans.confidence <= 1
     png = plot_history(run / "history.json", tmp_path / "loss.png")
     assert Image.open(png).size == (640, 360)
     with pytest.raises(FinetuneError, match="other settings or data"):
@@ -91,7 +92,7 @@ def test_recipe_keeps_the_starting_model_when_training_hurts(shapes_ws):
     # A destructive learning rate: no epoch beats the starting model on validation, so the best
     # checkpoint is the starting model (saved as run/start) and the after-score equals the before.
     ws, init, items = shapes_ws
-    good = vqa_net.load_model(init)
+    good = vqa_net.ShapesVQANet.from_pretrained(init)
     cfg = FinetuneConfig(epochs=3, batch_size=16, lr=5.0, warmup_steps=0, schedule="constant", patience=1,
                          replay_items=60)
     res = finetune_workspace(ws, "real", ShapesVQAAdapter(init), "hurt", cfg, progress=False)

@@ -146,10 +146,10 @@ def _tiny_vqa(ws, root: Path) -> Path:
     from builder.methods.finetune import save_qa_dataset
 
     data = sv_train.build_dataset(30, 0, "clean")
-    save_qa_dataset(ws.dir("datasets", "real"), [(q.image, q.question, q.answer, {"qtype": q.qtype}) for q in data])
+    save_qa_dataset(ws.dir("datasets", "real"), [(q.image, q.question, q.answer, {"qtype": q.meta["qtype"]}) for q in data])
     torch.manual_seed(0)
-    model = sv.ShapesVQANet(sv.build_vocab(q[1] for q in data), image_size=32, ch=8, n_blocks=1, emb=8, hidden=16)
-    return sv.save_model(model, root / "init")
+    model = sv.ShapesVQANet(sv.build_vocab(q.question for q in data), image_size=32, ch=8, n_blocks=1, emb=8, hidden=16)
+    return model.save_pretrained(root / "init")
 
 
 def test_cancelled_finetune_leaves_no_checkpoint(ws, tmp_path):

@@ -80,13 +80,13 @@ def test_world_answer_agrees_with_generator():
 
 @pytest.fixture(scope="module")
 def labelled():
-    return [q for q in vqa_train.build_dataset(40, 0, "clean") if not q.qtype.startswith("crop")]
+    return [q for q in vqa_train.build_dataset(40, 0, "clean") if not q.meta["qtype"].startswith("crop")]
 
 
 def test_shapes_teacher_trains_generates_and_round_trips(labelled, tmp_path):
     torch.manual_seed(0)
-    answerer = vqa_net.ShapesVQANet(vqa_net.build_vocab(q[1] for q in labelled), image_size=32, ch=8, n_blocks=1, emb=8,
-                               hidden=16)
+    answerer = vqa_net.ShapesVQANet(vqa_net.build_vocab(q.question for q in labelled), image_size=32, ch=8,
+                                    n_blocks=1, emb=8, hidden=16)
     teacher = ShapesTeacher.create(answerer, [q.question for q in labelled], ch=16, emb=16, hidden=48)
     hist = teacher.train(labelled, qgen_steps=120, answer_steps=5, batch_size=16, progress=False)
     assert np.mean(hist["qgen_loss"][-10:]) < np.mean(hist["qgen_loss"][:10]) - 0.5

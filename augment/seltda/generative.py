@@ -195,12 +195,10 @@ class ShapesTeacher(Artifact):
         return dict(self.qgen.config)
 
     def _save_files(self, folder: Path) -> None:
-        """The question generator (``model.safetensors``) and the answerer (``answerer/``, the
-        shapes VQA format)."""
-        from builder.domains.shapes.nets import vqa as sv
-
+        """The question generator (``model.safetensors``) and the answerer (``answerer/``, a
+        shapes VQA artifact folder)."""
         save_state(folder, self.qgen)
-        sv.save_model(self.answerer, folder / "answerer")
+        self.answerer.save_pretrained(folder / "answerer")
 
     @classmethod
     def _from_files(cls, folder: Path, config: dict, info: dict) -> ShapesTeacher:
@@ -208,4 +206,4 @@ class ShapesTeacher(Artifact):
 
         qg = _shapes_teacher_module()(**config)
         load_state(folder, qg)
-        return cls(qg.eval(), sv.load_model(folder / "answerer"))
+        return cls(qg.eval(), sv.ShapesVQANet.from_pretrained(folder / "answerer"))

@@ -119,9 +119,8 @@ def build_student_set(real: Sequence, labels: Sequence[PseudoLabel], images: Seq
     """
     if ratio < 0:
         raise ValueError("ratio must be >= 0")
-    real = [as_qa(x) for x in real]
-    for q in real:
-        q.meta.setdefault("source", "real")
+    # new items: the caller's items (and their meta) stay as they are
+    real = [QA(q.image, q.question, q.answer, {"source": "real", **q.meta}) for q in map(as_qa, real)]
     want = round(ratio * len(real))
     order = numpy_rng(seed, 31).permutation(len(labels))[:want]
     synth = []

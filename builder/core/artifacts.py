@@ -39,7 +39,11 @@ from builder.core.errors import UserError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRANSFORMERS_KEY = "visforge_artifact"  # where the record sits in a transformers config.json
-CONVERT_HINT = "older layouts convert with `python scripts/convert_artifacts.py FOLDER`"
+
+def _convert_hint(folder: Path) -> str:
+    """What to run on a folder written in an older layout."""
+    return f"a folder in an older layout converts with `python scripts/convert_artifacts.py {folder}`"
+
 
 _REGISTRY: dict[str, type[Artifact]] = {}
 
@@ -77,14 +81,14 @@ def read_record(folder: str | Path) -> dict:
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: no such artifact folder")
     if not path.is_file():
-        raise ArtifactError(f"{folder}: no {CONFIG_FILE}, so not an artifact folder; {CONVERT_HINT}")
+        raise ArtifactError(f"{folder}: no {CONFIG_FILE}, so not an artifact folder; {_convert_hint(folder)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: malformed JSON ({e})") from None
     record = data.get(TRANSFORMERS_KEY, data) if isinstance(data, dict) else data
     if not isinstance(record, dict) or not isinstance(record.get("architecture"), str):
-        raise ArtifactError(f"{path}: records no architecture; {CONVERT_HINT}")
+        raise ArtifactError(f"{path}: records no architecture; {_convert_hint(folder)}")
     if not isinstance(record.get("format_version"), int) or not isinstance(record.get("config"), dict):
         raise ArtifactError(f"{path}: the record needs an integer format_version and a config object")
     return record

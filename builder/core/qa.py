@@ -51,12 +51,10 @@ class QA:
 
 
 def as_qa(item) -> QA:
-    """A ``QA`` from a QA, an (image, question, answer[, meta]) tuple, a dict with those keys, or a
-    record with ``_asdict()`` (a NamedTuple); keys other than image, question and answer become meta."""
+    """A ``QA`` from a QA, an (image, question, answer[, meta]) tuple or a dict with those keys
+    (keys other than image, question and answer become meta)."""
     if isinstance(item, QA):
         return item
-    if hasattr(item, "_asdict"):
-        item = item._asdict()
     if isinstance(item, dict):
         missing = [k for k in ("image", "question", "answer") if k not in item]
         if missing:

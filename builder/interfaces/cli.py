@@ -464,7 +464,10 @@ def _train_vqa(out: Path, config) -> None:
         train_command,  # torch (the "ml" extra) is only needed here
     )
 
-    train_command(out, config)
+    try:
+        train_command(out, config)
+    except UserError as e:  # e.g. --init names a folder that is not a shapes VQA artifact
+        _fail(str(e))
 
 
 def _train_embed(out: Path, config) -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from builder.core.qa import QA, as_qa
+from builder.core.qa import QA
 from builder.methods.finetune.config import FinetuneError
 from builder.tools.engines import Answer
 
@@ -137,9 +137,9 @@ def _tied_keys(model) -> set[str]:
 class ShapesVQAAdapter:
     """The shapes-world default VQA model (``builder.domains.shapes.nets.vqa.ShapesVQANet``).
 
-    Built on that module's public API (``load_model``/``save_model``, ``resize_square``,
-    ``to_tensor``, ``encode_questions``, ``predict``), so a checkpoint folder is exactly what
-    the shapes VQA backend loads. ``word_dropout`` replaces question words by <unk> during
+    Built on that module's public API (``from_pretrained``/``save_pretrained``, ``resize_square``,
+    ``to_tensor``, ``encode_questions``, ``predict``), so a checkpoint folder is an artifact
+    folder, exactly what the shapes VQA backend loads. ``word_dropout`` replaces question words by <unk> during
     training, as ``builder.domains.shapes.training.vqa.train`` does, so new phrasings stay in distribution. Items that
     carry object labels (``meta["objects"]``: the replayed original task) also train the
     perception heads with weight ``aux_weight``, so answers on new data cannot pull perception
@@ -159,12 +159,13 @@ class ShapesVQAAdapter:
         self._vocab_model = None  # the model whose vocab/answers collate uses
 
     def build(self):
-        self._vocab_model = self._m.load_model(self.source)
+        self._vocab_model = self._m.ShapesVQANet.from_pretrained(self.source)
+        self._vocab_model.info = {"finetuned_from": str(self.source)}  # its checkpoints' record
         return self._vocab_model
 
     def _ref(self):
         if self._vocab_model is None:
-            self._vocab_model = self._m.load_model(self.source)
+            self._vocab_model = self._m.ShapesVQANet.from_pretrained(self.source)
         return self._vocab_model
 
     def collate(self, items: list[QA]) -> dict:
@@ -203,12 +204,12 @@ class ShapesVQAAdapter:
         return [Answer(a, c) for a, c in out]
 
     def save(self, model, path: Path) -> None:
-        self._m.save_model(model, path)
+        model.save_pretrained(path)
 
     def load(self, model, path: Path) -> None:
-        from safetensors.torch import load_file
+        from builder.core.artifacts import load_state
 
-        model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+        load_state(path, model)
 
     def engine(self, path: Path):
         from builder.tools.backends.shapes import ShapesVQA
@@ -219,8 +220,7 @@ class ShapesVQAAdapter:
         """About ``n`` items of the task the model was trained on (daylight shapes-world scenes,
         scene-level and crop questions, training phrasings), to mix into fine-tuning batches so
         the original task is not forgotten. Scenes come from seeds the default weights never saw."""
-        data = self._t.build_dataset(max(1, n // 12), 900_000 + seed, self._t.MIX_DOMAIN, "train")
-        return [as_qa(q) for q in data[:n]]
+        return self._t.build_dataset(max(1, n // 12), 900_000 + seed, self._t.MIX_DOMAIN, "train")[:n]
 
 
 def make_adapter(backend: str, model: str | None):

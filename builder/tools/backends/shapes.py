@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from builder.core.artifacts import read_record
 from builder.domains.shapes.detector import CHROMA_THRESHOLD, ObjectDetector, ShapeObject
 from builder.domains.shapes.vocab import (
     NUMBER_NAMES,
@@ -66,9 +67,10 @@ class ShapesDetector(ObjectDetector):
 
 # ---- learned engines --------------------------------------------------------------------------
 class _LearnedWeights:
-    """A learned engine's weights folder: checked when the engine is built (a clear error naming
-    the training command), hashed into ``version`` (cached tool results never outlive a
-    retrain), and the torch model loaded once, on first use, by ``_load(weights, device)``."""
+    """A learned engine's weights folder (an artifact, ``builder.core.artifacts``): checked when
+    the engine is built (a clear error naming the training command, or the conversion command
+    for a folder in an older layout), hashed into ``version`` (cached tool results never outlive
+    a retrain), and the torch model loaded once, on first use, by ``_load(weights, device)``."""
 
     _train_command: str  # named in the error when the weights are missing
     _load: Callable[[Path, str], Any]  # each engine's loader: (weights folder, device) -> torch model
@@ -81,6 +83,7 @@ class _LearnedWeights:
         if not path.is_file():
             raise FileNotFoundError(f"{self.weights}: no model.safetensors (train with "
                                     f"`{self._train_command}`)")
+        read_record(self.weights)  # an older layout fails here, naming the conversion command
         self._model = None
         self._lock = threading.Lock()
         return f"1+{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
@@ -110,9 +113,9 @@ class ShapesVQA(_LearnedWeights):
 
     @staticmethod
     def _load(weights: Path, device: str):
-        from builder.domains.shapes.nets.vqa import load_model
+        from builder.domains.shapes.nets.vqa import ShapesVQANet
 
-        return load_model(weights, device)
+        return ShapesVQANet.from_pretrained(weights).to(device)
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu"):
         from builder.domains.shapes.nets import vqa
@@ -134,10 +137,8 @@ class ShapesVQA(_LearnedWeights):
         return [Answer(t, round(c, 6)) for t, c in preds]
 
     def save(self, out_dir) -> Path:
-        """Write the current weights (e.g. after fine-tuning) to ``out_dir``."""
-        from builder.domains.shapes.nets.vqa import save_model
-
-        return save_model(self.model, out_dir)
+        """Write the current model (e.g. after fine-tuning) to ``out_dir`` as an artifact folder."""
+        return self.model.save_pretrained(out_dir)
 
 
 # ---- captioner --------------------------------------------------------------------------------
@@ -273,9 +274,9 @@ class ShapesEmbedder(_LearnedWeights):
 
     @staticmethod
     def _load(weights: Path, device: str):
-        from builder.domains.shapes.nets.embed import load_model
+        from builder.domains.shapes.nets.embed import DualEncoder
 
-        return load_model(weights, device)
+        return DualEncoder.from_pretrained(weights).to(device)
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
                  detector: ShapesDetector | None = None):

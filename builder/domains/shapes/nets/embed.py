@@ -13,27 +13,30 @@ compositional bias that lets long captions of several clauses work). Unknown wor
 ``<unk>``; word dropout during training makes unseen phrasings (held-out patterns)
 in-distribution.
 
+``DualEncoder`` is an artifact (``builder.core.artifacts``, architecture ``shapes-dual-encoder``):
+``save_pretrained(folder)`` writes ``config.json`` (vocab and sizes; ``info``: how it was trained)
+and ``model.safetensors`` (float16); ``DualEncoder.from_pretrained(folder)`` reads it back.
+
 Training data, the loss and the trainer are in ``builder.domains.shapes.training.embed``; the
 engine over the default weights (``weights/embed``) is ``builder.tools.backends.shapes.ShapesEmbedder``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from builder.core.artifacts import Artifact, load_state, save_state
 from builder.domains.shapes.vocab import COLORS, SHAPES, SIZES
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "embed"
-ARCH = "dual-objects-clauses-v1"
+ARCH = "shapes-dual-encoder"  # the artifact's architecture name (``config.json``)
 PAD, UNK = "<pad>", "<unk>"
 _CLAUSE_SPLIT = re.compile(r"[.;,:!?]|\band\b")
 
@@ -80,8 +83,10 @@ def object_inputs(images: list[np.ndarray], detector) -> torch.Tensor:
     return out
 
 
-class DualEncoder(nn.Module):
-    """Image and clause encoders into ``dim``-d unit vectors; ``config`` is plain JSON.
+class DualEncoder(nn.Module, Artifact):
+    """Image and clause encoders into ``dim``-d unit vectors; ``config`` (plain JSON: the
+    constructor arguments) holds the vocab and sizes, ``info`` how it was trained. An artifact:
+    ``save_pretrained(folder)`` (float16 weights) / ``DualEncoder.from_pretrained(folder)``.
 
     Image side (the ROSA recipe: align a frozen vision model with a small trained one): the
     shapes detector (classical CV on the pixels, frozen) lists the objects; a set encoder embeds
@@ -90,10 +95,12 @@ class DualEncoder(nn.Module):
     convolution over each clause's words (receptive field of 15 words).
     """
 
+    architecture = ARCH
+
     def __init__(self, vocab: list[str], emb: int = 48, hidden: int = 96, dim: int = 128):
         super().__init__()
-        self.config = {"arch": ARCH, "vocab": list(vocab), "emb": emb, "hidden": hidden, "dim": dim,
-                       "max_objects": MAX_OBJECTS, "obj_features": OBJ_FEATURES}
+        self.info: dict = {}  # the training record saved in config.json (``artifact_info``)
+        self.config = {"vocab": list(vocab), "emb": emb, "hidden": hidden, "dim": dim}
         self.word_index = {w: i for i, w in enumerate(vocab)}
         self.obj = nn.Sequential(nn.Linear(OBJ_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.pair = nn.Sequential(nn.Linear(2 * hidden + 2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
@@ -152,28 +159,20 @@ class DualEncoder(nn.Module):
         dev = self.embed.weight.device
         return self.encode_clauses(ids.to(dev), lengths, owner, len(texts))
 
+    # ---- the artifact contract (builder.core.artifacts) ----
+    def artifact_config(self) -> dict:
+        return dict(self.config)
 
-def save_model(model: DualEncoder, out_dir, extra: dict | None = None) -> Path:
-    """``model.safetensors`` (float16) and ``config.json``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    config = {**model.config, **({"training": extra} if extra else {})}
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    return out
+    def artifact_info(self) -> dict:
+        return dict(self.info)
 
+    def _save_files(self, folder: Path) -> None:
+        save_state(folder, self, half=True)  # float16 on disk; loads as float32
 
-def load_model(weights_dir=DEFAULT_WEIGHTS, device: str = "cpu") -> DualEncoder:
-    d = Path(weights_dir)
-    for name in ("config.json", "model.safetensors"):
-        if not (d / name).is_file():
-            raise FileNotFoundError(f"{d}: no {name}; train weights with `visforge engines train-embed --out DIR`")
-    cfg = json.loads((d / "config.json").read_text())
-    if cfg.get("arch") != ARCH:
-        raise ValueError(f"{d}: architecture {cfg.get('arch')!r} is not {ARCH!r}")
-    model = DualEncoder(cfg["vocab"], cfg["emb"], cfg["hidden"], cfg["dim"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(d / "model.safetensors")).items()}
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> DualEncoder:
+        """Build from the recorded config, load the weights; on the CPU in eval mode."""
+        model = cls(**config)
+        load_state(folder, model)
+        model.info = dict(info)
+        return model.eval()

@@ -11,14 +11,16 @@ their own words) selects, counts and relates slots, and an MLP picks the answer.
 from the pixels to the answer is differentiable except which cells are peaks, so fine-tuning
 on question-answer pairs alone (SelTDA, domain adaptation) still adapts perception.
 
-``save_model``/``load_model`` write and read safetensors + ``config.json`` (with the vocab).
+``ShapesVQANet`` is an artifact (``builder.core.artifacts``, architecture ``shapes-vqa-slots-v3``):
+``save_pretrained(folder)`` writes ``config.json`` (the constructor config: vocab, answers,
+sizes; ``info``: how it was trained) and ``model.safetensors``; ``ShapesVQANet.from_pretrained``
+reads it back.
 Data generation, losses and the trainers are in ``builder.domains.shapes.training.vqa``; the
 engine over the default weights (``weights/vqa``) is ``builder.tools.backends.shapes.ShapesVQA``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -26,14 +28,14 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from builder.core.artifacts import Artifact, load_state, save_state
 from builder.domains.shapes.vocab import COLORS, SHAPES, SIZES
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "vqa"
-ARCH = "slots-v3"
+ARCH = "shapes-vqa-slots-v3"  # the artifact's architecture name (``config.json``)
 # Closed answer vocabulary: no OCR answers (text reading belongs to the OCR engine).
 ANSWERS: tuple[str, ...] = COLORS + SHAPES + SIZES + ("yes", "no") + tuple(str(d) for d in range(10))
 PAD, UNK = "<pad>", "<unk>"
@@ -221,9 +223,10 @@ class SlotReader(nn.Module):
                           same / 4, more, colours / 4, shapes / 4], 1)
 
 
-class ShapesVQANet(nn.Module):
+class ShapesVQANet(nn.Module, Artifact):
     """Perception, slots, then question-conditioned reasoning over the slots. ``config`` (plain
-    JSON) holds sizes, vocab and answers.
+    JSON: the constructor arguments) holds sizes, vocab and answers; ``info`` how it was trained.
+    An artifact: ``save_pretrained(folder)`` / ``ShapesVQANet.from_pretrained(folder)``.
 
     * Pixels: 128 px input, dense perception heads at stride 4 (``Perception``), trained with an
       auxiliary loss whose labels come from the world's scene graphs (training labels only).
@@ -234,10 +237,13 @@ class ShapesVQANet(nn.Module):
       reads to the closed answer set.
     """
 
+    architecture = ARCH
+
     def __init__(self, vocab: list[str], answers: tuple[str, ...] = ANSWERS, image_size: int = 128, ch: int = 32,
                  n_blocks: int = 4, emb: int = 64, hidden: int = 128, n_slots: int = 12):
         super().__init__()
-        self.config = {"arch": ARCH, "vocab": list(vocab), "answers": list(answers), "image_size": image_size,
+        self.info: dict = {}  # the training record saved in config.json (``artifact_info``)
+        self.config = {"vocab": list(vocab), "answers": list(answers), "image_size": image_size,
                        "ch": ch, "n_blocks": n_blocks, "emb": emb, "hidden": hidden, "n_slots": n_slots}
         self.word_index = {w: i for i, w in enumerate(vocab)}
         self.embed = nn.Embedding(len(vocab), emb, padding_idx=0)
@@ -296,29 +302,20 @@ class ShapesVQANet(nn.Module):
             self.train(was_training)
         return [(self.answers[i], float(c)) for i, c in zip(idx.tolist(), conf.tolist(), strict=True)]
 
+    # ---- the artifact contract (builder.core.artifacts) ----
+    def artifact_config(self) -> dict:
+        return dict(self.config)
 
-def save_model(model: ShapesVQANet, out_dir, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (architecture, vocab, answers, ``extra``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    config = {**model.config, **({"training": extra} if extra else {})}
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    return out
+    def artifact_info(self) -> dict:
+        return dict(self.info)
 
+    def _save_files(self, folder: Path) -> None:
+        save_state(folder, self)  # float32, as trained
 
-def load_model(weights_dir=DEFAULT_WEIGHTS, device: str = "cpu") -> ShapesVQANet:
-    """Load a model saved by ``save_model``; raises FileNotFoundError/ValueError with the reason."""
-    d = Path(weights_dir)
-    for name in ("config.json", "model.safetensors"):
-        if not (d / name).is_file():
-            raise FileNotFoundError(f"{d}: no {name}; train weights with "
-                                    "`visforge engines train-vqa --out DIR`")
-    cfg = json.loads((d / "config.json").read_text())
-    if cfg.get("arch") != ARCH:
-        raise ValueError(f"{d}: architecture {cfg.get('arch')!r} is not {ARCH!r}")
-    model = ShapesVQANet(cfg["vocab"], tuple(cfg["answers"]), cfg["image_size"], cfg["ch"], cfg["n_blocks"],
-                         cfg["emb"], cfg["hidden"], cfg["n_slots"])
-    model.load_state_dict(load_file(str(d / "model.safetensors")))
-    return model.to(device).eval()
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> ShapesVQANet:
+        """Build from the recorded config, load the weights; on the CPU in eval mode."""
+        model = cls(**{**config, "answers": tuple(config["answers"])})
+        load_state(folder, model)
+        model.info = dict(info)
+        return model.eval()

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from builder.domains.shapes.detector import ObjectDetector
-from builder.domains.shapes.nets.embed import PAD, UNK, DualEncoder, object_inputs, save_model, tokenize
+from builder.domains.shapes.nets.embed import PAD, UNK, DualEncoder, object_inputs, tokenize
 from builder.domains.shapes.training.config import EmbedTrainConfig, config_flags
 from builder.domains.shapes.vocab import COLORS, SHAPES, SIZES
 from builder.domains.shapes.world.captions import (
@@ -188,7 +188,8 @@ def retrieval_check(model: DualEncoder, n: int = 200, seed: int = 10_000, split:
 
 def train_command(out: str | Path, config: EmbedTrainConfig | None = None, **overrides) -> dict:
     """Train the shapes dual encoder and save it to ``out`` (``visforge engines train-embed``);
-    ``overrides`` replace fields of ``config`` (or of the defaults)."""
+    ``overrides`` replace fields of ``config`` (or of the defaults). Returns the training record
+    (the artifact's ``info`` in ``config.json``)."""
     c = dataclasses.replace(config or EmbedTrainConfig(), **overrides)
     torch.set_num_threads(c.threads)
     t0 = time.time()
@@ -205,6 +206,7 @@ def train_command(out: str | Path, config: EmbedTrainConfig | None = None, **ove
     extra = {"command": f"visforge engines train-embed --out {out} {config_flags(c)}", **dataclasses.asdict(c),
              "steps_done": hist["steps_done"], "train_seconds": hist["seconds"],
              "total_seconds": round(time.time() - t0, 1), "final_loss": hist["loss"][-1][1], "heldout_check": check}
-    save_model(model, out, extra)
+    model.info = extra
+    model.save_pretrained(out)
     print(f"saved {out} ({hist['seconds']}s training, {time.time() - t0:.0f}s in all)")
     return extra

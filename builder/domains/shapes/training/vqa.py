@@ -3,12 +3,13 @@
 Everything a later fine-tuning step (SelTDA pseudo-labels, domain adaptation) needs is public:
 
 * ``build_dataset(n_scenes, seed, domain, split)`` renders shapes-world scenes and returns
-  ``QA`` rows (``image``, ``question``, ``answer``, ``qtype``, ``split``). Ground truth is read
-  here only to write labels; the model sees pixels and question text alone.
-* ``train(model, dataset, steps=...)`` trains on any sequence whose items have
-  ``item[0]`` = (H, W, 3) uint8 image, ``item[1]`` = question, ``item[2]`` = answer; plain
-  ``(image, question, answer)`` triples work.
-* ``evaluate``; the network and its save/load are in ``builder.domains.shapes.nets.vqa``.
+  ``builder.core.qa.QA`` items whose ``meta`` holds ``qtype``, ``split`` and ``objects`` (the
+  perception labels). Ground truth is read here only to write labels; the model sees pixels and
+  question text alone.
+* ``train(model, dataset, steps=...)`` trains on anything ``builder.core.qa.as_qa`` accepts
+  (``QA`` items, plain ``(image, question, answer)`` triples, ...).
+* ``evaluate``; the network (an artifact: ``save_pretrained``/``from_pretrained``) is in
+  ``builder.domains.shapes.nets.vqa``.
 
 ``train_command(out, VQATrainConfig(...))`` runs the three stages and saves the weights;
 ``VQATrainConfig``'s defaults are the ones the committed weights were trained with (see
@@ -25,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from builder.core.qa import QA, as_qa
 from builder.domains.shapes.nets.vqa import (
     ANSWERS,
     N_ATTR,
@@ -38,9 +39,7 @@ from builder.domains.shapes.nets.vqa import (
     ShapesVQANet,
     Slots,
     build_vocab,
-    load_model,
     resize_square,
-    save_model,
     square_placement,
     to_tensor,
 )
@@ -71,21 +70,15 @@ QTYPE_WEIGHTS = {"count": 2.0, "same_color": 2.0, "compare": 1.5, "relation": 1.
 SIZE_TEMPLATES = (["What size is the {obj}?", "Is the {obj} small or large?"], ["Tell me the size of the {obj}."])
 
 
-class QA(NamedTuple):
-    """One VQA example. Training reads only the first three fields."""
-
-    image: np.ndarray
-    question: str
-    answer: str
-    qtype: str = ""
-    split: str = "train"
-    objects: tuple = ()  # (x0, y0, x1, y1, colour, shape, size) per object, pixels: auxiliary labels
+def _qa(image: np.ndarray, question: str, answer: str, qtype: str, split: str, objects: tuple) -> QA:
+    """A labelled item: ``meta`` holds the question type, the phrasing split and ``objects``, the
+    perception labels ((x0, y0, x1, y1, colour, shape, size) per object, in pixels)."""
+    return QA(image, question, answer, {"qtype": qtype, "split": split, "objects": objects})
 
 
-def _object_labels(objs, dx: float = 0.0, dy: float = 0.0) -> tuple:
-    return tuple((o.box[0] - dx, o.box[1] - dy, o.box[2] - dx, o.box[3] - dy, list(COLORS).index(o.color),
-                  SHAPES.index(o.shape), SIZES.index(o.size)) for o in objs)
-
+def _object_labels(objs, dx: int = 0, dy: int = 0) -> tuple:
+    return tuple((int(o.box[0] - dx), int(o.box[1] - dy), int(o.box[2] - dx), int(o.box[3] - dy),
+                  list(COLORS).index(o.color), SHAPES.index(o.shape), SIZES.index(o.size)) for o in objs)
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -164,39 +157,41 @@ def build_dataset(n_scenes: int, seed: int, domain="clean", split: str = "train"
             for qtype in SCENE_QTYPES:
                 ex = make_example(scene, rng, "vqa", qtype, heldout_fraction)
                 if ex is not None and ex["expected"] in ANSWERS:
-                    out.append(QA(pixels, ex["query"], ex["expected"], qtype, split, labels))
+                    out.append(_qa(pixels, ex["query"], ex["expected"], qtype, split, labels))
         sq = _size_question(scene, rng, split)
         if sq:
-            out.append(QA(pixels, sq[0], sq[1], "size", split, labels))
+            out.append(_qa(pixels, sq[0], sq[1], "size", split, labels))
         tie = _equal_compare(scene, np.random.default_rng([seed, i, 13]), split) if i % 3 == 0 else None
         if tie:
-            out.append(QA(pixels, tie[0], tie[1], "compare", split, labels))
+            out.append(_qa(pixels, tie[0], tie[1], "compare", split, labels))
         for j in rng.permutation(len(scene.objects))[:crops_per_scene]:
             obj = scene.objects[j]
             x0, y0, x1, y1 = _crop_box(obj.box, scene.width, scene.height, rng)
             crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
             crop_labels = _object_labels([obj], x0, y0)
-            out += [QA(crop, q, a, t, split, crop_labels) for q, a, t in _crop_questions(obj, rng, split)]
+            out += [_qa(crop, q, a, t, split, crop_labels) for q, a, t in _crop_questions(obj, rng, split)]
     return out
 
 
 # ---- training -------------------------------------------------------------------------------
-def _tensorize(model: ShapesVQANet, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor, tuple]:
-    """Resized uint8 images (each distinct array once: QA rows of one scene share it), the row ->
-    image index, questions, answer labels and the images' perception targets (``aux_targets``)."""
+def _tensorize(model: ShapesVQANet, items: list[QA]) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor,
+                                                               tuple]:
+    """Resized uint8 images (each distinct array once: items of one scene share it), the item ->
+    image index, questions, answer labels and the images' perception targets (``aux_targets``
+    from ``meta["objects"]``)."""
     size, slot, pics, idx, objs = model.config["image_size"], {}, [], [], []
-    for ex in dataset:
-        key = id(ex[0])
+    for q in items:
+        key = id(q.image)
         if key not in slot:
             slot[key] = len(pics)
-            pics.append(resize_square(ex[0], size))
-            objs.append((ex[0].shape[:2], ex[5] if isinstance(ex, tuple) and len(ex) > 5 else ()))
+            pics.append(resize_square(q.image, size))
+            objs.append((q.image.shape[:2], tuple(q.meta.get("objects") or ())))
         idx.append(slot[key])
-    unknown = sorted({ex[2] for ex in dataset} - set(model.answers))
+    unknown = sorted({q.answer for q in items} - set(model.answers))
     if unknown:
         raise ValueError(f"answers outside the model's vocabulary: {unknown[:10]}")
-    labels = torch.tensor([model.answers.index(ex[2]) for ex in dataset])
-    return (torch.from_numpy(np.stack(pics)), torch.tensor(idx), [ex[1] for ex in dataset], labels,
+    labels = torch.tensor([model.answers.index(q.answer) for q in items])
+    return (torch.from_numpy(np.stack(pics)), torch.tensor(idx), [q.question for q in items], labels,
             aux_targets(objs, size))
 
 
@@ -254,10 +249,10 @@ def aux_loss(aux: torch.Tensor, has: torch.Tensor, centre: torch.Tensor, attrs: 
     return loss
 
 
-def _sample_weights(dataset, qtype_weights: dict | None) -> torch.Tensor | None:
+def _sample_weights(items: list[QA], qtype_weights: dict | None) -> torch.Tensor | None:
     if not qtype_weights:
         return None
-    qts = [ex[3] if isinstance(ex, tuple) and len(ex) > 3 else "" for ex in dataset]
+    qts = [q.meta.get("qtype", "") for q in items]
     w = torch.tensor([float(qtype_weights.get(q, 1.0)) for q in qts])
     return None if bool((w == w[0]).all()) else w
 
@@ -288,15 +283,15 @@ def pretrain_perception(model: ShapesVQANet, dataset, steps: int = 1500, batch_s
                         weight_decay: float = 1e-4, warmup: int = 100, seed: int = 0, log_every: int = 100,
                         log=print) -> dict:
     """Train the perception heads alone on the distinct labelled images of ``dataset`` (items
-    with object labels in ``item[5]``): objectness heatmap, attributes and centre offsets."""
+    with object labels in ``meta["objects"]``): objectness heatmap, attributes and centre offsets."""
     from builder.core.seeding import torch_generator
     from builder.core.training import TrainConfig, train_loop
 
     gen = torch_generator(seed, "perception batches")
-    images, _, _, _, (has, centre, attrs) = _tensorize(model, dataset)
+    images, _, _, _, (has, centre, attrs) = _tensorize(model, [as_qa(x) for x in dataset])
     keep = has.nonzero().flatten()
     if not len(keep):
-        raise ValueError("no item carries object labels (item[5]); nothing to train perception on")
+        raise ValueError("no item carries object labels (meta['objects']); nothing to train perception on")
 
     def batches(_epoch, _rng):
         while True:
@@ -326,31 +321,33 @@ def train(model: ShapesVQANet, dataset, steps: int = 3000, batch_size: int = 64,
           weight_decay: float = 1e-4, warmup: int = 100, word_dropout: float = 0.1, seed: int = 0,
           log_every: int = 100, eval_set=None, log=print, qtype_weights: dict | None = None,
           aux_weight: float = 0.5, freeze_perception: bool = False) -> dict:
-    """Train ``model`` in place on (image, question, answer) items; returns a small history.
+    """Train ``model`` in place on ``dataset`` (``QA`` items or anything ``as_qa`` accepts, e.g.
+    (image, question, answer) triples); returns a small history.
 
     Cosine learning-rate decay after a linear warmup. ``word_dropout`` replaces question words by
     <unk> at random, so unseen words in new phrasings (which map to <unk>) are not out of
     distribution. ``qtype_weights`` (e.g. ``QTYPE_WEIGHTS``) samples items by their question type
-    (``item[3]``). ``aux_weight``: weight of the auxiliary perception loss on items that carry
-    object labels (``item[5]``, training labels from the world; the model never sees them as
+    (``meta["qtype"]``). ``aux_weight``: weight of the auxiliary perception loss on items that carry
+    object labels (``meta["objects"]``, training labels from the world; the model never sees them as
     input). ``freeze_perception`` trains the question reasoning alone on slots computed once per
     image (fast: after ``pretrain_perception``). Call again with a lower ``lr`` to fine-tune.
     """
     from builder.core.seeding import torch_generator
     from builder.core.training import TrainConfig, train_loop
 
-    if not len(dataset):
+    items = [as_qa(x) for x in dataset]
+    if not items:
         raise ValueError("empty training set")
     gen = torch_generator(seed, "batches")
-    images, index, questions, labels, (has, centre, attrs) = _tensorize(model, dataset)
+    images, index, questions, labels, (has, centre, attrs) = _tensorize(model, items)
     tokens_all, lengths_all = model.encode_questions(questions)
     frozen = _frozen_slots(model, images) if freeze_perception else None
-    weights = _sample_weights(dataset, qtype_weights)
+    weights = _sample_weights(items, qtype_weights)
 
     def batches(_epoch, _rng):
         while True:
             if weights is None:
-                b = torch.randint(len(dataset), (batch_size,), generator=gen)
+                b = torch.randint(len(items), (batch_size,), generator=gen)
             else:
                 b = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
             tokens, lengths = tokens_all[b], lengths_all[b]
@@ -385,14 +382,15 @@ def train(model: ShapesVQANet, dataset, steps: int = 3000, batch_size: int = 64,
 
 
 def evaluate(model: ShapesVQANet, dataset, batch_size: int = 256) -> dict:
-    """Accuracy overall and per ``qtype`` (items without a qtype count under "all")."""
+    """Accuracy overall and per ``meta["qtype"]`` (items without a qtype count under "all");
+    ``dataset`` holds anything ``as_qa`` accepts."""
+    items = [as_qa(x) for x in dataset]
     correct: dict[str, list[int]] = {}
-    for s in range(0, len(dataset), batch_size):
-        chunk = dataset[s: s + batch_size]
-        preds = model.predict([ex[0] for ex in chunk], [ex[1] for ex in chunk])
-        for ex, (ans, _) in zip(chunk, preds, strict=True):
-            qtype = ex[3] if len(ex) > 3 and ex[3] else "all"
-            correct.setdefault(qtype, []).append(int(ans == ex[2]))
+    for s in range(0, len(items), batch_size):
+        chunk = items[s: s + batch_size]
+        preds = model.predict([q.image for q in chunk], [q.question for q in chunk])
+        for q, (ans, _) in zip(chunk, preds, strict=True):
+            correct.setdefault(q.meta.get("qtype") or "all", []).append(int(ans == q.answer))
     everything = [c for v in correct.values() for c in v]
     out = {"overall": round(float(np.mean(everything)), 4) if everything else 0.0, "n": len(everything)}
     for name, keep in (("scene_level", lambda t: t in SCENE_QTYPES), ("crop", lambda t: t.startswith("crop_"))):
@@ -408,8 +406,8 @@ def train_command(out: str | Path, config: VQATrainConfig | None = None, **overr
     """Train (or fine-tune from ``config.init``) the shapes VQA model and save it to ``out``.
 
     ``visforge engines train-vqa`` calls this; ``overrides`` replace fields of ``config`` (or of
-    the defaults). Returns the training record saved in config.json (with the final evaluation
-    per question type).
+    the defaults). Returns the training record saved as the artifact's ``info`` in config.json
+    (with the final evaluation per question type).
     """
     c = dataclasses.replace(config or VQATrainConfig(), **overrides)
     torch.set_num_threads(c.threads)
@@ -419,7 +417,7 @@ def train_command(out: str | Path, config: VQATrainConfig | None = None, **overr
     evalset = build_dataset(c.eval_scenes, c.seed + 10_000, c.domain, "train") if c.eval_scenes else None
     print(f"{len(data)} training QA from {c.n_scenes} scenes in {time.time() - t0:.0f}s")
     torch.manual_seed(c.seed)  # the initial weights too, so a run is repeatable bit for bit
-    model = load_model(c.init) if c.init else ShapesVQANet(build_vocab(ex[1] for ex in data))
+    model = ShapesVQANet.from_pretrained(c.init) if c.init else ShapesVQANet(build_vocab(q.question for q in data))
     print(f"{sum(p.numel() for p in model.parameters())} parameters")
     weights = QTYPE_WEIGHTS if c.weighted else None
     seconds = {}
@@ -439,6 +437,7 @@ def train_command(out: str | Path, config: VQATrainConfig | None = None, **overr
              "n_qa": len(data), "qtype_weights": weights, "train_seconds": seconds,
              "total_seconds": round(time.time() - t0, 1),
              "final_eval": final["overall"] if final else None, "final_eval_detail": final}
-    save_model(model, out, extra)
+    model.info = extra
+    model.save_pretrained(out)
     print(f"saved {out} ({round(time.time() - t0)}s)")
     return extra
