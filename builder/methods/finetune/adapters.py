@@ -59,11 +59,13 @@ class BlipVQAAdapter:
         self.processor = AutoProcessor.from_pretrained(self.source)
 
     def build(self):
+        """The BLIP VQA model loaded from the adapter's source."""
         from transformers import BlipForQuestionAnswering
 
         return BlipForQuestionAnswering.from_pretrained(self.source)
 
     def collate(self, items: list[QA]) -> dict:
+        """Processor tensors for the images and questions, answer tokens as teacher-forced labels."""
         from PIL import Image
 
         batch = self.processor(images=[Image.fromarray(q.image) for q in items], text=[q.question for q in items],
@@ -79,9 +81,11 @@ class BlipVQAAdapter:
                 "decoder_attention_mask": ans.attention_mask, "labels": labels}
 
     def loss(self, model, batch: dict):
+        """The answer decoder's teacher-forced cross-entropy."""
         return model(**batch).loss
 
     def predict(self, model, items: list[QA]) -> list[Answer]:
+        """Generated answers (greedy) for the items."""
         import torch
         from PIL import Image
 
@@ -108,10 +112,12 @@ class BlipVQAAdapter:
         return answers
 
     def save(self, model, path: Path) -> None:
+        """A ``save_pretrained`` folder of model and processor (what ``HFVQA(model=path)`` loads)."""
         model.save_pretrained(path)  # safetensors
         self.processor.save_pretrained(path)
 
     def load(self, model, path: Path) -> None:
+        """Load a checkpoint's safetensors into ``model``; a checkpoint that does not fit is an error."""
         from safetensors.torch import load_file
 
         state = load_file(str(Path(path) / "model.safetensors"))
@@ -123,6 +129,7 @@ class BlipVQAAdapter:
                              f"unexpected {unexpected[:3]})")
 
     def engine(self, path: Path):
+        """The ``HFVQA`` backend serving the checkpoint folder."""
         from builder.tools.backends.hf import HFVQA
 
         return HFVQA(model=str(path), max_new_tokens=self.max_answer_tokens)
@@ -159,6 +166,7 @@ class ShapesVQAAdapter:
         self._vocab_model = None  # the model whose vocab/answers collate uses
 
     def build(self):
+        """The shapes VQA network loaded from the adapter's source weights."""
         self._vocab_model = self._m.ShapesVQANet.from_pretrained(self.source)
         self._vocab_model.info = {"finetuned_from": str(self.source)}  # its checkpoints' record
         return self._vocab_model
@@ -169,6 +177,7 @@ class ShapesVQAAdapter:
         return self._vocab_model
 
     def collate(self, items: list[QA]) -> dict:
+        """Images, question tokens and answer labels, plus perception targets for items with object labels."""
         import torch
 
         ref = self._ref()
@@ -185,6 +194,7 @@ class ShapesVQAAdapter:
                 "aux_centre": centre, "aux_attrs": attrs}
 
     def loss(self, model, batch: dict):
+        """Answer cross-entropy plus, where object labels exist, the weighted perception loss."""
         import torch
         from torch.nn import functional as F
 
@@ -200,18 +210,22 @@ class ShapesVQAAdapter:
         return loss
 
     def predict(self, model, items: list[QA]) -> list[Answer]:
+        """The network's answers and confidences for the items."""
         out = model.predict([q.image for q in items], [q.question for q in items])
         return [Answer(a, c) for a, c in out]
 
     def save(self, model, path: Path) -> None:
+        """The network as an artifact folder (what the shapes VQA backend loads)."""
         model.save_pretrained(path)
 
     def load(self, model, path: Path) -> None:
+        """Load a checkpoint folder's weights into ``model``."""
         from builder.core.artifacts import load_state
 
         load_state(path, model)
 
     def engine(self, path: Path):
+        """The shapes VQA backend serving the checkpoint folder."""
         from builder.tools.backends.shapes import ShapesVQA
 
         return ShapesVQA(weights=str(path))

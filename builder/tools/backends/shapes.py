@@ -289,9 +289,11 @@ class ShapesEmbedder(_LearnedWeights):
 
     @property
     def dim(self) -> int:
+        """The embedding width."""
         return self.model.dim
 
     def embed_images(self, images: list) -> np.ndarray:
+        """Unit image embeddings, from the objects the detector finds in each image."""
         import torch
 
         from builder.domains.shapes.nets.embed import object_inputs
@@ -305,6 +307,7 @@ class ShapesEmbedder(_LearnedWeights):
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Unit text embeddings for captions or queries."""
         import torch
 
         if isinstance(texts, str):

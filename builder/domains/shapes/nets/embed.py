@@ -42,6 +42,7 @@ _CLAUSE_SPLIT = re.compile(r"[.;,:!?]|\band\b")
 
 
 def tokenize(text: str) -> list[str]:
+    """Lower-case words and numbers of a caption or query (the embedder's text tokens)."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
@@ -114,6 +115,7 @@ class DualEncoder(nn.Module, Artifact):
 
     @property
     def dim(self) -> int:
+        """The width of the shared image/text embedding space."""
         return self.config["dim"]
 
     def encode_images(self, objects: torch.Tensor) -> torch.Tensor:
@@ -143,6 +145,7 @@ class DualEncoder(nn.Module, Artifact):
         return ids, lengths, torch.tensor(owner)
 
     def encode_clauses(self, ids: torch.Tensor, lengths: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+        """One unit vector per text: its clauses encoded by the convolutional text tower and summed by ``owner``."""
         valid = (ids > 0).unsqueeze(1)  # (n, 1, T)
         x = self.embed(ids).transpose(1, 2)
         for k, conv in enumerate(self.convs):
@@ -155,15 +158,18 @@ class DualEncoder(nn.Module, Artifact):
         return F.normalize(total, dim=-1)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unit text embeddings for ``texts`` (each split into clauses first)."""
         ids, lengths, owner = self.clause_ids(texts)
         dev = self.embed.weight.device
         return self.encode_clauses(ids.to(dev), lengths, owner, len(texts))
 
     # ---- the artifact contract (builder.core.artifacts) ----
     def artifact_config(self) -> dict:
+        """The constructor settings recorded in the artifact's ``config.json``."""
         return dict(self.config)
 
     def artifact_info(self) -> dict:
+        """How the weights were trained (the artifact's ``info``)."""
         return dict(self.info)
 
     def _save_files(self, folder: Path) -> None:

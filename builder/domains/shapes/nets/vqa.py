@@ -128,6 +128,7 @@ class Perception(nn.Module):
             self.head[-1].bias[0] = -2.19
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-cell perception maps at stride 4: objectness, attribute logits and the centre offset."""
         x = self.stem(_coords(images))
         for block in self.blocks:
             x = x + block(x)
@@ -255,6 +256,7 @@ class ShapesVQANet(nn.Module, Artifact):
 
     @property
     def answers(self) -> list[str]:
+        """The answer vocabulary, in the order of the answer logits."""
         return self.config["answers"]
 
     def encode_questions(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,6 +270,7 @@ class ShapesVQANet(nn.Module, Artifact):
         return out, lengths
 
     def slots(self, aux: torch.Tensor) -> Slots:
+        """The strongest objectness peaks of ``aux`` as object slots (the configured number of them)."""
         return extract_slots(aux, self.config["n_slots"])
 
     def reason(self, slots: Slots, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -282,6 +285,7 @@ class ShapesVQANet(nn.Module, Artifact):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                 with_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Answer logits for images and questions (and the perception maps too, with ``with_aux``)."""
         aux = self.perception(images)
         logits = self.reason(self.slots(aux), tokens, lengths)
         return (logits, aux) if with_aux else logits
@@ -304,9 +308,11 @@ class ShapesVQANet(nn.Module, Artifact):
 
     # ---- the artifact contract (builder.core.artifacts) ----
     def artifact_config(self) -> dict:
+        """The constructor settings recorded in the artifact's ``config.json``."""
         return dict(self.config)
 
     def artifact_info(self) -> dict:
+        """How the weights were trained (the artifact's ``info``)."""
         return dict(self.info)
 
     def _save_files(self, folder: Path) -> None:
