@@ -13,8 +13,9 @@ from builder.core.errors import UserError
 from builder.core.taskcard import OutputKind, TaskCard
 from builder.core.workspace import ProgramVersion, Workspace
 from builder.executor import ValidationError, validate
-from builder.planner import load_planner, propose_for_task
-from builder.planner.plan import card_has_video, is_planner_folder
+from builder.planner import load_planner
+from builder.planner.plan import card_has_video, is_planner_folder, plan_for_task
+from builder.tools.profile import detector_is_open
 
 __all__ = ["TEMPLATES", "WORKSPACE_PLANNER", "InvalidProgram", "accept_program", "add_program", "diff_text", "planner_available",
            "planner_for", "propose_programs", "template_for", "workspace_planner"]
@@ -62,31 +63,39 @@ def template_for(card: TaskCard) -> str:
 
 
 
-def planner_for(ws: Workspace, card: TaskCard | None = None):
+def planner_for(ws: Workspace, card: TaskCard | None = None, profile: str | dict = "shapes"):
     """The planner that proposes programs for the workspace's task: the video planner for a card
-    whose examples are videos, else the workspace's planner (``workspace_planner``)."""
+    whose examples are videos, else the composing planner, with the workspace's planner
+    (``workspace_planner``: the one Improve adapted) reading the 20 question kinds it knows, and
+    nouns outside the domain refused unless the ``profile``'s detector has an open vocabulary."""
     card = card if card is not None else ws.load_task()
     if card_has_video(card):
         from builder.planner.video import VideoPlanner
 
         return VideoPlanner()
-    return workspace_planner(ws)
+    from builder.planner.compose.planner import ComposingPlanner
+
+    return ComposingPlanner(kinds=workspace_planner(ws), closed_vocabulary=not detector_is_open(profile))
 
 
-def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tuple[list[ProgramVersion], str]:
+def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0,
+                     profile: str | dict = "shapes") -> tuple[list[ProgramVersion], str]:
     """Ask the planner for candidates and save each new one as a version; returns (versions, note).
 
     Candidates come best first (the planner's most likely reading of the query first); one
     planner call per click, the planner itself is loaded once per process.
 
     Image cards plan with the workspace's planner (its adapted one after Improve), video cards
-    with the video planner (``planner_for``). Without a usable planner the card's template is
-    saved instead (origin "template"), and the note says why, so the engineer edits it by hand.
+    with the video planner (``planner_for``; ``profile`` decides which nouns it may use). Without a
+    usable planner, or when the planner cannot express the request, the card's template is saved
+    instead (origin "template") and the note begins with the reason ("cannot express 'stock price'
+    with the shapes engines"), so the engineer sees why and edits it by hand.
     """
     card = ws.load_task()
     reason = planner_available()
     if reason is None:
-        sources = propose_for_task(card, planner=planner_for(ws, card), k=k, temperature=temperature)
+        proposal = plan_for_task(card, planner=planner_for(ws, card, profile), k=k, temperature=temperature)
+        sources = proposal.programs
         existing = {p.source for p in ws.programs()}
         versions = [add_program(ws, s, origin="planner", note=f"planner candidate (k={k}, T={temperature})")
                     for s in sources if s not in existing]
@@ -95,7 +104,7 @@ def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0) -> tup
             note = f"planner proposed {len(sources)} distinct program(s)" + (
                 f"; {again} already saved" if again else "")
             return versions, note
-        reason = "the planner returned no valid program"
+        reason = proposal.refusal or "the planner returned no valid program"
     pv = add_program(ws, template_for(card), origin="template", note="starting template; edit it")
     return [pv], f"{reason}; saved the {card.output} template to edit"
 

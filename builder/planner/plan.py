@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from builder.core.taskcard import OutputKind, TaskCard
-from builder.planner.prompt import PlanRequest, check_program
+from builder.planner.prompt import PlanRequest, Proposal, check_program
 
 # The planner's task families by task-card output kind.
 FAMILY_OF_OUTPUT = {
@@ -62,26 +62,41 @@ def is_planner_folder(path) -> bool:
         return False
 
 
-def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0,
-                     top_p: float = 1.0) -> list[str]:
-    """Up to ``k`` distinct, valid candidate programs for ``card`` (the default planner if none given).
-
-    Candidates that do not parse, lack the card's signature or that the sandbox would refuse are
-    dropped; the planner sees only the query and the task's shape, never an expected output. The
-    default planner is loaded once per process and shared.
-    """
-    request = request_for_card(card)
-    if planner is None and card_has_video(card):
+def default_planner(card: TaskCard, closed_vocabulary: bool = True):
+    """The planner for a card when none is given: the video planner for videos, else the composing
+    planner (``closed_vocabulary``: the engine profile's detector sees only its own nouns)."""
+    if card_has_video(card):
         from builder.planner.video import VideoPlanner
 
-        planner = VideoPlanner()
-    if planner is None:
-        from builder.planner.semantic import load_semantic_planner
+        return VideoPlanner()
+    from builder.planner.compose.planner import ComposingPlanner
 
-        planner = load_semantic_planner()
-    raw = planner.propose([request], k=k, temperature=temperature, top_p=top_p)[0]
+    return ComposingPlanner(closed_vocabulary=closed_vocabulary)
+
+
+def plan_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0, top_p: float = 1.0,
+                  closed_vocabulary: bool = True) -> Proposal:
+    """Up to ``k`` distinct, valid candidate programs for ``card``, or none and the planner's reason.
+
+    Candidates that do not parse, lack the card's signature or that the sandbox would refuse are
+    dropped; the planner sees only the query and the task's shape, never an expected output. A
+    planner with a ``plan`` method (the composing planner) may refuse a request it cannot express;
+    any other planner's empty answer has no reason. Default planners are loaded once per process.
+    """
+    request = request_for_card(card)
+    planner = planner if planner is not None else default_planner(card, closed_vocabulary)
+    if hasattr(planner, "plan"):
+        proposal = planner.plan(request, k=k, temperature=temperature, top_p=top_p)
+    else:
+        proposal = Proposal(planner.propose([request], k=k, temperature=temperature, top_p=top_p)[0])
     out: list[str] = []
-    for src in raw:
+    for src in proposal.programs:
         if src and check_program(src, request=request) is None and src not in out:
             out.append(src)
-    return out
+    return Proposal(out, proposal.refusal)
+
+
+def propose_for_task(card: TaskCard, planner=None, k: int = 4, temperature: float = 1.0,
+                     top_p: float = 1.0) -> list[str]:
+    """Up to ``k`` distinct, valid candidate programs for ``card`` (``plan_for_task`` without the reason)."""
+    return plan_for_task(card, planner, k, temperature, top_p).programs

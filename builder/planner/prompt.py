@@ -41,6 +41,14 @@ FAMILY_HINT = {
 
 
 @dataclass
+class Proposal:
+    """Candidate programs for one request (best first), or none and the reason it was refused."""
+
+    programs: list[str] = field(default_factory=list)
+    refusal: str | None = None
+
+
+@dataclass
 class PlanRequest:
     """What a planner is asked to write a program for. It never carries ground truth."""
 

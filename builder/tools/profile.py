@@ -87,6 +87,20 @@ def load_profile(profile: str | Path | dict[str, Any]) -> dict[str, dict[str, An
     return out
 
 
+def detector_is_open(profile: str | Path | dict[str, Any] = "shapes") -> bool:
+    """Whether the profile's detector finds any noun it is asked for (OWLv2) rather than only its own
+    closed list (the shapes detector). A backend says so with an ``open_vocabulary`` class attribute;
+    one that does not is taken as closed, so a planner never promises nouns it cannot see."""
+    spec = load_profile(profile).get("detector")
+    if not spec:
+        return False
+    target = BACKENDS.get(("detector", spec.get("backend", "")))
+    if target is None:
+        return False
+    module, name = target.split(":")
+    return bool(getattr(getattr(importlib.import_module(module), name), "open_vocabulary", False))
+
+
 def build_engines(profile: str | Path | dict[str, Any]) -> Engines:
     """Build the engines a profile names (each loads its model lazily on first use)."""
     engines = Engines()

@@ -10,22 +10,12 @@ for compositions the composed programs go first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from builder.planner.prompt import PlanRequest, as_request, check_program
+from builder.planner.prompt import PlanRequest, Proposal, as_request, check_program
 from builder.planner.tree import TreeError
 from builder.planner.tree_compile import compile_tree
 from builder.planner.tree_sample import is_question_kind
 
 OUTPUT_KINDS = ("text", "bool", "count", "boxes", "choice")
-
-
-@dataclass
-class Proposal:
-    """Candidate programs for one request (best first), or none and the reason it was refused."""
-
-    programs: list[str] = field(default_factory=list)
-    refusal: str | None = None
 
 
 class ComposingPlanner:

@@ -216,12 +216,16 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 class HFDetector(_HFBackend):
     """Open-vocabulary detection with OWL-ViT or OWLv2 (``AutoModelForZeroShotObjectDetection``).
 
+    ``open_vocabulary``: it finds whatever noun it is asked for, so planners may pass any noun.
+
     ``query`` ("red circle") becomes the text query ``template.format(query)`` ("a photo of a
     red circle"), the prompt OWL was trained and evaluated with. Detections scoring above
     ``threshold`` are kept, overlapping ones (IoU > ``nms_iou``; ``None`` turns this off) are
     merged into the best-scoring box, boxes are clipped to the image and rounded outwards to
     integer (x0, y0, x1, y1) with x1/y1 exclusive. Results are sorted by score, best first.
     """
+
+    open_vocabulary = True
 
     kind = "detector"
 
