@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import panel as pn
 import param
 import tornado.web
+from bokeh.server.views.auth_request_handler import AuthRequestHandler
 from tornado.httputil import parse_body_arguments
 from tornado.ioloop import IOLoop
 
@@ -76,10 +77,11 @@ def _remove_stale(folder: Path) -> None:
 
 
 @tornado.web.stream_request_body
-class UploadHandler(tornado.web.RequestHandler):
+class UploadHandler(AuthRequestHandler):
     """``POST /upload`` (multipart/form-data, one or several files): stages images and answers
     ``{"files": [{"name", "token", "bytes"}]}``; errors are JSON ``{"error": ...}`` naming the file:
-    413 over the size limit (``file`` and ``limit`` given too), 400 not an image, 403 another site."""
+    413 over the size limit (``file`` and ``limit`` given too), 400 not an image, 403 another site,
+    401 when the server asks users to sign in (its auth provider, as for the page) and none did."""
 
     def initialize(self, workspace_dir: str | Path, max_bytes: int = MAX_UPLOAD_BYTES,
                    max_request_bytes: int = MAX_REQUEST_BYTES, origins: tuple[str, ...] = ()) -> None:
@@ -92,9 +94,12 @@ class UploadHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Cross-site posts are refused by their Origin in ``prepare`` instead (the page sends no XSRF token)."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        await super().prepare()  # the server's auth provider, as for the page
         if self.request.method != "POST":
             return
+        if not self.current_user:
+            return self._answer(401, {"error": "sign in to the app first"})
         origin = self.request.headers.get("Origin")
         if origin and urlsplit(origin).netloc not in self.origins:
             return self._answer(403, {"error": f"uploads from {origin} are not accepted"})
