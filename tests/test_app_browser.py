@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -331,17 +332,20 @@ def test_browser_never_loses_work(browser_ready, app_server, tmp_path):
             page.get_by_role("button", name="Create task").click()
             page.get_by_text("already has the task").wait_for(timeout=30_000)
             assert (ws_dir / "task.yaml").read_text() == before
-            # a fake image: a clear error naming the file, nothing saved, no stale success banner
+            # a fake image: a clear error naming the file as soon as it is chosen (the upload route
+            # decodes it), nothing saved, no stale success banner; Add then has nothing to add
             page.locator("input[type=file]").set_input_files(str(fake))
+            page.get_by_text("fake.png: not a recognised image format").first.wait_for(timeout=30_000)
             page.get_by_label("Expected output", exact=True).fill("2")
             page.get_by_role("button", name="Add uploaded examples").click()
-            page.get_by_text("fake.png: not a recognised image format").wait_for(timeout=30_000)
+            page.get_by_text("choose image files first").wait_for(timeout=30_000)
             assert page.locator(".alert-success").count() == 0
             assert (ws_dir / "task.yaml").read_text() == before
             assert not list((ws_dir / "images").glob("*")) or all(
                 f.read_bytes() != fake.read_bytes() for f in (ws_dir / "images").iterdir())
             # a real image, double-clicked: added once
             page.locator("input[type=file]").set_input_files(str(good))
+            page.get_by_text("Uploaded good.png").wait_for(timeout=30_000)
             page.get_by_role("button", name="Add uploaded examples").dblclick()
             page.get_by_text("9 examples").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1500)
@@ -367,6 +371,121 @@ def test_browser_never_loses_work(browser_ready, app_server, tmp_path):
             browser.close()
     ws = Workspace.open(ws_dir)
     assert "blue" in ws.load_task().name and any(h["examples"] == 8 for h in task_history(ws))
+
+
+def _noise_png(path: Path, side: int) -> Path:
+    """A PNG of random pixels (PNG cannot compress them: about 3 bytes a pixel)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(side)
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path, compress_level=1)
+    return path
+
+
+def test_upload_route(tmp_path):
+    """POST /upload beside a threaded app server: an image is staged under the workspace (name
+    sanitised, content-hash token); a text file is a 400 naming it; a file over the limit is a
+    413 naming it and the limit; an over-large request a 413; another site's page a 403."""
+    import httpx
+
+    from builder.interfaces.app import VisForgeApp, serve_app
+    from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, staged_file
+
+    port, ws = free_port(), tmp_path / "ws"
+    server = serve_app(port, ws, threaded=True)
+    try:
+        url = f"http://127.0.0.1:{port}/upload"
+        deadline = time.time() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "the server did not start"
+                time.sleep(0.2)
+        good = _png(2)
+        r = httpx.post(url, files=[("files", ("../../a b?.png", good, "image/png")),
+                                   ("files", ("two.png", _png(3), "image/png"))], timeout=30)
+        assert r.status_code == 200, r.text
+        staged = r.json()["files"]
+        assert [s["name"] for s in staged] == ["a b_.png", "two.png"] and staged[0]["bytes"] == len(good)
+        assert staged_file(ws, staged[0]["token"]).read_bytes() == good
+        assert sorted(p.name for p in ws.iterdir()) == [".uploads"]  # nothing else is written
+        r = httpx.post(url, files={"files": ("notes.txt", b"hello", "text/plain")}, timeout=30)
+        assert r.status_code == 400 and "notes.txt" in r.json()["error"], r.text
+        r = httpx.post(url, files={"files": ("fake.png", b"hello", "image/png")}, timeout=30)
+        assert r.status_code == 400 and "fake.png: not a recognised image format" in r.json()["error"], r.text
+        r = httpx.post(url, files={"files": ("big.png", b"x" * (MAX_UPLOAD_BYTES + 1), "image/png")}, timeout=60)
+        body = r.json()
+        assert r.status_code == 413 and body["file"] == "big.png" and body["limit"] == MAX_UPLOAD_BYTES, r.text
+        assert "big.png" in body["error"] and str(MAX_UPLOAD_BYTES) in body["error"]
+        r = httpx.post(url, content=b"y" * (110 * 1024 * 1024), timeout=60,
+                       headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 413 and "limit" in r.json()["error"], r.text  # answered, not cut off
+        r = httpx.post(url, files={"files": ("a.png", good, "image/png")}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403, r.text
+        assert len(list((ws / ".uploads").iterdir())) == 2  # only the two good images were staged
+        for token in ["../task.yaml", "/etc/passwd", staged[0]["token"] + "/x"]:
+            with pytest.raises(ValueError):
+                staged_file(ws, token)
+    finally:
+        server.stop()
+    # the Task card adds what the picker staged (the staging folder does not block a new workspace);
+    # a reference the browser made up is an error in the card, never a path read
+    app = VisForgeApp(ws)
+    try:
+        task = app.task
+        task.upload.staged = [{"name": "x.png", "token": "../../etc/passwd"}]
+        task.upload_button.clicks += 1
+        assert "not a reference to an uploaded file" in app.state.message.object and not app.state.has_workspace()
+        task.upload.staged, task.expected.value = staged, "yes"
+        task.upload_button.clicks += 1
+        assert [ex.expected for ex in app.workspace.load_task().examples] == [True, True], app.state.message.object
+        assert task.upload.staged == [] and "Added 2 example(s)" in app.state.message.object
+    finally:
+        app.close()
+
+
+def test_browser_uploads_up_to_the_limit(browser_ready, app_server, tmp_path):
+    """A 19 MB image goes over HTTP (not the websocket) and becomes the first example of a new
+    task; a 21 MB one gets the limit message naming it, and the session keeps working."""
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+    from builder.interfaces.app.upload import MAX_UPLOAD_BYTES
+
+    url, ws_dir = app_server
+    ok = _noise_png(tmp_path / "photo19.png", 2600)
+    big = _noise_png(tmp_path / "photo21.png", 2700)
+    assert 19_000_000 < ok.stat().st_size < MAX_UPLOAD_BYTES < big.stat().st_size, (ok.stat(), big.stat())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Query for uploaded images").fill("How many red objects?")
+            page.get_by_label("Expected output", exact=True).fill("3")
+            page.get_by_label("Expected output", exact=True).press("Tab")
+            page.locator("input[type=file]").set_input_files(str(ok))
+            page.get_by_text("Uploaded photo19.png").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Add uploaded examples").click()
+            page.get_by_text("1 examples").first.wait_for(timeout=60_000)
+            card = Workspace.open(ws_dir).load_task()
+            assert len(card.examples) == 1 and card.examples[0].expected == 3
+            assert Workspace.open(ws_dir).resolve_image(card.examples[0].images[0]).read_bytes() == ok.read_bytes()
+            # over the limit: refused in the browser, naming the file; the websocket stays open
+            page.locator("input[type=file]").set_input_files(str(big))
+            limit = re.compile(rf"photo21\.png: \d+ bytes .* over the {MAX_UPLOAD_BYTES}-byte upload limit")
+            page.locator(".vf-upload-note").get_by_text(limit).wait_for(timeout=30_000)
+            page.locator(".alert-danger").get_by_text(limit).wait_for(timeout=30_000)  # came back over the websocket
+            page.get_by_role("button", name="Create task").click()
+            page.get_by_text("already has the task").wait_for(timeout=30_000)  # a button still works
+            page.get_by_role("button", name="Add uploaded examples").click()
+            page.get_by_text("choose image files first").wait_for(timeout=30_000)  # nothing of photo21 is kept
+        finally:
+            browser.close()
+    assert len(Workspace.open(ws_dir).load_task().examples) == 1
 
 
 def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_path):

@@ -42,6 +42,7 @@ from builder.core.video import is_video_path, probe_video
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
 SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index", "jobs")
+UPLOADS_DIR = ".uploads"  # the app's staged uploads (before a task may exist: ``init`` allows it)
 HISTORY_DIR = "history"  # <ws>/history/task-0001.yaml ...: every task card the workspace ever had
 
 
@@ -118,7 +119,7 @@ class Workspace:
             if exist_ok:
                 return cls.open(root)
             raise WorkspaceError(f"{root}: already a workspace")
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and any(p.name != UPLOADS_DIR for p in root.iterdir()):
             raise WorkspaceError(f"{root}: folder is not empty; choose a new folder for the workspace")
         root.mkdir(parents=True, exist_ok=True)
         for sub in SUBDIRS:

@@ -19,6 +19,7 @@ from builder.interfaces.app.run import RunPanel
 from builder.interfaces.app.search import SearchPanel
 from builder.interfaces.app.state import AppState, release_runtime
 from builder.interfaces.app.task import TaskPanel
+from builder.interfaces.app.upload import upload_route
 
 CSS = """
 .vf-code textarea {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px;}
@@ -102,15 +103,20 @@ def serve_app(port: int = 5006, workspace_dir: str | Path = "visforge-ws", show:
               address: str = "127.0.0.1", threaded: bool = False, **kwargs: Any):
     """Serve the app on ``address:port`` (blocking unless ``threaded``); returns Panel's server.
 
+    Beside the page, ``POST /upload`` takes the Task card's image files over HTTP (see ``upload``).
+
     When a blocking server stops (Ctrl-C, SIGTERM) its running jobs are cancelled (child
     processes killed, nothing half-done saved) before the process ends; a threaded server's
     jobs are cancelled when the process exits.
     """
     # Sync callbacks run on a thread pool: a long run in one session does not freeze the others.
     pn.config.nthreads = max(2, pn.config.nthreads or 0)
+    origins = [f"{address}:{port}", f"localhost:{port}"]
+    # Files come over HTTP (/upload), not the websocket, whose message cap would close the session.
+    routes = [upload_route(workspace_dir, origins), *kwargs.pop("extra_patterns", [])]
     serve = functools.partial(
         pn.serve, {"/": lambda: create_app(workspace_dir)}, port=port, address=address, show=show,
-        threaded=threaded, title="VisForge", websocket_origin=[f"{address}:{port}", f"localhost:{port}"], **kwargs)
+        threaded=threaded, title="VisForge", websocket_origin=origins, extra_patterns=routes, **kwargs)
     if threaded:
         return serve()
     stop_on_sigterm()

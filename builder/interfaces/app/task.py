@@ -9,6 +9,7 @@ import panel as pn
 
 from builder import (
     SHAPES_KINDS,
+    UPLOADS_DIR,
     TaskCardError,
     Workspace,
     card_from_data,
@@ -26,9 +27,8 @@ from builder import (
     validate_image_upload,
 )
 from builder.interfaces.app.state import AppState
+from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
 from builder.interfaces.views import safe_thumbnail
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 class TaskPanel:
@@ -44,7 +44,7 @@ class TaskPanel:
         self.seed = W.IntInput(label="Seed", value=0, width=80)
         self.create_button = W.Button(label="Create task", color="primary")
         self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
-        self.upload = W.FileInput(accept="image/*", multiple=True)
+        self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width")  # over HTTP
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
         self.expected = W.TextInput(label="Expected output", placeholder="3 / yes / [[x0,y0,x1,y1]]")
         self.upload_button = W.Button(label="Add uploaded examples")
@@ -67,6 +67,8 @@ class TaskPanel:
         self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value)))
         self.example_delete.on_click(act(lambda: self.delete_example(self.example_pick.value)))
         self.restore_button.on_click(act(lambda: self.restore(self.history.value)))
+        self.upload.param.watch(lambda e: e.new and self.state.say(f"**Error:** {html.escape(e.new)}", "danger"),
+                                "error")
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
@@ -124,7 +126,8 @@ class TaskPanel:
                 raise ValueError(f"{name}: {len(data)} bytes is over the {MAX_UPLOAD_BYTES}-byte upload limit")
             validate_image_upload(data, name)
         value = parse_expected_text(expected)
-        examples = [{"image": str(stage_image(data, name)), "query": query, "expected": value}
+        staging = self.state.root.resolve() / UPLOADS_DIR  # where the upload route staged them too (same names)
+        examples = [{"image": str(stage_image(data, name, staging=staging)), "query": query, "expected": value}
                     for name, data in files]
         data = self._with_examples(examples, query, value)
         ws = save_task(self.state.root, card_from_data(data), reason=f"added {len(files)} uploaded example(s)")
@@ -150,13 +153,15 @@ class TaskPanel:
         return data
 
     def _add_uploaded(self) -> None:
-        names = self.upload.filename or []
-        values = self.upload.value or []
-        if isinstance(names, str):
-            names, values = [names], [values]
-        self.add_examples(list(zip(names, values, strict=False)), self.query.value, self.expected.value)
-        if hasattr(self.upload, "clear"):
-            self.upload.clear()
+        """Add the files the picker staged (it sent them over HTTP; only their tokens came here)."""
+        if self.upload.uploading:
+            raise ValueError("the chosen files are still uploading: press Add uploaded examples when they are shown "
+                             "as uploaded")
+        staged = self.upload.staged if isinstance(self.upload.staged, list) else []
+        files = [(safe_name(s.get("name", "upload")), staged_file(self.state.root, s.get("token")).read_bytes())
+                 for s in staged if isinstance(s, dict)]
+        self.add_examples(files, self.query.value, self.expected.value)
+        self.upload.clear()
 
     def delete_example(self, example_id: str | None) -> None:
         """Delete one example (the previous card is kept in the task history)."""
