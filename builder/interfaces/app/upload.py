@@ -85,6 +85,7 @@ class UploadHandler(AuthRequestHandler):
 
     def initialize(self, workspace_dir: str | Path, max_bytes: int = MAX_UPLOAD_BYTES,
                    max_request_bytes: int = MAX_REQUEST_BYTES, origins: tuple[str, ...] = ()) -> None:
+        """The workspace whose staging folder uploads go to, the limits and the allowed origins."""
         self.workspace_dir = Path(workspace_dir)
         self.max_bytes = max_bytes
         self.max_request_bytes = max_request_bytes
@@ -95,6 +96,7 @@ class UploadHandler(AuthRequestHandler):
         """Cross-site posts are refused by their Origin in ``prepare`` instead (the page sends no XSRF token)."""
 
     async def prepare(self) -> None:
+        """Refuse early, before the body is read: sign-in, other sites, no or too large Content-Length."""
         await super().prepare()  # the server's auth provider, as for the page
         if self.request.method != "POST":
             return
@@ -116,10 +118,12 @@ class UploadHandler(AuthRequestHandler):
         self.request.connection.set_max_body_size(self.max_request_bytes)
 
     def data_received(self, chunk: bytes) -> None:
+        """Collect the streamed body (``stream_request_body``), unless the answer is already sent."""
         if not self._finished:
             self._chunks.append(chunk)
 
     async def post(self) -> None:
+        """Check each file's size, then decode and stage the files; answer with their tokens."""
         args: dict[str, list[bytes]] = {}
         parts: dict[str, list[Any]] = {}
         parse_body_arguments(self.request.headers.get("Content-Type", ""), b"".join(self._chunks), args, parts,
