@@ -127,3 +127,48 @@ def test_propose_programs_plans_video_cards_with_the_video_planner(tmp_path):
     versions, note = propose_programs(ws, k=2)  # raised KeyError: 'frame' through the workspace planner
     assert versions and all(v.origin == "planner" for v in versions), note
     assert all(v.source.startswith("def execute(video") for v in versions), versions[0].source
+
+
+def _card_with_query(ws, query: str, output: str = "count"):
+    from builder import card_from_data, save_task
+
+    data = ws.load_task().model_dump(mode="json")
+    data["output"] = output
+    for ex in data["examples"]:
+        ex["query"] = query
+        ex["expected"] = 0 if output == "count" else ex["expected"]
+    return save_task(ws.root, card_from_data(data), reason="a new query")
+
+
+def test_a_request_the_planner_cannot_express_saves_only_the_template_and_says_why(tmp_path):
+    import pytest
+
+    pytest.importorskip("torch")
+    from builder import ensure_shapes_workspace, planner_available, propose_programs
+
+    if planner_available() is not None:
+        pytest.skip(planner_available())
+    ws = ensure_shapes_workspace(tmp_path / "ws", n=2)
+    for query, words in (("What is our stock price today?", "price"), ("How many trucks are parked here?", "truck")):
+        ws = _card_with_query(ws, query)
+        versions, note = propose_programs(ws, k=4)
+        assert [v.origin for v in versions] == ["template"], note
+        assert note.startswith("cannot ") and words in note and "shapes engines" in note, note
+
+
+def test_a_composition_is_planned_with_the_composing_planner(tmp_path):
+    import pytest
+
+    pytest.importorskip("torch")
+    from builder import Runtime, ensure_shapes_workspace, planner_available, propose_programs, run_examples
+
+    if planner_available() is not None:
+        pytest.skip(planner_available())
+    ws = ensure_shapes_workspace(tmp_path / "ws", kind="count", target="red objects", n=4)
+    ws = _card_with_query(ws, "How many shapes are not red?")
+    versions, note = propose_programs(ws, k=4)
+    assert versions and versions[0].origin == "planner", note
+    assert "not any(" in versions[0].source or "complement" in versions[0].source or "others" in versions[0].source
+    with Runtime(ws) as rt:
+        res = run_examples(ws, versions[0].version, rt)
+    assert res.n == 4 and res.errors == 0

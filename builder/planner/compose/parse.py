@@ -68,8 +68,11 @@ class TreeParser:
                 _LOADED[key] = cls(model, info, vocab)
             return _LOADED[key]
 
-    def parse(self, query: str, output: str | None = None, k: int = 8, closed_vocabulary: bool = False) -> Parse:
-        """Up to ``k`` trees for ``query`` answering ``output`` (any kind when None), or a refusal."""
+    def parse(self, query: str, output: str | None = None, k: int = 8, closed_vocabulary: bool = False,
+              engines: str = "shapes") -> Parse:
+        """Up to ``k`` trees for ``query`` answering ``output`` (any kind when None), or a refusal.
+
+        ``engines`` names the engine profile in refusals ("cannot see 'truck' with the shapes engines")."""
         import torch
 
         if output is not None and output not in OUTPUTS:
@@ -98,11 +101,13 @@ class TreeParser:
         unread = self.unread(words, read, best)
         if scope < 0.5 or (scope < 0.9 and len(unread) >= 2):
             named = unread or self.unrendered(words, read, best)
-            return Parse(refusal=f"cannot express {_quote(named)} with the shapes engines", scope=scope,
+            return Parse(refusal=f"cannot express {_quote(named)} with the {engines} engines", scope=scope,
                          unread=unread)
         nouns = _nouns(best)
         if closed_vocabulary and nouns:
-            return Parse(refusal=f"cannot see {_quote(nouns)}: the engines know only colours, shapes and sizes",
+            return Parse(refusal=f"cannot see {_quote(nouns)} with the {engines} engines: their detector knows "
+                                 "only its own shapes, colours and sizes (an open-vocabulary profile such as hf "
+                                 "can look for it)",
                          scope=scope, unread=unread)
         logps = np.array([s for _, s in found])
         conf = np.exp(logps - logps.max())

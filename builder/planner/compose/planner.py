@@ -28,10 +28,11 @@ class ComposingPlanner:
 
     prompt_style = "semantic"
 
-    def __init__(self, kinds=None, parser=None, closed_vocabulary: bool = True):
+    def __init__(self, kinds=None, parser=None, closed_vocabulary: bool = True, engines: str = "shapes"):
         self._kinds = kinds
         self._parser = parser
         self.closed_vocabulary = closed_vocabulary
+        self.engines = engines  # the engine profile's name, for refusals
 
     @property
     def parser(self):
@@ -59,7 +60,8 @@ class ComposingPlanner:
         """Up to ``k`` distinct valid programs for ``request``, best first, or a refusal with its reason."""
         req = as_request(request)
         output = req.output if req.output in OUTPUT_KINDS else None
-        parse = self.parser.parse(req.query, output=output, k=max(k, 8), closed_vocabulary=self.closed_vocabulary)
+        parse = self.parser.parse(req.query, output=output, k=max(k, 8), closed_vocabulary=self.closed_vocabulary,
+                                  engines=self.engines)
         if parse.refusal:
             return Proposal([], parse.refusal)
         composed = self._compile(req, [tree for tree, _ in parse.candidates])
