@@ -142,6 +142,25 @@ def _request(item: dict, exs: list[dict]) -> PlanRequest:
     return PlanRequest(item["query"], FAMILY_OF[output], item.get("choices"), multi, output)
 
 
+class DefaultPlanner(ComposingPlanner):
+    """The planner the workflow uses (``builder.planner.compose.planner``): the composing parser,
+    with the 20-kind parser leading on its own kinds."""
+
+    label = "default planner (composing + 20 kinds)"
+
+    def __init__(self, closed_vocabulary: bool = True):
+        from builder.planner.compose.planner import ComposingPlanner as Planner
+
+        self.planner = Planner(closed_vocabulary=closed_vocabulary)
+        self.parser = self.planner.parser
+        self.closed = closed_vocabulary
+
+    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None, list[dict]]:
+        self.planner.closed_vocabulary = self.closed
+        plan = self.planner.plan(req, k=k)
+        return plan.programs, plan.refusal or (None if plan.programs else "no candidate"), []
+
+
 def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int, n_examples: int) -> dict:
     """Top-1 and select-by-examples per request; per operator and on held-out operator pairs."""
     rows, times = [], []
@@ -217,9 +236,9 @@ def evaluate_open_vocab(planner, items) -> dict:
         req = PlanRequest(item["query"], FAMILY_OF[item["output"]], None, False, item["output"])
         nouns = [n.lower() for n in item["nouns"]]
         if isinstance(planner, ComposingPlanner):
-            open_planner = ComposingPlanner.__new__(ComposingPlanner)
-            open_planner.parser, open_planner.closed = planner.parser, False
-            cands, _, _ = open_planner.propose(req, 1)
+            planner.closed = False
+            cands, _, _ = planner.propose(req, 1)
+            planner.closed = True
             _, reason, _ = planner.propose(req, 1)
         else:
             cands, reason, _ = planner.propose(req, 1)
@@ -241,7 +260,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
-    makers = {"semantic": SemanticPlanner, "composing": ComposingPlanner}
+    makers = {"semantic": SemanticPlanner, "composing": ComposingPlanner, "default": DefaultPlanner}
     planners = [makers[name]() for name in a.planners]
     items = load("compose_blind.jsonl")[: a.limit]
     out_of_scope, open_vocab = load("compose_out_of_scope.jsonl"), load("compose_open_vocab.jsonl")

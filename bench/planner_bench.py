@@ -230,15 +230,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--world-scenes", type=int, default=150)
     ap.add_argument("--limit", type=int, default=None, help="only the first N blind queries")
     ap.add_argument("--no-previous", action="store_true", help="skip the previous default planner")
+    ap.add_argument("--composing", action="store_true", help="also the default planner (composing + 20 kinds)")
     ap.add_argument("--weights", default=None, help="semantic planner weights (default: the committed ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
     from builder.planner.causal import load_causal_planner
+    from builder.planner.compose.planner import ComposingPlanner
     from builder.planner.semantic import load_semantic_planner
 
-    planners = {"semantic (default)": load_semantic_planner(a.weights)}
+    planners = {"semantic (20 kinds)": load_semantic_planner(a.weights)}
+    if a.composing:
+        planners["default (composing + 20 kinds)"] = ComposingPlanner(kinds=planners["semantic (20 kinds)"])
     if not a.no_previous:
         planners["previous causal LM"] = _FamilyRequests(load_causal_planner())
     pool = scene_pool(a.pool, a.seed)

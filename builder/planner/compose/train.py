@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.core.artifacts import Artifact, load_state, save_state
 from builder.core.seeding import numpy_rng, seed_everything
-from builder.domains import vocabulary
+from builder.domains import vocabulary as domain_vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.model import FIELDS, OUTPUTS, build_model, decoder_steps, word_states
@@ -24,7 +25,7 @@ from builder.planner.compose.phrasings import generate
 from builder.planner.compose.scope import foreign, out_of_scope
 from builder.planner.semantic import minilm
 
-split_words = vocabulary("shapes").split_words
+split_words = domain_vocabulary("shapes").split_words
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "compose_weights"
 
@@ -158,17 +159,41 @@ def train(out: str | Path | None, n_examples: int = 8000, steps: int = 1500, bat
     return model, info
 
 
-def save(model, info: dict, out: str | Path) -> Path:
-    """Write the weights (fp16 safetensors) and ``config.json`` to ``out``."""
-    from safetensors.torch import save_file
+class ComposingParserWeights(Artifact):
+    """The trained decoder as an artifact (``builder.core.artifacts``): ``config.json`` records the
+    architecture and the decoder's sizes, ``info`` how it was trained; the weights are fp16
+    safetensors; ``vocabulary.txt`` lists the words of its training requests (what it can read)."""
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(info, indent=1) + "\n")
-    words = vocabulary(info["examples"], info["seed"])
-    (out / "vocabulary.txt").write_text("\n".join(words) + "\n")
-    return out
+    architecture = "composing-tree-decoder"
+
+    def __init__(self, model, info: dict, words: list[str] | None = None):
+        self.model, self.info = model, dict(info)
+        self.words = words if words is not None else vocabulary(info["examples"], info["seed"])
+
+    def artifact_config(self) -> dict:
+        """The decoder's sizes (``model.build_model``'s config)."""
+        return dict(self.info["config"])
+
+    def artifact_info(self) -> dict:
+        """How the weights were trained (examples, steps, seed, the reproducing command ...)."""
+        return {k: v for k, v in self.info.items() if k != "config"}
+
+    def _save_files(self, folder: Path) -> None:
+        save_state(folder, self.model, half=True)
+        (folder / "vocabulary.txt").write_text("\n".join(self.words) + "\n")
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, info: dict) -> ComposingParserWeights:
+        model = build_model(config)
+        load_state(folder, model)  # fp16 on disk, float32 in memory
+        words_file = folder / "vocabulary.txt"
+        words = words_file.read_text().split() if words_file.is_file() else []
+        return cls(model.eval(), {**info, "config": config}, words)
+
+
+def save(model, info: dict, out: str | Path) -> Path:
+    """Write the trained decoder as an artifact folder at ``out``."""
+    return ComposingParserWeights(model, info).save_pretrained(out)
 
 
 def vocabulary(n_examples: int, seed: int) -> list[str]:
@@ -178,17 +203,13 @@ def vocabulary(n_examples: int, seed: int) -> list[str]:
 
 
 def load(path: str | Path):
-    """(model, info) saved by ``save``."""
-    from safetensors.torch import load_file
-
+    """(model, info) of an artifact folder written by ``save``."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no composing-parser weights in {path}; build them with "
                                 f"`python -m builder.planner.compose.train --out {path}`")
-    info = json.loads((path / "config.json").read_text())
-    model = build_model(info["config"])
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
-    return model.eval(), info
+    weights = ComposingParserWeights.from_pretrained(path)
+    return weights.model, weights.info
 
 
 def main(argv: list[str] | None = None) -> None:
