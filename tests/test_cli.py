@@ -142,9 +142,9 @@ def test_plan_with_a_workspace_uses_its_planner(tmp_path, monkeypatch):
     monkeypatch.setattr(programs, "workspace_planner", lambda ws: AdaptedPlanner())
     res = CliRunner().invoke(app, ["plan", "--workspace", str(tmp_path / "ws"), "--k", "2"])
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("# v0001\n" + adapted)
+    assert "# v0001\n" + adapted in res.output  # the adapted planner leads (stderr may hold load progress)
     shown = json.loads(cli("workspace", "show", tmp_path / "ws").stdout)
-    assert shown["programs"] == 1
+    assert shown["programs"] == 2  # the adapted planner's reading, then the composing parser's
 
 
 def _job_running(ws_root: Path, step: str):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.domains import vocabulary
+from builder.domains import vocabulary as domain_vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.language import not_english
@@ -28,7 +28,7 @@ from builder.planner.semantic import minilm
 from builder.planner.tree import Tree
 from builder.planner.tree_text import render
 
-split_words = vocabulary("shapes").split_words
+split_words = domain_vocabulary("shapes").split_words
 
 MAX_ACTIONS = 90
 STOPWORDS = frozenset("""a an the of in on at to for from by with and or but is are was were be been do does did
@@ -94,6 +94,7 @@ class TreeParser:
             mask = torch.ones(1, len(words), dtype=torch.bool)
             mem, h0, scope_logit = self.model.encode(x, fields, mask, torch.tensor([OUTPUTS.index(output)]))
             found = self._beam(mem, mask, h0, read, root_types(output), k)
+        found = _without_generic_nouns(found)
         scope = 1 / (1 + math.exp(-float(scope_logit[0])))
         if not found:
             return Parse(refusal=f"cannot express {_quote(words)} as a {output or 'supported'} request", scope=scope)
@@ -194,6 +195,38 @@ def _forced(state, acts, prev, pp, words):
         acts.append(a)
         prev, pp = (COPY, a - COPY) if a >= COPY else (a, -1)
     return state, acts, prev, pp
+
+
+_GENERIC = frozenset(domain_vocabulary("shapes").generic_nouns)
+
+
+def _generic_to_objects(tree: Tree) -> Tree:
+    """``tree`` with every copied noun that the domain calls any object ("items", "things") read as such."""
+    if tree.get("op") == "select" and tree.get("noun") and tree["noun"].lower() in _GENERIC:
+        tree = {**tree, "noun": None}
+        return tree if any(tree.get(f) for f in T.ATTRS) else {"op": "objects"}
+    out = dict(tree)
+    for name, kind in T.OPS[tree["op"]][1].items():
+        value = tree.get(name)
+        if value is None:
+            continue
+        if kind.rstrip("?") in T.TYPES:
+            out[name] = _generic_to_objects(value)
+        elif kind[:-1] in T.TYPES:
+            out[name] = [_generic_to_objects(v) for v in value]
+    return out
+
+
+def _without_generic_nouns(found: list) -> list:
+    """The beam's trees with generic nouns read as objects, duplicates that this makes merged."""
+    seen, out = set(), []
+    for tree, score in found:
+        tree = _generic_to_objects(tree)
+        key = T.key(tree)
+        if key not in seen:
+            seen.add(key)
+            out.append((tree, score))
+    return out
 
 
 def _nouns(tree: Tree) -> list[str]:
