@@ -18,6 +18,7 @@ from builder.core.errors import UserError
 
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger images are refused before decoding
 MAX_BYTES = 50 * 1024 * 1024
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 class ImageError(UserError, ValueError):
@@ -64,15 +65,33 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
     the whole file is verified (for PNG: every chunk's CRC, IDAT included) and fully decoded,
     so a corrupt or truncated file is an ``ImageError``, never a silently wrong picture.
     """
+    img, _, _ = _open_checked(data, name, max_pixels, max_side)
+    return np.asarray(to_rgb(displayed(img)))
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int, max_side: int | None,
+                  working_side: int | None = None) -> tuple[Image.Image, tuple[int, int], bool]:
+    """The decoded image, its stored (width, height) and whether EXIF turns it by 90 degrees.
+
+    Limits are checked from the header first; then the file is verified (for PNG every chunk's
+    CRC) and decoded. With ``working_side`` a large JPEG is decoded at 1/2 to 1/8 scale by the
+    codec instead (no full-size pixels; truncation still fails the decode).
+    """
     if len(data) > MAX_BYTES:
         raise ImageTooLarge(f"{name}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
     w, h = check_image_size(data, name, max_pixels, max_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as check:
-                check.verify()  # checksums, without keeping pixels
             img = Image.open(io.BytesIO(data))
+            turned = img.getexif().get(0x0112) in _TURNED
+            scale = working_side / max(w, h) if working_side else 1.0
+            if img.format == "JPEG" and scale < 1:
+                img.draft("RGB", (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
+            else:
+                with Image.open(io.BytesIO(data)) as check:
+                    check.verify()  # checksums, without keeping pixels
+                img = Image.open(io.BytesIO(data))
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"{name}: image is too large (decompression bomb guard)") from None
@@ -82,7 +101,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     if w < 1 or h < 1:
         raise ImageError(f"{name}: image has no pixels")
-    return np.asarray(to_rgb(displayed(img)))
+    return img, (w, h), turned
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,6 @@ class WorkingImage:
         return (self.size[1], self.size[0], 3)
 
 
-_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def decode_working(data: bytes, working_side: int, name: str = "image", max_pixels: int = MAX_PIXELS,
@@ -113,29 +131,7 @@ def decode_working(data: bytes, working_side: int, name: str = "image", max_pixe
     ``ImageError``), the same orientation and depth handling, but a large JPEG is never decoded at
     full size.
     """
-    if len(data) > MAX_BYTES:
-        raise ImageTooLarge(f"{name}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
-    w, h = check_image_size(data, name, max_pixels, max_side)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            turned = img.getexif().get(0x0112) in _TURNED
-            scale = working_side / max(w, h)
-            if img.format == "JPEG" and scale < 1:
-                img.draft("RGB", (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
-            else:
-                with Image.open(io.BytesIO(data)) as check:
-                    check.verify()
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"{name}: image is too large (decompression bomb guard)") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
-    if w < 1 or h < 1:
-        raise ImageError(f"{name}: image has no pixels")
+    img, (w, h), turned = _open_checked(data, name, max_pixels, max_side, working_side)
     rgb: Image.Image = to_rgb(displayed(img))
     if max(rgb.size) > working_side:
         shrink = working_side / max(rgb.size)
