@@ -34,11 +34,12 @@ from builder.core.errors import UserError
 from builder.core.metrics import normalise_text
 from builder.domains import vocabulary
 from builder.domains.shapes.world.tasks import question_patterns as world_question_patterns
+from builder.planner.meaning import ATTRIBUTE_QUESTION
 from builder.tools.engines import Answer, Detector, VQAEngine, as_rgb_array
 
 _VOCAB = vocabulary("shapes")
 RELATION_WORDS = _VOCAB.relations
-CROP_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
+CROP_QUESTION = ATTRIBUTE_QUESTION  # the crop questions programs ask (one table: builder.planner.meaning)
 
 
 @dataclass

@@ -52,8 +52,10 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "choose_image": (("caption",), ("choice",)),
 }
 KIND_NAMES = tuple(KINDS)
-_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
-_REL_METHOD = {"left of": "left_of", "right of": "right_of", "above": "above", "below": "below"}
+# The crop question that reads an attribute, and the patch method of each relation: programs compiled
+# from meanings and from meaning trees (``tree_compile``) ask the engines the same way.
+ATTRIBUTE_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
+RELATION_METHOD = {"left of": "left_of", "right of": "right_of", "above": "above", "below": "below"}
 _OPERATOR = {"more": ">", "fewer": "<", "same": "=="}
 
 
@@ -273,8 +275,8 @@ def _number(expr: str, output: str) -> list[str]:
 
 def _attribute(patch: str, attr: str, ref: Ref) -> list[str]:
     """Lines that return ``attr`` of the patch named ``patch`` (an object matching ``ref``)."""
-    if attr in _QUESTION:
-        return [f"return {patch}.query({_q(_QUESTION[attr])})"]
+    if attr in ATTRIBUTE_QUESTION:
+        return [f"return {patch}.query({_q(ATTRIBUTE_QUESTION[attr])})"]
     big = Ref("large", ref.color, ref.shape).name()
     return [f"large = image.find({_q(big)})",
             f"return \"large\" if any(p.iou({patch}) > 0.5 for p in large) else \"small\""]
@@ -308,12 +310,12 @@ def _body_extreme_attribute(m, out):
 def _body_relation(m, out):
     no = "False" if out == "bool" else "\"no\""
     return ([_find("a", m.a), _find("b", m.b), "if not a or not b:", f"    return {no}"]
-            + _yes_no(f"a[0].{_REL_METHOD[m.rel]}(b[0])", out))
+            + _yes_no(f"a[0].{RELATION_METHOD[m.rel]}(b[0])", out))
 
 
 def _related(m) -> list[str]:
     return [f"objs = [p for p in image.find({_q((m.a or Ref()).name())}) if p.iou(b[0]) < 0.5 "
-            f"and p.{_REL_METHOD[m.rel]}(b[0])]"]
+            f"and p.{RELATION_METHOD[m.rel]}(b[0])]"]
 
 
 def _body_relate_attr(m, out):
@@ -341,14 +343,14 @@ def _body_same_attr(m, out):
     if m.attr == "size":
         return [f"n = image.count({_q(a.name())})",
                 f"large = image.count({_q(Ref('large', a.color, a.shape).name())})"] + _yes_no("large in (0, n)", out)
-    values = f"[p.query({_q(_QUESTION[m.attr])}) for p in image.find({_q(a.name())})]"
+    values = f"[p.query({_q(ATTRIBUTE_QUESTION[m.attr])}) for p in image.find({_q(a.name())})]"
     return [f"values = {values}"] + _yes_no("len(set(values)) <= 1", out)
 
 
 def _body_same_color_count(m, out):
     zero = "0" if out == "count" else "\"0\""
     return ([_find("objs", m.a), "if not objs:", f"    return {zero}",
-             f"color = objs[0].query({_q(_QUESTION['color'])})"] + _number("image.count(color + \" object\") - 1", out))
+             f"color = objs[0].query({_q(ATTRIBUTE_QUESTION['color'])})"] + _number("image.count(color + \" object\") - 1", out))
 
 
 def _body_read(m, out):

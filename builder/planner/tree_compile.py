@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 
 from builder.planner import tree as T
+from builder.planner.meaning import ATTRIBUTE_QUESTION, RELATION_METHOD
 from builder.planner.tree import BOOL, CHOICE, NUM, SET, TEXT, Tree, TreeError
 from builder.tools.api import PROGRAM_API
 
-_QUESTION = {"color": "What color is this object?", "shape": "What shape is this object?"}
-_REL_METHOD = {"left of": "left_of", "right of": "right_of", "above": "above", "below": "below"}
 SAME = "p.iou(q) > 0.5"  # two detections of one object (sets are compared by box overlap)
 
 
@@ -125,7 +124,7 @@ def _union(b: _Body, t: Tree) -> str:
 
 def _related(b: _Body, t: Tree) -> str:
     objs, anchor = b.emit(t["set"]), b.emit(t["anchor"])
-    method = _REL_METHOD[t["rel"]]
+    method = RELATION_METHOD[t["rel"]]
     return b.var("related", f"[p for p in {objs} if any(q.iou(p) < 0.5 and p.{method}(q) for q in {anchor})]")
 
 
@@ -147,7 +146,7 @@ def _sharing(b: _Body, t: Tree) -> str:
         large = b.emit(T.select(size="large"))
         value = f"any(q.iou({{0}}) > 0.5 for q in {large})"
     else:
-        value = f"{{0}}.query({json.dumps(_QUESTION[t['attr']])})"
+        value = f"{{0}}.query({json.dumps(ATTRIBUTE_QUESTION[t['attr']])})"
     want = b.var("wanted", value.format(f"{anchor}[0]") + f" if {anchor} else None")
     return b.var("sharing", f"[p for p in {objs} if p.iou({anchor}[0]) < 0.5 and {value.format('p')} == {want}]"
                  f" if {anchor} else []")
@@ -191,7 +190,7 @@ def _same(b: _Body, t: Tree) -> str:
     if t["attr"] == "size":
         large = b.emit(T.select(size="large"))
         return f"len(set(any({SAME} for q in {large}) for p in {objs})) <= 1"
-    return f"len(set(p.query({json.dumps(_QUESTION[t['attr']])}) for p in {objs})) <= 1"
+    return f"len(set(p.query({json.dumps(ATTRIBUTE_QUESTION[t['attr']])}) for p in {objs})) <= 1"
 
 
 def _parity(b: _Body, t: Tree) -> str:
@@ -212,8 +211,8 @@ def _any_of(b: _Body, t: Tree) -> str:
 
 def _attribute(b: _Body, t: Tree) -> str:
     objs = b.emit(t["set"])
-    if t["attr"] in _QUESTION:
-        value = f"{objs}[0].query({json.dumps(_QUESTION[t['attr']])})"
+    if t["attr"] in ATTRIBUTE_QUESTION:
+        value = f"{objs}[0].query({json.dumps(ATTRIBUTE_QUESTION[t['attr']])})"
     else:
         large = b.emit(T.select(size="large"))
         value = f'("large" if any(q.iou({objs}[0]) > 0.5 for q in {large}) else "small")'
