@@ -17,8 +17,7 @@ from builder.domains.shapes.world.scene import Scene
 from builder.domains.shapes.world.tasks import spatial_margin
 from builder.planner import tree as T
 from builder.planner.tree import Tree
-
-_AXIS = {"leftmost": (0, min), "rightmost": (0, max), "topmost": (1, min), "bottommost": (1, max)}
+from builder.planner.truth import extreme_object
 
 
 class Ambiguous(Exception):
@@ -97,21 +96,12 @@ class _Eval:
 
     def _extreme(self, t):
         objs = self.run(t["set"])
-        if len(objs) < 2:
-            return objs
-        by = t["by"]
-        if by in ("largest", "smallest"):
-            area = sorted(((o.box[2] - o.box[0]) * (o.box[3] - o.box[1]), i) for i, o in enumerate(objs))
-            gap = area[1][0] - area[0][0] if by == "smallest" else area[-1][0] - area[-2][0]
-            if gap < 0.25 * area[-1][0]:  # the same nominal size: no single answer
-                raise Ambiguous
-            return [objs[(area[0] if by == "smallest" else area[-1])[1]]]
-        axis, pick = _AXIS[by]
-        coords = sorted(o.center[axis] for o in objs)
-        gap = coords[1] - coords[0] if pick is min else coords[-1] - coords[-2]
-        if gap < self.margin:
+        if not objs:
+            return []
+        found = extreme_object(objs, t["by"], self.margin)
+        if found is None:  # too close to call
             raise Ambiguous
-        return [pick(objs, key=lambda o: o.center[axis])]
+        return [found]
 
     def _sharing(self, t):
         objs, anchors = self.run(t["set"]), self.run(t["anchor"])

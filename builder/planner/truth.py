@@ -32,9 +32,9 @@ def _unique(scene: Scene, ref: Ref | None) -> SceneObject | None:
     return objs[0] if len(objs) == 1 else None
 
 
-def _extreme(scene: Scene, ref: Ref | None, extreme: str) -> SceneObject | None:
-    """The extreme object among ``ref``'s matches, or None if there is none or it is too close to call."""
-    objs = _all(scene, ref)
+def extreme_object(objs: list[SceneObject], extreme: str, margin: float) -> SceneObject | None:
+    """The leftmost ... largest of ``objs``, or None if there is none or it is too close to call
+    (centres within ``margin`` pixels; areas within a quarter of the largest: the same nominal size)."""
     if not objs:
         return None
     if extreme in ("largest", "smallest"):
@@ -49,9 +49,14 @@ def _extreme(scene: Scene, ref: Ref | None, extreme: str) -> SceneObject | None:
     coords = sorted(o.center[axis] for o in objs)
     if len(objs) > 1:
         gap = coords[1] - coords[0] if pick is min else coords[-1] - coords[-2]
-        if gap < spatial_margin(scene):
+        if gap < margin:
             return None
     return pick(objs, key=lambda o: o.center[axis])
+
+
+def _extreme(scene: Scene, ref: Ref | None, extreme: str) -> SceneObject | None:
+    """The extreme object among ``ref``'s matches, or None if there is none or it is too close to call."""
+    return extreme_object(_all(scene, ref), extreme, spatial_margin(scene))
 
 
 def _related(scene: Scene, a: Ref | None, rel: str, b: SceneObject) -> list[SceneObject] | None:
