@@ -132,12 +132,15 @@ def decode_working(data: bytes, working_side: int, name: str = "image", max_pixe
     full size.
     """
     img, (w, h), turned = _open_checked(data, name, max_pixels, max_side, working_side)
-    rgb: Image.Image = to_rgb(displayed(img))
-    if max(rgb.size) > working_side:
-        shrink = working_side / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * shrink)), max(1, round(rgb.height * shrink))),
-                         Image.Resampling.BOX)
-    return WorkingImage(np.asarray(rgb), (h, w) if turned else (w, h))
+    return WorkingImage(np.asarray(fit_within(to_rgb(displayed(img)), working_side)), (h, w) if turned else (w, h))
+
+
+def fit_within(img: Image.Image, side: int | None) -> Image.Image:
+    """``img`` shrunk (area-averaged) so its longer side is at most ``side``; unchanged if it fits."""
+    if side is None or max(img.size) <= side:
+        return img
+    scale = side / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
 
 
 def displayed(img: Image.Image) -> Image.Image:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from builder.core.images import WorkingImage
+from builder.core.images import WorkingImage, fit_within
 from builder.core.video import VideoError, VideoReader
 from builder.tools.cache import ToolCache, cache_key, image_hash
 from builder.tools.engines import Captioner, Detector, Embedder, Matcher, OCREngine, VQAEngine
@@ -33,12 +33,9 @@ WORKING_SIDE = 1280
 
 def working_copy(image: np.ndarray, side: int | None) -> np.ndarray:
     """``image`` shrunk (area-averaged) so its longer side is at most ``side``; unchanged if it fits."""
-    h, w = image.shape[:2]
-    if side is None or max(h, w) <= side:
-        return image
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    if side is None or max(image.shape[:2]) <= side:
+        return image  # no copy of an image that fits
+    return np.asarray(fit_within(Image.fromarray(image), side))
 
 
 @dataclass
