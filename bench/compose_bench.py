@@ -96,9 +96,9 @@ class SemanticPlanner:
 
         self.planner = load_semantic_planner()
 
-    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None, list[dict]]:
+    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None]:
         cands = self.planner.propose([req], k=k, temperature=1.0)[0]
-        return cands, (None if cands else "no candidate"), []
+        return cands, (None if cands else "no candidate")
 
 
 class ComposingPlanner:
@@ -112,20 +112,14 @@ class ComposingPlanner:
         self.parser = TreeParser.load()
         self.closed = closed_vocabulary
 
-    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None, list[dict]]:
-        from builder.planner.tree_compile import compile_tree
+    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None]:
+        from builder.planner.compose.planner import compile_candidates
 
         parse = self.parser.parse(req.query, output=req.output, k=k, closed_vocabulary=self.closed)
         if parse.refusal:
-            return [], parse.refusal, []
-        programs, trees = [], []
-        for tree, _ in parse.candidates:
-            try:
-                programs.append(compile_tree(tree, req.output, choices=req.choices is not None))
-                trees.append(tree)
-            except T.TreeError:
-                continue
-        return programs, (None if programs else "no candidate"), trees
+            return [], parse.refusal
+        programs = compile_candidates(req, [tree for tree, _ in parse.candidates])
+        return programs, (None if programs else "no candidate")
 
 
 def held_out(tree: dict) -> set[str]:
@@ -142,7 +136,7 @@ def _request(item: dict, exs: list[dict]) -> PlanRequest:
     return PlanRequest(item["query"], FAMILY_OF[output], item.get("choices"), multi, output)
 
 
-class DefaultPlanner(ComposingPlanner):
+class DefaultPlanner:
     """The planner the workflow uses (``builder.planner.compose.planner``): the composing parser,
     with the 20-kind parser leading on its own kinds."""
 
@@ -152,13 +146,12 @@ class DefaultPlanner(ComposingPlanner):
         from builder.planner.compose.planner import ComposingPlanner as Planner
 
         self.planner = Planner(closed_vocabulary=closed_vocabulary)
-        self.parser = self.planner.parser
         self.closed = closed_vocabulary
 
-    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None, list[dict]]:
+    def propose(self, req: PlanRequest, k: int) -> tuple[list[str], str | None]:
         self.planner.closed_vocabulary = self.closed
         plan = self.planner.plan(req, k=k)
-        return plan.programs, plan.refusal or (None if plan.programs else "no candidate"), []
+        return plan.programs, plan.refusal or (None if plan.programs else "no candidate")
 
 
 def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int, n_examples: int) -> dict:
@@ -167,7 +160,7 @@ def evaluate_compositional(planner, items, example_sets, runner: Runner, k: int,
     for item, exs in zip(items, example_sets, strict=True):
         req = _request(item, exs)
         t = time.perf_counter()
-        cands, refusal, _ = planner.propose(req, k)
+        cands, refusal = planner.propose(req, k)
         times.append(time.perf_counter() - t)
         cands = [c for c in dict.fromkeys(cands) if check_program(c, request=req) is None]
         row = {"id": item["id"], "ops": sorted(set(T.operators(item["tree"]))), "refused": refusal is not None,
@@ -211,13 +204,13 @@ def evaluate_refusals(planner, out_of_scope, in_scope_queries) -> dict:
     """Refusal recall on out-of-scope requests; false refusals on in-scope ones."""
     refused = []
     for item in out_of_scope:
-        _, reason, _ = planner.propose(PlanRequest(item["query"], "vqa", None, False, "text"), 1)
+        _, reason = planner.propose(PlanRequest(item["query"], "vqa", None, False, "text"), 1)
         refused.append({"id": item["id"], "category": item["category"], "refused": reason is not None,
                         "reason": reason, "names_words": bool(reason) and item.get("unreadable", "").lower()[:12]
                         in (reason or "").lower()})
     false = []
     for query, output in in_scope_queries:
-        _, reason, _ = planner.propose(PlanRequest(query, FAMILY_OF[output], None, False, output), 1)
+        _, reason = planner.propose(PlanRequest(query, FAMILY_OF[output], None, False, output), 1)
         false.append(reason is not None and reason != "no candidate")
     cats = sorted({r["category"] for r in refused})
     return {"refusal_recall": round(float(np.mean([r["refused"] for r in refused])), 3),
@@ -235,13 +228,13 @@ def evaluate_open_vocab(planner, items) -> dict:
     for item in items:
         req = PlanRequest(item["query"], FAMILY_OF[item["output"]], None, False, item["output"])
         nouns = [n.lower() for n in item["nouns"]]
-        if isinstance(planner, ComposingPlanner):
+        if hasattr(planner, "closed"):  # the readers that know a profile: open, then closed vocabulary
             planner.closed = False
-            cands, _, _ = planner.propose(req, 1)
+            cands, _ = planner.propose(req, 1)
             planner.closed = True
-            _, reason, _ = planner.propose(req, 1)
+            _, reason = planner.propose(req, 1)
         else:
-            cands, reason, _ = planner.propose(req, 1)
+            cands, reason = planner.propose(req, 1)
         kept.append(bool(cands) and all(n.split()[-1] in cands[0].lower() for n in nouns))
         named.append(reason is not None and any(n.split()[-1] in reason.lower() for n in nouns))
     return {"n": len(items), "noun_kept_open_profile": round(float(np.mean(kept)), 3),

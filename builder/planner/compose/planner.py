@@ -10,12 +10,11 @@ for compositions the composed programs go first.
 
 from __future__ import annotations
 
-from builder.planner.prompt import PlanRequest, Proposal, as_request, check_program
+from builder.planner.compose.model import OUTPUTS
+from builder.planner.prompt import PlanRequest, Proposal, as_request
 from builder.planner.tree import TreeError
 from builder.planner.tree_compile import compile_tree
 from builder.planner.tree_sample import is_question_kind
-
-OUTPUT_KINDS = ("text", "bool", "count", "boxes", "choice")
 
 
 class ComposingPlanner:
@@ -57,30 +56,34 @@ class ComposingPlanner:
         return as_request(request).query
 
     def plan(self, request: PlanRequest, k: int = 4, temperature: float = 1.0, top_p: float = 1.0) -> Proposal:
-        """Up to ``k`` distinct valid programs for ``request``, best first, or a refusal with its reason."""
+        """Up to ``k`` distinct programs for ``request``, best first, or a refusal with its reason.
+
+        The programs are compiled to fit the request; ``plan_for_task`` checks them as it checks any
+        planner's."""
         req = as_request(request)
-        output = req.output if req.output in OUTPUT_KINDS else None
+        output = req.output if req.output in OUTPUTS else None
         parse = self.parser.parse(req.query, output=output, k=max(k, 8), closed_vocabulary=self.closed_vocabulary,
                                   engines=self.engines)
         if parse.refusal:
             return Proposal([], parse.refusal)
-        composed = self._compile(req, [tree for tree, _ in parse.candidates])
+        composed = compile_candidates(req, [tree for tree, _ in parse.candidates])
         simple = bool(parse.candidates) and is_question_kind(parse.candidates[0][0])
         known = self.kinds.propose([req], k=k, temperature=temperature, top_p=top_p)[0] if simple or not composed else []
         ordered = [*known, *composed] if simple else [*composed, *known]
-        programs = list(dict.fromkeys(p for p in ordered if check_program(p, request=req) is None))[:k]
-        return Proposal(programs, None if programs else "no program fits this request's inputs and output")
+        return Proposal(list(dict.fromkeys(ordered))[:k])
 
     def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
         """The planner interface (``builder.planner.backends``): programs per request, refusals as []."""
         return [self.plan(r, k, temperature, top_p).programs for r in requests]
 
-    @staticmethod
-    def _compile(req: PlanRequest, trees: list[dict]) -> list[str]:
-        out = []
-        for tree in trees:
-            try:
-                out.append(compile_tree(tree, req.output or "text", choices=req.choices is not None))
-            except TreeError:  # a reading that cannot give this request's output or inputs
-                continue
-        return out
+
+def compile_candidates(req: PlanRequest, trees: list[dict]) -> list[str]:
+    """The programs of ``trees`` for the request's output and inputs, in order; a tree that cannot
+    answer them (a count tree for a boxes request, a caption choice without captions) is skipped."""
+    out = []
+    for tree in trees:
+        try:
+            out.append(compile_tree(tree, req.output or "text", choices=req.choices is not None))
+        except TreeError:
+            continue
+    return out
