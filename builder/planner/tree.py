@@ -12,6 +12,7 @@ planner training data, self-training pairs and task-card history.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from builder.domains import vocabulary
@@ -156,18 +157,32 @@ def key(tree: Tree) -> str:
     return json.dumps(normalise(tree), sort_keys=True, separators=(",", ":"))
 
 
+def rewrite(tree: Tree, fn: Callable[[Tree], Tree]) -> Tree:
+    """A new tree: every node's sub-trees rewritten first, then the node itself passed to ``fn``."""
+    out = dict(tree)
+    for name, kind in OPS[tree["op"]][1].items():
+        value = tree.get(name)
+        if value is None:
+            continue
+        if kind.rstrip("?") in TYPES:
+            out[name] = rewrite(value, fn)
+        elif kind[:-1] in TYPES:
+            out[name] = [rewrite(v, fn) for v in value]
+    return fn(out)
+
+
 def normalise(tree: Tree) -> Tree:
     """The tree with defaults written out (``select``'s absent attributes as null) and set lists sorted."""
-    op = tree["op"]
+    return rewrite(tree, _normal_node)
+
+
+def _normal_node(node: Tree) -> Tree:
+    op = node["op"]
     out: Tree = {"op": op}
     for name, kind in OPS[op][1].items():
-        value = tree.get(name)
-        if kind.rstrip("?") in TYPES and value is not None:
-            value = normalise(value)
-        elif kind[:-1] in TYPES:
-            value = [normalise(v) for v in value]
-            if op in ("intersect", "union", "add", "all_of", "any_of"):  # order carries no meaning
-                value = sorted(value, key=lambda v: json.dumps(v, sort_keys=True))
+        value = node.get(name)
+        if kind[:-1] in TYPES and op in ("intersect", "union", "add", "all_of", "any_of"):
+            value = sorted(value, key=lambda v: json.dumps(v, sort_keys=True))  # order carries no meaning
         out[name] = value
     return out
 

@@ -200,28 +200,19 @@ def _forced(state, acts, prev, pp, words):
 _GENERIC = frozenset(domain_vocabulary("shapes").generic_nouns)
 
 
-def _generic_to_objects(tree: Tree) -> Tree:
-    """``tree`` with every copied noun that the domain calls any object ("items", "things") read as such."""
-    if tree.get("op") == "select" and tree.get("noun") and tree["noun"].lower() in _GENERIC:
-        tree = {**tree, "noun": None}
-        return tree if any(tree.get(f) for f in T.ATTRS) else {"op": "objects"}
-    out = dict(tree)
-    for name, kind in T.OPS[tree["op"]][1].items():
-        value = tree.get(name)
-        if value is None:
-            continue
-        if kind.rstrip("?") in T.TYPES:
-            out[name] = _generic_to_objects(value)
-        elif kind[:-1] in T.TYPES:
-            out[name] = [_generic_to_objects(v) for v in value]
-    return out
+def _generic_to_objects(node: Tree) -> Tree:
+    """A ``select`` of a noun the domain calls any object ("items", "things") read as such."""
+    if node["op"] == "select" and node.get("noun") and node["noun"].lower() in _GENERIC:
+        node = {**node, "noun": None}
+        return node if any(node.get(f) for f in T.ATTRS) else {"op": "objects"}
+    return node
 
 
 def _without_generic_nouns(found: list) -> list:
     """The beam's trees with generic nouns read as objects, duplicates that this makes merged."""
     seen, out = set(), []
     for tree, score in found:
-        tree = _generic_to_objects(tree)
+        tree = T.rewrite(tree, _generic_to_objects)
         key = T.key(tree)
         if key not in seen:
             seen.add(key)
