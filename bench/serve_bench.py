@@ -83,6 +83,12 @@ def load(call, clients: int, seconds: float, max_requests: int) -> dict:
     return _stats(latencies, errors[0], time.monotonic() - t0)
 
 
+def _rss(proc: psutil.Process) -> tuple[int, int]:
+    """(the process's RSS, with its children's: the sandbox workers) in bytes."""
+    own = proc.memory_info().rss
+    return own, own + sum(c.memory_info().rss for c in proc.children(recursive=True))
+
+
 class RssSampler:
     """Peak RSS of a process (and its children: the sandbox workers) sampled every 100 ms."""
 
@@ -96,8 +102,7 @@ class RssSampler:
     def _run(self):
         while not self._stop.is_set():
             try:
-                own = self.proc.memory_info().rss
-                total = own + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
+                own, total = _rss(self.proc)
             except psutil.Error:
                 break
             self.own_peak, self.peak = max(self.own_peak, own), max(self.peak, total)
@@ -127,9 +132,7 @@ def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 120) -> floa
 
 
 def _tree_rss_mb(pid: int) -> float:
-    proc = psutil.Process(pid)
-    return round((proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True)))
-                 / 2**20, 1)
+    return round(_rss(psutil.Process(pid))[1] / 2**20, 1)
 
 
 def _photos(png: bytes, size: tuple[int, int], n: int) -> list[bytes]:
