@@ -12,7 +12,8 @@ import json
 
 from builder.planner import tree as T
 from builder.planner.meaning import ATTRIBUTE_QUESTION, RELATION_METHOD
-from builder.planner.tree import BOOL, CHOICE, NUM, SET, TEXT, Tree, TreeError
+from builder.planner.tree import BOOL, CHOICE, NUM, Tree, TreeError
+from builder.planner.tree_text import render
 from builder.tools.api import PROGRAM_API
 
 SAME = "p.iou(q) > 0.5"  # two detections of one object (sets are compared by box overlap)
@@ -56,9 +57,8 @@ def _as_output(value: str, root: str, output: str) -> str:
 class _Body:
     """Lines of a function body; ``emit`` returns an expression (or variable) for a sub-tree."""
 
-    def __init__(self, image: str = "image", indent: str = ""):
+    def __init__(self, indent: str = ""):
         self.lines: list[str] = []
-        self.image = image
         self.indent = indent
         self.names: dict[str, int] = {}
         self.memo: dict[str, str] = {}
@@ -99,7 +99,7 @@ def _objects(b: _Body, t: Tree) -> str:
 
 
 def _select(b: _Body, t: Tree) -> str:
-    return b.var(_stem(t), f"{b.image}.find({json.dumps(_find_name(t))})")
+    return b.var(_stem(t), f"image.find({json.dumps(_find_name(t))})")
 
 
 def _complement(b: _Body, t: Tree) -> str:
@@ -154,8 +154,8 @@ def _sharing(b: _Body, t: Tree) -> str:
 
 def _count(b: _Body, t: Tree) -> str:
     inner = t["set"]
-    if inner["op"] in ("select", "objects") and b.image == "image":
-        return f"{b.image}.count({json.dumps(_find_name(inner if inner['op'] == 'select' else T.select()))})"
+    if inner["op"] in ("select", "objects"):
+        return f"image.count({json.dumps(_find_name(inner if inner['op'] == 'select' else T.select()))})"
     return f"len({b.emit(inner)})"
 
 
@@ -233,18 +233,16 @@ def _choice(b: _Body, t: Tree) -> None:
     if op == "best_caption":
         b.line("return best_text_match(image, choices)")
         return
-    inner = _Body(image="image", indent="    ")
+    inner = _Body(indent="    ")  # score(image): the same names, one image at a time
     b.line("def score(image):")
     value = inner.emit(t["num"] if op != "first_image" else t["cond"])
     b.lines.extend(inner.lines)
     b.line(f"    return {value}")
     b.line("scores = [score(img) for img in images]")
     if op == "first_image":
-        from builder.planner.tree_text import render  # the condition as a caption, for the fallback
-
         b.line("if True in scores:")
         b.line("    return scores.index(True)")
-        b.line(f"return best_image_match(images, {json.dumps(render(t['cond']))})")
+        b.line(f"return best_image_match(images, {json.dumps(render(t['cond']))})")  # the condition as a caption
     else:
         b.line(f"return scores.index({'max' if op == 'argmax_image' else 'min'}(scores))")
 
@@ -257,4 +255,3 @@ _EMIT = {
     "attribute": _attribute, "read": _read,
 }
 assert set(_EMIT) | {"argmax_image", "argmin_image", "first_image", "best_caption"} == set(T.OPS)
-__all__ = ["compile_tree", "signature", "SET", "NUM", "BOOL", "TEXT", "CHOICE"]
