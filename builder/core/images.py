@@ -195,9 +195,10 @@ def check_image_file(path: str | Path) -> Path:
 def read_image_bytes(path: str | Path) -> bytes:
     """An image file's encoded bytes; a missing, special or unreadable file is an ``ImageError``."""
     path = check_image_file(path)
-    if path.stat().st_size > MAX_BYTES:
-        raise ImageTooLarge(f"{path}: {path.stat().st_size} bytes is over the {MAX_BYTES}-byte limit")
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ImageTooLarge(f"{path}: {size} bytes is over the {MAX_BYTES}-byte limit")
         return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
