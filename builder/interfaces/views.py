@@ -186,7 +186,8 @@ def bars_svg(bars: list[tuple[str, float | None]], title: str = "", maximum: flo
     small = n is not None and n < SMALL_SAMPLE
     if n is not None:
         title = f"{title} (n={n})" if title else f"n={n}"
-    height = pad * 2 + row * len(bars) + (18 if title else 0) + (16 if small else 0)
+    height = pad * 2 + row * len(bars) + (18 if title else 0) + (30 if small else 0)
+    span = width - label_w - (120 if small else 60)  # room right of the bars for the value (and interval)
     top = 18 if title else 0
     parts = [f"<svg class='vf-chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
              f"style='font:12px sans-serif'>"]
@@ -196,20 +197,22 @@ def bars_svg(bars: list[tuple[str, float | None]], title: str = "", maximum: flo
     for i, (label, value) in enumerate(bars):
         y = top + pad + i * row
         v = 0.0 if value is None else float(value)
-        w = max(0.0, min(1.0, v / maximum if maximum else 0.0)) * (width - label_w - 60)
+        w = max(0.0, min(1.0, v / maximum if maximum else 0.0)) * span
         text = "n/a" if value is None else fmt.format(value)
-        span = width - label_w - 60
+        end = w  # where the value's text may start
+        parts.append(f"<text x='0' y='{y + 15}'>{html.escape(label)}</text>"
+                     f"<rect x='{label_w}' y='{y + 3}' width='{w:.1f}' height='16' fill='{colors[i % len(colors)]}'/>")
         if small and value is not None:
             lo, hi = wilson_interval(v, n)
             text += f" [{lo:.0%}-{hi:.0%}]"
+            end = max(w, hi * span)
             parts.append(f"<line class='vf-ci' x1='{label_w + lo * span:.1f}' x2='{label_w + hi * span:.1f}' "
                          f"y1='{y + 11}' y2='{y + 11}' stroke='#222' stroke-width='1.5'/>")
-        parts.append(f"<text x='0' y='{y + 15}'>{html.escape(label)}</text>"
-                     f"<rect x='{label_w}' y='{y + 3}' width='{w:.1f}' height='16' fill='{colors[i % len(colors)]}'/>"
-                     f"<text x='{label_w + w + 4:.1f}' y='{y + 15}'>{html.escape(text)}</text>")
+        parts.append(f"<text x='{label_w + end + 5:.1f}' y='{y + 15}'>{html.escape(text)}</text>")
     if small:
-        parts.append(f"<text class='vf-small-n' x='0' y='{height - 4}' fill='#b45309'>only {n} examples: "
-                     "95% intervals in brackets; a sample this small cannot show a gain</text>")
+        parts.append(f"<text class='vf-small-n' x='0' y='{height - 20}' fill='#b45309'>only {n} examples: "
+                     f"95% intervals in brackets;<tspan x='0' dy='15'>a sample this small cannot show a gain</tspan>"
+                     "</text>")
     parts.append("</svg>")
     return "".join(parts)
 
