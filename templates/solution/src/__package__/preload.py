@@ -1,0 +1,17 @@
+"""Imported once by the fork server that the HTTP server's engine workers are forked from
+(``workers``): the engines' libraries are imported and the engines built here, so a worker that
+replaces a stopped one starts in milliseconds. No model is loaded here (engines load them lazily;
+each worker loads its own before it takes requests): torch's thread pools do not survive a fork.
+This file is copied verbatim by ``visforge export``.
+"""
+
+from __future__ import annotations
+
+from .runtime import build_engines, engine_profile
+
+_ENGINES = build_engines(engine_profile())
+
+
+def engines():
+    """The engines built when the fork server imported this module."""
+    return _ENGINES
