@@ -7,9 +7,15 @@ This file is copied verbatim by ``visforge export``.
 
 from __future__ import annotations
 
+import gc
+
 from .runtime import build_engines, engine_profile
 
 _ENGINES = build_engines(engine_profile())
+# What exists now lives as long as the fork server: out of the collector's sight, so the workers'
+# collections neither walk it (hundreds of thousands of objects once torch is imported) nor
+# touch its pages (which the workers share with this process until written).
+gc.freeze()
 
 
 def engines():

@@ -97,7 +97,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Request bytes, image bytes, image side or pixel count over the limit."},
     415: {"model": ErrorBody, "description": "Not multipart/form-data."},
     422: {"model": ErrorBody, "description": "Missing, empty, too many or inconsistent fields."},
-    503: {"model": ErrorBody, "description": "Queue full or shutting down.", "headers": _RETRY},
+    503: {"model": ErrorBody, "description": "Queue full, shutting down, or the request's worker was lost "
+                                            "(it is replaced).", "headers": _RETRY},
     504: {"model": ErrorBody, "description": "The request passed its deadline."},
 }
 
@@ -108,7 +109,7 @@ def _error(status: int, detail: str, code: str | None = None, headers: dict | No
 
 
 class Pool:
-    """The worker threads that decode images and run the program, with a bounded queue."""
+    """The threads that hand requests to the runner (each waits for one worker's answer), with a bounded queue."""
 
     def __init__(self, workers: int, max_queue: int):
         self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="solution")
@@ -172,7 +173,8 @@ class Drain:
 
 
 class RequestGuard:
-    """ASGI middleware: refuses non-multipart uploads (415) and bodies over the limit (413).
+    """ASGI middleware: refuses non-multipart uploads (415) and bodies over the limit (413), and
+    every request while the server drains (503); counts the requests it lets through.
 
     It runs before FastAPI parses the form, so a huge upload is refused from its
     Content-Length without being read, and a chunked one is cut off as soon as it passes the

@@ -24,7 +24,6 @@ This file is copied verbatim by ``visforge export``.
 from __future__ import annotations
 
 import ctypes
-import gc
 import multiprocessing
 import queue
 import signal
@@ -139,9 +138,8 @@ def _worker_main(conn, cache_dir: str | None, timeout_s: float) -> None:
             except Exception as e:  # noqa: BLE001 - reported to the request, the worker carries on
                 reply = ("error", 500, f"{type(e).__name__}: {e}")
             conn.send(reply)
-            del message, job, reply
-            gc.collect()
-            trim_memory()  # decoded images are gone: hand their heap back
+            del message, job, reply  # the decoded images go with the job (no gc.collect: 0.3 s here)
+            trim_memory()  # hand their heap back
     finally:
         solution.close()
 
