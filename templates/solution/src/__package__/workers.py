@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -110,11 +112,13 @@ def _warm(engines) -> None:
             engine._load()
 
 
-def _worker_main(conn, cache_dir: str | None, timeout_s: float) -> None:
+def _worker_main(conn, cache_dir: str | None, timeout_s: float, threads: int) -> None:
     """A worker's life: build the solution from the fork server's engines, answer jobs until told to stop."""
     import importlib
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop (Ctrl+C drains)
+    if "torch" in sys.modules and not os.environ.get("OMP_NUM_THREADS"):
+        sys.modules["torch"].set_num_threads(threads)  # the workers share the cores, not each take them all
     from .runtime import Solution
 
     engines = importlib.import_module(PRELOAD).engines()
@@ -147,9 +151,9 @@ def _worker_main(conn, cache_dir: str | None, timeout_s: float) -> None:
 class _Worker:
     """One worker process, seen from the server."""
 
-    def __init__(self, ctx, cache_dir: str | None, timeout_s: float):
+    def __init__(self, ctx, cache_dir: str | None, timeout_s: float, threads: int):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, cache_dir, timeout_s), daemon=True,
+        self.process = ctx.Process(target=_worker_main, args=(child, cache_dir, timeout_s, threads), daemon=True,
                                    name="solution-worker")
         self.process.start()
         child.close()
@@ -214,6 +218,7 @@ class EngineWorkers:
         self.ctx.set_forkserver_preload([PRELOAD])
         self.cache_dir, self.timeout_s, self.max_mb = cache_dir, timeout_s, float(max_mb)
         self.start_timeout_s = start_timeout_s
+        self.threads = max(1, (os.cpu_count() or 1) // max(1, n))  # torch threads per worker
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._live: set[_Worker] = set()
@@ -225,7 +230,7 @@ class EngineWorkers:
             self._idle.put(w)
 
     def _spawn(self) -> _Worker:
-        w = _Worker(self.ctx, self.cache_dir, self.timeout_s)
+        w = _Worker(self.ctx, self.cache_dir, self.timeout_s, self.threads)
         with self._lock:
             self._live.add(w)
         return w
