@@ -197,17 +197,22 @@ def bench_photos(url: str, pid: int, png: bytes, side: int, a) -> dict:
 
 
 def _tree_cpu_percent(pid: int, seconds: float) -> float:
-    """CPU use of a process and its children over ``seconds`` (100 = one core busy)."""
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    """CPU use of a process and its descendants over ``seconds`` (100 = one core busy): each process
+    alive at the end counts from the start (or from its birth); one killed in between is left out."""
+    def snapshot() -> dict:
+        out = {}
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                out[(p.pid, p.create_time())] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    before = snapshot()
     time.sleep(seconds)
-    after = 0.0
-    for p in procs:
-        try:
-            after += p.cpu_times().user + p.cpu_times().system
-        except psutil.Error:
-            pass
-    return round(100 * (after - before) / seconds, 1)
+    after = snapshot()
+    return round(100 * sum(t - before.get(key, 0.0) for key, t in after.items()) / seconds, 1)
 
 
 def bench_deadline(src: Path, env: dict, tmp: Path, png: bytes, a) -> dict:
@@ -356,7 +361,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--photo-seconds", type=float, default=10.0, help="concurrent burst per photo case")
     ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle time before the after-idle memory")
     ap.add_argument("--skip-planner", action="store_true")
-    ap.add_argument("--deadline", type=float, default=0.15, help="the deadline server's --timeout (s)")
+    ap.add_argument("--deadline", type=float, default=0.05, help="the deadline server's --timeout (s)")
     ap.add_argument("--deadline-requests", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
     a = ap.parse_args(argv)

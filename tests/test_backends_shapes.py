@@ -231,6 +231,25 @@ def test_tools_through_the_host(detector, vqa):
     assert 0 <= host("best_text_match", whole, [["There is a red circle.", "There is a blue star."]]) <= 1
 
 
+def test_photos_are_seen_at_512_pixels_and_read_as_right(detector, vqa):
+    """The shapes engines declare a 512-pixel working side: a 1600-pixel photo of a scene reaches
+    them at 512 pixels, and the objects found there, in the photo's coordinates, are the scene's."""
+    from PIL import Image
+
+    engines = Engines(detector=detector, vqa=vqa, captioner=ShapesCaptioner(detector), matcher=ShapesMatcher(detector))
+    assert engines.working_side() == 512
+    for scene in _scenes(10):
+        photo = np.asarray(Image.fromarray(render_array(scene)).resize((1600, 1600), Image.Resampling.BICUBIC))
+        host = ToolHost(engines, [photo])
+        assert host.images[0].shape[:2] == (512, 512)
+        found = host("find", {"image": 0, "box": [0, 0, 1600, 1600]}, ["object"])
+        scale = 1600 / scene.width
+        got = sorted((f["box"][0] // scale, f["box"][1] // scale) for f in found)
+        want = sorted((o.box[0], o.box[1]) for o in scene.objects)
+        assert len(got) == len(want) and all(abs(g[0] - w[0]) <= 2 and abs(g[1] - w[1]) <= 2
+                                             for g, w in zip(got, want, strict=True)), (got, want)
+
+
 def _swap_pairs(n_scenes: int, domain: str = "clean"):
     """Scene-level questions asked of their own image and of another scene's image, kept where
     the ground-truth answer differs between the two images."""

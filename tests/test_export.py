@@ -82,32 +82,38 @@ def venv(exported, tmp_path_factory) -> Path:
     return env_dir
 
 
+def _start_server(venv: Path, exported, *args: str, log_name: str = "server.log") -> tuple[subprocess.Popen, str]:
+    """The installed solution's HTTP server as a real process on a free localhost port, once it answers /health."""
+    port = free_port()
+    log = venv.parent / log_name
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(venv / "bin" / exported.name), "serve", "--port", str(port), *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=ENV)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError("server did not start within 120 s")
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def server(venv, exported):
     """The installed solution's HTTP server as a real process on a free localhost port."""
-    port = free_port()
-    log = open(venv.parent / "server.log", "w+")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [str(venv / "bin" / exported.name), "serve", "--port", str(port), "--max-request-mb", "2",
-         "--max-pixels", "4000000", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=ENV,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = _start_server(venv, exported, "--max-request-mb", "2", "--max-pixels", "4000000",
+                              "--log-level", "warning")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"server exited: {Path(log.name).read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start within 120 s"
-            time.sleep(0.3)
         yield url
     finally:
         stop_process(proc)
-        log.close()
 
 
 def _examples(workspace):
@@ -259,6 +265,144 @@ def test_server_verifies_every_image_and_refuses_huge_ones_fast(server, workspac
     r = httpx.post(f"{server}/predict", files={"image": ("b64.png", base64.b64encode(bytes(good)), "text/plain")},
                    timeout=60)
     assert r.status_code == 200 and r.json()["value"] == expected, r.text
+
+
+def _photo(workspace, size: tuple[int, int] = (2000, 1500), i: int = 0) -> bytes:
+    """The second example's scene (one red circle) enlarged into a photo-sized JPEG, its aspect kept
+    (slower to serve than the scene); ``i`` changes one pixel, so no two photos share a cached result."""
+    scene = Image.open(_examples(workspace)[1][0]).convert("RGB")
+    side = min(size)
+    canvas = Image.new("RGB", size, scene.getpixel((0, 0)))
+    canvas.paste(scene.resize((side, side), Image.Resampling.BICUBIC), ((size[0] - side) // 2, (size[1] - side) // 2))
+    canvas.putpixel((0, 0), (i % 256, 0, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _post_all(url: str, photos: list[bytes], replies: list) -> list:
+    """POST each photo to /predict from its own thread (started now); each reply is appended to
+    ``replies`` as (status or transport error name, Retry-After, body, finish time)."""
+    import threading
+
+    def post(data):
+        try:
+            r = httpx.post(f"{url}/predict", files={"image": ("p.jpg", data, "image/jpeg")}, timeout=120)
+            body = r.json()
+            replies.append((r.status_code, r.headers.get("retry-after"), body, time.monotonic()))
+        except httpx.TransportError as e:
+            replies.append((type(e).__name__, None, None, time.monotonic()))
+
+    threads = [threading.Thread(target=post, args=(d,)) for d in photos]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _workers(proc: subprocess.Popen) -> set[int]:
+    """The server's engine worker processes (forked by its fork server, so not its own children)."""
+    import psutil
+
+    found = set()
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if p.ppid() != proc.pid and "forkserver" in " ".join(p.cmdline()):
+                found.add(p.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_server_under_load_answers_503_with_retry_after_never_500(venv, exported, workspace):
+    """More concurrent requests than one worker and one waiting slot hold: the rest are refused
+    with a JSON 503 and Retry-After, never a 500, and the server keeps serving."""
+    proc, url = _start_server(venv, exported, "--workers", "1", "--max-queue", "1", "--log-level", "warning",
+                              log_name="load.log")
+    try:
+        replies: list = []
+        for t in _post_all(url, [_photo(workspace, i=i) for i in range(8)], replies):
+            t.join(180)
+        codes = [r[0] for r in replies]
+        assert len(codes) == 8 and set(codes) <= {200, 503}, codes
+        assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
+        for status, retry, body, _ in replies:
+            if status == 503:
+                assert retry == "1" and body["error"] == "overloaded", body
+            else:
+                assert body["ok"] and body["value"] == _examples(workspace)[1][1] == 1, body
+        path, expected = _examples(workspace)[0]
+        r = httpx.post(f"{url}/predict", files={"image": ("ok.png", path.read_bytes(), "image/png")}, timeout=60)
+        assert r.status_code == 200 and r.json()["value"] == expected
+    finally:
+        stop_process(proc)
+
+
+def test_sigterm_drains_the_server_under_load(venv, exported, workspace):
+    """SIGTERM while requests run and wait: they finish (200), requests sent after it get a JSON
+    503 with Retry-After, no response is a 500, and the process then exits 0."""
+    import signal
+
+    proc, url = _start_server(venv, exported, "--workers", "1", "--max-queue", "16", "--log-level", "warning",
+                              log_name="drain.log")
+    try:
+        before: list = []
+        photos = [_photo(workspace, i=i) for i in range(12)]
+        later = [_photo(workspace, i=100 + i) for i in range(3)]
+        threads = _post_all(url, photos, before)
+        deadline = time.monotonic() + 120
+        while not before and time.monotonic() < deadline:  # the first answered: the others are queued
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        after: list = []
+        threads += _post_all(url, later, after)
+        for t in threads:
+            t.join(180)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop_process(proc)
+    codes = [r[0] for r in before + after]
+    assert 500 not in codes and set(codes) <= {200, 503, "ConnectError"}, codes
+    # requests the server held at the SIGTERM were answered after it
+    assert any(status == 200 and done > signalled for status, *_, done in before), before
+    refused = [r for r in after if r[0] == 503]
+    assert refused, after
+    assert all(retry and body["error"] == "shutting_down" for _, retry, body, _ in refused), refused
+
+
+def test_a_request_past_its_deadline_stops_its_work(venv, exported, workspace):
+    """A 12-megapixel photo under a 0.05 s deadline: 504 at the deadline, and the worker doing the
+    work is killed (not left computing); a new worker takes its place."""
+    proc, url = _start_server(venv, exported, "--workers", "1", "--timeout", "0.05", "--log-level", "warning",
+                              log_name="deadline.log")
+    try:
+        (first,) = _workers(proc)
+        photo = _photo(workspace, (4000, 3000))
+        t0 = time.monotonic()
+        r = httpx.post(f"{url}/predict", files={"image": ("p.jpg", photo, "image/jpeg")}, timeout=60)
+        took = time.monotonic() - t0
+        assert r.status_code == 504 and r.json()["error"] == "timeout", r.text
+        assert took < 1.5, took
+        deadline = time.monotonic() + 1.0
+        while not _gone(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(first), "the worker past the deadline is still running"
+        deadline = time.monotonic() + 60
+        while not _workers(proc) - {first} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _workers(proc) - {first}, "no worker replaced the killed one"
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+    finally:
+        stop_process(proc)
 
 
 def test_schemathesis_finds_no_failures(server, tmp_path):

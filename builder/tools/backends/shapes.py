@@ -35,6 +35,10 @@ from builder.tools.engines import Answer, Detection, as_rgb_array
 DETECTOR_VERSION = "1"
 CAPTIONER_VERSION = "1"
 MATCHER_VERSION = "1"
+# The longer image side these engines work at (``Engines.working_side``): world scenes are 128 to
+# 256 pixels and the VQA net reads 128; on 1600-pixel JPEG photos of 200 scenes (clean, noisy) the
+# detector is exactly as right at 512 as at 1280, and 6x faster.
+WORKING_SIDE = 512
 
 
 # ---- detector -------------------------------------------------------------------------------
@@ -47,6 +51,7 @@ class ShapesDetector(ObjectDetector):
 
     backend_id = "shapes:detector"
     version = DETECTOR_VERSION
+    working_side = WORKING_SIDE
 
     def __init__(self, threshold: float = 0.0, chroma_threshold: float = CHROMA_THRESHOLD):
         super().__init__(chroma_threshold)
@@ -108,6 +113,7 @@ class ShapesVQA(_LearnedWeights):
     """
 
     backend_id = "shapes:vqa"
+    working_side = WORKING_SIDE
 
     _train_command = "visforge engines train-vqa --out DIR"
 
@@ -155,6 +161,7 @@ class ShapesCaptioner:
 
     backend_id = "shapes:captioner"
     version = CAPTIONER_VERSION
+    working_side = WORKING_SIDE
 
     def __init__(self, detector: ShapesDetector | None = None):
         self.detector = detector or ShapesDetector()
@@ -223,6 +230,7 @@ class ShapesMatcher:
 
     backend_id = "shapes:matcher"
     version = MATCHER_VERSION
+    working_side = WORKING_SIDE
 
     def __init__(self, detector: ShapesDetector | None = None):
         self.detector = detector or ShapesDetector()

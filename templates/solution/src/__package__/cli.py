@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_queue=args.max_queue,
         request_timeout_s=args.timeout,
+        worker_memory_mb=args.worker_memory_mb,
     )
     serve(host=args.host, port=args.port, workers=args.workers, limits=limits, cache_dir=args.cache_dir,
           log_level=args.log_level)
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve the HTTP API (see /docs)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--workers", type=int, default=2, help="sandbox worker processes (requests run at once)")
+    srv.add_argument("--workers", type=int, default=2, help="engine worker processes (requests run at once)")
     srv.add_argument("--max-queue", type=int, default=16, help="requests that may wait for a worker (then 503)")
     srv.add_argument("--timeout", type=float, default=30.0, help="each request's deadline in seconds (then 504)")
     srv.add_argument("--max-request-mb", type=float, default=32.0)
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-side", type=int, default=4096, help="longest image side in pixels (then 413)")
     srv.add_argument("--max-pixels", type=int, default=12_000_000, help="pixels per image (then 413)")
     srv.add_argument("--max-batch", type=int, default=64)
+    srv.add_argument("--worker-memory-mb", type=float, default=1024.0,
+                     help="how far an engine worker may grow past its size at start (MB); then it is replaced")
     srv.add_argument("--cache-dir", default=None, help="keep a tool-result cache in this folder")
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(func=_serve)

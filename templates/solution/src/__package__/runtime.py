@@ -20,6 +20,7 @@ from builder.executor import Limits as SandboxLimits
 from builder.executor import Sandbox
 from builder.run import ExampleInput, run_program
 from builder.tools.cache import ToolCache
+from builder.tools.host import Engines
 from builder.tools.profile import build_engines, load_profile
 
 ASSETS = Path(__file__).parent / "assets"
@@ -67,14 +68,16 @@ class Solution:
 
     ``workers`` sandbox processes run programs in parallel (``predict_many`` and concurrent
     server requests); ``cache_dir`` turns on the content-keyed tool-result cache; ``timeout_s``
-    is each run's wall-clock deadline (a run past it is ``ok: false`` with ``error_kind: timeout``).
+    is each run's wall-clock deadline (a run past it is ``ok: false`` with ``error_kind: timeout``);
+    ``engines`` are built from the pinned profile unless given (the server's workers share theirs).
     Use as a context manager, or call ``close`` to stop the sandbox workers.
     """
 
-    def __init__(self, workers: int = 1, cache_dir: str | Path | None = None, timeout_s: float = 30.0):
+    def __init__(self, workers: int = 1, cache_dir: str | Path | None = None, timeout_s: float = 30.0,
+                 engines: Engines | None = None):
         self.manifest = manifest()
         self.source = program_source()
-        self.engines = build_engines(engine_profile())
+        self.engines = engines if engines is not None else build_engines(engine_profile())
         self.workers = max(1, int(workers))
         self.sandbox = Sandbox(workers=self.workers, limits=SandboxLimits(timeout_s=float(timeout_s)))
         self.cache = ToolCache(cache_dir) if cache_dir else None

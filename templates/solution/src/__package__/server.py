@@ -10,9 +10,12 @@ image is fully decoded and, for PNG, every chunk's checksum verified), an oversi
 image 413 (a side over ``max_side`` pixels, more than ``max_pixels`` pixels, or too many bytes:
 decided from the header, before any pixel is decoded), wrong content type 415, missing/empty
 fields 422, a full queue 503 with ``Retry-After`` (``workers`` requests run at once, at most
-``max_queue`` wait), a request past its deadline 504. Decoding and the program run in the
-server's worker pool, never on the event loop, so ``/health`` and other requests are answered
-while a slow one runs. The OpenAPI schema at ``/openapi.json`` states all of this.
+``max_queue`` wait), a request past its deadline 504. Decoding, the engines and the program run
+in worker processes (``workers``), never on the event loop, so ``/health`` and other requests are
+answered while a slow one runs; a worker past a request's deadline is killed (its work stops),
+and one past its memory cap is replaced. SIGTERM (or Ctrl+C) drains: new requests get 503 with
+``Retry-After``, running ones finish (or, after their deadline, 503), then the process exits 0;
+a second signal exits at once. The OpenAPI schema at ``/openapi.json`` states all of this.
 This file is copied verbatim by ``visforge export``.
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import json
 import threading
 import time
@@ -35,10 +37,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from builder.core.images import ImageError, ImageTooLarge, check_image_size, decode_working
-from builder.core.video import VideoError, VideoReader, VideoTooLarge, is_video_path, probe_video
+from builder.core.images import ImageError, ImageTooLarge, check_image_size
+from builder.core.video import VideoError, VideoTooLarge, probe_video
 
 from .runtime import Solution, manifest
+from .workers import EngineWorkers, InProcess, Job, JobError, is_video, trim_memory
 
 MB = 1024 * 1024
 
@@ -58,6 +61,7 @@ class Limits:
     max_video_seconds: float = 60.0
     max_video_frames: int = 1500
     max_video_side: int = 1280
+    worker_memory_mb: float = 1024.0  # how far a worker may grow past its size at start; then replaced
 
 
 class Prediction(BaseModel):
@@ -93,7 +97,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Request bytes, image bytes, image side or pixel count over the limit."},
     415: {"model": ErrorBody, "description": "Not multipart/form-data."},
     422: {"model": ErrorBody, "description": "Missing, empty, too many or inconsistent fields."},
-    503: {"model": ErrorBody, "description": "Queue full or shutting down.", "headers": _RETRY},
+    503: {"model": ErrorBody, "description": "Queue full, shutting down, or the request's worker was lost "
+                                            "(it is replaced).", "headers": _RETRY},
     504: {"model": ErrorBody, "description": "The request passed its deadline."},
 }
 
@@ -103,16 +108,8 @@ def _error(status: int, detail: str, code: str | None = None, headers: dict | No
                         headers=headers)
 
 
-def _trim_memory() -> None:
-    """Give freed heap back to the OS after a large request (glibc; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class Pool:
-    """The worker threads that decode images and run the program, with a bounded queue."""
+    """The threads that hand requests to the runner (each waits for one worker's answer), with a bounded queue."""
 
     def __init__(self, workers: int, max_queue: int):
         self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="solution")
@@ -139,8 +136,8 @@ class Pool:
         with self._lock:
             self.count -= 1
             idle = self.count == 0
-        if idle:  # decoded photos are freed by now: hand the heap back, so idle memory returns to its start
-            _trim_memory()
+        if idle:  # uploads are freed by now: hand the heap back, so idle memory returns to its start
+            trim_memory()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -150,20 +147,60 @@ class _BodyTooLarge(HTTPException):
     pass
 
 
+class Drain:
+    """A graceful stop: once ``start``ed, new requests are refused (503 with ``Retry-After``) while
+    the ``active`` ones finish; past ``grace_s`` the ones still running are answered 503 too."""
+
+    def __init__(self, grace_s: float):
+        self.grace_s = grace_s
+        self.started_at: float | None = None
+        self.active = 0
+        self.aborted = asyncio.Event()
+
+    def start(self) -> None:
+        """Begin draining (from a signal handler: only sets a time)."""
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+
+    @property
+    def draining(self) -> bool:
+        """Whether a drain has begun."""
+        return self.started_at is not None
+
+    def overdue(self) -> bool:
+        """Whether running requests have had their grace time."""
+        return self.started_at is not None and time.monotonic() > self.started_at + self.grace_s
+
+
 class RequestGuard:
-    """ASGI middleware: refuses non-multipart uploads (415) and bodies over the limit (413).
+    """ASGI middleware: refuses non-multipart uploads (415) and bodies over the limit (413), and
+    every request while the server drains (503); counts the requests it lets through.
 
     It runs before FastAPI parses the form, so a huge upload is refused from its
     Content-Length without being read, and a chunked one is cut off as soon as it passes the
     limit (FastAPI would otherwise report a body it cannot parse as a generic 400).
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, drain: Drain):
         self.app = app
         self.max_bytes = max_bytes
+        self.drain = drain
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/predict"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.drain.draining:
+            await self._drain(receive)
+            return await _error(503, "the server is shutting down; retry shortly (or on another instance)",
+                                "shutting_down", {"Retry-After": "5", "Connection": "close"})(scope, receive, send)
+        self.drain.active += 1
+        try:
+            return await self._guarded(scope, receive, send)
+        finally:
+            self.drain.active -= 1
+
+    async def _guarded(self, scope, receive, send):
+        if scope["method"] != "POST" or not scope["path"].startswith("/predict"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -223,7 +260,7 @@ async def _read_image(upload: UploadFile | str, limits: Limits, field: str) -> t
     if len(data) > limits.max_image_bytes:
         raise HTTPException(413, f"{name}: over the {limits.max_image_bytes}-byte image limit")
     data = _unbase64(data)
-    if _is_video(name, data):
+    if is_video(name, data):
         if len(data) > limits.max_video_bytes:
             raise HTTPException(413, f"{name}: over the {limits.max_video_bytes}-byte video limit")
         try:  # the container's header only: size, frame count and duration
@@ -255,25 +292,6 @@ def _unbase64(data: bytes) -> bytes:
         except ValueError:
             return data
     return data
-
-
-def _is_video(name: str, data: bytes) -> bool:
-    """An MP4/QuickTime upload: by its name, or by the ISO media 'ftyp' box at its start."""
-    return is_video_path(name) or data[4:8] == b"ftyp"
-
-
-def _decode_all(files: list[tuple[str, bytes]], limits: Limits, working_side: int) -> list:
-    """Every image decoded and verified at the engines' working size (in a worker thread: a phone
-    photo costs what a working-size image costs); a video becomes a lazy reader whose frames the
-    program's tool calls decode."""
-    try:
-        return [VideoReader(data, name) if _is_video(name, data)
-                else decode_working(data, working_side, name, max_pixels=limits.max_pixels, max_side=limits.max_side)
-                for name, data in files]
-    except (ImageTooLarge, VideoTooLarge) as e:
-        raise HTTPException(413, str(e)) from None
-    except (ImageError, VideoError) as e:
-        raise HTTPException(400, str(e)) from None
 
 
 def _clean_choices(choices: list[str] | None) -> list[str] | None:
@@ -308,24 +326,27 @@ def _example_png() -> bytes:
 
 def create_app(solution: Solution | None = None, limits: Limits | None = None, workers: int = 2,
                cache_dir: str | None = None) -> FastAPI:
-    """The FastAPI app; builds a ``Solution`` with ``workers`` sandbox workers at startup unless one is given."""
+    """The FastAPI app. At startup it starts ``workers`` engine worker processes (``workers.EngineWorkers``);
+    given a ``solution``, it runs that one in this process instead (no stopping, no memory cap).
+    ``app.state.drain`` is its graceful stop (``serve`` starts it on SIGTERM)."""
     limits = limits or Limits()
     info = manifest()
     state: dict[str, Any] = {}
     n_workers = max(1, solution.workers if solution is not None else workers)
+    multi_image = bool(info.get("multi_image"))
+    # Every running request ends by its deadline (the worker is killed there), so a drain waits that long.
+    drain = Drain(grace_s=limits.request_timeout_s + 1.0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        own = solution is None
         state["pool"] = Pool(n_workers, limits.max_queue)
-        state["solution"] = solution if solution is not None else Solution(
-            workers=n_workers, cache_dir=cache_dir, timeout_s=limits.request_timeout_s)
+        state["runner"] = InProcess(solution) if solution is not None else await asyncio.to_thread(
+            EngineWorkers, n_workers, cache_dir, limits.request_timeout_s, limits.worker_memory_mb)
         try:
             yield
         finally:
             state["pool"].close()
-            if own:
-                state["solution"].close()
+            state["runner"].close()
 
     app = FastAPI(
         title=info["name"],
@@ -336,7 +357,8 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
                     f"{limits.max_batch} images a batch; {limits.request_timeout_s:g} s a request.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestGuard, max_bytes=limits.max_request_bytes)
+    app.add_middleware(RequestGuard, max_bytes=limits.max_request_bytes, drain=drain)
+    app.state.drain = drain
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -354,23 +376,39 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
     async def internal_error(request: Request, exc: Exception):
         return _error(500, f"{type(exc).__name__}: {exc}")
 
-    async def _in_pool(fn, deadline: float):
-        """Run ``fn(deadline)`` in the worker pool (503 when the queue is full); 504 at the deadline.
+    async def _in_pool(job: Job, deadline: float):
+        """Run ``job`` on a worker (503 when the queue is full); 504 at the deadline, 503 when a
+        drain runs out of time.
 
-        The work itself stops there too: the program's sandbox run and its tool calls take the
-        same deadline, so a late request does not keep a worker busy after its answer.
+        The work itself stops at the deadline too: the worker still busy with it is killed (the
+        in-process runner stops the program's sandbox run and its tool calls instead).
         """
-        fut = state["pool"].submit(fn, deadline)
+        timeout = HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s")
+        fut = asyncio.wrap_future(state["pool"].submit(state["runner"].run, job, deadline))
+        aborted = asyncio.ensure_future(drain.aborted.wait())
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), max(0.0, deadline - time.monotonic()))
+            done, _ = await asyncio.wait({fut, aborted}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if fut not in done:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits for it now
+            if aborted in done:
+                raise HTTPException(503, "the server is shutting down", headers={"Retry-After": "5"})
+            raise timeout
+        try:
+            return fut.result()
         except TimeoutError:
-            raise HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s") from None
+            raise timeout from None
+        except JobError as e:
+            raise HTTPException(e.status, e.detail, headers={"Retry-After": str(e.retry_after)}
+                                if e.retry_after else None) from None
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is being served."""
         return {"status": "ok", **{k: info[k] for k in ("name", "version", "program_version", "output")},
-                "working_side": state["solution"].engines.working_side()}
+                "working_side": state["runner"].working_side}
 
     predict_responses = {**_ERRORS, 500: {"model": Prediction | ErrorBody,
                                           "description": "The program failed on this input (a Prediction with "
@@ -386,20 +424,14 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         """Run the solution on one input. A program failure is 500 with the same body as a success."""
         if len(image) > limits.max_batch:
             raise HTTPException(422, f"image: at most {limits.max_batch} images per request")
-        if not state["solution"].multi_image and len(image) != 1:
+        if not multi_image and len(image) != 1:
             raise HTTPException(422, f"image: this solution takes exactly one image, got {len(image)}")
         deadline = time.monotonic() + limits.request_timeout_s
         files = [await _read_image(f, limits, "image") for f in image]
-        picked = _clean_choices(choices)
-
-        def work(deadline: float):
-            arrays = _decode_all(files, limits, state["solution"].engines.working_side())
-            try:
-                return state["solution"].predict(arrays, query, picked, deadline=deadline)
-            finally:
-                del arrays
-
-        result = await _in_pool(work, deadline)
+        job = Job(files, limits.max_pixels, limits.max_side, query=query, choices=_clean_choices(choices))
+        result = await _in_pool(job, deadline)
+        if result["error_kind"] == "timeout":  # the program ran out of the request's time
+            raise HTTPException(504, f"the request did not finish within {limits.request_timeout_s:g} s")
         return JSONResponse(result, status_code=200 if result["ok"] else 500)
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
@@ -414,26 +446,16 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
             raise HTTPException(422, "images: the batch is empty")
         if len(images) > limits.max_batch:
             raise HTTPException(422, f"images: at most {limits.max_batch} images per batch, got {len(images)}")
-        if state["solution"].multi_image:
+        if multi_image:
             raise HTTPException(422, "this solution takes several images per input: use /predict")
         if queries is not None and len(queries) != len(images):
             raise HTTPException(422, f"queries: {len(queries)} given for {len(images)} images")
         deadline = time.monotonic() + limits.request_timeout_s
         files = [await _read_image(f, limits, "images") for f in images]
-        shared = _clean_choices(choices)
+        job = Job(files, limits.max_pixels, limits.max_side, query=query, choices=_clean_choices(choices),
+                  queries=queries, batch=True)
+        return await _in_pool(job, deadline)
 
-        def work(deadline: float):
-            arrays = _decode_all(files, limits, state["solution"].engines.working_side())
-            items = [{"images": [a], "query": queries[i] if queries is not None else query, "choices": shared,
-                      "id": f"item{i}"} for i, a in enumerate(arrays)]
-            try:
-                return {"results": state["solution"].predict_many(items, deadline=deadline)}
-            finally:
-                del arrays, items
-
-        return await _in_pool(work, deadline)
-
-    multi = bool(info.get("multi_image"))
     example = base64.b64encode(_example_png()).decode()
 
     def openapi() -> dict[str, Any]:
@@ -446,7 +468,7 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for comp in schema.get("components", {}).get("schemas", {}).values():
             props = comp.get("properties", {})
-            for field, most in (("image", limits.max_batch if multi else 1), ("images", limits.max_batch)):
+            for field, most in (("image", limits.max_batch if multi_image else 1), ("images", limits.max_batch)):
                 if field in props and props[field].get("type") == "array":
                     props[field].update(minItems=1, maxItems=most)
                     props[field]["items"].update(
@@ -464,8 +486,30 @@ def create_app(solution: Solution | None = None, limits: Limits | None = None, w
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, limits: Limits | None = None,
           cache_dir: str | None = None, log_level: str = "info") -> None:
-    """Serve the solution with uvicorn (one process; ``workers`` sandbox workers and pool threads)."""
+    """Serve the solution with uvicorn (one process, ``workers`` engine worker processes) until
+    SIGTERM or Ctrl+C, which drain it (see the module docstring)."""
     import uvicorn
 
     app = create_app(limits=limits, workers=workers, cache_dir=cache_dir)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, but a stop signal drains the app before uvicorn's own shutdown starts."""
+
+        def handle_exit(self, sig, frame) -> None:
+            if app.state.drain.draining:  # a second signal: stop without waiting
+                self.should_exit = True
+            app.state.drain.start()  # the process then exits 0, not by the signal
+
+        async def on_tick(self, counter: int) -> bool:
+            drain = app.state.drain
+            if drain.draining and not self.should_exit:
+                if drain.active == 0:
+                    self.should_exit = True
+                elif drain.overdue():
+                    drain.aborted.set()  # the ones still running answer 503; the next ticks see them gone
+                    if time.monotonic() > drain.started_at + drain.grace_s + 2:
+                        self.should_exit = True
+            return await super().on_tick(counter)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    DrainingServer(config).run()
