@@ -48,8 +48,14 @@ class AugmentPanel(StepCard):
         return self.execute(n_unlabelled=n_unlabelled, qgen_steps=qgen_steps, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
-        """Pseudo-labelled thumbnails and the real/synthetic dataset sizes of a finished Augment."""
-        folder = self.state.workspace.root / "datasets" / "unlabelled"
+        """A finished Augment: its result, and the new dataset offered (and chosen) for Fine-tune."""
+        self.render(out)
+        self.on_dataset(Path(str(out.get("dataset", "seltda"))).name)
+        self.say("Augment finished: fine-tune on the new dataset in step 6.")
+
+    def render(self, out: dict[str, Any]) -> None:
+        """Pseudo-labelled thumbnails and the real/synthetic dataset sizes of an Augment."""
+        folder = Path(out.get("unlabelled_dir") or self.state.workspace.root / "datasets" / "unlabelled")
         cells = "".join(
             f"<figure>{safe_thumbnail(folder / ex['image'], 72)}<figcaption>{html.escape(ex['question'])} → "
             f"<b>{html.escape(str(ex['answer']))}</b></figcaption></figure>" for ex in out.get("examples", [])[:8])
@@ -58,10 +64,9 @@ class AugmentPanel(StepCard):
         self.augment_view.object = (
             bars_svg([("real", real), ("synthetic", synthetic)], "dataset (question/answer pairs)",
                      maximum=max(1, real, synthetic), fmt="{:.0f}") +
-            f"<div><small>{out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
+            f"<div class='vf-augment-summary'><small>dataset <b>{html.escape(Path(str(out.get('dataset', ''))).name)}"
+            f"</b>: {out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
             f"{filt.get('total', '?')} pseudo-labels</small></div><div class='vf-thumbs'>{cells}</div>")
-        self.on_dataset(Path(str(out.get("dataset", "seltda"))).name)
-        self.state.say("Augment finished: fine-tune on the new dataset in step 6.")
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""

@@ -25,9 +25,10 @@ class RunPanel(StepCard):
         self.last_result: BatchResult | None = None
         self.run_button = pn.widgets.Button(label="Run on examples", color="primary")
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=560, styles={"overflow": "auto"})
         self.trace_example = pn.widgets.Select(label="Trace of example", options=[], width=200)
-        self.trace = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        # The trace at full size in the page (no box of its own that scrolls and cuts its images off).
+        self.trace = pn.pane.HTML("", sizing_mode="stretch_width", styles={"overflow-x": "auto"})
         self.run_button.on_click(state.action(self.start))
         self.trace_example.param.watch(lambda e: e.new and state.guard(lambda: self.show_trace(e.new)), "value")
         state.buttons.append(self.run_button)
@@ -63,7 +64,7 @@ class RunPanel(StepCard):
         version = int(params["version"])
         self.last_result = result
         self.program.refresh_versions(select=version)
-        self.state.say(f"v{version:04d}: {result.correct}/{result.n} passed.")
+        self.say(f"v{version:04d}: {result.correct}/{result.n} passed.")
 
     def show_run(self, run: dict | None, version: int | None) -> None:
         """Show a version's recorded run (scores, results table, the first failing trace)."""

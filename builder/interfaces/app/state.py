@@ -122,6 +122,7 @@ class AppState:
                 return
             try:
                 self.set_disabled(True)
+                self.say("")  # the last action's message does not outlive it
                 self.guard(fn)
             finally:
                 self._action_lock.release()

@@ -10,6 +10,7 @@ import panel as pn
 from builder import (
     SHAPES_KINDS,
     UPLOADS_DIR,
+    OutputKind,
     TaskCardError,
     Workspace,
     card_from_data,
@@ -26,9 +27,10 @@ from builder import (
     update_example,
     validate_image_upload,
 )
+from builder.interfaces.app.boxes import BoxDrawer
 from builder.interfaces.app.state import AppState
 from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
-from builder.interfaces.views import safe_thumbnail
+from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path
 
 
 class TaskPanel:
@@ -51,9 +53,14 @@ class TaskPanel:
         self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
                                       sizing_mode="stretch_width")
         self.example_pick = W.Select(label="Example", options=[], width=130)
+        self.example_query = W.TextInput(label="Its query", width=220)
         self.example_expected = W.TextInput(label="Its expected output", width=150)
         self.example_save = W.Button(label="Save example")
         self.example_delete = W.Button(label="Delete example", color="warning")
+        # A grounding task's example is labelled by dragging boxes over its image.
+        self.drawer = BoxDrawer(visible=False)
+        self.clear_boxes = W.Button(label="Clear boxes", visible=False)
+        self.draw_hint = pn.pane.Markdown("", visible=False)
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
         self._connect()
@@ -64,13 +71,16 @@ class TaskPanel:
         self.create_button.on_click(act(lambda: self.create_task(*form())))
         self.replace_button.on_click(act(lambda: self.replace_task(*form())))
         self.upload_button.on_click(act(self._add_uploaded))
-        self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value)))
+        self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value,
+                                                                 self.example_query.value)))
         self.example_delete.on_click(act(lambda: self.delete_example(self.example_pick.value)))
         self.restore_button.on_click(act(lambda: self.restore(self.history.value)))
         self.upload.param.watch(lambda e: e.new and self.state.say(f"**Error:** {html.escape(e.new)}", "danger"),
                                 "error")
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
+        self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
+        self.clear_boxes.on_click(lambda _e: self.drawer.clear())
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
 
@@ -171,19 +181,37 @@ class TaskPanel:
         self.state.task_changed()
         self.state.say(f"Deleted example **{html.escape(example_id)}** (the previous task is under Earlier tasks).")
 
-    def edit_example(self, example_id: str | None, expected: str) -> None:
-        """Change one example's expected output."""
+    def edit_example(self, example_id: str | None, expected: str, query: str | None = None) -> None:
+        """Change one example's expected output (and its query, when given); the previous card
+        stays restorable under Earlier tasks."""
         if not example_id:
             raise ValueError("choose an example first")
-        update_example(self.state.workspace, example_id, expected=expected)
+        if query is not None and not query.strip():
+            raise ValueError(f"example {example_id}: the query is empty; type the question the program answers")
+        update_example(self.state.workspace, example_id, expected=expected,
+                       query=query.strip() if query is not None else None)
         self.state.task_changed()
         self.state.say(f"Saved example **{html.escape(example_id)}**.")
 
     def _pick_example(self, example_id: str) -> None:
-        card = self.state.workspace.load_task()
+        ws = self.state.workspace
+        card = ws.load_task()
         match = [ex for ex in card.examples if ex.id == example_id]
-        if match:
-            self.example_expected.value = format_expected(match[0].expected)
+        if not match:
+            return
+        self.example_expected.value = format_expected(match[0].expected)
+        self.example_query.value = match[0].query or ""
+        drawing = card.output == OutputKind.boxes and not is_video_path(match[0].images[0])
+        self.drawer.visible = self.clear_boxes.visible = self.draw_hint.visible = drawing
+        if drawing:
+            self.draw_hint.object = (f"Drag on the image to draw the boxes of **{html.escape(example_id)}**, "
+                                     "then press **Save example**.")
+            self.drawer.show(ws.resolve_image(match[0].images[0]), as_boxes(match[0].expected) or [])
+
+    def _boxes_drawn(self, boxes: list) -> None:
+        """Boxes drawn with the mouse become the picked example's expected output (saved with Save example)."""
+        if self.drawer.visible:
+            self.example_expected.value = format_expected([[int(v) for v in b] for b in boxes])
 
     # ---- display -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -220,21 +248,26 @@ class TaskPanel:
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
             pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_button,
             self.task_view,
-            pn.Row(self.example_pick, self.example_expected, pn.Column(self.example_save, self.example_delete)),
+            pn.Row(self.example_pick, self.example_query, self.example_expected,
+                   pn.Column(self.example_save, self.example_delete)),
+            self.draw_hint, pn.Row(self.drawer, self.clear_boxes),
             pn.Row(self.history, self.restore_button),
             title="1 · Task", css_classes=["vf-card"], **card)
 
 
 def _task_html(ws: Workspace, card, problems: list[str]) -> str:
     """The task card as HTML: name, output, metric, query, problems and example thumbnails."""
-    cells = "".join(
-        f"<figure>{safe_thumbnail(ws.resolve_image(ex.images[0]), 72)}<figcaption>"
-        f"{html.escape(ex.id or str(i))}: <b>{html.escape(format_expected(ex.expected))}</b></figcaption></figure>"
+    cells = "".join(  # boxes drawn on the picture, every answer in short words under it
+        f"<figure title='{html.escape(ex.query or '')}'>{annotated_thumbnail(ws.resolve_image(ex.images[0]), 72, ex.expected if as_boxes(ex.expected) is not None else None)}"
+        f"<figcaption>{html.escape(ex.id or str(i))}: <b>{html.escape(answer_text(ex.expected, 24))}</b></figcaption></figure>"
         for i, ex in enumerate(card.examples[:24]))
     more = f"<small>... and {len(card.examples) - 24} more</small>" if len(card.examples) > 24 else ""
-    query = card.examples[0].query if card.examples else ""
+    counts: dict[str, int] = {}
+    for ex in card.examples:
+        counts[ex.query or ""] = counts.get(ex.query or "", 0) + 1
+    query = "; ".join(f"{html.escape(q) or '(none)'}" + (f" ({n})" if len(counts) > 1 else "") for q, n in counts.items())
     warn = ("<div class='vf-problems' style='color:#b00020'><b>Problems:</b><ul>" +
             "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
     return (f"<div class='vf-task'><b>{html.escape(card.name)}</b>: {html.escape(card.description)}<br>"
             f"output <b>{card.output}</b> · metric <b>{card.metric}</b> · <b>{len(card.examples)} examples</b> · "
-            f"query <i>{html.escape(query or '')}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")
+            f"{'queries' if len(counts) > 1 else 'query'} <i class='vf-queries'>{query}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")
