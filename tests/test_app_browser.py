@@ -537,6 +537,16 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
     assert sorted(r["state"] for r in records if r["step"] == "run") == ["cancelled", "succeeded"]
 
 
+def _results_shown(page) -> dict:
+    """What the Improve, Augment, Fine-tune and Export cards show: their result views' text (charts,
+    summaries), how many thumbnails, and the Fine-tune dataset chosen."""
+    texts = page.locator(".vf-result").evaluate_all(
+        "els => els.map(e => (e.shadowRoot || e).textContent.replace(/\\s+/g, ' ').trim())")
+    return {"texts": texts, "images": page.locator(".vf-result img").count(),
+            "curves": page.locator(".vf-result polyline").count(),
+            "dataset": page.get_by_label("Dataset", exact=True).input_value()}
+
+
 def test_browser_task_to_export(browser_ready, app_server, tmp_path):
     """The whole workflow in the app: Task → Program → Run → Improve → Augment → Fine-tune → Export."""
     from playwright.sync_api import sync_playwright
@@ -578,6 +588,14 @@ def test_browser_task_to_export(browser_ready, app_server, tmp_path):
             assert page.locator(".vf-chart").count() >= 4  # before/after charts and the acceptance result
             page.get_by_text("acceptance tests: 4/4").or_(page.get_by_text("acceptance tests:")).first.wait_for()
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            # a reload rebuilds every card's results from the workspace: the same charts, thumbnails,
+            # loss curve, export result and Fine-tune dataset choice
+            shown = _results_shown(page)
+            assert len(shown["texts"]) == 4 and all(shown["texts"]) and shown["images"] >= 1, shown
+            page.reload(wait_until="domcontentloaded")
+            page.get_by_text("acceptance tests:").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            assert _results_shown(page) == shown
         finally:
             browser.close()
     ws = Workspace.open(ws_dir)
@@ -672,3 +690,68 @@ def test_browser_search_hits_with_their_own_answers(browser_ready, app_server, t
         finally:
             browser.close()
     assert Workspace.open(ws_dir).load_task() == original
+
+
+def test_browser_draw_a_box_to_label_a_grounding_example(browser_ready, app_server, tmp_path):
+    """A "locate" example is labelled by dragging a box over its image: the box is saved in the
+    image's own pixels and drawn on the example's thumbnail; the layout holds at both sizes."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Task kind").select_option("locate")
+            page.get_by_label("Examples", exact=True).fill("2")
+            page.get_by_label("Examples", exact=True).press("Tab")  # the values reach the server before the click
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("2 examples").first.wait_for(timeout=60_000)
+            layer = page.locator(".vf-draw-layer")
+            layer.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            ws = Workspace.open(ws_dir)
+            example_id = page.get_by_label("Example", exact=True).input_value()
+            example = [ex for ex in ws.load_task().examples if ex.id == example_id][0]
+            width, height = Image.open(ws.resolve_image(example.images[0])).size
+            assert json.loads(page.get_by_label("Its expected output").input_value()) == example.expected
+            page.locator(".vf-draw-clear").click()  # the generated box goes; draw a new one
+            for _ in range(50):
+                if page.get_by_label("Its expected output").input_value() == "[]":
+                    break
+                page.wait_for_timeout(100)
+            layer.scroll_into_view_if_needed()
+            box = layer.bounding_box()
+            start, end = (0.2, 0.3), (0.6, 0.7)
+            page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.5 * box["height"], steps=5)
+            page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=5)
+            page.mouse.up()
+            want = [start[0] * width, start[1] * height, end[0] * width, end[1] * height]
+            field = page.get_by_label("Its expected output")
+            for _ in range(100):  # the drawn box comes back from the server as the example's answer
+                drawn = json.loads(field.input_value() or "null")
+                if drawn and len(drawn) == 1:
+                    break
+                page.wait_for_timeout(100)
+            assert drawn and len(drawn) == 1 and all(abs(a - b) <= 2 for a, b in zip(drawn[0], want, strict=True)), (
+                drawn, want)
+            assert page.locator(".vf-drawn").count() == 1  # drawn over the image
+            page.get_by_role("button", name="Save example").click()
+            page.get_by_text("Saved example").first.wait_for(timeout=30_000)
+            saved = [ex for ex in Workspace.open(ws_dir).load_task().examples if ex.id == example_id][0]
+            assert saved.expected == drawn
+            page.locator(".vf-task .vf-box-expected").first.wait_for(timeout=30_000)  # on its thumbnail too
+            _no_overlap(page)
+            page.set_viewport_size({"width": 1920, "height": 1080})
+            page.wait_for_timeout(800)
+            _no_overlap(page)
+            _shot(page, "1-task-draw", tmp_path)
+        finally:
+            browser.close()

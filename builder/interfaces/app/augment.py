@@ -28,7 +28,7 @@ class AugmentPanel(StepCard):
         self.n_unlabelled = W.IntInput(label="Unlabeled images", value=8, start=1, end=500, width=130)
         self.qgen_steps = W.IntInput(label="Teacher steps", value=60, start=5, end=5000, width=110)
         self.augment_button = W.Button(label="Augment the data", color="primary")
-        self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-augment-result"])
         self.augment_button.on_click(state.action(self.start))
         state.buttons.append(self.augment_button)
 

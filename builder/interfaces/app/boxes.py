@@ -15,7 +15,7 @@ class BoxDrawer(pn.reactive.ReactiveHTML):
 
     ``boxes`` holds the boxes in the image's own pixels ([x0, y0, x1, y1] each, whole numbers),
     whatever size the image is shown at; the browser converts the mouse positions. ``show(path,
-    boxes)`` loads an image, ``clear()`` removes the boxes.
+    boxes)`` loads an image; its Clear button (in the browser) or ``clear()`` removes the boxes.
     """
 
     src = param.String(default="", doc="The image as shown (a data URI).")
@@ -28,7 +28,9 @@ class BoxDrawer(pn.reactive.ReactiveHTML):
     _template = """<div id="wrap" class="vf-draw" style="position:relative; user-select:none; touch-action:none">
 <img id="pic" draggable="false" style="position:absolute; left:0; top:0; width:100%; height:100%"></img>
 <svg id="layer" class="vf-draw-layer" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"
- style="position:absolute; left:0; top:0; width:100%; height:100%; cursor:crosshair"></svg></div>"""
+ style="position:absolute; left:0; top:0; width:100%; height:100%; cursor:crosshair"></svg></div>
+<button id="clear" class="vf-draw-clear" type="button" onclick="${script('clear')}"
+ style="margin-top:4px">Clear boxes</button>"""
 
     _scripts = {
         "render": """
@@ -80,6 +82,7 @@ layer.addEventListener('pointerup', (e) => {
 });
 state.draw();
 """,
+        "clear": "data.boxes = []; state.draw();",
         "src": "state.draw()",
         "boxes": "state.draw()",
         "display_width": "state.draw()",

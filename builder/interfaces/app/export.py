@@ -21,7 +21,7 @@ class ExportPanel(StepCard):
         super().__init__(state)
         self.build_wheel = pn.widgets.Checkbox(label="build the wheel (slower)", value=False)
         self.export_button = pn.widgets.Button(label="Export the solution", color="primary")
-        self.export_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.export_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-export-result"])
         self.export_button.on_click(state.action(self.start))
         state.buttons.append(self.export_button)
 

@@ -25,7 +25,7 @@ class FinetunePanel(StepCard):
         self.epochs = W.IntInput(label="Epochs", value=1, start=1, end=50, width=80)
         self.ft_dataset = W.Select(label="Dataset", options=["examples"], value="examples", width=140)
         self.finetune_button = W.Button(label="Fine-tune the engine", color="primary")
-        self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-finetune-result"])
         self.finetune_button.on_click(state.action(self.start))
         state.buttons.append(self.finetune_button)
 

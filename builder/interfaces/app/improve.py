@@ -25,7 +25,7 @@ class ImprovePanel(StepCard):
         self.improve_k = W.IntInput(label="Readings per query", value=4, start=1, end=16, width=130)
         self.improve_steps = W.IntInput(label="Steps", value=30, start=1, end=1000, width=90)
         self.improve_button = W.Button(label="Improve the planner", color="primary")
-        self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-improve-result"])
         self.improve_button.on_click(state.action(self.start))
         state.buttons.append(self.improve_button)
 

@@ -59,7 +59,6 @@ class TaskPanel:
         self.example_delete = W.Button(label="Delete example", color="warning")
         # A grounding task's example is labelled by dragging boxes over its image.
         self.drawer = BoxDrawer(visible=False)
-        self.clear_boxes = W.Button(label="Clear boxes", visible=False)
         self.draw_hint = pn.pane.Markdown("", visible=False)
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
@@ -80,7 +79,6 @@ class TaskPanel:
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
         self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
-        self.clear_boxes.on_click(lambda _e: self.drawer.clear())
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
 
@@ -202,7 +200,7 @@ class TaskPanel:
         self.example_expected.value = format_expected(match[0].expected)
         self.example_query.value = match[0].query or ""
         drawing = card.output == OutputKind.boxes and not is_video_path(match[0].images[0])
-        self.drawer.visible = self.clear_boxes.visible = self.draw_hint.visible = drawing
+        self.drawer.visible = self.draw_hint.visible = drawing
         if drawing:
             self.draw_hint.object = (f"Drag on the image to draw the boxes of **{html.escape(example_id)}**, "
                                      "then press **Save example**.")
@@ -250,7 +248,7 @@ class TaskPanel:
             self.task_view,
             pn.Row(self.example_pick, self.example_query, self.example_expected,
                    pn.Column(self.example_save, self.example_delete)),
-            self.draw_hint, pn.Row(self.drawer, self.clear_boxes),
+            self.draw_hint, self.drawer,
             pn.Row(self.history, self.restore_button),
             title="1 · Task", css_classes=["vf-card"], **card)
 
