@@ -71,4 +71,4 @@ class AugmentPanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.job_view.layout(), self.augment_view,
-                       title="5 · Augment the data", css_classes=["vf-card"], **card)
+                       title="5 · Augment the data", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -61,4 +61,4 @@ class ExportPanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(self.build_wheel, self.export_button, self.job_view.layout(), self.export_view,
-                       title="7 · Export the solution", css_classes=["vf-card"], **card)
+                       title="7 · Export the solution", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -90,4 +90,4 @@ class FinetunePanel(StepCard):
         """The card's layout."""
         return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.job_view.layout(),
                        self.finetune_view,
-                       title="6 · Fine-tune the engine", css_classes=["vf-card"], **card)
+                       title="6 · Fine-tune the engine", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -60,4 +60,4 @@ class ImprovePanel(StepCard):
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.rounds, self.improve_k, self.improve_steps), self.improve_button,
-                       self.job_view.layout(), self.improve_view, title="4 · Improve the planner", css_classes=["vf-card"], **card)
+                       self.job_view.layout(), self.improve_view, title="4 · Improve the planner", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -210,8 +210,6 @@ class JobWatcher:
         params = card.job_params(**inputs)
         runtime = self.state.runtime if card.uses_runtime else None
         self.state.say("")
-        for other in self.cards.values():  # earlier outcomes belong to what was done before
-            other.job_view.clear()
         return self._follow(start_step(ws, card.step, runtime=runtime, **params))
 
     def _follow(self, job: Job) -> Job:

@@ -109,4 +109,4 @@ class RunPanel(StepCard):
             self.run_button, self.job_view.layout(), self.summary,
             pn.Row(pn.Column(self.results, sizing_mode="stretch_width"),
                    pn.Column(self.trace_example, self.trace, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
-            title="3 · Run on the examples", css_classes=["vf-card"], **card)
+            title="3 · Run on the examples", css_classes=["vf-card", f"vf-card-{self.step}"], **card)
