@@ -540,8 +540,9 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
 def _results_shown(page) -> dict:
     """What the Improve, Augment, Fine-tune and Export cards show: their result views' text (charts,
     summaries), how many thumbnails, and the Fine-tune dataset chosen."""
-    texts = page.locator(".vf-result").evaluate_all(
-        "els => els.map(e => (e.shadowRoot || e).textContent.replace(/\\s+/g, ' ').trim())")
+    texts = page.locator(".vf-result").evaluate_all("""els => els.map(e => Array.from(
+        (e.shadowRoot || e).querySelectorAll('svg, small, figcaption, .vf-export'))
+        .map(x => x.textContent.replace(/\\s+/g, ' ').trim()).join(' | '))""")
     return {"texts": texts, "images": page.locator(".vf-result img").count(),
             "curves": page.locator(".vf-result polyline").count(),
             "dataset": page.get_by_label("Dataset", exact=True).input_value()}
@@ -755,3 +756,63 @@ def test_browser_draw_a_box_to_label_a_grounding_example(browser_ready, app_serv
             _shot(page, "1-task-draw", tmp_path)
         finally:
             browser.close()
+
+
+def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_server, tmp_path):
+    """Improve, Augment, Fine-tune and Export: the job shows in its own card with progress in its
+    units, elapsed time and Cancel, and in the page header; Cancel in the card stops it, the
+    outcome stays in that card (not at the top of the page) and nothing is saved."""
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    steps = [("improve", "Improve the planner", {"Rounds": "5", "Steps": "1000"}, "rounds"),
+             ("augment", "Augment the data", {"Unlabeled images": "500"}, "images"),
+             ("finetune", "Fine-tune the engine", {"Epochs": "50"}, "epochs"),
+             ("export", "Export the solution", {}, "stages")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Examples", exact=True).fill("4")
+            page.get_by_label("Examples", exact=True).press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("4 examples").first.wait_for(timeout=60_000)
+            page.get_by_label("Program").fill('def execute(image):\n    return image.count("red object")\n')
+            page.get_by_label("Program").press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Save version").click()
+            page.get_by_text("saved v0001").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Accept version").click()
+            page.get_by_text("Accepted").first.wait_for(timeout=30_000)
+            page.get_by_text("build the wheel (slower)").click()  # checks the box
+            for step, button, fields, unit in steps:
+                card = page.locator(f".vf-card-{step}")
+                for label, value in fields.items():
+                    card.get_by_label(label, exact=True).fill(value)
+                    card.get_by_label(label, exact=True).press("Tab")
+                page.wait_for_timeout(500)
+                card.get_by_role("button", name=button).click()
+                card.get_by_text(re.compile(rf"/\d+ {unit} done")).first.wait_for(timeout=300_000)
+                status = card.get_by_text(re.compile(rf"/\d+ {unit} done")).first.inner_text()
+                assert "running" in status and "s elapsed" in status, status
+                header = page.locator(".vf-running").inner_text()
+                assert "Running:" in header and unit in header, header
+                card.get_by_role("button", name="Cancel").click()
+                try:
+                    card.get_by_text("cancelled after").first.wait_for(timeout=30_000)
+                except Exception:
+                    page.screenshot(path="/tmp/app25_dbg.png", full_page=True)
+                    raise
+                assert page.locator(".vf-running").count() == 0  # the header no longer lists it
+                assert page.locator(".alert", has_text="cancelled").count() == 0  # the outcome is the card's
+                assert page.get_by_role("button", name=button).is_enabled()
+            _shot(page, "cancelled-in-cards", tmp_path)
+        finally:
+            browser.close()
+    ws = Workspace.open(ws_dir)
+    assert not (ws_dir / "checkpoints" / "planner").exists() and "seltda" not in ws.summary()["datasets"]
+    assert not list((ws_dir / "exports").iterdir()) and not (ws_dir / "checkpoints" / "app-examples").exists()

@@ -207,3 +207,35 @@ def test_locate_example_is_labelled_by_drawing(tmp_path):
         assert not app.task.drawer.visible  # only a boxes task draws
     finally:
         app.close()
+
+
+def test_upload_batch_gets_one_answer_per_image(tmp_path):
+    """Uploaded images each show with their own answer field; an empty one takes the common
+    expected output; the examples are saved with their own answers."""
+    import io
+
+    from PIL import Image
+
+    from builder.interfaces.app import VisForgeApp
+    from builder.interfaces.app.upload import stage_uploads
+
+    def png(shade: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), (shade, 90, 160)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("count", "red objects", n=2, seed=1)
+        staged = stage_uploads(tmp_path / "ws", [("a.png", png(10)), ("b.png", png(200)), ("c.png", png(90))])
+        app.task.upload.staged = staged  # what the browser's picker sets after the upload route staged them
+        assert len(app.task.upload_grid.objects) == 3 and len(app.task.upload_answers) == 3
+        boxes = [app.task.upload_answers[s["token"]] for s in staged]
+        boxes[0].value, boxes[2].value = "1", "4"
+        app.task.query.value, app.task.expected.value = "How many red objects are there?", "2"
+        app.task._add_uploaded()
+        card = app.workspace.load_task()
+        assert [ex.expected for ex in card.examples[2:]] == [1, 2, 4]
+        assert app.task.upload_grid.objects == []  # the batch is done: the grid empties with the picker
+    finally:
+        app.close()

@@ -30,7 +30,7 @@ from builder import (
 from builder.interfaces.app.boxes import BoxDrawer
 from builder.interfaces.app.state import AppState
 from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
-from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path
+from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path, safe_thumbnail
 
 
 class TaskPanel:
@@ -48,8 +48,11 @@ class TaskPanel:
         self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
         self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width")  # over HTTP
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
-        self.expected = W.TextInput(label="Expected output", placeholder="3 / yes / [[x0,y0,x1,y1]]")
+        self.expected = W.TextInput(label="Expected output", placeholder="for all: 3 / yes / [[x0,y0,x1,y1]]")
         self.upload_button = W.Button(label="Add uploaded examples")
+        # One answer field under each uploaded image (empty: the Expected output above is used).
+        self.upload_grid = pn.FlexBox(sizing_mode="stretch_width", css_classes=["vf-upload-grid"])
+        self.upload_answers: dict[str, pn.widgets.TextInput] = {}  # staged token -> its answer field
         self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
                                       sizing_mode="stretch_width")
         self.example_pick = W.Select(label="Example", options=[], width=130)
@@ -74,6 +77,7 @@ class TaskPanel:
                                                                  self.example_query.value)))
         self.example_delete.on_click(act(lambda: self.delete_example(self.example_pick.value)))
         self.restore_button.on_click(act(lambda: self.restore(self.history.value)))
+        self.upload.param.watch(lambda e: self.state.guard(lambda: self._show_upload_grid(e.new)), "staged")
         self.upload.param.watch(lambda e: e.new and self.state.say(f"**Error:** {html.escape(e.new)}", "danger"),
                                 "error")
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
@@ -121,23 +125,27 @@ class TaskPanel:
         self.state.task_changed()
         self.state.say(f"Restored the earlier task **{html.escape(card.name)}** ({len(card.examples)} examples).")
 
-    def add_examples(self, files: list[tuple[str, bytes]], query: str, expected: str) -> Workspace:
-        """Add uploaded images (name, bytes) with one query and expected output to the task.
+    def add_examples(self, files: list[tuple[str, bytes]], query: str, expected: str,
+                     answers: list[str] | None = None) -> Workspace:
+        """Add uploaded images (name, bytes) with one query to the task, each with its own answer
+        (``answers``, aligned with ``files``; an empty one takes ``expected``).
 
         Every file is decoded and size-checked before anything is saved; a bad one is named in
         the error and nothing changes. Without a workspace yet, a new task is started from them.
         """
+        if answers is not None and len(answers) != len(files):
+            raise ValueError(f"{len(answers)} answers for {len(files)} images: give one answer per image")
         if not files:
             raise ValueError("choose image files first")
         for name, data in files:
             if len(data) > MAX_UPLOAD_BYTES:
                 raise ValueError(f"{name}: {len(data)} bytes is over the {MAX_UPLOAD_BYTES}-byte upload limit")
             validate_image_upload(data, name)
-        value = parse_expected_text(expected)
+        values = [parse_expected_text(a if a and a.strip() else expected) for a in (answers or [""] * len(files))]
         staging = self.state.root.resolve() / UPLOADS_DIR  # where the upload route staged them too (same names)
         examples = [{"image": str(stage_image(data, name, staging=staging)), "query": query, "expected": value}
-                    for name, data in files]
-        data = self._with_examples(examples, query, value)
+                    for (name, data), value in zip(files, values, strict=True)]
+        data = self._with_examples(examples, query, values[0])
         ws = save_task(self.state.root, card_from_data(data), reason=f"added {len(files)} uploaded example(s)")
         self.state.task_changed()
         self.state.say(f"Added {len(files)} example(s).")
@@ -165,11 +173,26 @@ class TaskPanel:
         if self.upload.uploading:
             raise ValueError("the chosen files are still uploading: press Add uploaded examples when they are shown "
                              "as uploaded")
-        staged = self.upload.staged if isinstance(self.upload.staged, list) else []
+        staged = [s for s in (self.upload.staged if isinstance(self.upload.staged, list) else []) if isinstance(s, dict)]
         files = [(safe_name(s.get("name", "upload")), staged_file(self.state.root, s.get("token")).read_bytes())
-                 for s in staged if isinstance(s, dict)]
-        self.add_examples(files, self.query.value, self.expected.value)
+                 for s in staged]
+        answers = [self.upload_answers[s["token"]].value if s.get("token") in self.upload_answers else ""
+                   for s in staged]
+        self.add_examples(files, self.query.value, self.expected.value, answers=answers)
         self.upload.clear()
+
+    def _show_upload_grid(self, staged: list) -> None:
+        """Each staged image with its own answer field (a batch is rarely one answer for all)."""
+        self.upload_answers, tiles = {}, []
+        for s in staged if isinstance(staged, list) else []:
+            if not isinstance(s, dict):
+                continue
+            box = pn.widgets.TextInput(value="", placeholder="its answer", width=110, css_classes=["vf-upload-answer"])
+            self.upload_answers[s.get("token")] = box
+            picture = safe_thumbnail(staged_file(self.state.root, s.get("token")), 72)
+            tiles.append(pn.Column(pn.pane.HTML(f"{picture}<br><small>{html.escape(safe_name(s.get('name', '')))}"
+                                                "</small>"), box, width=130, css_classes=["vf-upload-tile"]))
+        self.upload_grid.objects = tiles
 
     def delete_example(self, example_id: str | None) -> None:
         """Delete one example (the previous card is kept in the task history)."""
@@ -244,7 +267,7 @@ class TaskPanel:
             pn.pane.Markdown("Choose a shapes-world task, or upload your own images with a query and the expected "
                              "output. An existing task is only replaced when you confirm it, and stays restorable."),
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
-            pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_button,
+            pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_grid, self.upload_button,
             self.task_view,
             pn.Row(self.example_pick, self.example_query, self.example_expected,
                    pn.Column(self.example_save, self.example_delete)),
