@@ -154,13 +154,20 @@ def test_results_are_drawn_on_the_pictures(tmp_path):
     assert "vf-badimg" in annotated_thumbnail(tmp_path / "missing.png", 40, 3)
 
 
-def test_run_card_trace_is_not_cut_off(tmp_path):
-    """The trace is shown at full size in the page, not in a box of its own that scrolls."""
+def test_run_card_trace_is_not_cut_off_and_zooms(tmp_path):
+    """The trace is shown at full size in the page, not in a box of its own that scrolls, and
+    its images can be enlarged."""
     from builder.interfaces.app import VisForgeApp
 
     app = VisForgeApp(tmp_path / "ws")
     try:
         assert app.run.trace.max_height is None and "max-height" not in (app.run.trace.styles or {})
+        app.task.create_task("count", "red objects", n=2, seed=1)
+        app.program.save_version('def execute(image):\n    return image.count("red object")\n')
+        app.run.run()
+        assert "<img" in app.run.trace.object and "zoom" not in app.run.trace.object
+        app.run.trace_zoom.value = 3
+        assert "zoom: 3" in app.run.trace.object and "<img" in app.run.trace.object
     finally:
         app.close()
 
