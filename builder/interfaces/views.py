@@ -145,8 +145,9 @@ def annotated_thumbnail(path: str | Path, side: int = 96, expected: Any = None, 
     label = (f"<div class='vf-badge' style='position:absolute;left:0;bottom:0;right:0;background:rgba(0,0,0,.62);"
              f"font:10px/1.25 sans-serif;padding:1px 3px'>{' · '.join(badge)}</div>") if badge else ""
     title = html.escape(Path(str(path)).name)
+    kind = "vf-thumb vf-video" if is_video_path(str(path)) else "vf-thumb"
     return (f"<div class='vf-annot' title='{title}' style='position:relative;display:inline-block;width:{w}px;"
-            f"height:{h}px'><img class='vf-thumb' src='{uri}' style='display:block;width:{w}px;height:{h}px'>"
+            f"height:{h}px'><img class='{kind}' src='{uri}' style='display:block;width:{w}px;height:{h}px'>"
             f"{svg}{label}</div>")
 
 
