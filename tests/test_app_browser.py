@@ -788,7 +788,7 @@ def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_serve
             page.get_by_text("saved v0001").wait_for(timeout=30_000)
             page.get_by_role("button", name="Accept version").click()
             page.get_by_text("Accepted").first.wait_for(timeout=30_000)
-            page.get_by_text("build the wheel (slower)").click()  # checks the box
+            page.get_by_role("checkbox", name="build the wheel (slower)").check()  # a longer export
             for step, button, fields, unit in steps:
                 card = page.locator(f".vf-card-{step}")
                 for label, value in fields.items():
@@ -806,6 +806,8 @@ def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_serve
                 assert page.locator(".vf-running").count() == 0  # the header no longer lists it
                 assert page.locator(".alert", has_text="cancelled").count() == 0  # the outcome is the card's
                 assert page.get_by_role("button", name=button).is_enabled()
+            for step, *_ in steps:  # each card keeps its own outcome through the later steps
+                page.locator(f".vf-card-{step}").get_by_text("cancelled after").first.wait_for(timeout=5_000)
             _shot(page, "cancelled-in-cards", tmp_path)
         finally:
             browser.close()

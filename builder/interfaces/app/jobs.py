@@ -303,7 +303,7 @@ class JobWatcher:
             card.job_view.show_idle(f"**{label}** finished in {job.elapsed:.1f} s")
             self.state.guard(lambda: card.show(job.result, job.params))
         elif job.state == "cancelled":
-            self.state.guard(self.state.task_changed)  # first: it clears the cards' earlier outcomes
+            self.state.guard(self.state.refresh)  # nothing was saved: the cards show the workspace as it is
             card.job_view.show_idle(f"<span style='color:#b45309'>**{label}** cancelled after {job.elapsed:.1f} s: "
                                     f"{html.escape(job.message)}</span>")
         else:
