@@ -246,3 +246,22 @@ def test_upload_batch_gets_one_answer_per_image(tmp_path):
         assert app.task.upload_grid.objects == []  # the batch is done: the grid empties with the picker
     finally:
         app.close()
+
+
+def test_query_encoding_stops_on_cancel():
+    """Self-training encodes thousands of replayed phrasings before it trains: that loop stops
+    at a Cancel too (it ran 40 s past one), raising ``Cancelled``."""
+    import secrets
+
+    from builder import Cancelled
+    from builder.planner.semantic import encode
+
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return True
+
+    with pytest.raises(Cancelled, match="cancelled while encoding"):
+        encode([["never", "seen", secrets.token_hex(4)]], should_stop=stop)
+    assert calls
