@@ -788,7 +788,7 @@ def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_serve
             page.get_by_text("saved v0001").wait_for(timeout=30_000)
             page.get_by_role("button", name="Accept version").click()
             page.get_by_text("Accepted").first.wait_for(timeout=30_000)
-            page.get_by_role("checkbox", name="build the wheel (slower)").check()  # a longer export
+            page.locator(".vf-card-export input[type=checkbox]").check()  # build the wheel: a longer export
             for step, button, fields, unit in steps:
                 card = page.locator(f".vf-card-{step}")
                 for label, value in fields.items():
