@@ -66,7 +66,8 @@ def _cancel_from_app(app, card, job):
     card.job_view.cancel_button.clicks += 1  # what the browser's click does
     assert app.jobs.wait(60) is job and job.state == "cancelled", (job.state, job.error)
     assert job_status(app.workspace, job.id)["state"] == "cancelled"
-    assert "cancelled after" in card.job_view.status.object and app.state.message.alert_type == "warning"
+    # the outcome belongs to the card, not to the page's message area (where it would outlive it)
+    assert "cancelled after" in card.job_view.status.object and not app.state.message.visible
     assert not card.job_view.cancel_button.visible and not app.jobs.running()
 
 
@@ -536,6 +537,17 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
     assert sorted(r["state"] for r in records if r["step"] == "run") == ["cancelled", "succeeded"]
 
 
+def _results_shown(page) -> dict:
+    """What the Improve, Augment, Fine-tune and Export cards show: their result views' text (charts,
+    summaries), how many thumbnails, and the Fine-tune dataset chosen."""
+    texts = page.locator(".vf-result").evaluate_all("""els => els.map(e => Array.from(
+        (e.shadowRoot || e).querySelectorAll('svg, small, figcaption, .vf-export'))
+        .map(x => x.textContent.replace(/\\s+/g, ' ').trim()).join(' | '))""")
+    return {"texts": texts, "images": page.locator(".vf-result img").count(),
+            "curves": page.locator(".vf-result polyline").count(),
+            "dataset": page.get_by_label("Dataset", exact=True).input_value()}
+
+
 def test_browser_task_to_export(browser_ready, app_server, tmp_path):
     """The whole workflow in the app: Task → Program → Run → Improve → Augment → Fine-tune → Export."""
     from playwright.sync_api import sync_playwright
@@ -577,6 +589,14 @@ def test_browser_task_to_export(browser_ready, app_server, tmp_path):
             assert page.locator(".vf-chart").count() >= 4  # before/after charts and the acceptance result
             page.get_by_text("acceptance tests: 4/4").or_(page.get_by_text("acceptance tests:")).first.wait_for()
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            # a reload rebuilds every card's results from the workspace: the same charts, thumbnails,
+            # loss curve, export result and Fine-tune dataset choice
+            shown = _results_shown(page)
+            assert len(shown["texts"]) == 4 and all(shown["texts"]) and shown["images"] >= 1, shown
+            page.reload(wait_until="domcontentloaded")
+            page.get_by_text("acceptance tests:").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            assert _results_shown(page) == shown
         finally:
             browser.close()
     ws = Workspace.open(ws_dir)
@@ -671,3 +691,126 @@ def test_browser_search_hits_with_their_own_answers(browser_ready, app_server, t
         finally:
             browser.close()
     assert Workspace.open(ws_dir).load_task() == original
+
+
+def test_browser_draw_a_box_to_label_a_grounding_example(browser_ready, app_server, tmp_path):
+    """A "locate" example is labelled by dragging a box over its image: the box is saved in the
+    image's own pixels and drawn on the example's thumbnail; the layout holds at both sizes."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Task kind").select_option("locate")
+            page.get_by_label("Examples", exact=True).fill("2")
+            page.get_by_label("Examples", exact=True).press("Tab")  # the values reach the server before the click
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("2 examples").first.wait_for(timeout=60_000)
+            layer = page.locator(".vf-draw-layer")
+            layer.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            ws = Workspace.open(ws_dir)
+            example_id = page.get_by_label("Example", exact=True).input_value()
+            example = [ex for ex in ws.load_task().examples if ex.id == example_id][0]
+            width, height = Image.open(ws.resolve_image(example.images[0])).size
+            assert json.loads(page.get_by_label("Its expected output").input_value()) == example.expected
+            page.locator(".vf-draw-clear").click()  # the generated box goes; draw a new one
+            for _ in range(50):
+                if page.get_by_label("Its expected output").input_value() == "[]":
+                    break
+                page.wait_for_timeout(100)
+            layer.scroll_into_view_if_needed()
+            box = layer.bounding_box()
+            start, end = (0.2, 0.3), (0.6, 0.7)
+            page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.5 * box["height"], steps=5)
+            page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=5)
+            page.mouse.up()
+            want = [start[0] * width, start[1] * height, end[0] * width, end[1] * height]
+            field = page.get_by_label("Its expected output")
+            for _ in range(100):  # the drawn box comes back from the server as the example's answer
+                drawn = json.loads(field.input_value() or "null")
+                if drawn and len(drawn) == 1:
+                    break
+                page.wait_for_timeout(100)
+            assert drawn and len(drawn) == 1 and all(abs(a - b) <= 2 for a, b in zip(drawn[0], want, strict=True)), (
+                drawn, want)
+            assert page.locator(".vf-drawn").count() == 1  # drawn over the image
+            page.get_by_role("button", name="Save example").click()
+            page.get_by_text("Saved example").first.wait_for(timeout=30_000)
+            saved = [ex for ex in Workspace.open(ws_dir).load_task().examples if ex.id == example_id][0]
+            assert saved.expected == drawn
+            page.locator(".vf-task .vf-box-expected").first.wait_for(timeout=30_000)  # on its thumbnail too
+            _no_overlap(page)
+            page.set_viewport_size({"width": 1920, "height": 1080})
+            page.wait_for_timeout(800)
+            _no_overlap(page)
+            _shot(page, "1-task-draw", tmp_path)
+        finally:
+            browser.close()
+
+
+def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_server, tmp_path):
+    """Improve, Augment, Fine-tune and Export: the job shows in its own card with progress in its
+    units, elapsed time and Cancel, and in the page header; Cancel in the card stops it, the
+    outcome stays in that card (not at the top of the page) and nothing is saved."""
+    from playwright.sync_api import sync_playwright
+
+    from builder.core.workspace import Workspace
+
+    url, ws_dir = app_server
+    steps = [("improve", "Improve the planner", {"Rounds": "5", "Steps": "1000"}, "rounds"),
+             ("augment", "Augment the data", {"Unlabeled images": "500"}, "images"),
+             ("finetune", "Fine-tune the engine", {"Epochs": "50"}, "epochs"),
+             ("export", "Export the solution", {}, "stages")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("Examples", exact=True).fill("4")
+            page.get_by_label("Examples", exact=True).press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Create task").click(timeout=30_000)
+            page.get_by_text("4 examples").first.wait_for(timeout=60_000)
+            page.get_by_label("Program").fill('def execute(image):\n    return image.count("red object")\n')
+            page.get_by_label("Program").press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Save version").click()
+            page.get_by_text("saved v0001").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Accept version").click()
+            page.get_by_text("Accepted").first.wait_for(timeout=30_000)
+            page.locator(".vf-card-export input[type=checkbox]").check()  # build the wheel: a longer export
+            for step, button, fields, unit in steps:
+                card = page.locator(f".vf-card-{step}")
+                for label, value in fields.items():
+                    card.get_by_label(label, exact=True).fill(value)
+                    card.get_by_label(label, exact=True).press("Tab")
+                page.wait_for_timeout(500)
+                card.get_by_role("button", name=button).click()
+                card.get_by_text(re.compile(rf"/\d+ {unit} done")).first.wait_for(timeout=300_000)
+                status = card.get_by_text(re.compile(rf"/\d+ {unit} done")).first.inner_text()
+                assert "running" in status and "s elapsed" in status, status
+                header = page.locator(".vf-running").inner_text()
+                assert "Running:" in header and unit in header, header
+                card.get_by_role("button", name="Cancel").click()
+                card.get_by_text("cancelled after").first.wait_for(timeout=30_000)
+                assert page.locator(".vf-running").count() == 0  # the header no longer lists it
+                assert page.locator(".alert", has_text="cancelled").count() == 0  # the outcome is the card's
+                assert page.get_by_role("button", name=button).is_enabled()
+            for step, *_ in steps:  # each card keeps its own outcome through the later steps
+                page.locator(f".vf-card-{step}").get_by_text("cancelled after").first.wait_for(timeout=5_000)
+            _shot(page, "cancelled-in-cards", tmp_path)
+        finally:
+            browser.close()
+    ws = Workspace.open(ws_dir)
+    assert not (ws_dir / "checkpoints" / "planner").exists() and "seltda" not in ws.summary()["datasets"]
+    assert not list((ws_dir / "exports").iterdir()) and not (ws_dir / "checkpoints" / "app-examples").exists()

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from augment.seltda.labels import PseudoLabel
 from builder.core.artifacts import ArtifactError, load_artifact
 from builder.core.images import load_image
+from builder.core.progress import report as report_progress
 from builder.core.qa import QA, as_qa
 from builder.core.seeding import derive_seed, numpy_rng
 from builder.run.ray import ray_session
@@ -44,6 +45,8 @@ def pseudo_label(teacher, images: Sequence, n_per_image: int = 2, top_p: float =
         chunk = [_read_image(x) for x in images[s:s + batch_size]]
         scored = _generate_scored(teacher, chunk, n_per_image, top_p, derive_seed(seed, "batch", s))
         out += [PseudoLabel(s + i, t, confidence=c) for i, ts in enumerate(scored) for t, c in ts]
+        done = min(len(images), s + batch_size)
+        report_progress("pseudo-labelling", done=done, total=len(images), unit="images")
     return out
 
 

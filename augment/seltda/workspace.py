@@ -9,6 +9,7 @@ from augment.seltda.generative import ShapesTeacher
 from augment.seltda.labels import filter_pseudo_labels
 from augment.seltda.pseudo import build_student_set, pseudo_label
 from builder.core.images import load_image
+from builder.core.progress import report as report_progress
 from builder.core.qa import load_qa_dataset, save_qa_dataset
 
 
@@ -31,6 +32,8 @@ def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "
     if not paths:
         raise ValueError(f"{folder}: no unlabelled images (.png/.jpg/.webp) to pseudo-label")
     images = [load_image(p) for p in paths]
+    report_progress(f"fitting the {teacher} teacher to {len(real)} examples", 0.0, done=0, total=len(images),
+                    unit="images")
     if teacher == "detection":
         model = DetectionTeacher(min_score=min_confidence)
         model.train(real)
@@ -44,6 +47,8 @@ def augment_workspace(ws, labelled: str = "examples", unlabelled: str | Path = "
         raise ValueError(f"unknown teacher {teacher!r}; use 'detection' or 'generative'")
     model.save_pretrained(ws.dir("checkpoints", f"{name}-teacher"))
     raw = pseudo_label(model, images, n_per_image=n_per_image, top_p=top_p, seed=seed, progress=progress)
+    report_progress(f"filtering {len(raw)} pseudo-labels", 1.0, done=len(images), total=len(images),
+                    unit="images")
     kept, report = filter_pseudo_labels(raw, model.answers, min_confidence=min_confidence)
     student = build_student_set(real, kept, images, ratio, seed=seed)
     path = save_qa_dataset(ws.dir("datasets", name), student, overwrite=True)

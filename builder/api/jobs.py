@@ -109,8 +109,8 @@ def _strategy(ws: Workspace, step: str, runtime: Runtime | None, params: dict[st
 
         return InSandbox(run, kill=rt.cancel)
     if step == "improve":
-        return InThread(lambda job: _steps.improve_planner(ws, runtime=runtime, cancel=job.token,
-                                                           progress=job.report, **params))
+        # self-training reports its rounds through ``builder.core.progress``, which reaches the job
+        return InThread(lambda job: _steps.improve_planner(ws, runtime=runtime, cancel=job.token, **params))
 
     def generate(job: Job):
         job.report("the planner is writing programs")

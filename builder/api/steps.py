@@ -7,6 +7,8 @@ the end, so a cancelled one saves nothing.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from builder.api.programs import WORKSPACE_PLANNER, workspace_planner
 from builder.api.runtime import Runtime
 from builder.core.atomic import atomic_write_json
 from builder.core.errors import Cancelled, UserError
+from builder.core.qa import DATASET_FILE
 from builder.core.workspace import Workspace
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
@@ -25,7 +28,35 @@ from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
 from builder.planner.semantic import clear_planner_cache
 
-__all__ = ["augment_data", "export_solution", "finetune_engine", "improve_planner", "tune_program"]
+__all__ = ["REPORT_STEPS", "augment_data", "export_solution", "finetune_engine", "improve_planner", "step_report",
+           "tune_program", "workspace_datasets"]
+
+# The steps whose last result is kept in the workspace, so every interface can show it again.
+REPORT_STEPS = ("improve", "augment", "finetune", "export")
+
+
+def _report_path(ws: Workspace, step: str) -> Path:
+    if step not in REPORT_STEPS:
+        raise ValueError(f"no saved report for step {step!r}; one of {', '.join(REPORT_STEPS)}")
+    if step == "improve":  # written beside the adapted planner
+        return ws.root / "checkpoints" / "planner_report.json"
+    return ws.dir("reports") / f"{step}.json"
+
+
+def _save_report(ws: Workspace, step: str, report: dict[str, Any]) -> None:
+    atomic_write_json(_report_path(ws, step), {**report, "step": step, "finished": time.time()})
+
+
+def step_report(ws: Workspace, step: str) -> dict[str, Any] | None:
+    """The last finished ``step``'s result as saved in the workspace (one of ``REPORT_STEPS``),
+    None when it never finished: what an interface shows again after a reload or a restart."""
+    path = _report_path(ws, step)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: the saved {step} report cannot be read ({e})") from None
 
 
 def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
@@ -80,7 +111,17 @@ def augment_data(ws: Workspace, labelled: str = "examples", unlabelled: str | Pa
 
     ``options`` go to ``augment.seltda.augment_workspace`` (ratio, n_per_image, top_p, seed, ...).
     """
-    return seltda.augment_workspace(ws, labelled=labelled, unlabelled=unlabelled, name=name, **options)
+    out = seltda.augment_workspace(ws, labelled=labelled, unlabelled=unlabelled, name=name, **options)
+    folder = Path(unlabelled) if Path(unlabelled).is_absolute() else ws.dir("datasets") / unlabelled
+    out = {**out, "labelled": labelled, "unlabelled_dir": str(folder)}
+    _save_report(ws, "augment", out)
+    return out
+
+
+def workspace_datasets(ws: Workspace) -> list[str]:
+    """The names of the workspace's question/answer datasets (``datasets/<name>``), the ones
+    Fine-tune can train on."""
+    return sorted(p.name for p in ws.dir("datasets").iterdir() if (p / DATASET_FILE).is_file())
 
 
 def finetune_engine(ws: Workspace, dataset: str | Sequence[str], backend: str = "shapes",
@@ -93,7 +134,9 @@ def finetune_engine(ws: Workspace, dataset: str | Sequence[str], backend: str = 
     Returns before/after scores and the best checkpoint.
     """
     adapter = _finetune.make_adapter(backend, model)
-    return _finetune.finetune_workspace(ws, dataset, adapter, run, config, **options)
+    result = _finetune.finetune_workspace(ws, dataset, adapter, run, config, **options)
+    _save_report(ws, "finetune", {**result.to_dict(), "dataset": dataset, "run": run, "backend": backend})
+    return result
 
 
 def tune_program(ws: Workspace, version: int | None = None, n_trials: int = 30, **options: Any):
@@ -111,5 +154,7 @@ def export_solution(ws: Workspace | str | Path, out_dir: str | Path | None = Non
     ``options``: ``overwrite``, ``verify``, ``build``, ``template_dir``
     (see ``builder.methods.export.export_solution``).
     """
-    return _export.export_solution(ws, out_dir, name, profile, version, **options)
+    result = _export.export_solution(ws, out_dir, name, profile, version, **options)
+    _save_report(ws if isinstance(ws, Workspace) else Workspace.open(ws), "export", result.to_dict())
+    return result
 

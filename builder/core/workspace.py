@@ -41,7 +41,7 @@ from builder.core.video import is_video_path, probe_video
 
 META_FILE = "visforge-workspace.json"
 FORMAT = 1
-SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index", "jobs")
+SUBDIRS = ("images", "programs", "runs", "datasets", "checkpoints", "exports", "cache", "index", "jobs", "reports")
 UPLOADS_DIR = ".uploads"  # the app's staged uploads (before a task may exist: ``init`` allows it)
 HISTORY_DIR = "history"  # <ws>/history/task-0001.yaml ...: every task card the workspace ever had
 
@@ -338,7 +338,7 @@ class Workspace:
 
     # ---- folders ----------------------------------------------------------------------------
     def dir(self, kind: str, name: str = "") -> Path:
-        """A folder inside the workspace (``datasets``, ``checkpoints``, ``exports``, ``cache``)."""
+        """A folder inside the workspace (``datasets``, ``checkpoints``, ``exports``, ``cache``, ``reports`` ...)."""
         if kind not in SUBDIRS:
             raise WorkspaceError(f"unknown workspace folder {kind!r}; one of {', '.join(SUBDIRS)}")
         if name and (Path(name).is_absolute() or ".." in Path(name).parts):

@@ -50,14 +50,105 @@ def video_thumbnail(path: str | Path, side: int = 96):
 def thumbnail_uri(path: str | Path, side: int = 96) -> str:
     """A small PNG data URI of an image file, or of a video's middle frame with a play mark
     (saved notebooks stay small)."""
+    return _thumbnail(path, side)[0]
+
+
+def _thumbnail(path: str | Path, side: int) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """(PNG data URI, thumbnail size, original size) of an image, or of a video's middle frame."""
     if is_video_path(str(path)):
         im = video_thumbnail(path, side)
+        size = im.size
     else:
         im = load_pil_image(path)
+        size = im.size
         im.thumbnail((side, side))
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), im.size, size
+
+
+def picture_for_drawing(path: str | Path, side: int = 320) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """(PNG data URI, size to show it at, original size) of an image scaled to fit ``side``
+    pixels, up or down, so that boxes can be drawn on a small image too."""
+    im = load_pil_image(path)
+    size = im.size
+    scale = side / max(size)
+    shown = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    if scale < 1:
+        im = im.resize(shown)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), shown, size
+
+
+EXPECTED_COLOR, PREDICTED_COLOR, WRONG_COLOR = "#1b9e5a", "#2f6fdf", "#d62728"
+
+
+def as_boxes(value: Any) -> list[list[float]] | None:
+    """A value read as a list of [x0, y0, x1, y1] boxes (image pixels), or None when it is not one
+    (dicts with a ``box``/``bbox`` are read too)."""
+    if not isinstance(value, list | tuple):
+        return None
+    out = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("box", item.get("bbox"))
+        if not (isinstance(item, list | tuple) and len(item) == 4
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item)):
+            return None
+        out.append([float(v) for v in item])
+    return out
+
+
+def answer_text(value: Any, limit: int = 40) -> str:
+    """A short text for an answer: "2 boxes", "yes", "3", or the (clipped) text."""
+    boxes = as_boxes(value)
+    if boxes is not None and (boxes or isinstance(value, list)):
+        return f"{len(boxes)} box{'es' if len(boxes) != 1 else ''}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _clip(value if isinstance(value, str) else json.dumps(value), limit)
+
+
+def annotated_thumbnail(path: str | Path, side: int = 96, expected: Any = None, predicted: Any = None, *,
+                        show_expected: bool = True, show_predicted: bool = False, correct: bool | None = None,
+                        error: str = "") -> str:
+    """A thumbnail with the answers drawn on it: boxes as rectangles in image coordinates (the
+    expected ones green and dashed, the predicted ones blue, red when wrong), any other answer
+    (a count, yes/no, text) as a badge "expected 3 · got 2". A file that cannot be decoded is a
+    red box naming it."""
+    try:
+        uri, (w, h), (W, H) = _thumbnail(path, side)  # noqa: N806 - original width and height
+    except Exception:  # noqa: BLE001 - a bad file is shown, never fatal
+        return safe_thumbnail(path, side)
+    shown = []  # (css class, colour, dashed, value)
+    if show_expected:
+        shown.append(("vf-box-expected", EXPECTED_COLOR, True, expected))
+    if show_predicted:
+        shown.append(("vf-box-predicted", WRONG_COLOR if correct is False else PREDICTED_COLOR, False, predicted))
+    rects, badge = [], []
+    for cls, color, dashed, value in shown:
+        boxes = as_boxes(value)
+        if boxes is not None and not is_video_path(str(path)):
+            dash = " stroke-dasharray='4 2'" if dashed else ""
+            rects += [f"<rect class='{cls}' x='{x0:.1f}' y='{y0:.1f}' width='{max(0.0, x1 - x0):.1f}' "
+                      f"height='{max(0.0, y1 - y0):.1f}' fill='none' stroke='{color}' stroke-width='2' "
+                      f"vector-effect='non-scaling-stroke'{dash}/>" for x0, y0, x1, y1 in boxes]
+        word = "expected" if cls == "vf-box-expected" else "got"
+        if error and cls == "vf-box-predicted":
+            badge.append("<span style='color:#ffb4b4'>error</span>")
+        elif value is not None or cls == "vf-box-predicted":
+            tint = "#9ff0c0" if dashed else "#cfe0ff" if correct is not False else "#ffb4b4"
+            badge.append(f"<span style='color:{tint}'>{word} {html.escape(answer_text(value, 16))}</span>")
+    svg = (f"<svg class='vf-overlay' viewBox='0 0 {W} {H}' width='{w}' height='{h}' preserveAspectRatio='none' "
+           f"style='position:absolute;left:0;top:0'>{''.join(rects)}</svg>") if rects else ""
+    label = (f"<div class='vf-badge' style='position:absolute;left:0;bottom:0;right:0;background:rgba(0,0,0,.62);"
+             f"font:10px/1.25 sans-serif;padding:1px 3px'>{' · '.join(badge)}</div>") if badge else ""
+    title = html.escape(Path(str(path)).name)
+    kind = "vf-thumb vf-video" if is_video_path(str(path)) else "vf-thumb"
+    return (f"<div class='vf-annot' title='{title}' style='position:relative;display:inline-block;width:{w}px;"
+            f"height:{h}px'><img class='{kind}' src='{uri}' style='display:block;width:{w}px;height:{h}px'>"
+            f"{svg}{label}</div>")
 
 
 def search_hit_html(hit, side: int = 96) -> str:
@@ -86,26 +177,33 @@ def hit_name(hit) -> str:
 
 
 def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200,
-                       images: dict[str, str | Path] | None = None) -> str:
+                       images: dict[str, str | Path] | None = None, side: int = 96) -> str:
     """Per-example pass/fail as an HTML table (accepts ``ExampleResult``s or their dicts); with
-    ``images`` ({example id: image path}) each row starts with the example's thumbnail."""
+    ``images`` ({example id: image path}) each row starts with the example's picture, the
+    expected (green, dashed) and predicted boxes or counts drawn on it. Answers are short texts
+    ("2 boxes", "3", "yes"), never clipped JSON."""
     rows = []
     for r in list(results)[:limit]:
         d = r if isinstance(r, dict) else r.__dict__
         thumb = ""
         if images is not None:
             path = images.get(str(d.get("id")))
-            thumb = f"<td>{safe_thumbnail(path, 40) if path else ''}</td>"
+            pic = annotated_thumbnail(path, side, d.get("expected"), d.get("value"), show_predicted=True,
+                                      correct=bool(d.get("correct")), error=d.get("error") or "") if path else ""
+            thumb = f"<td>{pic}</td>"
         ok = d.get("correct")
         mark = ("<span class='vf-pass' style='color:#0a7d28;font-weight:bold'>pass</span>" if ok else
                 "<span class='vf-fail' style='color:#b00020;font-weight:bold'>fail</span>")
-        out = d.get("error") or json.dumps(d.get("value"))
+        error = d.get("error")
+        out = (f"<span style='color:#b00020' title='{html.escape(str(error)[:2000])}'>{html.escape(_clip(str(error)))}"
+               "</span>") if error else html.escape(answer_text(d.get("value"), 80))
         rows.append(
-            f"<tr>{thumb}<td>{html.escape(str(d.get('id')))}</td><td><code>{html.escape(_clip(json.dumps(d.get('expected'))))}"
-            f"</code></td><td><code>{html.escape(_clip(out))}</code></td><td>{mark}</td></tr>"
+            f"<tr>{thumb}<td>{html.escape(str(d.get('id')))}</td><td><code>{html.escape(answer_text(d.get('expected'), 80))}"
+            f"</code></td><td><code>{out}</code></td><td>{mark}</td></tr>"
         )
     return ("<table class='vf-results' style='border-collapse:collapse;font-size:12px' border='1' cellpadding='3'>"
-            "<tr>" + ("<th></th>" if images is not None else "") + "<th>example</th><th>expected</th><th>output</th><th>result</th></tr>" + "".join(rows) + "</table>")
+            "<tr>" + ("<th>picture</th>" if images is not None else "") +
+            "<th>example</th><th>expected</th><th>output</th><th>result</th></tr>" + "".join(rows) + "</table>")
 
 
 def _clip(text: str, n: int = 80) -> str:

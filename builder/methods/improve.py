@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from builder.core.metrics import score as score_output
+from builder.core.progress import report as _report
 from builder.core.seeding import derive_seed
 from builder.core.taskcard import OutputKind, TaskCard
 from builder.domains import vocabulary
@@ -173,8 +174,7 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
         if should_stop is not None and should_stop():
             report["cancelled"] = True
             break
-        if progress:
-            progress(f"round {r + 1}: exploring", r / config.rounds)
+        _say(progress, f"round {r + 1}: exploring", r, config.rounds)
         kept, stats = explore(planner, tasks, scorer, config, unsolved)
         solved = {k["query"] for k in kept}
         unsolved = {t.query for t in tasks} - solved
@@ -183,8 +183,7 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
             all_kept[k["query"]] = k  # the latest reading of a query wins
         mix = [{kk: v for kk, v in k.items() if kk in ("words", "roles", "meaning")} for k in all_kept.values()]
         mix = mix * config.oversample + list(corrections) * config.oversample + replay
-        if progress:
-            progress(f"round {r + 1}: training on {len(all_kept)} readings", (r + 0.5) / config.rounds)
+        _say(progress, f"round {r + 1}: training on {len(all_kept)} readings", r + 0.5, config.rounds)
         head, log = train_parser(mix, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                  seed=derive_seed(config.seed, "round", r), progress=False, head=planner.parser.head, warmup=0.05,
                                  should_stop=should_stop)
@@ -201,10 +200,16 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
                "train_top1": train_top1["accuracy"] if train_top1 else None,
                "eval": scores, "seconds": round(time.perf_counter() - t0, 1)}
         report["rounds"].append(row)
-        if progress:
-            progress(f"round {r + 1}: eval accuracy {row['eval']['accuracy']:.2f}", (r + 1) / config.rounds)
+        _say(progress, f"round {r + 1}: eval accuracy {row['eval']['accuracy']:.2f}", r + 1, config.rounds)
     report["after"] = report["rounds"][-1]["eval"] if report["rounds"] else report["before"]
     return planner, report
+
+
+def _say(progress: Callable[[str, float], None] | None, message: str, rounds_done: float, rounds: int) -> None:
+    """Progress of self-training: to the ``progress`` callable and, in rounds, to the job running it."""
+    if progress:
+        progress(message, rounds_done / rounds)
+    _report(message, rounds_done / rounds, done=int(rounds_done), total=rounds, unit="rounds")
 
 
 # ---- a workspace's examples as self-training data ---------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.core.artifacts import Artifact, load_state, save_state
+from builder.core.errors import Cancelled
 from builder.planner.meaning import (
     ATTRS,
     CAPTION_KINDS,
@@ -106,10 +107,13 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_MAX = 20_000  # ~30 kB of MiniLM states per query: about 0.6 GB at most
 
 
-def _encode_new(keys: list[tuple], batch_size: int) -> None:
-    """Encode queries not yet in the cache (MiniLM is frozen, so a query's states never change)."""
+def _encode_new(keys: list[tuple], batch_size: int, should_stop=None) -> None:
+    """Encode queries not yet in the cache (MiniLM is frozen, so a query's states never change);
+    ``should_stop()`` is polled between batches (thousands of queries take a while)."""
     tok, model, vocab, torch = minilm()
     for i in range(0, len(keys), batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled while encoding the training queries; nothing was saved")
         chunk = [list(k) for k in keys[i:i + batch_size]]
         enc = tok(chunk, is_split_into_words=True, padding=True, truncation=True, max_length=128,
                   return_tensors="pt")
@@ -131,13 +135,14 @@ def _encode_new(keys: list[tuple], batch_size: int) -> None:
                 _CACHE[keys[i + b]] = (hidden[b, :n].clone(), fields, first, vals)
 
 
-def encode(word_lists: list[list[str]], batch_size: int = 64) -> Encoded:
-    """Encode pre-split queries with the frozen MiniLM (no gradient; each query is encoded once per process)."""
+def encode(word_lists: list[list[str]], batch_size: int = 64, should_stop=None) -> Encoded:
+    """Encode pre-split queries with the frozen MiniLM (no gradient; each query is encoded once per
+    process). ``should_stop()`` is polled between batches: ``Cancelled`` is raised when it says so."""
     torch = minilm()[3]
     keys = [tuple(ws[:MAX_WORDS] or ["?"]) for ws in word_lists]
     with _CACHE_LOCK:
         missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
-    _encode_new(missing, batch_size)
+    _encode_new(missing, batch_size, should_stop)
     with _CACHE_LOCK:
         items = [_CACHE.get(k) for k in keys]
     if any(it is None for it in items):  # evicted meanwhile by another thread: encode again
@@ -222,7 +227,7 @@ def train_parser(examples: list[dict], steps: int = 1500, batch_size: int = 64, 
     from builder.core.training import TrainConfig, train_loop
 
     t0 = time.perf_counter()
-    enc = encode([e["words"] for e in examples])
+    enc = encode([e["words"] for e in examples], should_stop=should_stop)
     encode_s = time.perf_counter() - t0
     kind, slots, role = _targets(examples, enc)
     if head is None:

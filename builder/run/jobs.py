@@ -12,7 +12,8 @@ How the work runs, and how Cancel stops it, is the job's strategy:
 - ``InSandbox``: the same, plus a kill hook on the token (stop the sandbox workers), so
   programs running in the sandbox stop at once.
 - ``InChildProcess``: ``module:function`` in a child process (its own session); Cancel kills
-  its process group; progress is read from the tqdm bars on its stderr.
+  its process group; the child's ``builder.core.progress.report`` calls (units: epochs,
+  images, stages) reach the job through a file, else its tqdm bars on stderr are read.
 
 There is one way to cancel: ``job.cancel()`` (or ``token.cancel()``). It always ends in the
 state "cancelled"; the steps write their outputs at the end, and a job's ``on_cancelled``
@@ -40,6 +41,7 @@ from typing import Any
 
 import psutil
 
+from builder.core import progress as _progress
 from builder.core.atomic import atomic_write_bytes, atomic_write_json
 from builder.core.errors import Cancelled, UserError
 
@@ -165,7 +167,9 @@ class InChildProcess:
     The call and its result travel as pickles in a private folder; the result must be plain
     data (``to_dict()`` is used when it has one). The child runs in its own session, so a
     Ctrl-C in a terminal reaches only the parent, which cancels; Cancel kills the child's
-    process group at once. Progress comes from the tqdm bars the child writes on stderr.
+    process group at once. Progress comes from the child's ``builder.core.progress.report``
+    calls (written to ``progress.json`` in the private folder), or else from the tqdm bars it
+    writes on stderr.
     """
 
     name = "child"
@@ -195,22 +199,19 @@ class InChildProcess:
             return self._result(base, log, proc.returncode)
 
     def _follow(self, job: Job, proc: subprocess.Popen, log: Path) -> None:
-        last = ""
-        while proc.poll() is None:
-            if job.token.wait(self.poll_s):
+        last: Any = None
+        reports = log.with_name(PROGRESS_FILE)
+        while True:
+            ended = proc.poll() is not None  # read once more after the end: the last report counts
+            if not ended and job.token.wait(self.poll_s):
                 return
-            try:
-                tail = log.read_bytes()[-2000:].decode("utf-8", "replace")
-            except OSError:
-                continue
-            found = _PROGRESS_RE.findall(tail)
-            if found:
-                desc, _pct, done, total = found[-1]
-                text = f"{desc.strip() or job.step}: {done}/{total}"
-                if text != last:
-                    last = text
-                    job.report(desc.strip() or job.step, int(done) / max(1, int(total)),
-                               done=int(done), total=int(total), unit="steps")
+            current = _read_reports(reports) or _read_tqdm(log, job.step)
+            if current is not None and current != last:
+                last = current
+                message, fraction, done, total, unit = current
+                job.report(message, fraction, done=done, total=total, unit=unit)
+            if ended:
+                return
 
     def _result(self, base: Path, log: Path, code: int | None) -> Any:
         result = base / "result.pickle"
@@ -222,6 +223,48 @@ class InChildProcess:
             return msg[1]
         _, kind, text, user = msg
         raise (UserError(text) if user else RuntimeError(f"{kind}: {text}"))
+
+
+PROGRESS_FILE = "progress.json"  # in a child job's private folder: its latest progress report
+
+
+def _read_reports(path: Path) -> tuple | None:
+    """The child's latest ``progress.report`` (message, fraction, done, total, unit), if any."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec.get("message", ""), rec.get("fraction"), rec.get("done"), rec.get("total"), rec.get("unit", "")
+
+
+def _read_tqdm(log: Path, step: str) -> tuple | None:
+    """The last tqdm bar on the child's stderr, as a progress report in "steps"."""
+    try:
+        tail = log.read_bytes()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = _PROGRESS_RE.findall(tail)
+    if not found:
+        return None
+    desc, _pct, done, total = found[-1]
+    return desc.strip() or step, int(done) / max(1, int(total)), int(done), int(total), "steps"
+
+
+def _file_listener(path: Path, every_s: float = 0.2) -> _progress.Listener:
+    """A progress listener for a child job: writes the latest report to ``path`` (a report that
+    only updates the message, such as the loss of each training step, at most every ``every_s``
+    seconds; a new count, unit or stage at once)."""
+    last: list[Any] = [0.0, None]
+
+    def listen(message: str, fraction: float | None, done: float | None, total: float | None, unit: str) -> None:
+        now, count = time.time(), (done, total, unit)
+        if now - last[0] < every_s and count == last[1]:
+            return
+        last[0], last[1] = now, count
+        atomic_write_json(path, {"message": message, "fraction": fraction, "done": done, "total": total,
+                                 "unit": unit})
+
+    return listen
 
 
 def _plain(value: Any) -> Any:
@@ -254,7 +297,8 @@ def _child_main(folder: str) -> None:
     target, args, kwargs = pickle.loads((base / "call.pickle").read_bytes())
     try:
         module, _, name = target.partition(":")
-        result = getattr(importlib.import_module(module), name)(*args, **kwargs)
+        with _progress.reporting_to(_file_listener(base / PROGRESS_FILE)):
+            result = getattr(importlib.import_module(module), name)(*args, **kwargs)
         data = result.to_dict() if hasattr(result, "to_dict") else result
         out = ("ok", json.loads(json.dumps(data, default=str)))
     except BaseException as e:  # noqa: BLE001 - sent to the parent, which raises it
@@ -357,6 +401,10 @@ class Job:
         if time.time() - self._saved > 1.0:
             self.save()
 
+    def _heard(self, message: str, fraction: float | None, done: float | None, total: float | None,
+               unit: str) -> None:
+        self.report(message, fraction, done=done, total=total, unit=unit)
+
     def watch(self, fn: Callable[[Job], None]) -> None:
         """Call ``fn(job)`` on every progress report."""
         self._listeners.append(fn)
@@ -394,7 +442,8 @@ class Job:
         self.save()
         try:
             self.token.raise_if_cancelled(self.label)
-            self.result = self.strategy.execute(self)
+            with _progress.reporting_to(self._heard):  # ``progress.report`` in the work reaches the job
+                self.result = self.strategy.execute(self)
             self.state, self.progress = SUCCEEDED, JobProgress(1.0, "done")
         except BaseException as e:  # noqa: BLE001 - every outcome becomes a state
             if isinstance(e, Cancelled) or self.token.cancelled:

@@ -28,7 +28,7 @@ class AugmentPanel(StepCard):
         self.n_unlabelled = W.IntInput(label="Unlabeled images", value=8, start=1, end=500, width=130)
         self.qgen_steps = W.IntInput(label="Teacher steps", value=60, start=5, end=5000, width=110)
         self.augment_button = W.Button(label="Augment the data", color="primary")
-        self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.augment_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-augment-result"])
         self.augment_button.on_click(state.action(self.start))
         state.buttons.append(self.augment_button)
 
@@ -48,8 +48,14 @@ class AugmentPanel(StepCard):
         return self.execute(n_unlabelled=n_unlabelled, qgen_steps=qgen_steps, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
-        """Pseudo-labelled thumbnails and the real/synthetic dataset sizes of a finished Augment."""
-        folder = self.state.workspace.root / "datasets" / "unlabelled"
+        """A finished Augment: its result, and the new dataset offered (and chosen) for Fine-tune."""
+        self.render(out)
+        self.on_dataset(Path(str(out.get("dataset", "seltda"))).name)
+        self.say("Augment finished: fine-tune on the new dataset in step 6.")
+
+    def render(self, out: dict[str, Any]) -> None:
+        """Pseudo-labelled thumbnails and the real/synthetic dataset sizes of an Augment."""
+        folder = Path(out.get("unlabelled_dir") or self.state.workspace.root / "datasets" / "unlabelled")
         cells = "".join(
             f"<figure>{safe_thumbnail(folder / ex['image'], 72)}<figcaption>{html.escape(ex['question'])} → "
             f"<b>{html.escape(str(ex['answer']))}</b></figcaption></figure>" for ex in out.get("examples", [])[:8])
@@ -58,12 +64,11 @@ class AugmentPanel(StepCard):
         self.augment_view.object = (
             bars_svg([("real", real), ("synthetic", synthetic)], "dataset (question/answer pairs)",
                      maximum=max(1, real, synthetic), fmt="{:.0f}") +
-            f"<div><small>{out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
+            f"<div class='vf-augment-summary'><small>dataset <b>{html.escape(Path(str(out.get('dataset', ''))).name)}"
+            f"</b>: {out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
             f"{filt.get('total', '?')} pseudo-labels</small></div><div class='vf-thumbs'>{cells}</div>")
-        self.on_dataset(Path(str(out.get("dataset", "seltda"))).name)
-        self.state.say("Augment finished: fine-tune on the new dataset in step 6.")
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.job_view.layout(), self.augment_view,
-                       title="5 · Augment the data", css_classes=["vf-card"], **card)
+                       title="5 · Augment the data", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

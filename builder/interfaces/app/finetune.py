@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
-from builder import FinetuneConfig, examples_dataset
+from builder import FinetuneConfig, examples_dataset, step_report, workspace_datasets
 from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg, curve_svg
@@ -24,13 +25,31 @@ class FinetunePanel(StepCard):
         self.epochs = W.IntInput(label="Epochs", value=1, start=1, end=50, width=80)
         self.ft_dataset = W.Select(label="Dataset", options=["examples"], value="examples", width=140)
         self.finetune_button = W.Button(label="Fine-tune the engine", color="primary")
-        self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-finetune-result"])
         self.finetune_button.on_click(state.action(self.start))
         state.buttons.append(self.finetune_button)
 
     def add_dataset(self, name: str) -> None:
-        """Offer a new workspace dataset (besides the task's examples)."""
+        """Offer a new workspace dataset (besides the task's examples) and choose it."""
         self.ft_dataset.options = sorted({"examples", *self.ft_dataset.options, name})
+        self.ft_dataset.value = name
+
+    def refresh_datasets(self) -> None:
+        """Offer the workspace's datasets and choose the one the last step chose: the dataset the
+        last Augment wrote when it finished after the last fine-tune, else the one the last
+        fine-tune trained on. A reload never drops the choice back to ``examples``."""
+        ws = self.state.workspace
+        self.ft_dataset.options = sorted({"examples", *workspace_datasets(ws)})
+        chosen = []
+        augmented, tuned = step_report(ws, "augment"), step_report(ws, "finetune")
+        if augmented and augmented.get("dataset"):
+            chosen.append((augmented.get("finished", 0), Path(str(augmented["dataset"])).name))
+        if tuned and isinstance(tuned.get("dataset"), str):
+            chosen.append((tuned.get("finished", 0), tuned["dataset"]))
+        if chosen:
+            name = max(chosen)[1]
+            if name in self.ft_dataset.options:
+                self.ft_dataset.value = name
 
     def inputs(self) -> dict[str, Any]:
         """The card's settings: the dataset to train on and the epochs."""
@@ -48,20 +67,27 @@ class FinetunePanel(StepCard):
         return self.execute(dataset=dataset, epochs=epochs, **options)
 
     def show(self, out: dict, params: dict[str, Any]) -> None:
-        """Before/after accuracy (with its n) and the loss curves of a finished fine-tune."""
+        """A finished fine-tune: before/after and the loss curves."""
+        self.render({**out, "dataset": params.get("dataset", out.get("dataset"))})
+        self.refresh_datasets()  # as a reload would show them: the dataset just trained on stays chosen
+        self.say("Fine-tune finished.")
+
+    def render(self, out: dict[str, Any]) -> None:
+        """Before/after accuracy (with its n), the loss curves and the best checkpoint of a fine-tune."""
         before, after = out.get("before") or {}, out.get("after") or {}
         hist = out.get("history") or {}
         curve = curve_svg({"train loss": [(h["step"], h["loss"]) for h in hist.get("train", [])],
                            "val loss": [(h["step"], h["loss"]) for h in hist.get("val", [])]}, "loss")
+        data = out.get("dataset")
+        data = ", ".join(data) if isinstance(data, list) else str(data or "?")
         self.finetune_view.object = (
             bars_svg([("before", before.get("accuracy")), ("after", after.get("accuracy"))],
                      "VQA accuracy on held-out questions", n=after.get("n", before.get("n"))) +
-            curve + f"<div><small>best checkpoint <code>{html.escape(str(out.get('best_checkpoint', '')))}"
-                    "</code></small></div>")
-        self.state.say("Fine-tune finished.")
+            curve + f"<div class='vf-finetune-summary'><small>trained on <b>{html.escape(data)}</b>; best checkpoint "
+                    f"<code>{html.escape(str(out.get('best_checkpoint', '')))}</code></small></div>")
 
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.job_view.layout(),
                        self.finetune_view,
-                       title="6 · Fine-tune the engine", css_classes=["vf-card"], **card)
+                       title="6 · Fine-tune the engine", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

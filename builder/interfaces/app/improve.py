@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 import panel as pn
@@ -26,7 +25,7 @@ class ImprovePanel(StepCard):
         self.improve_k = W.IntInput(label="Readings per query", value=4, start=1, end=16, width=130)
         self.improve_steps = W.IntInput(label="Steps", value=30, start=1, end=1000, width=90)
         self.improve_button = W.Button(label="Improve the planner", color="primary")
-        self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.improve_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-improve-result"])
         self.improve_button.on_click(state.action(self.start))
         state.buttons.append(self.improve_button)
 
@@ -44,10 +43,11 @@ class ImprovePanel(StepCard):
 
     def show(self, report: dict, params: dict[str, Any]) -> None:
         """The before/after chart of a finished Improve; later proposals use the adapted planner."""
-        self._show_report(report)
-        self.state.say("Improve finished: the adapted planner is used by Generate from now on.")
+        self.render(report)
+        self.say("Improve finished: the adapted planner is used by Generate from now on.")
 
-    def _show_report(self, report: dict) -> None:
+    def render(self, report: dict[str, Any]) -> None:
+        """Planner accuracy before and after each round (with n), the kept readings, the planner's folder."""
         bars = [("before", (report.get("before") or {}).get("accuracy"))]
         bars += [(f"round {r.get('round', i + 1)}", (r.get("eval") or {}).get("accuracy"))
                  for i, r in enumerate(report.get("rounds", []))]
@@ -57,13 +57,7 @@ class ImprovePanel(StepCard):
             f"<div><small>{kept} kept reading(s); adapted planner saved to "
             f"<code>{html.escape(str(report.get('planner', '')))}</code>; later proposals use it.</small></div>")
 
-    def load_saved(self) -> None:
-        """Show the workspace's last Improve report (after a reload)."""
-        report = self.state.workspace.root / "checkpoints" / "planner_report.json"
-        if report.is_file():
-            self._show_report(json.loads(report.read_text()))
-
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.rounds, self.improve_k, self.improve_steps), self.improve_button,
-                       self.job_view.layout(), self.improve_view, title="4 · Improve the planner", css_classes=["vf-card"], **card)
+                       self.job_view.layout(), self.improve_view, title="4 · Improve the planner", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -23,6 +23,7 @@ import panel as pn
 from builder import (
     JOB_STEPS,
     META_FILE,
+    REPORT_STEPS,
     Cancelled,
     Job,
     UserError,
@@ -32,6 +33,7 @@ from builder import (
     resume_job,
     running_job,
     start_step,
+    step_report,
 )
 from builder.interfaces.app.state import AppState, workspace_key
 
@@ -40,13 +42,43 @@ _LOCK = threading.Lock()
 _ROOTS: set[str] = set()
 
 
+def progress_text(job: Job) -> str:
+    """A running job's progress as the cards and the header show it: the message, the count in
+    its units ("3/8 examples done"), the elapsed time and, once a fraction is known, an ETA."""
+    p = job.progress
+    parts = [html.escape(p.message)]
+    if p.done is not None and p.total is not None:
+        parts.append(f"{p.done:g}/{p.total:g} {html.escape(p.unit)} done".replace("  ", " "))
+    parts.append(f"{job.elapsed:.1f} s elapsed")
+    eta = job_eta(job)
+    if eta is not None:
+        parts.append(f"about {eta:.0f} s left" if eta >= 1 else "finishing")
+    return " · ".join(parts)
+
+
+def job_eta(job: Job) -> float | None:
+    """Seconds left, from the elapsed time and the fraction done (None until it says enough)."""
+    frac = job.fraction
+    if frac is None or frac < 0.02 or job.elapsed < 1.0:
+        return None
+    return job.elapsed * (1.0 - frac) / frac
+
+
+ERROR_BOX = {"max-height": "160px", "overflow": "auto", "white-space": "pre-wrap", "overflow-wrap": "anywhere",
+             "font-size": "12px"}
+
+
 class JobView:
-    """The job row inside a card: progress bar, status line, Cancel and Resume."""
+    """The job row inside a card: progress bar, status line (progress in units, elapsed, ETA;
+    after the job its outcome, an error in a bounded box), Cancel and Resume. The outcome
+    belongs to the card: it clears when the card's state changes (``clear``)."""
 
     def __init__(self, state: AppState, card: StepCard):
         self.card = card
         self.progress = pn.indicators.Progress(value=0, max=100, visible=False, width=200, bar_color="primary")
-        self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.status = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["vf-job-status"])
+        self.error = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["vf-job-error"],
+                                  styles={**ERROR_BOX, "color": "#b00020"})
         self.cancel_button = pn.widgets.Button(label="Cancel", color="danger", visible=False)
         self.resume_button = pn.widgets.Button(label="Resume", visible=False)
         self.cancel_button.on_click(lambda _e: state.guard(lambda: state.jobs and state.jobs.cancel()))
@@ -54,24 +86,32 @@ class JobView:
         state.buttons.append(self.resume_button)
 
     def show_running(self, job: Job) -> None:
-        """Show a running job: its progress, message, elapsed time and Cancel."""
+        """Show a running job: its progress in units, elapsed time, ETA and Cancel."""
         frac = job.fraction
         self.progress.value = -1 if frac is None else int(round(100 * frac))
         self.progress.visible = self.cancel_button.visible = True
-        self.resume_button.visible = False
-        self.status.object = (f"**{self.card.label}** running · {html.escape(job.message)} · "
-                              f"{job.elapsed:.1f} s elapsed")
+        self.resume_button.visible = self.error.visible = False
+        self.status.object = f"**{self.card.label}** running · {progress_text(job)}"
 
-    def show_idle(self, text: str | None = None) -> None:
-        """No job of this card runs: hide progress and Cancel (``text``: a new status line)."""
+    def show_idle(self, text: str | None = None, error: str = "") -> None:
+        """No job of this card runs: hide progress and Cancel (``text``: a new status line,
+        ``error``: the failed job's error, shown once, in a box that scrolls)."""
         self.progress.visible = self.cancel_button.visible = False
         if text is not None:
             self.status.object = text
+            self.error.object = f"<pre style='margin:0;white-space:pre-wrap'>{html.escape(error)}</pre>" if error else ""
+            self.error.visible = bool(error)
 
-    def layout(self) -> pn.Row:
+    def clear(self) -> None:
+        """Forget the last job's outcome (the card's state changed); a running job stays shown."""
+        if not self.cancel_button.visible:
+            self.show_idle("")
+
+    def layout(self) -> pn.Column:
         """The row as a card shows it."""
-        return pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
-                      sizing_mode="stretch_width", css_classes=["vf-job"])
+        return pn.Column(pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
+                                sizing_mode="stretch_width"), self.error,
+                         sizing_mode="stretch_width", css_classes=["vf-job"])
 
 
 class StepCard:
@@ -98,6 +138,22 @@ class StepCard:
     def show(self, result: Any, params: dict[str, Any]) -> None:
         """Show a finished job's result (``params``: what it was started with)."""
         raise NotImplementedError
+
+    def load_saved(self) -> None:
+        """Show the step's last result as saved in the workspace (``step_report``), so a reload
+        or a server restart shows what the last finished job showed."""
+        if self.step in REPORT_STEPS:
+            report = step_report(self.state.workspace, self.step)
+            if report is not None:
+                self.render(report)
+
+    def render(self, report: dict[str, Any]) -> None:
+        """Draw a result (a finished job's, or the saved one) in the card's views."""
+
+    def say(self, text: str) -> None:
+        """Add to the card's status line (a finished job's result): it stays with the card."""
+        status = self.job_view.status
+        status.object = f"{status.object} — {text}" if status.object else text
 
     def start(self, **inputs: Any) -> Job:
         """Start the step as the workspace's job with the card's inputs (``inputs`` override them)."""
@@ -126,6 +182,7 @@ class JobWatcher:
         state.jobs = self
         self.cards: dict[str, StepCard] = {}
         self.job: Job | None = None  # the job this session follows (running, or the last one)
+        self.header = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-running-jobs"])
         self._shown: str | None = None
         self._interrupted: dict[str, Any] | None = None
         self._callback = None
@@ -179,6 +236,11 @@ class JobWatcher:
         self.poll()
         return job
 
+    def clear_outcomes(self) -> None:
+        """The task changed: the cards' last job outcomes no longer describe it."""
+        for card in self.cards.values():
+            card.job_view.clear()
+
     def find_interrupted(self) -> None:
         """Show the workspace's newest job in its card; an interrupted one (its process is gone:
         the server stopped) is offered for resuming when the engine can start it again."""
@@ -212,27 +274,41 @@ class JobWatcher:
             else:
                 card.job_view.show_idle()
         self.state.set_disabled(self.state.busy())
+        self._show_header(job)
         if job is not None and job.finished and job.id != self._shown:
             self._shown = job.id
             self._show_ended(job)
 
+    def _show_header(self, job: Job | None) -> None:
+        """The page header lists the workspace's running job (with its card's step number)."""
+        text = ""
+        if job is not None and not job.finished:
+            card = self.cards.get(job.step)
+            label = card.label if card is not None else job.label
+            text = (f"<div class='vf-running' style='padding:4px 8px;background:#eef4ff;border-radius:4px'>"
+                    f"Running: <b>{html.escape(label)}</b> · {progress_text(job)} "
+                    "<small>(Cancel is in its card)</small></div>")
+        if self.header.object != text:
+            self.header.object = text
+
     def _show_ended(self, job: Job) -> None:
+        """A job's outcome in its own card (never in the page's message area, where it would
+        outlive the card's state): the result, "cancelled after", or the error once."""
         card = self.cards.get(job.step)
         label = card.label if card is not None else job.label
-        view = card.job_view if card is not None else None
+        if card is None:
+            self.state.say(f"{html.escape(label)} {job.state}", "success" if job.state == "succeeded" else "warning")
+            return
         if job.state == "succeeded":
-            text = f"**{label}** finished in {job.elapsed:.1f} s"
-            if card is not None:
-                self.state.guard(lambda: card.show(job.result, job.params))
+            card.job_view.show_idle(f"**{label}** finished in {job.elapsed:.1f} s")
+            self.state.guard(lambda: card.show(job.result, job.params))
         elif job.state == "cancelled":
-            text = f"**{label}** cancelled after {job.elapsed:.1f} s"
-            self.state.say(f"{label} cancelled: {html.escape(job.message)}", "warning")
-            self.state.guard(self.state.task_changed)
+            self.state.guard(self.state.refresh)  # nothing was saved: the cards show the workspace as it is
+            card.job_view.show_idle(f"<span style='color:#b45309'>**{label}** cancelled after {job.elapsed:.1f} s: "
+                                    f"{html.escape(job.message)}</span>")
         else:
-            text = f"**{label}** {job.state} after {job.elapsed:.1f} s"
-            self.state.say(f"**Error:** {html.escape(job.error or job.message)}", "danger")
-        if view is not None:
-            view.show_idle(text)
+            card.job_view.show_idle(f"<span style='color:#b00020'>**{label}** {job.state} after "
+                                    f"{job.elapsed:.1f} s:</span>", error=job.error or job.message)
 
     def start_polling(self) -> None:
         """In a browser session, poll the job every 250 ms."""

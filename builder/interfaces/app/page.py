@@ -55,7 +55,9 @@ class VisForgeApp:
         self.jobs.register(self.program, self.run, self.improve, self.augment, self.finetune, self.export)
         if state.has_workspace():
             state.guard(state.task_changed)
-            state.guard(self.improve.load_saved)
+            for card in (self.improve, self.augment, self.finetune, self.export):  # the last results, from the workspace
+                state.guard(card.load_saved)
+            state.guard(self.finetune.refresh_datasets)
             state.say("")
             state.guard(self.jobs.find_interrupted)
         self.jobs.poll()
@@ -77,6 +79,7 @@ class VisForgeApp:
         return pn.Column(
             pn.pane.Markdown("# VisForge\nTask → Program → Run → Improve → Augment → Fine-tune → Export, "
                              "all saved in the workspace."),
+            self.jobs.header,
             self.state.message,
             pn.GridBox(self.task.layout(**card), self.program.layout(**card), ncols=2, sizing_mode="stretch_width"),
             self.run.layout(**card),

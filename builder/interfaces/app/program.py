@@ -139,4 +139,4 @@ class ProgramPanel(StepCard):
         return pn.Card(
             pn.Row(self.k, self.generate_button), self.job_view.layout(), self.program_note, self.version, self.code,
             pn.Row(self.save_button, self.accept_button),
-            title="2 · Program", css_classes=["vf-card"], **card)
+            title="2 · Program", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -12,6 +12,8 @@ from builder.interfaces.app.program import ProgramPanel
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import results_table_html, trace_html
 
+ZOOMS = {"1×": 1, "2×": 2, "3×": 3}  # the trace's image sizes
+
 
 class RunPanel(StepCard):
     """The run card (a job in the sandbox; Cancel kills the sandboxed programs). It shows the
@@ -25,11 +27,15 @@ class RunPanel(StepCard):
         self.last_result: BatchResult | None = None
         self.run_button = pn.widgets.Button(label="Run on examples", color="primary")
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        self.results = pn.pane.HTML("", sizing_mode="stretch_width", max_height=560, styles={"overflow": "auto"})
         self.trace_example = pn.widgets.Select(label="Trace of example", options=[], width=200)
-        self.trace = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow": "auto"})
+        self.trace_zoom = pn.widgets.RadioButtonGroup(label="Zoom", options=ZOOMS, value=1, width=150)
+        # The trace at full size in the page (no box of its own that scrolls and cuts its images off).
+        self.trace = pn.pane.HTML("", sizing_mode="stretch_width", styles={"overflow-x": "auto"})
         self.run_button.on_click(state.action(self.start))
         self.trace_example.param.watch(lambda e: e.new and state.guard(lambda: self.show_trace(e.new)), "value")
+        self.trace_zoom.param.watch(lambda e: self.trace_example.value and state.guard(
+            lambda: self.show_trace(self.trace_example.value)), "value")
         state.buttons.append(self.run_button)
         program.select_listeners.append(self.show_run)
 
@@ -63,7 +69,7 @@ class RunPanel(StepCard):
         version = int(params["version"])
         self.last_result = result
         self.program.refresh_versions(select=version)
-        self.state.say(f"v{version:04d}: {result.correct}/{result.n} passed.")
+        self.say(f"v{version:04d}: {result.correct}/{result.n} passed.")
 
     def show_run(self, run: dict | None, version: int | None) -> None:
         """Show a version's recorded run (scores, results table, the first failing trace)."""
@@ -99,7 +105,11 @@ class RunPanel(StepCard):
             return ""
         match = [r for r in run["results"] if r["id"] == example_id]
         if match:
-            self.trace.object = trace_html(self.state.workspace, match[0], title=f"v{version:04d} on {example_id}")
+            zoom = int(self.trace_zoom.value or 1)
+            page = trace_html(self.state.workspace, match[0], title=f"v{version:04d} on {example_id}")
+            # the trace's images at their own size, or enlarged (pixels kept sharp) to read small objects
+            self.trace.object = (f"<style>.vf-zoom img {{zoom: {zoom}; image-rendering: pixelated}}</style>"
+                                 f"<div class='vf-zoom'>{page}</div>") if zoom > 1 else page
         return self.trace.object
 
     def layout(self, **card: Any) -> pn.Card:
@@ -107,5 +117,6 @@ class RunPanel(StepCard):
         return pn.Card(
             self.run_button, self.job_view.layout(), self.summary,
             pn.Row(pn.Column(self.results, sizing_mode="stretch_width"),
-                   pn.Column(self.trace_example, self.trace, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
-            title="3 · Run on the examples", css_classes=["vf-card"], **card)
+                   pn.Column(pn.Row(self.trace_example, self.trace_zoom), self.trace, sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            title="3 · Run on the examples", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -85,7 +85,14 @@ class AppState:
         return shared_runtime(self.workspace)
 
     def task_changed(self) -> None:
-        """Tell every card that shows the task (or depends on it) to refresh."""
+        """Tell every card that shows the task (or depends on it) to refresh; the cards' last job
+        outcomes no longer describe the task, so they go."""
+        self.refresh()
+        if self.jobs is not None:
+            self.jobs.clear_outcomes()
+
+    def refresh(self) -> None:
+        """Show the workspace again in every card that shows the task (or depends on it)."""
         for listener in self.task_listeners:
             listener()
 
@@ -122,6 +129,7 @@ class AppState:
                 return
             try:
                 self.set_disabled(True)
+                self.say("")  # the last action's message does not outlive it
                 self.guard(fn)
             finally:
                 self._action_lock.release()

@@ -10,6 +10,7 @@ import panel as pn
 from builder import (
     SHAPES_KINDS,
     UPLOADS_DIR,
+    OutputKind,
     TaskCardError,
     Workspace,
     card_from_data,
@@ -26,9 +27,10 @@ from builder import (
     update_example,
     validate_image_upload,
 )
+from builder.interfaces.app.boxes import BoxDrawer
 from builder.interfaces.app.state import AppState
 from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
-from builder.interfaces.views import safe_thumbnail
+from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path, safe_thumbnail
 
 
 class TaskPanel:
@@ -46,14 +48,21 @@ class TaskPanel:
         self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
         self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width")  # over HTTP
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
-        self.expected = W.TextInput(label="Expected output", placeholder="3 / yes / [[x0,y0,x1,y1]]")
+        self.expected = W.TextInput(label="Expected output", placeholder="for all: 3 / yes / [[x0,y0,x1,y1]]")
         self.upload_button = W.Button(label="Add uploaded examples")
+        # One answer field under each uploaded image (empty: the Expected output above is used).
+        self.upload_grid = pn.FlexBox(sizing_mode="stretch_width", css_classes=["vf-upload-grid"])
+        self.upload_answers: dict[str, pn.widgets.TextInput] = {}  # staged token -> its answer field
         self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
                                       sizing_mode="stretch_width")
         self.example_pick = W.Select(label="Example", options=[], width=130)
+        self.example_query = W.TextInput(label="Its query", width=220)
         self.example_expected = W.TextInput(label="Its expected output", width=150)
         self.example_save = W.Button(label="Save example")
         self.example_delete = W.Button(label="Delete example", color="warning")
+        # A grounding task's example is labelled by dragging boxes over its image.
+        self.drawer = BoxDrawer(visible=False)
+        self.draw_hint = pn.pane.Markdown("", visible=False)
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
         self._connect()
@@ -64,13 +73,16 @@ class TaskPanel:
         self.create_button.on_click(act(lambda: self.create_task(*form())))
         self.replace_button.on_click(act(lambda: self.replace_task(*form())))
         self.upload_button.on_click(act(self._add_uploaded))
-        self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value)))
+        self.example_save.on_click(act(lambda: self.edit_example(self.example_pick.value, self.example_expected.value,
+                                                                 self.example_query.value)))
         self.example_delete.on_click(act(lambda: self.delete_example(self.example_pick.value)))
         self.restore_button.on_click(act(lambda: self.restore(self.history.value)))
+        self.upload.param.watch(lambda e: self.state.guard(lambda: self._show_upload_grid(e.new)), "staged")
         self.upload.param.watch(lambda e: e.new and self.state.say(f"**Error:** {html.escape(e.new)}", "danger"),
                                 "error")
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
+        self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
 
@@ -113,23 +125,27 @@ class TaskPanel:
         self.state.task_changed()
         self.state.say(f"Restored the earlier task **{html.escape(card.name)}** ({len(card.examples)} examples).")
 
-    def add_examples(self, files: list[tuple[str, bytes]], query: str, expected: str) -> Workspace:
-        """Add uploaded images (name, bytes) with one query and expected output to the task.
+    def add_examples(self, files: list[tuple[str, bytes]], query: str, expected: str,
+                     answers: list[str] | None = None) -> Workspace:
+        """Add uploaded images (name, bytes) with one query to the task, each with its own answer
+        (``answers``, aligned with ``files``; an empty one takes ``expected``).
 
         Every file is decoded and size-checked before anything is saved; a bad one is named in
         the error and nothing changes. Without a workspace yet, a new task is started from them.
         """
+        if answers is not None and len(answers) != len(files):
+            raise ValueError(f"{len(answers)} answers for {len(files)} images: give one answer per image")
         if not files:
             raise ValueError("choose image files first")
         for name, data in files:
             if len(data) > MAX_UPLOAD_BYTES:
                 raise ValueError(f"{name}: {len(data)} bytes is over the {MAX_UPLOAD_BYTES}-byte upload limit")
             validate_image_upload(data, name)
-        value = parse_expected_text(expected)
+        values = [parse_expected_text(a if a and a.strip() else expected) for a in (answers or [""] * len(files))]
         staging = self.state.root.resolve() / UPLOADS_DIR  # where the upload route staged them too (same names)
         examples = [{"image": str(stage_image(data, name, staging=staging)), "query": query, "expected": value}
-                    for name, data in files]
-        data = self._with_examples(examples, query, value)
+                    for (name, data), value in zip(files, values, strict=True)]
+        data = self._with_examples(examples, query, values[0])
         ws = save_task(self.state.root, card_from_data(data), reason=f"added {len(files)} uploaded example(s)")
         self.state.task_changed()
         self.state.say(f"Added {len(files)} example(s).")
@@ -157,11 +173,26 @@ class TaskPanel:
         if self.upload.uploading:
             raise ValueError("the chosen files are still uploading: press Add uploaded examples when they are shown "
                              "as uploaded")
-        staged = self.upload.staged if isinstance(self.upload.staged, list) else []
+        staged = [s for s in (self.upload.staged if isinstance(self.upload.staged, list) else []) if isinstance(s, dict)]
         files = [(safe_name(s.get("name", "upload")), staged_file(self.state.root, s.get("token")).read_bytes())
-                 for s in staged if isinstance(s, dict)]
-        self.add_examples(files, self.query.value, self.expected.value)
+                 for s in staged]
+        answers = [self.upload_answers[s["token"]].value if s.get("token") in self.upload_answers else ""
+                   for s in staged]
+        self.add_examples(files, self.query.value, self.expected.value, answers=answers)
         self.upload.clear()
+
+    def _show_upload_grid(self, staged: list) -> None:
+        """Each staged image with its own answer field (a batch is rarely one answer for all)."""
+        self.upload_answers, tiles = {}, []
+        for s in staged if isinstance(staged, list) else []:
+            if not isinstance(s, dict):
+                continue
+            box = pn.widgets.TextInput(value="", placeholder="its answer", width=110, css_classes=["vf-upload-answer"])
+            self.upload_answers[s.get("token")] = box
+            picture = safe_thumbnail(staged_file(self.state.root, s.get("token")), 72)
+            tiles.append(pn.Column(pn.pane.HTML(f"{picture}<br><small>{html.escape(safe_name(s.get('name', '')))}"
+                                                "</small>"), box, width=130, css_classes=["vf-upload-tile"]))
+        self.upload_grid.objects = tiles
 
     def delete_example(self, example_id: str | None) -> None:
         """Delete one example (the previous card is kept in the task history)."""
@@ -171,19 +202,37 @@ class TaskPanel:
         self.state.task_changed()
         self.state.say(f"Deleted example **{html.escape(example_id)}** (the previous task is under Earlier tasks).")
 
-    def edit_example(self, example_id: str | None, expected: str) -> None:
-        """Change one example's expected output."""
+    def edit_example(self, example_id: str | None, expected: str, query: str | None = None) -> None:
+        """Change one example's expected output (and its query, when given); the previous card
+        stays restorable under Earlier tasks."""
         if not example_id:
             raise ValueError("choose an example first")
-        update_example(self.state.workspace, example_id, expected=expected)
+        if query is not None and not query.strip():
+            raise ValueError(f"example {example_id}: the query is empty; type the question the program answers")
+        update_example(self.state.workspace, example_id, expected=expected,
+                       query=query.strip() if query is not None else None)
         self.state.task_changed()
         self.state.say(f"Saved example **{html.escape(example_id)}**.")
 
     def _pick_example(self, example_id: str) -> None:
-        card = self.state.workspace.load_task()
+        ws = self.state.workspace
+        card = ws.load_task()
         match = [ex for ex in card.examples if ex.id == example_id]
-        if match:
-            self.example_expected.value = format_expected(match[0].expected)
+        if not match:
+            return
+        self.example_expected.value = format_expected(match[0].expected)
+        self.example_query.value = match[0].query or ""
+        drawing = card.output == OutputKind.boxes and not is_video_path(match[0].images[0])
+        self.drawer.visible = self.draw_hint.visible = drawing
+        if drawing:
+            self.draw_hint.object = (f"Drag on the image to draw the boxes of **{html.escape(example_id)}**, "
+                                     "then press **Save example**.")
+            self.drawer.show(ws.resolve_image(match[0].images[0]), as_boxes(match[0].expected) or [])
+
+    def _boxes_drawn(self, boxes: list) -> None:
+        """Boxes drawn with the mouse become the picked example's expected output (saved with Save example)."""
+        if self.drawer.visible:
+            self.example_expected.value = format_expected([[int(v) for v in b] for b in boxes])
 
     # ---- display -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -218,23 +267,28 @@ class TaskPanel:
             pn.pane.Markdown("Choose a shapes-world task, or upload your own images with a query and the expected "
                              "output. An existing task is only replaced when you confirm it, and stays restorable."),
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
-            pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_button,
+            pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_grid, self.upload_button,
             self.task_view,
-            pn.Row(self.example_pick, self.example_expected, pn.Column(self.example_save, self.example_delete)),
+            pn.Row(self.example_pick, self.example_query, self.example_expected,
+                   pn.Column(self.example_save, self.example_delete)),
+            self.draw_hint, self.drawer,
             pn.Row(self.history, self.restore_button),
             title="1 · Task", css_classes=["vf-card"], **card)
 
 
 def _task_html(ws: Workspace, card, problems: list[str]) -> str:
     """The task card as HTML: name, output, metric, query, problems and example thumbnails."""
-    cells = "".join(
-        f"<figure>{safe_thumbnail(ws.resolve_image(ex.images[0]), 72)}<figcaption>"
-        f"{html.escape(ex.id or str(i))}: <b>{html.escape(format_expected(ex.expected))}</b></figcaption></figure>"
+    cells = "".join(  # boxes drawn on the picture, every answer in short words under it
+        f"<figure title='{html.escape(ex.query or '')}'>{annotated_thumbnail(ws.resolve_image(ex.images[0]), 72, ex.expected if as_boxes(ex.expected) is not None else None)}"
+        f"<figcaption>{html.escape(ex.id or str(i))}: <b>{html.escape(answer_text(ex.expected, 24))}</b></figcaption></figure>"
         for i, ex in enumerate(card.examples[:24]))
     more = f"<small>... and {len(card.examples) - 24} more</small>" if len(card.examples) > 24 else ""
-    query = card.examples[0].query if card.examples else ""
+    counts: dict[str, int] = {}
+    for ex in card.examples:
+        counts[ex.query or ""] = counts.get(ex.query or "", 0) + 1
+    query = "; ".join(f"{html.escape(q) or '(none)'}" + (f" ({n})" if len(counts) > 1 else "") for q, n in counts.items())
     warn = ("<div class='vf-problems' style='color:#b00020'><b>Problems:</b><ul>" +
             "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
     return (f"<div class='vf-task'><b>{html.escape(card.name)}</b>: {html.escape(card.description)}<br>"
             f"output <b>{card.output}</b> · metric <b>{card.metric}</b> · <b>{len(card.examples)} examples</b> · "
-            f"query <i>{html.escape(query or '')}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")
+            f"{'queries' if len(counts) > 1 else 'query'} <i class='vf-queries'>{query}</i>{warn}<div class='vf-thumbs'>{cells}</div>{more}</div>")

@@ -15,6 +15,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from builder.core import progress
 from builder.core.atomic import COMPLETE_SUFFIX
 from builder.core.resources import solution_template_dir
 from builder.core.workspace import Workspace
@@ -151,6 +152,8 @@ def export_solution(
     ``Workspace.open`` removes and ``Workspace.show`` never lists. Build tools run as children
     that die with this process and keep their temporary files inside that hidden folder.
     """
+    stage, n_stages = _stage_reporter(verify, build)
+    stage(0)
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     accepted = ws.accepted
     if accepted is None:
@@ -177,14 +180,17 @@ def export_solution(
         # The engines as configured here (local paths, not yet the shipped asset: references).
         local = {k: {**full_profile[k], **({"revision": v["revision"]} if "revision" in v else {})}
                  for k, v in pinned.items()}
+        stage(1)
         at_export = _verify(ws, card, accepted.source, local)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
+        stage(n_stages - 2)
         result = write_project(ws, ProjectSpec(card, accepted, tmp, name, package, version, pinned, model_files,
                                                extras, at_export, templates, build))
+        stage(n_stages - 1)
         complete = tmp.with_name(tmp.name + COMPLETE_SUFFIX)  # a killed swap is finished on the next open
         complete.touch()
         if out.exists():
@@ -201,9 +207,24 @@ def export_solution(
     finally:
         tmp.with_name(tmp.name + COMPLETE_SUFFIX).unlink(missing_ok=True)
         shutil.rmtree(out.parent / f"{tmp.name}.build", ignore_errors=True)
-    # Paths were made inside the temporary folder: point them at the final one.
+    return _moved(result, tmp, out)
+
+
+def _moved(result: ExportResult, tmp: Path, out: Path) -> ExportResult:
+    """Paths were made inside the temporary folder: point them at the final one."""
     result.project_dir = out
     result.wheel = out / result.wheel.relative_to(tmp) if result.wheel else None
     result.wheels = [out / w.relative_to(tmp) for w in result.wheels]
     result.lock_file = out / result.lock_file.relative_to(tmp) if result.lock_file else None
     return result
+
+
+def _stage_reporter(verify: bool, build: bool):
+    """The export's progress in stages (``builder.core.progress``): ``stage(i)`` and how many."""
+    stages = ["checking the program and pinning its engines"] + (["verifying on the examples"] if verify else []) + [
+        "writing the project" + (" and building the wheel" if build else ""), "moving the export into place"]
+
+    def stage(i: int) -> None:
+        progress.report(stages[i], done=i, total=len(stages), unit="stages")
+
+    return stage, len(stages)

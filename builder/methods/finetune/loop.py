@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from builder.core import progress as _progress
 from builder.core.atomic import atomic_write_json
 from builder.core.metrics import normalise_text
 from builder.core.qa import QA, as_qa, load_qa_dataset
@@ -137,6 +138,7 @@ def finetune(
     _open_run(run_dir, {"adapter": adapter.name, "config": asdict(cfg), "data": _fingerprint(items),
                         "n_items": len(items), "train": data.train_idx, "val": data.val_idx}, resume, acc)
     seed_everything(cfg.seed)
+    _progress.report("scoring the starting model", 0.0, done=0, total=cfg.epochs, unit="epochs")
     model = adapter.build()
     n_batches = -(-len(data.train) // data.per_batch)
     loop_cfg = TrainConfig(steps=cfg.epochs * max(1, -(-n_batches // acc.num_processes)), epochs=cfg.epochs,
@@ -150,8 +152,10 @@ def finetune(
                      evaluate=_scorer(adapter, data, cfg, acc, meta), select=lambda h: _best_epoch(h, cfg),
                      improving=lambda h: _best_epoch(h, cfg, eligible_only=False),
                      run_dir=run_dir, save=adapter.save, load=adapter.load, meta=meta, accelerator=acc,
-                     on_step=(lambda _r: time.sleep(cfg.throttle_s)) if cfg.throttle_s else None,
+                     on_step=_on_step(cfg, loop_cfg.steps),
                      log=lambda m: tqdm.write(m, file=sys.stderr), desc="epoch" if progress else None)
+    _progress.report(f"scoring the fine-tuned model on {len(data.report)} held-out questions", 1.0,
+                     done=cfg.epochs, total=cfg.epochs, unit="epochs")
     after = evaluate(adapter, acc.unwrap_model(model), data.report, cfg.eval_batch_size, acc)
     result = FinetuneResult(run_dir, out.best_checkpoint, out.last_checkpoint, meta["before"], after, out.history,
                             out.resumed_from, time.perf_counter() - t0)
@@ -160,6 +164,17 @@ def finetune(
                                                      "evaluated_on": "heldout" if heldout else "validation",
                                                      "best_epoch": out.best_epoch})
     return result
+
+
+def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
+    """After each optimiser step: the progress in epochs with the loss (``builder.core.progress``),
+    then the configured throttle."""
+    def on_step(rec: dict) -> None:
+        _progress.report(f"epoch {rec['epoch']}, loss {rec['loss']:.3f}", rec["step"] / max(1, steps),
+                         done=rec["epoch"] - 1, total=cfg.epochs, unit="epochs")
+        if cfg.throttle_s:
+            time.sleep(cfg.throttle_s)
+    return on_step
 
 
 def _check_config(cfg: FinetuneConfig) -> None:
