@@ -30,7 +30,7 @@ __all__ = [
     "shapes_task_data", "ensure_shapes_workspace", "generate_world",
     "planner_available", "template_for", "propose_programs", "add_program", "accept_program",
     "run_examples", "run_label", "latest_runs", "best_version", "diff_text",
-    "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution",
+    "improve_planner", "augment_data", "finetune_engine", "tune_program", "export_solution", "step_not_applicable",
     "Cancelled", "task_fingerprint", "validate_image_upload", "task_history", "restore_task", "replace_task",
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
     "examples_dataset", "shapes_unlabelled",

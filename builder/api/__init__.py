@@ -53,7 +53,14 @@ from builder.api.search import (
     search_hits_in_task,
     search_images,
 )
-from builder.api.steps import augment_data, export_solution, finetune_engine, improve_planner, tune_program
+from builder.api.steps import (
+    augment_data,
+    export_solution,
+    finetune_engine,
+    improve_planner,
+    step_not_applicable,
+    tune_program,
+)
 from builder.api.tasks import (
     card_from_data,
     create_workspace,
