@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "BatchResult", "ExampleResult", "ExportError", "ExportResult", "FinetuneConfig", "FinetuneResult",
     "Metric", "OutputKind", "ProgramVersion", "Runtime", "TaskCard", "TaskCardError", "UserError",
-    "Workspace", "WorkspaceError",
+    "Workspace", "WorkspaceError", "error_text",
     "load_task_card", "card_from_data", "parse_expected_text", "format_expected", "validation_messages",
     "stage_image", "images_in_folder", "read_labels", "create_workspace", "open_workspace", "save_task",
     "shapes_task_data", "ensure_shapes_workspace", "generate_world",

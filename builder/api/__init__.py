@@ -86,7 +86,7 @@ from builder.api.tasks import (
     validate_image_upload,
     validation_messages,
 )
-from builder.core.errors import Cancelled, UserError
+from builder.core.errors import Cancelled, UserError, error_text
 
 # Lower-layer names the interfaces need: they import only ``builder``'s public names (the
 # import-linter contract "Interfaces use the public API only").
