@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 try:
                     page = browser.new_page(viewport=VIEWPORT)
-                    page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                    page.set_default_timeout(120_000)  # clicks and fields, on a loaded machine
+                    page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=LONG)
                     shoot = Shooter(page, args.out, args.max_kb)
                     try:
                         drive(page, shoot, photos)
