@@ -89,8 +89,8 @@ class Shooter:
 
 
 def click_and_wait(page, button: str, done: str | re.Pattern, timeout: int = LONG) -> None:
-    """Click a button and wait for the text that says its step is done."""
-    page.get_by_role("button", name=button).click()
+    """Click a button (its whole label) and wait for the text that says its step is done."""
+    page.get_by_role("button", name=button, exact=True).click()
     page.get_by_text(done).first.wait_for(timeout=timeout)
     page.wait_for_timeout(500)
 
