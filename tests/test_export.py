@@ -153,6 +153,20 @@ def test_export_needs_an_accepted_program(tmp_path):
 
 
 # ---- the exported project --------------------------------------------------------------------
+def test_a_project_only_export_gives_the_install_command_it_can_run(tmp_path):
+    """No wheel built, no wheelhouse/: the command installs the project folder, finding the
+    pinned VisForge build in wheels/ (no ``--find-links wheelhouse``), and the README says so."""
+    ws = _make_workspace(tmp_path)
+    ws.accept(ws.add_program(PROGRAM).version)
+    res = export_solution(ws, tmp_path / "out", build=False, verify=False)
+    assert res.wheel is None and not (res.project_dir / "wheelhouse").exists()
+    assert res.install_commands == ["pip install --find-links wheels -c requirements.lock ."]
+    assert list((res.project_dir / "wheels").glob("visforge-*.whl"))
+    readme = (res.project_dir / "README.md").read_text()
+    assert ".venv/bin/pip install --find-links wheels -c requirements.lock ." in readme
+    assert "without building its wheel (no `wheelhouse/`)" in readme
+
+
 def test_export_layout(exported, workspace):
     root = exported.project_dir
     assert root == workspace.root / "exports" / "red-circles-1.0.1"
@@ -169,6 +183,7 @@ def test_export_layout(exported, workspace):
     assert "numpy==" in lock and "uvicorn==" in lock
     assert exported.wheel.is_file() and exported.wheel.name == "red_circles-1.0.1-py3-none-any.whl"
     assert [w.name.split("-")[0] for w in exported.wheels] == ["red_circles", "visforge"]
+    assert exported.install_commands[0] == "pip install --find-links wheelhouse -c requirements.lock red-circles"
     assert not list(root.rglob("*.egg-info")) and not (root / "build").exists()
     with pytest.raises(ExportError, match="already exists"):
         export_solution(workspace, build=False, verify=False)

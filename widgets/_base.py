@@ -88,7 +88,8 @@ class StepWidget(w.VBox):
         else:
             text = str(exc) or type(exc).__name__
             if with_traceback:
-                text += "\n" + "".join(traceback.format_exception(exc))
+                # the frames only: the traceback's last line would repeat the message
+                text += "\nTraceback (most recent call last):\n" + "".join(traceback.format_tb(exc.__traceback__))
             self.error = text
 
     def set_progress(self, done: int, total: int) -> None:

@@ -23,7 +23,8 @@ TARGETS = {
 class ExportWidget(StepWidget):
     """Choose an export target, build it, show where it went and how to install it.
 
-    Public API: ``export(target, name, version, verify, overwrite)`` -> ``ExportResult``.
+    Public API: ``export(target, name, version, verify, overwrite)`` -> ``ExportResult``;
+    ``show_result(result)``.
     Callbacks: ``on_export(cb)`` -- ``cb(result)`` after each successful export.
     """
 
@@ -70,6 +71,11 @@ class ExportWidget(StepWidget):
         result = export_solution(self.ws, out_dir=out_dir, name=name, version=version, verify=verify,
                                  overwrite=overwrite, build=(target == "package"))
         self.set_progress(1, 1)
+        return self.show_result(result)
+
+    def show_result(self, result):
+        """Show an export (from ``export``, or from a notebook cell that called
+        ``builder.export_solution`` itself) and tell the ``on_export`` callbacks; returns it."""
         self.result = result
         self.out.value = export_html(result)
         self._callbacks(result)

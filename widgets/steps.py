@@ -26,6 +26,7 @@ from builder import (
     improve_planner,
     load_qa_dataset,
     shapes_unlabelled,
+    step_not_applicable,
 )
 from widgets._base import NotAvailable, StepWidget, button
 
@@ -33,7 +34,8 @@ from widgets._base import NotAvailable, StepWidget, button
 class ApiShell(StepWidget):
     """A step whose work is one API call: the function ``entry()`` returns (each step names its own).
 
-    Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result.
+    Public API: ``available()`` (None, or why not), ``run(**params)`` -> the API's result,
+    ``show_result(result)`` (a result a notebook cell got from the API itself).
     Callbacks: ``on_done(cb)`` -- ``cb(result)``.
     """
 
@@ -90,7 +92,11 @@ class ApiShell(StepWidget):
 
     def run(self, **params: Any) -> Any:
         """Call the step's API on the workspace; returns (and shows) its result."""
-        result = self._call(self.entry(), **params)
+        return self.show_result(self._call(self.entry(), **params))
+
+    def show_result(self, result: Any) -> Any:
+        """Show a result of the step's API (from ``run``, or from a notebook cell that called the
+        API itself) and tell the ``on_done`` callbacks; returns it."""
         self.result = result
         data = result.to_dict() if hasattr(result, "to_dict") else result
         self.out.value = f"<pre class='vf-result' style='font-size:11px'>{html.escape(json.dumps(data, indent=1, default=str)[:4000])}</pre>"
@@ -137,10 +143,7 @@ class AugmentWidget(ApiShell):
         return [w.HBox([self.images, self.per_image, self.qgen_steps])]
 
     def available(self) -> str | None:
-        reason = super().available()
-        if reason is None and self.ws.load_task().output not in ("text", "bool", "count"):
-            return f"a {self.ws.load_task().output} task has no short answers for SelTDA's teacher"
-        return reason
+        return super().available() or step_not_applicable(self.ws, "augment")
 
     def params(self) -> dict[str, Any]:
         return {"unlabelled": self.images.value.strip(), "n_per_image": self.per_image.value,

@@ -59,6 +59,7 @@ from builder.api.steps import (
     export_solution,
     finetune_engine,
     improve_planner,
+    step_not_applicable,
     step_report,
     tune_program,
     workspace_datasets,
@@ -88,7 +89,7 @@ from builder.api.tasks import (
     validate_image_upload,
     validation_messages,
 )
-from builder.core.errors import Cancelled, UserError
+from builder.core.errors import Cancelled, UserError, error_text
 
 # Lower-layer names the interfaces need: they import only ``builder``'s public names (the
 # import-linter contract "Interfaces use the public API only").

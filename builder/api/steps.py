@@ -28,8 +28,8 @@ from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
 from builder.planner.semantic import clear_planner_cache
 
-__all__ = ["REPORT_STEPS", "augment_data", "export_solution", "finetune_engine", "improve_planner", "step_report",
-           "tune_program", "workspace_datasets"]
+__all__ = ["REPORT_STEPS", "augment_data", "export_solution", "finetune_engine", "improve_planner",
+           "step_not_applicable", "step_report", "tune_program", "workspace_datasets"]
 
 # The steps whose last result is kept in the workspace, so every interface can show it again.
 REPORT_STEPS = ("improve", "augment", "finetune", "export")
@@ -57,6 +57,26 @@ def step_report(ws: Workspace, step: str) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: the saved {step} report cannot be read ({e})") from None
+
+
+# Outputs with short answers: the tasks a VQA engine answers (SelTDA writes such QA pairs).
+VQA_OUTPUTS = ("text", "bool", "count")
+_OUTPUT_WORDS = {"boxes": "boxes (grounding)", "choice": "choice (image-text matching)",
+                 "frame": "video frame", "summary": "video summary"}
+
+
+def step_not_applicable(ws: Workspace, step: str) -> str | None:
+    """Why ``step`` does not apply to the workspace's task, or None when it does.
+
+    Augment (SelTDA) writes question/answer pairs for unlabeled images, so it applies to VQA
+    tasks only (answers that are text, yes/no or a count); the other steps apply to every task.
+    """
+    output = ws.load_task().output.value
+    if step == "augment" and output not in VQA_OUTPUTS:
+        return (f"Augment (SelTDA) applies to VQA tasks, whose answers are text, yes/no or a count: it "
+                f"writes question/answer pairs for unlabeled images. This is a {_OUTPUT_WORDS.get(output, output)} "
+                "task, so there is nothing to augment; label more examples in the task instead.")
+    return None
 
 
 def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100, eval_fraction: float = 0.5,
@@ -110,7 +130,11 @@ def augment_data(ws: Workspace, labelled: str = "examples", unlabelled: str | Pa
     filter them, and save real + synthetic as ``datasets/<name>`` for fine-tuning.
 
     ``options`` go to ``augment.seltda.augment_workspace`` (ratio, n_per_image, top_p, seed, ...).
+    A task that is not a VQA task raises ``UserError`` saying so (``step_not_applicable``).
     """
+    reason = step_not_applicable(ws, "augment")
+    if reason:
+        raise UserError(reason)
     out = seltda.augment_workspace(ws, labelled=labelled, unlabelled=unlabelled, name=name, **options)
     folder = Path(unlabelled) if Path(unlabelled).is_absolute() else ws.dir("datasets") / unlabelled
     out = {**out, "labelled": labelled, "unlabelled_dir": str(folder)}

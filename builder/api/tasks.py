@@ -285,7 +285,9 @@ def examples_dataset(ws: Workspace, name: str = "examples", overwrite: bool = Tr
     counts) make QA pairs."""
     card = ws.load_task()
     if card.output not in ("text", "bool", "count"):
-        raise UserError(f"a {card.output} task has no short answers to fine-tune a VQA engine on")
+        raise UserError(f"the task's examples make no question/answer dataset: a {card.output} task has no "
+                        "short answers (text, yes/no or a count); Augment (SelTDA) and fine-tuning the VQA "
+                        "engine on the task's examples apply to VQA tasks")
     items = []
     for ex in card.examples:
         answer = ("yes" if ex.expected else "no") if card.output == "bool" else str(ex.expected)

@@ -43,7 +43,7 @@ import psutil
 
 from builder.core import progress as _progress
 from builder.core.atomic import atomic_write_bytes, atomic_write_json
-from builder.core.errors import Cancelled, UserError
+from builder.core.errors import Cancelled, UserError, error_text
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -452,8 +452,7 @@ class Job:
                                             else f"{self.label} cancelled; nothing was saved")
             else:
                 self.state = FAILED
-                self.error = str(e) if isinstance(e, UserError | ValueError | FileNotFoundError) else (
-                    f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=6)}")
+                self.error = error_text(e, frames=6)
         if self.state == CANCELLED:
             for fn in self._cleanups:
                 try:

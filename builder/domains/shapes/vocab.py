@@ -149,6 +149,11 @@ class ObjectSpec:
         return {f: v for f, v in (("size", self.size), ("color", self.color), ("shape", self.shape)) if v}
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis) for an error message."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def parse_phrase(text: str, strict: bool = False) -> ObjectSpec:
     """Read an object phrase: ``[determiner] [number] [size] [colour] (shape | object)[s]``,
     with any synonym of a value ("two giant teal discs").
@@ -164,7 +169,10 @@ def parse_phrase(text: str, strict: bool = False) -> ObjectSpec:
     if strict:
         refused = filler + spec.unknown
         if refused:
-            raise UserError(f"unknown word {refused[0]!r} in object name {text!r}; "
+            # the user's words once, shortened: a pasted page must not fill the message twice
+            word = _short(refused[0])
+            where = "" if _short(text) == word else f" in object name {_short(text)!r}"
+            raise UserError(f"unknown word {word!r}{where}; "
                             f"an object name is [size] [colour] shape, e.g. 'large red circle' "
                             f"(shapes: {', '.join(SHAPES)}; colours: {', '.join(COLORS)})")
         if not spec.known:

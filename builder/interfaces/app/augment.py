@@ -9,7 +9,7 @@ from typing import Any
 
 import panel as pn
 
-from builder import examples_dataset, shapes_unlabelled
+from builder import UserError, examples_dataset, shapes_unlabelled, step_not_applicable
 from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg, safe_thumbnail
@@ -39,6 +39,9 @@ class AugmentPanel(StepCard):
     def job_params(self, n_unlabelled: int = 8, qgen_steps: int = 60, **options: Any) -> dict[str, Any]:
         """Writes the examples dataset and the unlabeled images; ``options`` go to ``augment_data``."""
         ws = self.state.workspace
+        reason = step_not_applicable(ws, "augment")  # a boxes task: say so before writing anything
+        if reason:
+            raise UserError(reason)
         examples_dataset(ws, "examples")
         folder = shapes_unlabelled(ws, n=int(n_unlabelled))
         return {"labelled": "examples", "unlabelled": str(folder), "qgen_steps": int(qgen_steps), **options}

@@ -6,14 +6,13 @@ from __future__ import annotations
 import atexit
 import html
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
 
-from builder import META_FILE, Runtime, TaskCardError, UserError, Workspace, WorkspaceError
+from builder import META_FILE, Runtime, Workspace, WorkspaceError, error_text
 
 if TYPE_CHECKING:
     from builder.interfaces.app.jobs import JobWatcher
@@ -53,8 +52,11 @@ def _close_runtimes() -> None:
 
 def user_text(e: BaseException) -> str:
     """An error as the user sees it: the message alone for input errors, else type and traceback."""
-    user = isinstance(e, (UserError, TaskCardError, WorkspaceError, ValueError, FileNotFoundError))
-    return str(e) if user else f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=4)}"
+    return error_text(e, frames=4)
+
+
+# A long message (a 10,000-character error) wraps and scrolls inside its box, never past the page.
+MESSAGE_CSS = ":host {max-height: 12em; overflow-y: auto; overflow-wrap: anywhere;} :host * {overflow-wrap: anywhere;}"
 
 
 class AppState:
@@ -62,7 +64,8 @@ class AppState:
 
     def __init__(self, workspace_dir: str | Path):
         self.root = Path(workspace_dir)
-        self.message = pn.pane.Alert("", alert_type="success", visible=False, sizing_mode="stretch_width")
+        self.message = pn.pane.Alert("", alert_type="success", visible=False, sizing_mode="stretch_width",
+                                     stylesheets=[MESSAGE_CSS], css_classes=["vf-message"])
         self.buttons: list[pn.widgets.Button] = []  # disabled while an action or a job runs
         self.task_listeners: list[Callable[[], None]] = []  # called after the task card changes
         self.jobs: JobWatcher | None = None  # set by the JobWatcher built over this state

@@ -156,9 +156,11 @@ def _dependencies(ws: Workspace, spec: ProjectSpec, build_tmp: Path) -> _Deps:
     pins, missing = lock_requirements(
         _wheel_requirements(visforge_wheel, spec.extras) + direct[1:] + test_deps
     )
-    # wheelhouse/ holds the solution's wheel and the exact VisForge build it pins: pip resolves
-    # the pin from there, offline with --no-index once the other dependencies are present.
-    install = [f"pip install --find-links wheelhouse -c requirements.lock {spec.name}"]
+    # wheelhouse/ (built with spec.build) holds the solution's wheel and the exact VisForge build it
+    # pins: pip resolves the pin from there, offline with --no-index once the other dependencies
+    # are present. Without a build, pip builds the project folder itself and finds the pin in wheels/.
+    install = ([f"pip install --find-links wheelhouse -c requirements.lock {spec.name}"] if spec.build
+               else ["pip install --find-links wheels -c requirements.lock ."])
     if "ocr" in spec.extras:
         # rapidocr's own opencv-python requirement would replace the headless OpenCV.
         ocr_version = _installed_version("rapidocr-onnxruntime")
@@ -217,8 +219,23 @@ def _template_context(spec: ProjectSpec, manifest: dict, deps: _Deps, exported_a
         "n_examples": str(len(card.examples)),
         "install_commands": "\n".join(f".venv/bin/{cmd}" for cmd in deps.install),
         "offline_install": f".venv/bin/pip install --no-index --find-links wheelhouse {spec.name}",
+        "install_note": _install_note(spec),
         "engines": engines_md,
     }
+
+
+def _install_note(spec: ProjectSpec) -> str:
+    """The README's words on what the install uses, for an export with or without its wheel built."""
+    if spec.build:
+        return ("`wheelhouse/` holds this solution's wheel and the exact VisForge build it was tested with (also in\n"
+                "`dist/` and `wheels/`); `requirements.lock` pins every other dependency to the versions it was\n"
+                "tested with. Offline, on a machine whose Python already has those dependencies (or with their\n"
+                "wheels added to `wheelhouse/`), one command installs it:")
+    return ("This export was made without building its wheel (no `wheelhouse/`): the command above builds the\n"
+            "project folder, and `wheels/` holds the exact VisForge build it was tested with;\n"
+            "`requirements.lock` pins every other dependency. For an offline install, build the wheelhouse\n"
+            "once where pip can reach an index (`.venv/bin/pip wheel --no-deps -w wheelhouse . && cp wheels/*.whl\n"
+            "wheelhouse/`, or export again with the wheel built); then one command installs it:")
 
 
 def _write_assets(spec: ProjectSpec, manifest: dict) -> None:

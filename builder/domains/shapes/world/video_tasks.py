@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world.cards import fits_balance
 from builder.domains.shapes.world.video import (
     AFTER_FRAMES,
     any_leaves,
@@ -31,6 +32,8 @@ from builder.domains.shapes.world.video import (
     write_clip,
 )
 
+# Clips drawn (at most) for one card before giving up on balancing its answers.
+MAX_CLIP_DRAWS = 2000
 VIDEO_KINDS = {"collision_frame": "frame", "crossing_count": "count", "leaves": "bool",
                "collision_summary": "summary"}
 
@@ -179,7 +182,8 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
     """Write ``n`` clips and a task card of ``kind`` over them; returns the card path.
 
     For the collision kinds every clip has a collision; a collision_frame example's query names
-    its own pair.
+    its own pair. The answers are balanced (``cards.fits_balance``): no constant answer (0, no,
+    frame 20) passes more than half the examples.
     """
     from builder.core.taskcard import parse_task_card, save_task_card
 
@@ -190,10 +194,15 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
     rng = np.random.default_rng([seed, 23])
     collide = True if kind in ("collision_frame", "collision_summary") else 0.5
     examples = []
+    draws = 0
     while len(examples) < n:
+        draws += 1
+        if draws > MAX_CLIP_DRAWS:
+            raise ValueError(f"no balanced {kind} card of {n} clips in {MAX_CLIP_DRAWS} draws; ask for fewer clips")
         clip = sample_clip(rng, domain, size, n_frames, collision=collide)
         ex = video_example(clip.to_json(), kind)
-        if ex is None:
+        # Balanced answers: no constant answer passes more than half the examples.
+        if ex is None or not fits_balance(VIDEO_KINDS[kind], [e["expected"] for e in examples], ex["expected"], n):
             continue
         rel = f"clips/{len(examples):04d}.mp4"
         write_clip(clip, out / rel)
