@@ -15,7 +15,7 @@ from augment import seltda
 from builder.api.programs import WORKSPACE_PLANNER, workspace_planner
 from builder.api.runtime import Runtime
 from builder.core.atomic import atomic_write_json
-from builder.core.errors import Cancelled, UserError
+from builder.core.errors import Cancelled
 from builder.core.workspace import Workspace
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
@@ -34,20 +34,19 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
                     cancel: Callable[[], bool] | None = None, **options: Any) -> dict:
     """Reinforced self-training of the planner on the workspace's annotated examples (the Improve step).
 
-    The examples are grouped by query and split into training and evaluation parts
-    (``builder.methods.improve.split_examples``, ``eval_fraction`` evaluates). The adapted
+    The examples are grouped by query string into training, validation (decides keep-best) and
+    evaluation queries (``builder.methods.improve.split_examples``: ``eval_fraction`` of the
+    distinct queries evaluate, so it needs at least three). The adapted
     planner is saved to ``checkpoints/planner``, used by later proposals in this workspace, and
     exported with the solution. Returns the report: accuracy before and after each round on
-    the evaluation examples, kept readings, the planner's path. ``options`` go to
+    the evaluation queries, kept readings, the planner's path. ``options`` go to
     ``builder.methods.improve.AdaptConfig``.
 
     ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
     then ``Cancelled`` is raised and no planner is saved.
     """
     card = ws.load_task()
-    train, held, n_queries = _improve.split_examples(card, ws.root, eval_fraction)
-    if not train:
-        raise UserError("self-training needs annotated examples with a query in the task card")
+    train, val, held, n_queries = _improve.split_examples(card, ws.root, eval_fraction)
     stop = cancel if cancel is not None else should_stop
     own = runtime is None
     runtime = runtime or Runtime(ws)
@@ -57,7 +56,7 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     try:
         planner, report = _improve.self_train(workspace_planner(ws), train, held, scorer,
                                               _improve.AdaptConfig(rounds=rounds, k=k, steps=steps, **options),
-                                              progress=report_progress, should_stop=stop)
+                                              progress=report_progress, should_stop=stop, val_tasks=val)
     finally:
         if own:
             runtime.close()
@@ -68,7 +67,8 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     planner.parser.save_pretrained(out)
     clear_planner_cache(out)
     report.update(planner=str(out), train_examples=sum(len(t.examples) for t in train),
-                  eval_examples=sum(len(t.examples) for t in held), queries=n_queries)
+                  val_examples=sum(len(t.examples) for t in val), eval_examples=sum(len(t.examples) for t in held),
+                  queries=n_queries)
     atomic_write_json(ws.root / "checkpoints" / "planner_report.json", report)
     return report
 
