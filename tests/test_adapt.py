@@ -40,7 +40,7 @@ def test_improve_adapts_the_planner_to_a_customers_phrasing_and_later_proposals_
     src = adapted.propose([PlanRequest(CUSTOMER[0], None, None, False, "count")], k=1)[0][0]
     assert src.strip().endswith('return image.count("red object")')
     chart = improve_chart_html(report)
-    assert "<svg" in chart and "round 1" in chart and "n=4" in chart
+    assert "<svg" in chart and "round 1" in chart and "n=12" in chart
     versions, _ = propose_programs(ws, k=2)
     assert versions and all(v.origin == "planner" for v in versions)
 
