@@ -149,17 +149,17 @@ def arm_config(arm: str, seed: int, a) -> AdaptConfig:
                        replay_patterns=replay_patterns, explore=arm != "replay_only")
 
 
-def run_seed(seed: int, a, scorer: Scorer, pool, customer: str) -> dict:
+def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[SemanticPlanner, dict]) -> dict:
     """Every arm for one seed and customer set: held-out query-string accuracy per arm."""
     t0 = time.perf_counter()
-    planner, log = start_planner(seed, a.patterns, a.start_examples, a.start_steps)
+    planner, log = start
     if customer == "blind":
         tasks = blind_tasks(pool, seed, a.labelled, a.test)
         parts = split_by_query(tasks, seed, a.eval_fraction, a.val_fraction, a.labelled)
     else:
         parts = split_by_query(world_tasks(a.world_scenes, derive_seed(seed, "world")), seed, a.eval_fraction,
                                a.val_fraction, None)
-    row = {"seed": seed, "start_planner": log, "setup_seconds": round(time.perf_counter() - t0, 1),
+    row = {"seed": seed, "start_planner": log, "data_seconds": round(time.perf_counter() - t0, 1),
            "queries": {k: len(v) for k, v in parts.items()},
            "examples": {k: sum(len(t.examples) for t in v) for k, v in parts.items()}, "arms": {}}
     for arm in a.arms:
@@ -196,8 +196,8 @@ def _stats(values):
             "per_seed": [round(v, 4) for v in values]}
 
 
-QUICK = {"seeds": [0], "customer": ["blind"], "rounds": 1, "steps": 80, "replay": 400, "start_examples": 1500,
-         "start_steps": 200, "test": 4, "k": 6}
+QUICK = {"seeds": [0], "customer": ["blind"], "rounds": 1, "steps": 60, "replay": 400, "start_examples": 1000,
+         "start_steps": 150, "test": 4, "k": 6}
 
 
 def parse_args(argv=None):
@@ -219,6 +219,7 @@ def parse_args(argv=None):
     ap.add_argument("--world-scenes", type=int, default=120)
     ap.add_argument("--eval-fraction", type=float, default=0.5)
     ap.add_argument("--val-fraction", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=None, help=f"default: {RESULTS} (not written by --quick unless given)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -233,6 +234,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     pool = scene_pool(600, 99)
     result = {"args": vars(a)}
@@ -240,8 +245,12 @@ def main(argv=None) -> dict:
         runner = Runner(tmp)
         try:
             scorer = Scorer(runner)
-            for customer in a.customer:
-                seeds = [run_seed(seed, a, scorer, pool, customer) for seed in a.seeds]
+            rows: dict[str, list[dict]] = {c: [] for c in a.customer}
+            for seed in a.seeds:
+                start = start_planner(seed, a.patterns, a.start_examples, a.start_steps)  # one per seed, every arm
+                for customer in a.customer:
+                    rows[customer].append(run_seed(seed, a, scorer, pool, customer, start))
+            for customer, seeds in rows.items():
                 result[customer] = {"summary": summarise(seeds, a.arms), "seeds": seeds}
                 print(json.dumps({customer: result[customer]["summary"]}), file=sys.stderr, flush=True)
         finally:

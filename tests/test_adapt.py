@@ -86,32 +86,34 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
 
 # ---- honest splits: by query string, keep-best on validation, the replay-only arm ------------------
 def test_split_examples_puts_each_query_string_in_one_split(tmp_path):
-    from builder.core.errors import UserError
     from builder.methods.improve import split_examples
 
     queries = [f"How many red objects are in picture {i}?" for i in range(8)]
     card_path = make_task_card(tmp_path / "task", "count", "red objects", n=16, seed=6, queries=queries)
     card = load_task_card(card_path)
-    train, val, held, n = split_examples(card, card_path.parent)
-    assert n == 8 and (len(train), len(val), len(held)) == (3, 1, 4)
-    names = [{t.query for t in part} for part in (train, val, held)]
+    split = split_examples(card, card_path.parent)
+    parts = (split.training, split.validation, split.evaluation)
+    assert split.by == "query" and split.queries == 8 and tuple(map(len, parts)) == (3, 1, 4)
+    names = [{t.query for t in part} for part in parts]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
     assert set().union(*names) == set(queries)
-    assert all(len(t.examples) == 2 for part in (train, val, held) for t in part)  # every image of a query
-    again = split_examples(card, card_path.parent)
-    assert [t.query for t in again[2]] == [t.query for t in held]  # seeded
-    two = make_task_card(tmp_path / "two", "count", "red objects", n=4, seed=6, queries=queries[:2])
-    with pytest.raises(UserError, match="at least 3 different queries"):
-        split_examples(load_task_card(two), two.parent)
+    assert all(len(t.examples) == 2 for part in parts for t in part)  # every image of a query
+    assert [t.query for t in split_examples(card, card_path.parent).evaluation] == [t.query for t in split.evaluation]
+    # too few distinct queries: cut by image, and the split says so
+    two = make_task_card(tmp_path / "two", "count", "red objects", n=8, seed=6, queries=queries[:2])
+    by_image = split_examples(load_task_card(two), two.parent)
+    assert by_image.by == "image" and [len(p) for p in (by_image.training, by_image.validation, by_image.evaluation)] == [2, 2, 2]
+    assert [sum(len(t.examples) for t in p) for p in (by_image.training, by_image.validation, by_image.evaluation)] == [2, 2, 4]
 
 
 def test_self_train_refuses_splits_that_share_a_query():
+    from builder.core.errors import UserError
     from builder.methods.improve import AdaptConfig, QueryTask, self_train
 
     a, b = QueryTask("How many red objects?", "count", [0]), QueryTask("Count the circles.", "count", [0])
     with pytest.raises(ValueError, match="both the training and the evaluation split"):
         self_train(None, [a], [a], lambda *_: [True], AdaptConfig(), val_tasks=[b])
-    with pytest.raises(ValueError, match="keep_best needs validation queries"):
+    with pytest.raises(UserError, match="keep-best needs labelled validation examples"):
         self_train(load_semantic_planner(), [a], [b], lambda *_: [True], AdaptConfig())
 
 

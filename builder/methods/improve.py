@@ -180,23 +180,29 @@ def _training_mix(all_kept: dict[str, dict], corrections: Sequence[dict], replay
 def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks: Sequence[QueryTask],
                scorer: Callable, config: AdaptConfig | None = None, progress: Callable[[str, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None, corrections: Sequence[dict] = (),
-               val_tasks: Sequence[QueryTask] = ()) -> tuple[SemanticPlanner, dict]:
+               val_tasks: Sequence[QueryTask] = (), split_by: str = "query") -> tuple[SemanticPlanner, dict]:
     """Self-train a copy of ``planner`` on ``tasks``; returns (adapted planner, report).
 
     ``scorer(program, task, examples) -> list[bool]`` scores a program's outputs on labelled
     examples against their expected answers (the caller owns engines and images).
     ``val_tasks`` decide keep-best (labelled, never trained on); ``eval_tasks`` are only
-    reported. The three must not share a query string. ``corrections`` are engineer-made
-    training examples {"query", "words", "roles", "meaning"} used every round.
+    reported. With ``split_by="query"`` the three must not share a query string; "image" (a
+    workspace with too few distinct queries) allows it and the report says so.
+    ``corrections`` are engineer-made training examples {"query", "words", "roles", "meaning"}
+    used every round.
     """
     config = config or AdaptConfig()
-    check_disjoint(training=tasks, validation=val_tasks, evaluation=eval_tasks)
+    if split_by == "query":
+        check_disjoint(training=tasks, validation=val_tasks, evaluation=eval_tasks)
+    elif split_by != "image":
+        raise ValueError(f"split_by must be 'query' or 'image', got {split_by!r}")
     val_tasks = [t for t in val_tasks if t.examples]
     if config.keep_best and not val_tasks:
-        raise ValueError("keep_best needs validation queries with labelled examples (disjoint from the training ones)")
+        raise UserError("keep-best needs labelled validation examples that are not trained on: "
+                        "annotate more examples (or more distinct queries)")
     planner = _copy_planner(planner)
-    report = {"config": config.__dict__, "rounds": [], "queries": {"training": len(tasks), "validation": len(val_tasks),
-                                                                  "evaluation": len(eval_tasks)}}
+    report = {"config": config.__dict__, "rounds": [], "split_by": split_by,
+              "split_queries": {"training": len(tasks), "validation": len(val_tasks), "evaluation": len(eval_tasks)}}
     t0 = time.perf_counter()
     report["before"] = evaluate(planner, eval_tasks, scorer)
     current = evaluate(planner, val_tasks, scorer) if config.keep_best else None
@@ -251,16 +257,36 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
 MIN_QUERIES = 3  # one each for training, validation and evaluation
 
 
+@dataclass
+class Split:
+    """Training, validation and evaluation tasks of a workspace and how they were cut: ``by`` is
+    "query" (disjoint query strings) or "image" (fewer than ``MIN_QUERIES`` distinct queries: the
+    same queries on other images, which says little about phrasings the planner never saw)."""
+
+    training: list[QueryTask]
+    validation: list[QueryTask]
+    evaluation: list[QueryTask]
+    queries: int
+    by: str
+
+
+def _cuts(n: int, eval_fraction: float, val_fraction: float) -> tuple[int, int]:
+    """(evaluation, validation) counts out of ``n``: each at least one while one is left to train."""
+    n_eval = min(max(1, round(n * eval_fraction)), n - 1) if n > 1 else 0
+    n_val = min(max(1, round((n - n_eval) * val_fraction)), n - n_eval - 1) if n - n_eval > 1 else 0
+    return n_eval, n_val
+
+
 def split_examples(card: TaskCard, base, eval_fraction: float = 0.5, val_fraction: float = 0.25,
-                   seed: int = 0) -> tuple[list[QueryTask], list[QueryTask], list[QueryTask], int]:
-    """The card's examples grouped by query string into (training, validation, evaluation tasks,
-    distinct queries).
+                   seed: int = 0) -> Split:
+    """The card's examples grouped by query string into training, validation and evaluation tasks.
 
     Whole queries go to one split (the planner's output depends on the query alone, so a query
     trained on says nothing about new phrasings wherever its images go): ``eval_fraction`` of the
-    distinct queries evaluate, ``val_fraction`` of the rest decide keep-best, the others train;
-    each split gets at least one. The queries are shuffled with ``seed`` first. ``base`` is the
-    folder image paths are relative to.
+    distinct queries evaluate, ``val_fraction`` of the rest decide keep-best, the others train
+    (queries shuffled with ``seed``). With fewer than ``MIN_QUERIES`` distinct queries, each
+    query's examples are cut the same way by image instead, and ``Split.by`` says so. ``base``
+    is the folder image paths are relative to.
     """
     if not 0 < eval_fraction < 1 or not 0 < val_fraction < 1:
         raise UserError(f"eval_fraction and val_fraction must lie strictly between 0 and 1 "
@@ -270,20 +296,24 @@ def split_examples(card: TaskCard, base, eval_fraction: float = 0.5, val_fractio
     for ex in examples_from_card(card, base):
         if ex.query:
             by_query.setdefault((ex.query, ex.choices is not None, ex.multi_image), []).append(ex)
+    if not by_query:
+        raise UserError("self-training needs annotated examples with a query in the task card")
     queries = sorted({key[0] for key in by_query})
-    if len(queries) < MIN_QUERIES:
-        raise UserError(f"self-training needs examples with at least {MIN_QUERIES} different queries "
-                        f"(training, validation and evaluation are split by query string); this task has "
-                        f"{len(queries)}: phrase the same task in more of the customer's own words")
-    order = [queries[i] for i in numpy_rng(seed, "improve split").permutation(len(queries))]
-    n_eval = min(max(1, round(len(order) * eval_fraction)), len(order) - 2)
-    n_val = min(max(1, round((len(order) - n_eval) * val_fraction)), len(order) - n_eval - 1)
-    split_of = {q: "evaluation" if i < n_eval else "validation" if i < n_eval + n_val else "training"
-                for i, q in enumerate(order)}
-    splits: dict[str, list[QueryTask]] = {"training": [], "validation": [], "evaluation": []}
+    split = Split([], [], [], len(queries), "query" if len(queries) >= MIN_QUERIES else "image")
+    parts = (split.evaluation, split.validation, split.training)
+    if split.by == "query":
+        order = [queries[i] for i in numpy_rng(seed, "improve split").permutation(len(queries))]
+        n_eval, n_val = _cuts(len(order), eval_fraction, val_fraction)
+        part_of = {q: parts[0 if i < n_eval else 1 if i < n_eval + n_val else 2] for i, q in enumerate(order)}
+        for (query, has_choices, multi), exs in by_query.items():
+            part_of[query].append(QueryTask(query, output, exs, has_choices, multi))
+        return split
     for (query, has_choices, multi), exs in by_query.items():
-        splits[split_of[query]].append(QueryTask(query, output, exs, has_choices, multi))
-    return splits["training"], splits["validation"], splits["evaluation"], len(queries)
+        n_eval, n_val = _cuts(len(exs), eval_fraction, val_fraction)
+        for part, chunk in zip(parts, (exs[:n_eval], exs[n_eval:n_eval + n_val], exs[n_eval + n_val:]), strict=True):
+            if chunk:
+                part.append(QueryTask(query, output, chunk, has_choices, multi))
+    return split
 
 
 def example_scorer(card: TaskCard, engines, sandbox, cache=None) -> Callable:
