@@ -14,6 +14,8 @@ alone): training queries (labelled; their examples are the only reward: a progra
 scored against the expected answers, no reference program), validation queries (labelled, never
 trained on; they decide keep-best for every arm) and evaluation queries (never seen by any
 choice; the reported accuracy, top-1). "Never worse" is checked on the evaluation queries.
+"Retention" is the share of generated phrasings from the start's own patterns (another seed)
+whose top reading is their exact meaning: what replay is there to keep.
 
 Customer sets (``--customer``):
 - ``blind``: the hand-written blind development queries (``bench/data/planner_blind_dev.jsonl``,
@@ -41,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,6 +55,7 @@ from builder.core.seeding import derive_seed, numpy_rng  # noqa: E402
 from builder.domains.shapes.world.dataset import build_world  # noqa: E402
 from builder.methods.improve import AdaptConfig, QueryTask, self_train  # noqa: E402
 from builder.planner.phrasings import generate  # noqa: E402
+from builder.planner.prompt import PlanRequest  # noqa: E402
 from builder.planner.semantic import SemanticParser, SemanticPlanner, train_parser  # noqa: E402
 
 OUTPUT_OF_FAMILY = {"vqa": "text", "grounding": "boxes", "itm": "choice"}
@@ -142,6 +147,23 @@ def split_by_query(tasks: list[QueryTask], seed: int, eval_fraction: float, val_
     return out
 
 
+def retention_set(seed: int, n: int, patterns: int) -> list[tuple[PlanRequest, dict]]:
+    """Generated phrasings of every kind from the start planner's own patterns (another seed):
+    what the planner knew before adapting, to see whether an arm forgets it."""
+    out = []
+    for ex in generate(n, seed=derive_seed(seed, "retention"), patterns_per_kind=patterns):
+        kind = ex["meaning"]["kind"]
+        out.append((PlanRequest(ex["query"], None, ["a", "b"] if kind == "choose_caption" else None,
+                                kind == "choose_image", output_of(kind)), ex["meaning"]))
+    return out
+
+
+def retention(planner: SemanticPlanner, items: list[tuple[PlanRequest, dict]]) -> float:
+    """Share of ``items`` whose top reading is exactly the meaning they were generated from."""
+    parses = planner.parses([req for req, _ in items], k=1)
+    return round(float(np.mean([bool(p) and p[0].meaning.to_dict() == m for p, (_, m) in zip(parses, items, strict=True)])), 4)
+
+
 def arm_config(arm: str, seed: int, a) -> AdaptConfig:
     """The same knobs for every arm; only what the arm removes differs."""
     replay_patterns = a.patterns if a.replay_from == "start" else None
@@ -162,12 +184,15 @@ def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[Sem
     row = {"seed": seed, "start_planner": log, "data_seconds": round(time.perf_counter() - t0, 1),
            "queries": {k: len(v) for k, v in parts.items()},
            "examples": {k: sum(len(t.examples) for t in v) for k, v in parts.items()}, "arms": {}}
+    kept = retention_set(seed, a.retention, a.patterns)
+    row["start_retention"] = retention(planner, kept)
     for arm in a.arms:
         t1 = time.perf_counter()
-        _, report = self_train(planner, parts["training"], parts["evaluation"], scorer, arm_config(arm, seed, a),
+        adapted, report = self_train(planner, parts["training"], parts["evaluation"], scorer, arm_config(arm, seed, a),
                                progress=_log(f"{customer} seed {seed} {arm}"), val_tasks=parts["validation"])
         row["start"] = report["before"]
         row["arms"][arm] = {"after": report["after"], "never_worse": report["never_worse"],
+                            "retention": retention(adapted, kept),
                             "validation_before": report["validation_before"]["accuracy"],
                             "rounds": [{k: v for k, v in r.items() if k not in ("audit", "eval")} | {
                                 "eval": r["eval"]["accuracy"]} for r in report["rounds"]],
@@ -177,10 +202,12 @@ def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[Sem
 
 def summarise(seeds: list[dict], arms) -> dict:
     """Mean/min/max per arm over seeds, the full method's margin over replay-only, never-worse."""
-    out = {"start": _stats([s["start"]["accuracy"] for s in seeds])}
+    out = {"start": _stats([s["start"]["accuracy"] for s in seeds]),
+           "start_retention": _stats([s["start_retention"] for s in seeds])}
     for arm in arms:
         out[arm] = _stats([s["arms"][arm]["after"]["accuracy"] for s in seeds])
         out[arm]["never_worse_all_seeds"] = all(s["arms"][arm]["never_worse"] for s in seeds)
+        out[arm]["retention"] = _stats([s["arms"][arm]["retention"] for s in seeds])
     if {"full", "replay_only"} <= set(arms):
         out["full_minus_replay_only"] = _stats([s["arms"]["full"]["after"]["accuracy"]
                                                 - s["arms"]["replay_only"]["after"]["accuracy"] for s in seeds])
@@ -217,6 +244,7 @@ def parse_args(argv=None):
     ap.add_argument("--labelled", type=int, default=4, help="labelled scenes per training/validation blind query")
     ap.add_argument("--test", type=int, default=20, help="scenes per evaluation blind query")
     ap.add_argument("--world-scenes", type=int, default=120)
+    ap.add_argument("--retention", type=int, default=400, help="generated phrasings for the retention check")
     ap.add_argument("--eval-fraction", type=float, default=0.5)
     ap.add_argument("--val-fraction", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
