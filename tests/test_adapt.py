@@ -86,7 +86,10 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
 
 # ---- honest splits: by query string, keep-best on validation, the replay-only arm ------------------
 def test_split_examples_puts_each_query_string_in_one_split(tmp_path):
-    from builder.methods.improve import split_examples
+    from builder.methods.improve import _cuts, split_examples
+
+    # (evaluation, validation) out of n queries: from three on, every split gets one
+    assert [_cuts(n, 0.5, 0.25) for n in (1, 2, 3, 4, 8)] == [(0, 0), (1, 0), (1, 1), (2, 1), (4, 1)]
 
     queries = [f"How many red objects are in picture {i}?" for i in range(8)]
     card_path = make_task_card(tmp_path / "task", "count", "red objects", n=16, seed=6, queries=queries)

@@ -271,10 +271,12 @@ class Split:
 
 
 def _cuts(n: int, eval_fraction: float, val_fraction: float) -> tuple[int, int]:
-    """(evaluation, validation) counts out of ``n``: each at least one while one is left to train."""
-    n_eval = min(max(1, round(n * eval_fraction)), n - 1) if n > 1 else 0
-    n_val = min(max(1, round((n - n_eval) * val_fraction)), n - n_eval - 1) if n - n_eval > 1 else 0
-    return n_eval, n_val
+    """(evaluation, validation) counts out of ``n``: from three on, each split gets at least one."""
+    if n < 2:
+        return 0, 0
+    n_eval = min(max(1, round(n * eval_fraction)), n - 2 if n >= 3 else 1)
+    rest = n - n_eval
+    return n_eval, min(max(1, round(rest * val_fraction)), rest - 1) if rest > 1 else 0
 
 
 def split_examples(card: TaskCard, base, eval_fraction: float = 0.5, val_fraction: float = 0.25,
