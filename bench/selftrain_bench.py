@@ -1,20 +1,36 @@
-"""Self-training benchmark for the default planner (reinforced self-training, the Improve step).
+"""Self-training benchmark for the default planner (the Improve step), beside its baselines.
 
-Part 1, the world (3 seeds, 3 rounds): a planner with room to improve (the parser head trained on
-only the first ``--patterns`` phrasing patterns of each question kind) self-trains on annotated
-shapes-world tasks (image, query, expected; half of them phrased with the world's held-out
-templates) and is evaluated after every round on other scenes whose queries all use held-out
-phrasings. Reported per family: accuracy of the reference programs, of the start planner and
-after each round, the share of the gap closed, and "right answer, wrong program" among the
-trained readings: each kept program is compared with the task's reference program on 8 probe
-scenes (the audit); the guard (3 other probe scenes) is what decides, and its precision and recall
-against the audit are reported.
+Per seed, every arm starts from the same planner and uses the same seed:
 
-Part 2, customer adaptation: the blind development set split by query into an adaptation half
-(4 labelled scenes per query) and an evaluation half (40 scenes per query, top-1), for the
-shipped planner and for the planner with room to improve.
+- **start**: a parser head trained on only the first ``--patterns`` phrasing patterns of each
+  question kind (seeded before the head is built, so the same seed gives the same start);
+- **full**: self-training on the customer's labelled queries with the replay mix;
+- **replay_only**: the same rounds, steps and replay mix, nothing learnt from the customer's
+  examples (``AdaptConfig.explore=False``);
+- **no_replay**: self-training on the customer's queries alone (``replay=0``).
 
-    python bench/selftrain_bench.py --out bench/results/selftrain_bench.json
+The customer's queries are split **by query string** (the planner's output depends on the query
+alone): training queries (labelled; their examples are the only reward: a program's outputs
+scored against the expected answers, no reference program), validation queries (labelled, never
+trained on; they decide keep-best for every arm) and evaluation queries (never seen by any
+choice; the reported accuracy, top-1). "Never worse" is checked on the evaluation queries.
+"Retention" is the share of generated phrasings from the start's own patterns (another seed)
+whose top reading is their exact meaning: what replay is there to keep.
+
+Customer sets (``--customer``):
+- ``blind``: the hand-written blind development queries (``bench/data/planner_blind_dev.jsonl``,
+  phrasings written without the generator), ``--labelled`` scenes per training/validation query
+  and ``--test`` scenes per evaluation query;
+- ``world``: the shapes world's held-out templates (phrasings the generator never produces) on
+  ``--world-scenes`` scenes, grouped by query string.
+
+Replay (``--replay-from``): ``start`` draws the generated phrasings from the start planner's own
+training patterns (rehearsal, as in the product, where the shipped planner replays the
+distribution it was trained on); ``all`` draws every generator pattern, so replay alone teaches
+the start phrasings it never saw (the issue's confound; the replay-only arm measures it).
+
+    python bench/selftrain_bench.py --out bench/results/selftrain_bench.json   # full: 3 seeds
+    python bench/selftrain_bench.py --quick                                   # < 5 min, 1 seed
 """
 
 from __future__ import annotations
@@ -35,154 +51,167 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from planner_bench import FAMILY_OF, Runner, blind_set, output_of, scene_pool  # noqa: E402
 
 from builder.core.metrics import score  # noqa: E402
-from builder.core.seeding import derive_seed  # noqa: E402
-from builder.domains.shapes.world import build_world  # noqa: E402
+from builder.core.seeding import derive_seed, numpy_rng  # noqa: E402
+from builder.domains.shapes.world.dataset import build_world  # noqa: E402
 from builder.methods.improve import AdaptConfig, QueryTask, self_train  # noqa: E402
 from builder.planner.phrasings import generate  # noqa: E402
-from builder.planner.semantic import SemanticParser, SemanticPlanner, load_semantic_planner, train_parser  # noqa: E402
+from builder.planner.prompt import PlanRequest  # noqa: E402
+from builder.planner.semantic import SemanticParser, SemanticPlanner, train_parser  # noqa: E402
 
 OUTPUT_OF_FAMILY = {"vqa": "text", "grounding": "boxes", "itm": "choice"}
+ARMS = ("full", "replay_only", "no_replay")
+RESULTS = Path(__file__).parent / "results" / "selftrain_bench.json"
 
 
 class Scorer:
-    """Runs programs for the adaptation loop through the bench runner (real sandbox and engines)."""
+    """Scores programs on labelled examples through the bench runner (real sandbox and engines).
+
+    Outputs are memoised per (program, example): every arm evaluates the same queries, and a
+    program's output on an image never changes.
+    """
 
     def __init__(self, runner: Runner):
         self.runner = runner
-
-    def __call__(self, source, task, examples):
-        return self.runner.hits(source, examples, task.output)
+        self._memo: dict[tuple[str, int], object] = {}
+        self._keep: list = []  # the examples memoised, so their ids stay theirs
 
     def outputs(self, source, task, examples):
-        return self.runner.outputs(source, examples)
+        todo = [ex for ex in examples if (source, id(ex)) not in self._memo]
+        for ex, value in zip(todo, self.runner.outputs(source, todo) if todo else [], strict=True):
+            self._memo[(source, id(ex))] = value
+            self._keep.append(ex)
+        return [self._memo[(source, id(ex))] for ex in examples]
+
+    def __call__(self, source, task, examples):
+        return [v is not None and score(task.output, v, ex["expected"])
+                for v, ex in zip(self.outputs(source, task, examples), examples, strict=True)]
 
     @staticmethod
     def same(output, a, b) -> bool:
         return a is not None and score(output, a, b)
 
 
-def weak_planner(seed: int, patterns: int, n: int, steps: int) -> tuple[SemanticPlanner, dict]:
+def start_planner(seed: int, patterns: int, n: int, steps: int) -> tuple[SemanticPlanner, dict]:
     """A parser head trained on few phrasing patterns: the starting point with room to improve."""
     head, log = train_parser(generate(n, seed=seed, patterns_per_kind=patterns), steps=steps, seed=seed,
                              progress=False)
-    return SemanticPlanner(SemanticParser(head, {"config": {}})), log
+    return SemanticPlanner(SemanticParser(head, {"config": {}})), {k: v for k, v in log.items() if k != "losses"}
 
 
-def world_tasks(n_scenes: int, seed: int, heldout_fraction: float, probe_pool, n_guard: int, n_audit: int):
-    """QueryTasks from world examples; guard and audit probes are other scenes (answers unused)."""
-    scenes, examples = build_world(n_scenes, seed=seed, heldout_fraction=heldout_fraction, text_labels=True)
-    rng = np.random.default_rng(seed)
+def blind_tasks(pool, seed: int, n_labelled: int, n_test: int) -> list[QueryTask]:
+    """One task per blind query, ``n_labelled + n_test`` scenes each (trimmed once split)."""
+    requests, metas, sets = blind_set(pool, derive_seed(seed, "blind scenes"), n_labelled, n_test, None)
     tasks = []
-    for ex in examples:
-        multi = ex["qtype"].startswith("image_")
-        shown = {"scenes": [(derive_seed(seed, "scene", i), scenes[i]) for i in ex["scene_ids"]], "expected": ex["expected"],
-                 "choices": ex.get("choices"), "query": ex["query"], "multi": multi}
-        probes = []
-        for j in rng.choice(len(probe_pool), n_guard + n_audit, replace=False):
-            if multi:  # another set of images of the same shape
-                idx = rng.choice(len(probe_pool), len(ex["scene_ids"]), replace=False)
-                probes.append({**shown, "scenes": [probe_pool[i] for i in idx], "expected": None})
-            else:
-                probes.append({**shown, "scenes": [probe_pool[j]], "expected": None})
-        task = QueryTask(ex["query"], OUTPUT_OF_FAMILY[ex["family"]], [shown], ex.get("choices") is not None, multi,
-                         ex["family"], ex["program"], probes)
-        tasks.append(task)
+    for req, meta, exs in zip(requests, metas, sets, strict=True):
+        if len(exs) > n_labelled:
+            out = output_of(meta["kind"])
+            tasks.append(QueryTask(req.query, out, exs, req.choices is not None, req.multi_image, FAMILY_OF[out]))
     return tasks
 
 
-class GuardedScorer(Scorer):
-    """Reward = right on the labelled example AND the same behaviour as the reference on the guard probes."""
-
-    def __init__(self, runner, n_guard):
-        super().__init__(runner)
-        self.n_guard = n_guard
-        self.decisions = []  # (task, program, guard verdict)
-
-    def unguarded(self, source, task, examples):
-        """Right or wrong on the labelled examples alone (self_train's keep-best check)."""
-        return super().__call__(source, task, examples)
-
-    def __call__(self, source, task, examples):
-        hits = super().__call__(source, task, examples)
-        if not all(hits) or not task.reference or not task.probes:
-            return hits
-        probes = task.probes[: self.n_guard]
-        ref = self.outputs(task.reference, task, probes)
-        got = self.outputs(source, task, probes)
-        ok = all(self.same(task.output, g, r) for g, r in zip(got, ref, strict=True) if r is not None)
-        self.decisions.append((task, source, ok))
-        return hits if ok else [False] * len(hits)
+def world_tasks(n_scenes: int, seed: int) -> list[QueryTask]:
+    """World examples phrased with held-out templates, grouped by query string (one task each)."""
+    scenes, examples = build_world(n_scenes, seed=seed, heldout_fraction=1.0, text_labels=True)
+    by_query: dict[tuple, QueryTask] = {}
+    for ex in examples:
+        multi = ex["qtype"].startswith("image_")
+        shown = {"scenes": [(derive_seed(seed, "scene", i), scenes[i]) for i in ex["scene_ids"]],
+                 "expected": ex["expected"], "choices": ex.get("choices"), "query": ex["query"], "multi": multi}
+        key = (ex["query"], ex["family"], multi, ex.get("choices") is not None)
+        if key not in by_query:
+            by_query[key] = QueryTask(ex["query"], OUTPUT_OF_FAMILY[ex["family"]], [], key[3], multi, ex["family"])
+        by_query[key].examples.append(shown)
+    return list(by_query.values())
 
 
-def run_world_seed(seed: int, a, runner: Runner, pool) -> dict:
-    t0 = time.perf_counter()
-    planner, log = weak_planner(seed, a.patterns, a.weak_examples, a.weak_steps)
-    train = world_tasks(a.train_scenes, derive_seed(seed, "train"), 0.5, pool, a.guard, a.audit)
-    held = world_tasks(a.eval_scenes, derive_seed(seed, "eval"), 1.0, pool, 0, 0)
-    scorer = GuardedScorer(runner, a.guard)
-    reference = evaluate_reference(held, runner)
-    weak_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    cfg = AdaptConfig(rounds=a.rounds, k=a.k, steps=a.steps, seed=seed)
-    _, report = self_train(planner, train, held, scorer, cfg, progress=_log(f"seed {seed}"))
-    rounds_s = time.perf_counter() - t1
-    # guard precision/recall against the audit (8 further probes)
-    tp = fp = fn = tn = 0
-    rawp_trained = 0
-    for task, src, ok in scorer.decisions:
-        probes = task.probes[a.guard:]
-        ref = scorer.outputs(task.reference, task, probes)
-        got = scorer.outputs(src, task, probes)
-        wrong = any(not scorer.same(task.output, g, r) for g, r in zip(got, ref, strict=True) if r is not None)
-        rejected = not ok
-        tp += rejected and wrong
-        fp += rejected and not wrong
-        fn += (not rejected) and wrong
-        tn += (not rejected) and not wrong
-        rawp_trained += (not rejected) and wrong
-    kept = tn + fn
-    return {"seed": seed, "weak_planner": {k: v for k, v in log.items() if k != "losses"},
-            "reference": reference, "before": report["before"], "rounds": report["rounds"],
-            "guard": {"rejected_wrong": tp, "rejected_right": fp, "passed_wrong": fn, "passed_right": tn,
-                      "precision": round(tp / (tp + fp), 3) if tp + fp else None,
-                      "recall": round(tp / (tp + fn), 3) if tp + fn else None},
-            "rawp_among_trained": round(rawp_trained / kept, 4) if kept else 0.0,
-            "setup_seconds": round(weak_s, 1), "rounds_seconds": round(rounds_s, 1)}
+def split_by_query(tasks: list[QueryTask], seed: int, eval_fraction: float, val_fraction: float,
+                   n_labelled: int | None) -> dict[str, list[QueryTask]]:
+    """Training / validation / evaluation tasks with disjoint query strings (shuffled with ``seed``).
 
-
-def evaluate_reference(tasks, runner: Runner) -> dict:
-    by = {}
+    Training and validation queries keep ``n_labelled`` examples (the customer's labels);
+    evaluation queries keep the rest of theirs.
+    """
+    queries = sorted({t.query for t in tasks})
+    order = [queries[i] for i in numpy_rng(seed, "query split").permutation(len(queries))]
+    n_eval = round(len(order) * eval_fraction)
+    n_val = round((len(order) - n_eval) * val_fraction)
+    split_of = {q: "evaluation" if i < n_eval else "validation" if i < n_eval + n_val else "training"
+                for i, q in enumerate(order)}
+    out: dict[str, list[QueryTask]] = {"training": [], "validation": [], "evaluation": []}
     for t in tasks:
-        by.setdefault(t.family, []).extend(runner.hits(t.reference, t.examples, t.output))
-    every = [h for v in by.values() for h in v]
-    return {"accuracy": round(float(np.mean(every)), 4),
-            "per_family": {f: round(float(np.mean(v)), 4) for f, v in sorted(by.items())}}
+        part = split_of[t.query]
+        if n_labelled is not None:
+            exs = t.examples[n_labelled:] if part == "evaluation" else t.examples[:n_labelled]
+            t = QueryTask(t.query, t.output, exs, t.choices, t.multi_image, t.family)
+        out[part].append(t)
+    return out
 
 
-def blind_adaptation(planner: SemanticPlanner, runner: Runner, pool, a, label: str) -> dict:
-    requests, metas, sets = blind_set(pool, a.seed_blind, 4, 40, None)
-    rng = np.random.default_rng(7)
-    order = rng.permutation(len(requests))
-    half = set(order[: len(order) // 2].tolist())
-    adapt, held = [], []
-    for i, (req, meta, exs) in enumerate(zip(requests, metas, sets, strict=True)):
-        if not exs:
-            continue
-        out = output_of(meta["kind"])
-        if i in half:
-            adapt.append(QueryTask(req.query, out, exs[:4], req.choices is not None, req.multi_image,
-                                   FAMILY_OF[out]))
-        else:
-            held.append(QueryTask(req.query, out, exs[4:], req.choices is not None, req.multi_image, FAMILY_OF[out]))
-    # choice tasks: each example carries its own choices; the request only needs to know there are some
-    scorer = Scorer(runner)
-    cfg = AdaptConfig(rounds=a.rounds, k=a.k, steps=a.steps, seed=0)
+def retention_set(seed: int, n: int, patterns: int) -> list[tuple[PlanRequest, dict]]:
+    """Generated phrasings of every kind from the start planner's own patterns (another seed):
+    what the planner knew before adapting, to see whether an arm forgets it."""
+    out = []
+    for ex in generate(n, seed=derive_seed(seed, "retention"), patterns_per_kind=patterns):
+        kind = ex["meaning"]["kind"]
+        out.append((PlanRequest(ex["query"], None, ["a", "b"] if kind == "choose_caption" else None,
+                                kind == "choose_image", output_of(kind)), ex["meaning"]))
+    return out
+
+
+def retention(planner: SemanticPlanner, items: list[tuple[PlanRequest, dict]]) -> float:
+    """Share of ``items`` whose top reading is exactly the meaning they were generated from."""
+    parses = planner.parses([req for req, _ in items], k=1)
+    return round(float(np.mean([bool(p) and p[0].meaning.to_dict() == m for p, (_, m) in zip(parses, items, strict=True)])), 4)
+
+
+def arm_config(arm: str, seed: int, a) -> AdaptConfig:
+    """The same knobs for every arm; only what the arm removes differs."""
+    replay_patterns = a.patterns if a.replay_from == "start" else None
+    return AdaptConfig(rounds=a.rounds, k=a.k, steps=a.steps, seed=seed, replay=0 if arm == "no_replay" else a.replay,
+                       replay_patterns=replay_patterns, explore=arm != "replay_only")
+
+
+def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[SemanticPlanner, dict]) -> dict:
+    """Every arm for one seed and customer set: held-out query-string accuracy per arm."""
     t0 = time.perf_counter()
-    _, report = self_train(planner, adapt, held, scorer, cfg, progress=_log(label))
-    return {"planner": label, "adaptation_queries": len(adapt), "evaluation_queries": len(held),
-            "before": report["before"], "after": report["after"],
-            "rounds": [{k: v for k, v in r.items() if k != "audit"} for r in report["rounds"]],
-            "seconds": round(time.perf_counter() - t0, 1)}
+    planner, log = start
+    if customer == "blind":
+        tasks = blind_tasks(pool, seed, a.labelled, a.test)
+        parts = split_by_query(tasks, seed, a.eval_fraction, a.val_fraction, a.labelled)
+    else:
+        parts = split_by_query(world_tasks(a.world_scenes, derive_seed(seed, "world")), seed, a.eval_fraction,
+                               a.val_fraction, None)
+    row = {"seed": seed, "start_planner": log, "data_seconds": round(time.perf_counter() - t0, 1),
+           "queries": {k: len(v) for k, v in parts.items()},
+           "examples": {k: sum(len(t.examples) for t in v) for k, v in parts.items()}, "arms": {}}
+    kept = retention_set(seed, a.retention, a.patterns)
+    row["start_retention"] = retention(planner, kept)
+    for arm in a.arms:
+        t1 = time.perf_counter()
+        adapted, report = self_train(planner, parts["training"], parts["evaluation"], scorer, arm_config(arm, seed, a),
+                               progress=_log(f"{customer} seed {seed} {arm}"), val_tasks=parts["validation"])
+        row["start"] = report["before"]
+        row["arms"][arm] = {"after": report["after"], "never_worse": report["never_worse"],
+                            "retention": retention(adapted, kept),
+                            "validation_before": report["validation_before"]["accuracy"],
+                            "rounds": [{k: v for k, v in r.items() if k not in ("audit", "eval")} | {
+                                "eval": r["eval"]["accuracy"]} for r in report["rounds"]],
+                            "seconds": round(time.perf_counter() - t1, 1)}
+    return row
+
+
+def summarise(seeds: list[dict], arms) -> dict:
+    """Mean/min/max per arm over seeds, the full method's margin over replay-only, never-worse."""
+    out = {"start": _stats([s["start"]["accuracy"] for s in seeds]),
+           "start_retention": _stats([s["start_retention"] for s in seeds])}
+    for arm in arms:
+        out[arm] = _stats([s["arms"][arm]["after"]["accuracy"] for s in seeds])
+        out[arm]["never_worse_all_seeds"] = all(s["arms"][arm]["never_worse"] for s in seeds)
+        out[arm]["retention"] = _stats([s["arms"][arm]["retention"] for s in seeds])
+    if {"full", "replay_only"} <= set(arms):
+        out["full_minus_replay_only"] = _stats([s["arms"]["full"]["after"]["accuracy"]
+                                                - s["arms"]["replay_only"]["after"]["accuracy"] for s in seeds])
+    return out
 
 
 def _log(prefix: str):
@@ -190,59 +219,71 @@ def _log(prefix: str):
 
 
 def _stats(values):
-    return {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+    return {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4), "max": round(max(values), 4),
+            "per_seed": [round(v, 4) for v in values]}
 
 
-def main(argv=None) -> dict:
+QUICK = {"seeds": [0], "customer": ["blind"], "rounds": 1, "steps": 60, "replay": 400, "start_examples": 1000,
+         "start_steps": 150, "test": 4, "k": 6}
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one seed, blind queries, small sizes (< 5 min)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--customer", nargs="+", choices=("blind", "world"), default=["blind", "world"])
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--patterns", type=int, default=2, help="phrasing patterns per kind for the start planner")
-    ap.add_argument("--weak-examples", type=int, default=3000)
-    ap.add_argument("--weak-steps", type=int, default=400)
-    ap.add_argument("--train-scenes", type=int, default=60)
-    ap.add_argument("--eval-scenes", type=int, default=60)
-    ap.add_argument("--guard", type=int, default=3)
-    ap.add_argument("--audit", type=int, default=8)
-    ap.add_argument("--seed-blind", type=int, default=1)
-    ap.add_argument("--skip-blind", action="store_true")
-    ap.add_argument("--skip-world", action="store_true")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--replay", type=int, default=1500)
+    ap.add_argument("--replay-from", choices=("start", "all"), default="start")
+    ap.add_argument("--patterns", type=int, default=1, help="phrasing patterns per kind for the start planner")
+    ap.add_argument("--start-examples", type=int, default=3000)
+    ap.add_argument("--start-steps", type=int, default=400)
+    ap.add_argument("--labelled", type=int, default=4, help="labelled scenes per training/validation blind query")
+    ap.add_argument("--test", type=int, default=20, help="scenes per evaluation blind query")
+    ap.add_argument("--world-scenes", type=int, default=120)
+    ap.add_argument("--retention", type=int, default=400, help="generated phrasings for the retention check")
+    ap.add_argument("--eval-fraction", type=float, default=0.5)
+    ap.add_argument("--val-fraction", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help=f"default: {RESULTS} (not written by --quick unless given)")
     a = ap.parse_args(argv)
+    if a.quick:
+        given = {s.split("=")[0].lstrip("-").replace("-", "_") for s in (argv or sys.argv[1:])}
+        for key, value in QUICK.items():
+            if key not in given:
+                setattr(a, key, value)
+    elif a.out is None:
+        a.out = str(RESULTS)
+    return a
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
     pool = scene_pool(600, 99)
     result = {"args": vars(a)}
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(tmp)
         try:
-            if not a.skip_world:
-                seeds = []
-                for seed in a.seeds:
-                    seeds.append(run_world_seed(seed, a, runner, pool))
-                    print(json.dumps({"seed": seed, "before": seeds[-1]["before"],
-                                      "after": seeds[-1]["rounds"][-1]["eval"]}), file=sys.stderr)
-                fams = sorted(seeds[0]["reference"]["per_family"])
-                summary = {}
-                for f in fams:
-                    ref = [s["reference"]["per_family"][f] for s in seeds]
-                    before = [s["before"]["per_family"][f] for s in seeds]
-                    after = [s["rounds"][-1]["eval"]["per_family"][f] for s in seeds]
-                    gap_closed = [(af - b) / (r - b) if r - b > 1e-9 else 1.0 for r, b, af in zip(ref, before, after,
-                                                                                                strict=True)]
-                    summary[f] = {"reference": _stats(ref), "before": _stats(before), "after": _stats(after),
-                                  "gap_closed": _stats(gap_closed)}
-                result["world"] = {"per_family": summary,
-                                   "rawp_among_trained": _stats([s["rawp_among_trained"] for s in seeds]),
-                                   "rounds_seconds": _stats([s["rounds_seconds"] for s in seeds]), "seeds": seeds}
-            if not a.skip_blind:
-                result["blind_adaptation"] = [
-                    blind_adaptation(load_semantic_planner(), runner, pool, a, "shipped planner"),
-                    blind_adaptation(weak_planner(0, a.patterns, a.weak_examples, a.weak_steps)[0], runner, pool, a,
-                                     "planner with room to improve"),
-                ]
+            scorer = Scorer(runner)
+            rows: dict[str, list[dict]] = {c: [] for c in a.customer}
+            for seed in a.seeds:
+                start = start_planner(seed, a.patterns, a.start_examples, a.start_steps)  # one per seed, every arm
+                for customer in a.customer:
+                    rows[customer].append(run_seed(seed, a, scorer, pool, customer, start))
+            for customer, seeds in rows.items():
+                result[customer] = {"summary": summarise(seeds, a.arms), "seeds": seeds}
+                print(json.dumps({customer: result[customer]["summary"]}), file=sys.stderr, flush=True)
         finally:
             runner.close()
+    result["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(result, indent=1, default=str)
     print(text)
     if a.out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -11,8 +12,8 @@ import torch
 
 from builder.domains.shapes.nets import vqa as vqa_net
 from builder.domains.shapes.training import vqa as vqa_train
-from builder.domains.shapes.vocab import parse_phrase
-from builder.domains.shapes.world.scene import render_array, sample_scene
+from builder.domains.shapes.vocab import SHAPES, parse_phrase
+from builder.domains.shapes.world.scene import COLORS, render_array, sample_scene, shape_mask
 from builder.domains.shapes.world.tasks import make_example
 from builder.tools.backends.shapes import (
     ShapesCaptioner,
@@ -250,42 +251,98 @@ def test_photos_are_seen_at_512_pixels_and_read_as_right(detector, vqa):
                                              for g, w in zip(got, want, strict=True)), (got, want)
 
 
-def _swap_pairs(n_scenes: int, domain: str = "clean"):
-    """Scene-level questions asked of their own image and of another scene's image, kept where
-    the ground-truth answer differs between the two images."""
+def _moved(scene, dx, dy):
+    """The scene with every object's nominal square reflected (left-right when ``dx``, top-bottom
+    when ``dy``); objects keep their upright masks, so only positions change."""
+    objs = []
+    for o in scene.objects:
+        x = scene.width - o.origin[0] - o.side if dx else o.origin[0]
+        y = scene.height - o.origin[1] - o.side if dy else o.origin[1]
+        sx, sy = x - o.origin[0], y - o.origin[1]
+        objs.append(dataclasses.replace(o, origin=(x, y), box=(o.box[0] + sx, o.box[1] + sy, o.box[2] + sx, o.box[3] + sy)))
+    return dataclasses.replace(scene, objects=tuple(objs))
+
+
+def _restyled(scene, j, color=None, shape=None):
+    """The scene with object ``j`` repainted in ``color`` or redrawn as ``shape`` (same place, side)."""
+    o = scene.objects[j]
+    if shape is not None:
+        x0, y0, x1, y1 = shape_mask(shape, o.side).getbbox()
+        o = dataclasses.replace(o, shape=shape, box=(o.origin[0] + x0, o.origin[1] + y0, o.origin[0] + x1, o.origin[1] + y1),
+                                text=o.text if shape in ("square", "circle") else None)
+    if color is not None:
+        o = dataclasses.replace(o, color=color, rgb=COLORS[color])
+    return dataclasses.replace(scene, objects=scene.objects[:j] + (o,) + scene.objects[j + 1:])
+
+
+def _counterfactuals(scenes, i, rng):
+    """Other images to ask scene ``i``'s question of: another scene, the same objects mirrored
+    left-right or top-bottom (relations flip), or one object repainted or reshaped (attributes
+    and colour counts change). The first whose true answer differs is used."""
+    n = len(scenes)
+    yield scenes[(i + 1 + int(rng.integers(n - 1))) % n]
+    scene = scenes[i]
+    yield _moved(scene, True, False)
+    yield _moved(scene, False, True)
+    for j in rng.permutation(len(scene.objects)):
+        o = scene.objects[j]
+        yield _restyled(scene, j, color=[c for c in COLORS if c != o.color][int(rng.integers(len(COLORS) - 1))])
+        yield _restyled(scene, j, shape=[s for s in SHAPES if s != o.shape][int(rng.integers(len(SHAPES) - 1))])
+
+
+def _swap_pairs(n_scenes: int, domain: str = "clean", heldout: float = 0.0):
+    """Scene-level questions asked of their own image and of a counterfactual image, kept where
+    the ground-truth answer differs between the two images (every scene-level question type)."""
     from augment.seltda import world_answer
 
     scenes = [sample_scene(np.random.default_rng([SEED, 77, i]), domain) for i in range(n_scenes)]
-    pixels = [render_array(s) for s in scenes]
     rows = []
     for i, scene in enumerate(scenes):
         rng = np.random.default_rng([SEED, 78, i])
-        other = (i + 1 + int(rng.integers(n_scenes - 1))) % n_scenes
         for qtype in vqa_train.SCENE_QTYPES:
-            ex = make_example(scene, rng, "vqa", qtype, 0.0)
+            ex = make_example(scene, rng, "vqa", qtype, heldout)
             if ex is None or ex["expected"] not in vqa_net.ANSWERS:
                 continue
-            swapped = world_answer(scenes[other], ex["query"])
-            if swapped is not None and swapped != ex["expected"]:
-                rows.append((pixels[i], pixels[other], ex["query"], qtype))
+            for other in _counterfactuals(scenes, i, rng):
+                swapped = world_answer(other, ex["query"])
+                if swapped is not None and swapped != ex["expected"] and swapped in vqa_net.ANSWERS:
+                    rows.append((render_array(scene), render_array(other), ex["query"], qtype))
+                    break
     return rows
+
+
+def _changed_by_type(model, rows):
+    own = model.predict([r[0] for r in rows], [r[2] for r in rows])
+    swapped = model.predict([r[1] for r in rows], [r[2] for r in rows])
+    by_type = collections.defaultdict(list)
+    for a, b, r in zip(own, swapped, rows, strict=True):
+        by_type[r[3]].append(a[0] != b[0])
+    return by_type
 
 
 @pytest.mark.parametrize("domain", ["clean", "shifted"])
 def test_vqa_image_swap_changes_scene_level_answers(vqa, domain):
     # A model that answers from the question alone (the majority answer per question) keeps its
     # answer when the image is swapped; the shipped weights must look: where the true answer
-    # changes with the image, the prediction must change for >= 80% of the questions.
-    rows = _swap_pairs(40, domain)
-    assert len(rows) >= 60
-    own = vqa.model.predict([r[0] for r in rows], [r[2] for r in rows])
-    swapped = vqa.model.predict([r[1] for r in rows], [r[2] for r in rows])
-    changed = [a[0] != b[0] for a, b in zip(own, swapped, strict=True)]
-    by_type = collections.defaultdict(list)
-    for c, r in zip(changed, rows, strict=True):
-        by_type[r[3]].append(c)
-    summary = {t: round(float(np.mean(v)), 2) for t, v in by_type.items()}
-    assert np.mean(changed) >= 0.8, summary
+    # changes with the image, the prediction must change for >= 80% of the questions, and for at
+    # least half of every scene-level question type (relations included; measured: clean 0.98
+    # overall, the lowest type compare 0.88; shifted 0.93, compare 0.57).
+    by_type = _changed_by_type(vqa.model, _swap_pairs(40, domain))
+    summary = {t: (round(float(np.mean(v)), 2), len(v)) for t, v in sorted(by_type.items())}
+    assert all(len(by_type[t]) >= 15 for t in vqa_train.SCENE_QTYPES), summary
+    assert np.mean([c for v in by_type.values() for c in v]) >= 0.8, summary
+    assert all(np.mean(v) >= 0.5 for v in by_type.values()), summary
+
+
+@pytest.mark.parametrize("domain", ["clean", "shifted"])
+def test_vqa_image_swap_on_held_out_phrasings(vqa, domain):
+    # The same check with the world's held-out phrasings (never trained on). Measured: clean 0.81,
+    # shifted 0.83 overall; relate_attr 0.29 / 0.20 (on new wording of that question the engine
+    # mostly answers from the words), so only the overall share is held to a bar here.
+    by_type = _changed_by_type(vqa.model, _swap_pairs(40, domain, heldout=1.0))
+    summary = {t: (round(float(np.mean(v)), 2), len(v)) for t, v in sorted(by_type.items())}
+    assert all(len(by_type[t]) >= 15 for t in vqa_train.SCENE_QTYPES), summary
+    assert np.mean([c for v in by_type.values() for c in v]) >= 0.75, summary
 
 
 def test_image_swap_check_fails_a_blind_model():
@@ -294,7 +351,6 @@ def test_image_swap_check_fails_a_blind_model():
         def predict(self, images, questions):
             return [("yes" if q.startswith(("Is", "Are")) else "1", 1.0) for q in questions]
 
-    rows = _swap_pairs(20)
-    own = Blind().predict([r[0] for r in rows], [r[2] for r in rows])
-    swapped = Blind().predict([r[1] for r in rows], [r[2] for r in rows])
-    assert not any(a[0] != b[0] for a, b in zip(own, swapped, strict=True))
+    by_type = _changed_by_type(Blind(), _swap_pairs(20))
+    assert set(by_type) == set(vqa_train.SCENE_QTYPES)
+    assert not any(c for v in by_type.values() for c in v)

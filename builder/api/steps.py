@@ -85,20 +85,20 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
                     cancel: Callable[[], bool] | None = None, **options: Any) -> dict:
     """Reinforced self-training of the planner on the workspace's annotated examples (the Improve step).
 
-    The examples are grouped by query and split into training and evaluation parts
-    (``builder.methods.improve.split_examples``, ``eval_fraction`` evaluates). The adapted
+    The examples are grouped by query string into training, validation (decides keep-best) and
+    evaluation queries (``builder.methods.improve.split_examples``: ``eval_fraction`` of the
+    distinct queries evaluate; with fewer than three distinct queries they are cut by image and
+    the report's ``split_by`` says "image"). The adapted
     planner is saved to ``checkpoints/planner``, used by later proposals in this workspace, and
     exported with the solution. Returns the report: accuracy before and after each round on
-    the evaluation examples, kept readings, the planner's path. ``options`` go to
+    the evaluation queries, kept readings, the planner's path. ``options`` go to
     ``builder.methods.improve.AdaptConfig``.
 
     ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
     then ``Cancelled`` is raised and no planner is saved.
     """
     card = ws.load_task()
-    train, held, n_queries = _improve.split_examples(card, ws.root, eval_fraction)
-    if not train:
-        raise UserError("self-training needs annotated examples with a query in the task card")
+    split = _improve.split_examples(card, ws.root, eval_fraction)
     stop = cancel if cancel is not None else should_stop
     own = runtime is None
     runtime = runtime or Runtime(ws)
@@ -106,9 +106,10 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     report_progress = progress if callable(progress) else (
         (lambda msg, frac: print(f"[{frac:4.0%}] {msg}", flush=True)) if progress else None)
     try:
-        planner, report = _improve.self_train(workspace_planner(ws), train, held, scorer,
+        planner, report = _improve.self_train(workspace_planner(ws), split.training, split.evaluation, scorer,
                                               _improve.AdaptConfig(rounds=rounds, k=k, steps=steps, **options),
-                                              progress=report_progress, should_stop=stop)
+                                              progress=report_progress, should_stop=stop, val_tasks=split.validation,
+                                              split_by=split.by)
     finally:
         if own:
             runtime.close()
@@ -118,8 +119,9 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     out = ws.root / "checkpoints" / WORKSPACE_PLANNER
     planner.parser.save_pretrained(out)
     clear_planner_cache(out)
-    report.update(planner=str(out), train_examples=sum(len(t.examples) for t in train),
-                  eval_examples=sum(len(t.examples) for t in held), queries=n_queries)
+    report.update(planner=str(out), queries=split.queries,
+                  **{f"{name}_examples": sum(len(t.examples) for t in tasks) for name, tasks in
+                     (("train", split.training), ("val", split.validation), ("eval", split.evaluation))})
     atomic_write_json(ws.root / "checkpoints" / "planner_report.json", report)
     return report
 

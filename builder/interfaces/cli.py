@@ -336,7 +336,7 @@ class ImproveOptions:
     rounds: Annotated[int, typer.Option(min=1, help="Self-training rounds.")] = 1
     k: Annotated[int, typer.Option(min=1, help="Readings tried per query.")] = 8
     steps: Annotated[int, typer.Option(min=1, help="Planner fine-tuning steps per round.")] = 100
-    eval_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of each query's examples kept for evaluation.")] = 0.5
+    eval_fraction: Annotated[float, typer.Option(min=0.1, max=0.9, help="Share of the distinct queries kept for evaluation.")] = 0.5
     progress: Annotated[bool, typer.Option(help="Print progress.")] = True
 
 
