@@ -16,8 +16,10 @@ from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.parse import TreeParser
 from builder.planner.compose.phrasings import generate
-from builder.planner.compose.scope import foreign, out_of_scope
+from builder.planner.compose.planner import ComposingPlanner
+from builder.planner.compose.scope import foreign, near_misses, out_of_scope
 from builder.planner.compose.train import init_model, root_types, train, vocabulary
+from builder.planner.prompt import PlanRequest
 from builder.planner.semantic import minilm
 from builder.planner.tree_compile import compile_tree
 from builder.planner.tree_truth import answer
@@ -121,6 +123,11 @@ COMPOSITIONAL = [
     ("How many more stars than circles are there?", "count",
      {"op": "sub", "args": [{"op": "count", "set": S(shape="star")}, {"op": "count", "set": S(shape="circle")}]}),
     ("Are there no green triangles?", "bool", {"op": "not", "arg": {"op": "exists", "set": S("green", "triangle")}}),
+    ("How many squares are not red?", "count",
+     {"op": "count", "set": {"op": "intersect", "sets": [S(shape="square"), {"op": "complement", "set": S("red")}]}}),
+    ("How many more shapes are above the blue circle than below it?", "count",
+     {"op": "sub", "args": [{"op": "count", "set": {"op": "related", "set": {"op": "objects"}, "rel": rel,
+                                                    "anchor": S("blue", "circle")}} for rel in ("above", "below")]}),
 ]
 
 
@@ -162,6 +169,36 @@ def test_held_out_refusal_sentences_are_mostly_refused(shipped):
     sentences = out_of_scope("heldout") + foreign("heldout")
     refused = sum(bool(shipped.parse(s).refusal) for s in sentences)
     assert refused >= 0.7 * len(sentences)
+
+
+def test_held_out_near_misses_are_mostly_refused(shipped):
+    """Requests naming the shapes world's words but asking what the language cannot express, from
+    templates the scope head never saw."""
+    sentences = near_misses(60, 1, "heldout")
+    assert len(set(sentences)) > 40
+    refused = sum(bool(shipped.parse(s).refusal) for s in sentences)
+    assert refused >= 0.7 * len(sentences)
+
+
+def test_the_20_kind_parser_leads_for_its_own_kinds_only(shipped):
+    """Its programs go first for a plain count, not for a composition, and never for an open noun
+    (which it cannot read)."""
+
+    class Kinds:
+        def propose(self, requests, k=1, temperature=1.0, top_p=1.0):
+            return [["KIND"] for _ in requests]
+
+        def parses(self, requests, k=1):
+            return [[] for _ in requests]
+
+    planner = ComposingPlanner(kinds=Kinds(), parser=shipped, closed_vocabulary=False)
+
+    def first(query):
+        return planner.plan(PlanRequest(query, "vqa", None, False, "count"), k=4).programs[0]
+
+    assert first("How many red circles are there?") == "KIND"
+    assert first("How many shapes are not blue?") != "KIND"
+    assert 'count("truck")' in first("How many trucks are there?")
 
 
 @pytest.mark.parametrize("request_, language", [("¿Cuántos círculos rojos hay en la imagen?", "Spanish"),

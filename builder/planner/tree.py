@@ -152,6 +152,12 @@ def operators(tree: Tree) -> list[str]:
     return [tree["op"], *(op for child in children(tree) for op in operators(child))]
 
 
+def nouns(tree: Tree) -> list[str]:
+    """The open-vocabulary nouns a tree holds (its ``select`` nodes' ``noun``), in order."""
+    found = [tree["noun"]] if tree.get("op") == "select" and tree.get("noun") else []
+    return found + [n for c in children(tree) for n in nouns(c)]
+
+
 def key(tree: Tree) -> str:
     """A canonical string for a tree (equal trees, equal keys): for deduplication and exact match."""
     return json.dumps(normalise(tree), sort_keys=True, separators=(",", ":"))

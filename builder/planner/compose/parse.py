@@ -4,9 +4,9 @@ Candidates come from a beam search over the decoder (``model``), constrained by 
 every candidate passes ``tree.check``. Whether to answer at all is decided apart from the
 decoder's probabilities (which are sure of themselves on nonsense): the language check, the
 length check, and the scope head (trained on generated requests against written out-of-scope
-ones), helped by the request's *unread words* (content words never seen in training phrasings and
-not copied into the tree): a request is refused when the scope head says so, or when it is unsure
-(below 0.9) and two or more words are unread. The reason names the unread words.
+ones and near misses), helped by the request's *unread words* (content words never seen in training
+phrasings and not copied into the tree): a request is refused when the scope head says so, or when it
+is unsure (below 0.9) and two or more words are unread. The reason names the unread words.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class TreeParser:
             named = unread or self.unrendered(words, read, best)
             return Parse(refusal=f"cannot express {_quote(named)} with the {engines} engines", scope=scope,
                          unread=unread)
-        nouns = _nouns(best)
+        nouns = T.nouns(best)
         if closed_vocabulary and nouns:
             return Parse(refusal=f"cannot see {_quote(nouns)} with the {engines} engines: their detector knows "
                                  "only its own shapes, colours and sizes (an open-vocabulary profile such as hf "
@@ -117,7 +117,7 @@ class TreeParser:
 
     def unread(self, words: list[str], read: list[G.Word], tree: Tree) -> list[str]:
         """Content words neither seen in training phrasings, nor value words, nor copied into ``tree``."""
-        nouns = {w for n in _nouns(tree) for w in n.split()}
+        nouns = {w for n in T.nouns(tree) for w in n.split()}
         out = []
         for w, r in zip(words, read, strict=True):
             low = w.lower()
@@ -218,11 +218,6 @@ def _without_generic_nouns(found: list) -> list:
             seen.add(key)
             out.append((tree, score))
     return out
-
-
-def _nouns(tree: Tree) -> list[str]:
-    found = [tree["noun"]] if tree.get("op") == "select" and tree.get("noun") else []
-    return found + [n for c in T.children(tree) for n in _nouns(c)]
 
 
 def _quote(words: list[str]) -> str:

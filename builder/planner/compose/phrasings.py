@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from builder.core.seeding import numpy_rng
 from builder.planner import tree as T
-from builder.planner.compose.realise import ATTR_WORDS, CMP_NUM, CMP_SENT, Realiser
+from builder.planner.compose.realise import ATTR_WORDS, CMP_NUM, CMP_SENT, REL_WORDS, Realiser
 from builder.planner.compose.sample import HELDOUT_NOUNS, NOUNS, TRAIN_NOUNS, TreeSampler, combos
 from builder.planner.tree import Tree
 
@@ -58,6 +58,15 @@ class Phraser(Realiser):
                               f"What is the number of {s}?", f"Tell me how many {s} there are.",
                               f"How many {s} can be seen?", f"Give me the count of {s}.",
                               f"Count all {s} in the picture.", f"{s}: how many?"))
+        if t["op"] in ("add", "sub") and self.paired(t["args"]):
+            a, b = self.pair_phrases(t["args"])
+            if t["op"] == "add":
+                return self.pick((f"How many {a} and {b} are there in total?", f"Add up the {a} and the {b}.",
+                                  f"Sum of the {a} and the {b}?", f"How many {a} plus {b}?",
+                                  f"Total number of {a} and {b}?", f"Count the {a} and the {b} together."))
+            return self.pick((f"How many more {a} than {b}?", f"How many more {a} are there than {b}?",
+                              f"By how many do the {a} outnumber the {b}?", f"What is the number of {a} minus those {b}?",
+                              f"How many extra {a} compared to {b}?", f"Subtract the {b} from the {a}."))
         if t["op"] == "add" and all(a["op"] == "count" for a in t["args"]):
             s = self.join([self.np(a["set"]) for a in t["args"]], "and")
             return self.pick((f"How many {s} are there altogether?", f"How many {s} are there in total?",
@@ -70,7 +79,11 @@ class Phraser(Realiser):
                               f"How many more {a} are there than {b}?",
                               f"What is the number of {a} minus the number of {b}?",
                               f"How many extra {a} are there compared to {b}?",
-                              f"Subtract the number of {b} from the number of {a}."))
+                              f"Subtract the number of {b} from the number of {a}.",
+                              f"How many fewer {b} are there than {a}?", f"Take the number of {a} and subtract the {b}.",
+                              f"What is the difference between the number of {a} and the number of {b}?",
+                              f"How many fewer {b} than {a}?", f"{a} minus {b}: how many?",
+                              f"By how much does the count of {a} exceed that of {b}?"))
         phrase = self.num_phrase(t)
         return self.pick((f"What is {phrase}?", f"Compute {phrase}.", f"Give me {phrase}.", f"Report {phrase}."))
 
@@ -78,6 +91,9 @@ class Phraser(Realiser):
     def statement(self, t: Tree) -> str:
         """A declarative clause ("there are more circles than stars")."""
         op = t["op"]
+        if op == "exists" and self.single_is(t["set"]):
+            one, what = self.single_is(t["set"])
+            return f"the {one} is {what}"
         if op == "exists":
             return self.pick(("there is ", "there exists ", "the image has ", "there is ")) + \
                 self.article(self.np(t["set"], False)) if self.coin(0.5) else \
@@ -100,9 +116,35 @@ class Phraser(Realiser):
         word = "and" if op == "all_of" else "or"
         return self.join([self.statement(a) for a in t["args"]], word)
 
-    def article(self, phrase: str) -> str:
-        """``phrase`` with "a" or "an" in front, chosen by its first letter."""
-        return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+    def single_is(self, s: Tree) -> tuple[str, str] | None:
+        """For one object and what is asked of it ("topmost object", "a hexagon"), or None: an ``intersect`` of
+        an extreme or nearest object with a select, or such an object in a relation."""
+        if s["op"] == "intersect" and len(s["sets"]) == 2:
+            one = [x for x in s["sets"] if x["op"] in ("extreme", "nearest")]
+            rest = [x for x in s["sets"] if x["op"] == "select"]
+            if len(one) == 1 and len(rest) == 1:
+                return self.np(one[0], False), self.pred(rest[0], False)
+        if s["op"] == "related" and s["set"]["op"] in ("extreme", "nearest"):
+            return self.np(s["set"], False), f"{self.pick(REL_WORDS[s['rel']])} {self.anchor(s['anchor'])}"
+        return None
+
+    @staticmethod
+    def paired(args: list[Tree]) -> bool:
+        """Two counts of one set in two relations to one anchor ("left of the star" and "right of it")."""
+        sets = [a.get("set") or {} for a in args]
+        return (len(args) == 2 and all(a["op"] == "count" for a in args) and all(s.get("op") == "related" for s in sets)
+                and sets[0]["anchor"] == sets[1]["anchor"] and sets[0]["set"] == sets[1]["set"])
+
+    def pair_phrases(self, args: list[Tree]) -> tuple[str, str]:
+        """Noun phrases for two counted sets; the second refers back to a shared anchor ("right of it")."""
+        a = self.np(args[0]["set"])
+        if not self.paired(args) or self.coin(0.25):
+            return a, self.np(args[1]["set"])
+        second = args[1]["set"]
+        rel = self.pick(REL_WORDS[second["rel"]])
+        ref = self.pick(("it", "it", "that one", "it"))
+        return a, self.pick((f"{rel} {ref}", f"{self.np(second['set'])} {rel} {ref}", f"the ones {rel} {ref}",
+                             f"those {rel} {ref}"))
 
     def compare_clause(self, t: Tree) -> str:
         """A comparison as a clause ("there are more than three stars", "more circles than stars", ...)."""
@@ -110,7 +152,7 @@ class Phraser(Realiser):
         if left["op"] == "count" and right["op"] == "number":
             return f"there are {self.pick(CMP_NUM[cmp])} {self.num_word(right['value'])} {self.np(left['set'])}"
         if left["op"] == "count" and right["op"] == "count" and cmp in (">", "<", "==") and self.coin(0.7):
-            a, b = self.np(left["set"]), self.np(right["set"])
+            a, b = self.pair_phrases([left, right])
             return {">": f"there are more {a} than {b}", "<": f"there are fewer {a} than {b}",
                     "==": f"there are as many {a} as {b}"}[cmp]
         return f"{self.num_phrase(left)} is {self.pick(CMP_SENT[cmp])} {self.num_phrase(right)}"
@@ -124,6 +166,34 @@ class Phraser(Realiser):
                               f"Does the image contain any {self.np(s)}?", f"Can you see {self.article(self.np(s, False))}?",
                               f"Do any {self.np(s)} appear?", f"Is {self.article(self.np(s, False))} present?",
                               f"any {self.np(s)}?", f"Check whether there is {self.article(self.np(s, False))}."))
+        if op == "exists" and self.single_is(t["set"]):
+            one, what = self.single_is(t["set"])
+            return self.pick((f"Is the {one} {what}?", f"Is the {one} {what}, yes or no?", f"the {one}: {what}?",
+                              f"Would you say the {one} is {what}?", f"Check if the {one} is {what}.",
+                              f"Tell me whether the {one} is {what}."))
+        if op == "not" and t["arg"]["op"] == "same" and self.coin(0.7):
+            a, s = self.pick(ATTR_WORDS[t["arg"]["attr"]]), self.np(t["arg"]["set"])
+            return self.pick((f"Do the {s} differ in {a}?", f"Are the {s} of different {a}s?",
+                              f"Do the {s} have different {a}s?", f"Is there more than one {a} among the {s}?",
+                              f"Do the {s} not all share one {a}?", f"Are the {s} mixed in {a}?"))
+        if op == "not" and t["arg"]["op"] == "every" and self.coin(0.7):
+            e = t["arg"]
+            return self.pick((f"Is it false that every {self.np(e['set'], False)} is {self.pred(e['in'], False)}?",
+                              f"Not every {self.np(e['set'], False)} is {self.pred(e['in'], False)}, right?",
+                              f"Are some of the {self.np(e['set'])} not {self.pred(e['in'])}?",
+                              f"Is at least one {self.np(e['set'], False)} not {self.pred(e['in'], False)}?"))
+        if op == "same" and t["set"]["op"] == "union" and len(t["set"]["sets"]) == 2 and self.coin(0.6):
+            x, y = t["set"]["sets"]
+            a = self.pick(ATTR_WORDS[t["attr"]])
+            if all(z["op"] in ("extreme", "nearest") for z in (x, y)):
+                return self.pick((f"Is the {a} of the {self.np(x, False)} the same as the {a} of the {self.np(y, False)}?",
+                                  f"Do the {self.np(x, False)} and the {self.np(y, False)} have the same {a}?",
+                                  f"Is the {self.np(x, False)} the same {a} as the {self.np(y, False)}?",
+                                  f"Does the {self.np(x, False)} share its {a} with the {self.np(y, False)}?"))
+            return self.pick((f"Are the {self.np(x)} and {self.np(y)} all the same {a}?",
+                              f"Do the {self.np(x)} and the {self.np(y)} all share one {a}?",
+                              f"Are the {self.np(x)} and the {self.np(y)} all one {a}?",
+                              f"Do all the {self.np(x)} and {self.np(y)} have the same {a}?"))
         if op == "not" and t["arg"]["op"] == "exists" and self.coin(0.7):
             s = t["arg"]["set"]
             return self.pick((f"Are there no {self.np(s)}?", f"Is there no {self.np(s, False)}?",
@@ -150,6 +220,14 @@ class Phraser(Realiser):
             s = self.np(t["num"]["set"])
             return self.pick((f"Is the number of {s} {t['parity']}?", f"Is there an {t['parity']} number of {s}?",
                               f"Is the count of {s} {t['parity']}?", f"Are the {s} {t['parity']} in number?"))
+        if op in ("all_of", "any_of") and self.coin(0.6):
+            parts = [self.has_phrase(a) for a in t["args"]]
+            if None not in parts:
+                word = "and" if op == "all_of" else "or"
+                both = self.join(parts, word)
+                return self.pick((f"Is there {both}?", f"Does the image have {both}?", f"Does the picture show {both}?",
+                                  f"Are there {both}?", f"Can you see {both}?", f"Do we have {both}?",
+                                  f"Check: {both}?", f"Is there {self.join(parts, word + ' also')}?"))
         st = self.statement(t)
         return self.pick((f"Is it true that {st}?", f"Check whether {st}.", f"Tell me if {st}.", f"Verify that {st}.",
                           f"Confirm whether {st}.", f"Does it hold that {st}?", f"I want to know if {st}.",
@@ -165,6 +243,12 @@ class Phraser(Realiser):
                               f"Tell me the text printed on the {s}.", f"Read the {s}.", f"OCR the {s}."))
         a = self.pick(ATTR_WORDS[t["attr"]])
         opts = t.get("options")
+        inner = t["set"]
+        if not opts and inner["op"] in ("related", "nearest") and inner["set"]["op"] == "objects" and self.coin(0.5):
+            where = (f"{self.pick(REL_WORDS[inner['rel']])} {self.anchor(inner['anchor'])}" if inner["op"] == "related"
+                     else f"{self.pick(('nearest to', 'closest to', 'next to', 'nearest'))} the {self.np(inner['anchor'], False)}")
+            return self.pick((f"What {a} is {where}?", f"Which {a} is {where}?", f"What {a} is the thing {where}?",
+                              f"{a} of whatever is {where}?", f"Tell me the {a} of the one {where}."))
         if opts:
             o = self.join([self.article(w) if t["attr"] == "shape" else w for w in opts], "or")
             return self.pick((f"Is the {s} {o}?", f"Which {a} is the {s}: {o}?", f"Is the {s} {o}? Answer with one.",
@@ -180,6 +264,11 @@ class Phraser(Realiser):
             return self.pick(("Which caption describes the image best?", "Pick the caption that fits the picture.",
                               "Choose the best description of this image.", "Which of these captions matches?",
                               "Select the sentence that describes the photo."))
+        if op == "first_image" and self.coin(0.5) and self.has_phrase(t["cond"]):
+            has = self.has_phrase(t["cond"])
+            return self.pick((f"Which image has {has}?", f"Which of the images contains {has}?",
+                              f"Which picture shows {has}?", f"In which of these photos is there {has}?",
+                              f"Find the first image with {has}.", f"Which photo has {has}? Give me the first match."))
         if op == "first_image":
             st = self.statement(t["cond"])
             return self.pick((f"Which image shows that {st}?", f"Pick the picture where {st}.",
@@ -197,6 +286,23 @@ class Phraser(Realiser):
                                                                                   "minimal"))
         return self.pick((f"Which image has the {w} {self.num_phrase(num)}?",
                           f"Pick the photo where {self.num_phrase(num)} is {w}."))
+
+    def has_phrase(self, t: Tree) -> str | None:
+        """What an image "has" for a condition ("at least 3 triangles", "no circle", "both a star and a
+        hexagon"), or None when the condition is not of that form."""
+        op = t["op"]
+        if op == "exists":
+            return self.article(self.np(t["set"], False)) if self.coin(0.5) else self.np(t["set"])
+        if op == "not" and t["arg"]["op"] == "exists":
+            return self.pick(("no ", "no ", "not a single ")) + self.np(t["arg"]["set"], False)
+        if op == "compare" and t["left"]["op"] == "count" and t["right"]["op"] == "number":
+            return f"{self.pick(CMP_NUM[t['cmp']])} {self.num_word(t['right']['value'])} {self.np(t['left']['set'])}"
+        if op == "every":
+            return f"all of its {self.np(t['set'])} {self.pred(t['in'])}"
+        if op == "all_of":
+            parts = [self.has_phrase(a) for a in t["args"]]
+            return None if None in parts else "both " * (len(parts) == 2) + self.join(parts, "and")
+        return None
 
     # ---- styles -----------------------------------------------------------------------------------
     def style(self, body: str) -> str:
@@ -263,3 +369,24 @@ def _json(tree: Tree) -> str:
     import json
 
     return json.dumps(tree)
+
+
+def kind_examples(n: int, seed: int = 0) -> list[dict]:
+    """``n`` examples of the 20 question kinds as the earlier parser's generator phrases them
+    (``builder.planner.phrasings``, world held-out templates excluded), written as trees: the
+    composing parser learns the phrasings customers use for simple requests, not only ours."""
+    from builder.planner.meaning import KINDS, Meaning
+    from builder.planner.phrasings import generate as kind_generate
+    from builder.planner.tree_sample import from_meaning
+
+    out = []
+    for ex in kind_generate(n, seed + 7919):
+        m = Meaning.from_dict(ex["meaning"])
+        out.append({"tree": from_meaning(m), "request": ex["query"], "output": KINDS[m.kind][1][0], "split": "train"})
+    return out
+
+
+def training_examples(n: int, seed: int = 0) -> list[dict]:
+    """The composing parser's training requests: ``n`` generated compositions plus a fifth as many of
+    the 20 question kinds (``kind_examples``)."""
+    return generate(n, seed, "train") + kind_examples(n // 5, seed)

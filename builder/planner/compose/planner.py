@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from builder.planner.compose.model import OUTPUTS
 from builder.planner.prompt import PlanRequest, Proposal, as_request
-from builder.planner.tree import TreeError
+from builder.planner.tree import TreeError, nouns
 from builder.planner.tree_compile import compile_tree
 from builder.planner.tree_sample import is_question_kind
 
@@ -66,11 +66,18 @@ class ComposingPlanner:
                                   engines=self.engines)
         if parse.refusal:
             return Proposal([], parse.refusal)
-        composed = compile_candidates(req, [tree for tree, _ in parse.candidates])
-        simple = bool(parse.candidates) and is_question_kind(parse.candidates[0][0])
+        trees = [tree for tree, _ in parse.candidates]
+        composed = compile_candidates(req, trees)
+        simple = self.kinds_lead(trees)
         known = self.kinds.propose([req], k=k, temperature=temperature, top_p=top_p)[0] if simple or not composed else []
         ordered = [*known, *composed] if simple else [*composed, *known]
         return Proposal(list(dict.fromkeys(ordered))[:k])
+
+    @staticmethod
+    def kinds_lead(trees: list[dict]) -> bool:
+        """Whether the 20-kind parser's programs go first: the best tree is one of its kinds and names no
+        open-vocabulary noun (which that parser cannot read)."""
+        return bool(trees) and is_question_kind(trees[0]) and not nouns(trees[0])
 
     def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
         """The planner interface (``builder.planner.backends``): programs per request, refusals as []."""
@@ -87,3 +94,4 @@ def compile_candidates(req: PlanRequest, trees: list[dict]) -> list[str]:
         except TreeError:
             continue
     return out
+

@@ -116,11 +116,54 @@ class Realiser:
             return self.pick((f"{gen} that {be} not {c}", f"non-{c} {gen}", f"{gen} that {be}n't {c}",
                               f"{gen} which {be} not {c}", f"{gen} of any colour but {c}",
                               f"{gen} not coloured {c}", f"{gen} other than {c} ones", f"{gen} that aren't {c}"))
+        if s["op"] == "union":
+            preds = [self.pred(x, plural) for x in s["sets"]]
+            nps = [self.np(x, True) for x in s["sets"]]
+            return self.pick((f"{gen} that {be} neither {' nor '.join(preds)}", f"{gen} other than {self.join(nps, 'and')}",
+                              f"{gen} that {be} not {self.join(preds, 'or')}",
+                              f"everything except the {self.join(nps, 'and the')}",
+                              f"{gen} except the {self.join(nps, 'and')}", f"{gen} excluding {self.join(nps, 'and')}",
+                              f"{gen} which {be}n't {self.join(preds, 'or')}", f"{gen} apart from {self.join(nps, 'and')}"))
+        if s["op"] == "related" and s["set"]["op"] == "objects":
+            where = f"{self.pick(REL_WORDS[s['rel']])} {self.anchor(s['anchor'])}"
+            return self.pick((f"{gen} that {be} not {where}", f"{gen} not {where}", f"{gen} which {be}n't {where}",
+                              f"{gen} nowhere {where}", f"{gen} that {be} not located {where}"))
         inner = self.np(s, True)
         return self.pick((f"{gen} that {be} not {inner}", f"{gen} except the {inner}", f"{gen} other than {inner}",
                           f"{gen} apart from the {inner}", f"{gen} besides the {inner}",
                           f"{gen} that {be}n't {inner}", f"everything except the {inner}",
                           f"{gen} excluding the {inner}"))
+
+    def but_not(self, head: Tree, neg: Tree, plural: bool) -> str:
+        """``head`` without the objects of ``neg`` ("circles that aren't green", "non-red stars", "stars not
+        left of any square", "hexagons other than the large ones")."""
+        h, be = self.np(head, plural), "are" if plural else "is"
+        only = [f for f in ("color", "size", "shape") if neg["op"] == "select" and neg.get(f)]
+        if neg["op"] == "select" and len(only) == 1 and not neg.get("noun"):
+            field = only[0]
+            w = neg[field] if field != "size" else self.pick(SIZE_WORDS[neg["size"]])
+            if field == "shape":
+                w_np = self.np(neg, plural)
+                return self.pick((f"{h} that {be} not {w_np if plural else self.article(w_np)}", f"non-{w} {h}",
+                                  f"{h} other than {self.np(neg, True)}", f"{h} that {be}n't {self.np(neg, True)}",
+                                  f"{h} except the {self.np(neg, True)}", f"{h} apart from the {self.np(neg, True)}",
+                                  f"{h} excluding {self.np(neg, True)}", f"{h}, but not the {self.np(neg, True)}"))
+            ones = "ones" if plural else "one"
+            extra = (f"{h} not coloured {w}", f"{h} of any colour except {w}") if field == "color" else \
+                (f"{h} that {be} not {w} in size", f"{h} of any size but {w}")
+            return self.pick((f"{h} that {be} not {w}", f"non-{w} {h}", f"{h} that {be}n't {w}",
+                              f"{h} other than the {w} {ones}", f"{h} which {be} not {w}", f"{h} except the {w} {ones}",
+                              f"{h}, skipping the {w} {ones}", f"{h} not {w}", *extra))
+        if neg["op"] == "related" and neg["set"]["op"] == "objects":
+            where = f"{self.pick(REL_WORDS[neg['rel']])} {self.anchor(neg['anchor'])}"
+            return self.pick((f"{h} that {be} not {where}", f"{h} not {where}", f"{h} which {be}n't {where}",
+                              f"{h} that {be} not located {where}", f"{h} not sitting {where}"))
+        if neg["op"] == "union":
+            preds = [self.pred(x, plural) for x in neg["sets"]]
+            return self.pick((f"{h} that {be} neither {' nor '.join(preds)}", f"{h} that {be} not {self.join(preds, 'or')}",
+                              f"{h} which {be}n't {self.join(preds, 'or')}", f"{h} neither {' nor '.join(preds)}"))
+        return self.pick((f"{h} that {be} not {self.pred(neg, plural)}", f"{h} other than {self.np(neg, True)}",
+                          f"{h} except the {self.np(neg, True)}", f"{h} that {be}n't {self.pred(neg, plural)}"))
 
     def pred(self, t: Tree, plural: bool = True) -> str:
         """A predicate for "are X" ("red", "circles", "left of the star")."""
@@ -132,10 +175,30 @@ class Realiser:
         return phrase if plural else ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
     def np_intersect(self, t: Tree, plural: bool) -> str:
-        """The first set qualified by the others ("circles that are also red")."""
-        a, b = t["sets"][0], t["sets"][1]
-        rest = " and ".join(self.pred(s, plural) for s in t["sets"][1:])
+        """The first set qualified by the others ("circles that are also red", "circles that aren't green",
+        "stars both above a square and left of a hexagon", "hexagons that are large or purple")."""
+        sets = t["sets"]
         be = "are" if plural else "is"
+        negs = [s for s in sets if s["op"] == "complement"]
+        if len(sets) == 2 and len(negs) == 1:
+            head = next(s for s in sets if s is not negs[0])
+            return self.but_not(head, negs[0]["set"], plural)
+        if all(s["op"] == "related" for s in sets) and all(s["set"] == sets[0]["set"] for s in sets):
+            h = self.np(sets[0]["set"], plural)
+            where = [f"{self.pick(REL_WORDS[s['rel']])} {self.anchor(s['anchor'])}" for s in sets]
+            return self.pick((f"{h} that {be} {self.join(where, 'and')}", f"{h} both {self.join(where, 'and')}",
+                              f"{h} {where[0]} and also {self.join(where[1:], 'and')}",
+                              f"{h} that {be} {where[0]} and that {be} {self.join(where[1:], 'and')}",
+                              f"{h} {self.join(where, 'and')}", f"{h} that {be} both {self.join(where, 'and')}"))
+        unions = [s for s in sets if s["op"] == "union"]
+        if len(sets) == 2 and len(unions) == 1 and all(x["op"] == "select" for x in unions[0]["sets"]):
+            head = next(s for s in sets if s is not unions[0])
+            preds = [self.pred(x, plural) for x in unions[0]["sets"]]
+            h = self.np(head, plural)
+            return self.pick((f"{h} that {be} either {self.join(preds, 'or')}", f"{h} that {be} {self.join(preds, 'or')}",
+                              f"{h} which {be} {self.join(preds, 'or')}", f"{h}, either {self.join(preds, 'or')}"))
+        a, b = sets[0], sets[1]
+        rest = " and ".join(self.pred(s, plural) for s in sets[1:])
         if b["op"] == "select" and not b.get("shape") and a["op"] == "select" and self.coin(0.5):
             a, rest = b, self.pred(a, plural)
         return self.pick((f"{self.np(a, plural)} that {be} also {rest}", f"{self.np(a, plural)} which {be} {rest}",
@@ -146,7 +209,7 @@ class Realiser:
         parts = [self.np(s, True) for s in t["sets"]]
         head = ", ".join(parts[:-1])
         return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
-                          f"{head} and/or {parts[-1]}"))
+                          f"{head} and/or {parts[-1]}", f"{head} and {parts[-1]}", f"{head} as well as {parts[-1]}"))
 
     def anchor(self, t: Tree) -> str:
         """The reference object of a relation, with "the", "a", "any" or "some"."""
@@ -206,6 +269,10 @@ class Realiser:
                     self.pick(("", " combined", " together", " in total"))
             return self.join([self.num_phrase(a) for a in t["args"]], "plus")
         return f"{self.num_phrase(t['args'][0])} minus {self.num_phrase(t['args'][1])}"
+
+    def article(self, phrase: str) -> str:
+        """``phrase`` with "a" or "an" in front, chosen by its first letter."""
+        return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
     @staticmethod
     def join(parts: list[str], word: str) -> str:

@@ -85,10 +85,9 @@ class TreeSampler:
         op = self.pick(("complement", "intersect", "union", "related", "nearest", "extreme", "sharing"),
                        p=(0.12, 0.1, 0.12, 0.3, 0.1, 0.16, 0.1))
         if op == "complement":
-            return {"op": op, "set": self.leaf(False)}
+            return self.complement(depth)
         if op == "intersect":
-            a = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.5 else T.select(size=self.pick(T.SIZES))
-            return {"op": op, "sets": [T.select(shape=self.pick(SHAPES)), a]}
+            return self.intersect(depth)
         if op == "union":
             n = 2 if self.rng.random() < 0.85 else 3
             return {"op": op, "sets": [self.leaf(False) for _ in range(n)]}
@@ -103,6 +102,61 @@ class TreeSampler:
         anchor = self.leaf(False)
         return {"op": op, "set": self.leaf(), "attr": self.pick(T.ATTRS), "anchor": anchor}
 
+    def modifier(self, head: Tree) -> Tree:
+        """A one-attribute select on a field ``head`` leaves open (a colour, a size or a shape)."""
+        free = [f for f in ("color", "size", "shape") if not head.get(f) and not (f == "shape" and head.get("noun"))]
+        field = self.pick(free or ["color"], p=None)
+        value = self.pick({"color": COLORS, "size": T.SIZES, "shape": SHAPES}[field])
+        return T.select(**{field: value})
+
+    def complement(self, depth: int) -> Tree:
+        """Everything but a leaf ("non-red things"), but a union ("neither stars nor circles"), or but the
+        objects in a relation ("things not left of any circle")."""
+        r = self.rng.random()
+        if r < 0.65 or depth <= 1:
+            return {"op": "complement", "set": self.leaf(False)}
+        if r < 0.85:
+            return {"op": "complement", "set": {"op": "union", "sets": [self.leaf(False) for _ in range(2)]}}
+        return {"op": "complement", "set": self.related_to(depth - 1)}
+
+    def related_to(self, depth: int, inner: Tree | None = None) -> Tree:
+        """``inner`` (any object when None) in a random relation to a random anchor."""
+        return {"op": "related", "set": inner or {"op": "objects"}, "rel": self.pick(T._WORDS["rel"]),
+                "anchor": self.set(max(depth, 1))}
+
+    def intersect(self, depth: int) -> Tree:
+        """A set qualified the ways people qualify things: by an attribute, by not having one ("circles that
+        aren't green"), by not being in a relation, by two relations at once, or by either of two attributes."""
+        r = self.rng.random()
+        if r < 0.3 or depth <= 1:
+            a = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.5 else T.select(size=self.pick(T.SIZES))
+            return {"op": "intersect", "sets": [T.select(shape=self.pick(SHAPES)), a]}
+        head = self.leaf()
+        if r < 0.65:
+            return {"op": "intersect", "sets": [head, {"op": "complement", "set": self.modifier(head)}]}
+        if r < 0.77:
+            return {"op": "intersect", "sets": [head, {"op": "complement", "set": self.related_to(depth - 1)}]}
+        if r < 0.9:
+            rels = self.rng.choice(len(T._WORDS["rel"]), 2, replace=False)
+            return {"op": "intersect", "sets": [
+                {"op": "related", "set": head, "rel": T._WORDS["rel"][int(i)], "anchor": self.set(depth - 1)}
+                for i in rels]}
+        return {"op": "intersect", "sets": [head, {"op": "union", "sets": [self.modifier(head), self.modifier(head)]}]}
+
+    def single(self, depth: int = 2) -> Tree:
+        """One object: an extreme of a leaf or the leaf nearest to an anchor."""
+        if self.rng.random() < 0.6:
+            return {"op": "extreme", "set": self.leaf(), "by": self.pick(T.EXTREMES)}
+        return {"op": "nearest", "set": self.leaf(), "anchor": self.leaf(False)}
+
+    def pair(self, depth: int = 2) -> tuple[Tree, Tree]:
+        """Two counts of one set in two relations to one anchor ("left of the star ... than right of it")."""
+        inner = self.leaf()
+        anchor = self.leaf(False) if self.rng.random() < 0.8 else self.single()
+        rels = self.rng.choice(len(T._WORDS["rel"]), 2, replace=False)
+        return tuple({"op": "count", "set": {"op": "related", "set": inner, "rel": T._WORDS["rel"][int(i)],
+                                             "anchor": anchor}} for i in rels)
+
     def count(self, depth: int = 3) -> Tree:
         """A ``count`` of a random set."""
         return {"op": "count", "set": self.set(depth)}
@@ -113,8 +167,12 @@ class TreeSampler:
         if r < 0.7 or depth <= 1:
             return self.count(depth)
         if r < 0.85:
-            n = 2 if self.rng.random() < 0.85 else 3
+            if self.rng.random() < 0.2:
+                return {"op": "add", "args": list(self.pair(depth - 1))}
+            n = 2 if self.rng.random() < 0.8 else 3
             return {"op": "add", "args": [self.count(depth - 1) for _ in range(n)]}
+        if self.rng.random() < 0.25:
+            return {"op": "sub", "args": list(self.pair(depth - 1))}
         return {"op": "sub", "args": [self.count(depth - 1), self.count(depth - 1)]}
 
     def number(self) -> Tree:
@@ -126,25 +184,57 @@ class TreeSampler:
         op = self.pick(("exists", "compare", "every", "same", "parity", "not", "all_of", "any_of"),
                        p=(0.24, 0.28, 0.09, 0.07, 0.07, 0.13 if negate else 0, 0.06, 0.06 + (0 if negate else 0.13)))
         if op == "exists":
+            r = self.rng.random()
+            if r < 0.12:  # "is the topmost object a hexagon?"
+                single = self.single()
+                return {"op": op, "set": {"op": "intersect", "sets": [single, self.modifier(single["set"])]}}
+            if r < 0.2:  # "is the largest circle right of the largest square?"
+                return {"op": op, "set": {"op": "related", "set": self.single(), "rel": self.pick(T._WORDS["rel"]),
+                                          "anchor": self.single() if self.rng.random() < 0.5 else self.leaf(False)}}
             return {"op": op, "set": self.set(depth)}
         if op == "compare":
+            if self.rng.random() < 0.12:
+                left, right = self.pair(depth - 1)
+                return {"op": op, "cmp": self.pick((">", "<", "==")), "left": left, "right": right}
             left = self.num(depth)
             right = self.number() if self.rng.random() < 0.5 else self.count(depth - 1)
             return {"op": op, "cmp": self.pick(T.CMPS), "left": left, "right": right}
         if op == "every":
-            s = self.leaf(False)
-            inner = (T.select(color=self.pick(COLORS)) if self.rng.random() < 0.6 else self.set(2))
+            s = self.leaf(False) if self.rng.random() < 0.75 else self.set(2)
+            r = self.rng.random()
+            inner = (self.modifier(s) if r < 0.6 else {"op": "union", "sets": [self.modifier(s), self.modifier(s)]}
+                     if r < 0.7 else self.set(2))
             return {"op": op, "set": s, "in": inner}
         if op == "same":
+            r = self.rng.random()
+            if r < 0.15:  # "is the topmost star the same colour as the lowest one?"
+                return {"op": op, "attr": self.pick(T.ATTRS), "set": {"op": "union", "sets": [self.single(),
+                                                                                            self.single()]}}
+            if r < 0.3:  # "are the red and blue objects all one shape?"
+                return {"op": op, "attr": self.pick(T.ATTRS), "set": {"op": "union", "sets": [self.leaf(False),
+                                                                                            self.leaf(False)]}}
             return {"op": op, "attr": self.pick(T.ATTRS), "set": self.set(depth - 1)}
         if op == "parity":
             return {"op": op, "parity": self.pick(T.PARITIES), "num": self.count(depth - 1)}
         if op == "not":
             return {"op": op, "arg": self.bool(depth - 1, negate=False)}
-        parts = [self.pick(("exists", "compare")) for _ in range(2)]
-        return {"op": op, "args": [{"op": "exists", "set": self.set(2)} if p == "exists" else
-                                   {"op": "compare", "cmp": self.pick(T.CMPS), "left": self.count(2),
-                                    "right": self.number()} for p in parts]}
+        return {"op": op, "args": [self.clause() for _ in range(2 if self.rng.random() < 0.85 else 3)]}
+
+    def clause(self) -> Tree:
+        """One clause of an "and"/"or" question or a caption: mostly "there is ...", else a threshold, a
+        "there is no ...", an "all ... are ...", a parity or a sameness."""
+        kind = self.pick(("exists", "compare", "none", "every", "parity", "same"), p=(0.45, 0.22, 0.13, 0.08, 0.06, 0.06))
+        if kind == "exists":
+            return {"op": "exists", "set": self.set(2)}
+        if kind == "compare":
+            return {"op": "compare", "cmp": self.pick(T.CMPS), "left": self.count(2), "right": self.number()}
+        if kind == "none":
+            return {"op": "not", "arg": {"op": "exists", "set": self.set(2)}}
+        if kind == "every":
+            return {"op": "every", "set": self.leaf(False), "in": T.select(color=self.pick(COLORS))}
+        if kind == "parity":
+            return {"op": "parity", "parity": self.pick(T.PARITIES), "num": self.count(2)}
+        return {"op": "same", "attr": self.pick(T.ATTRS), "set": self.leaf(False)}
 
     def text(self, depth: int = 3) -> Tree:
         """A ``read`` of a set, or an ``attribute`` question, with two or three options 30% of the time."""

@@ -21,8 +21,8 @@ from builder.domains import vocabulary as domain_vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.model import FIELDS, OUTPUTS, build_model, decoder_steps, word_states
-from builder.planner.compose.phrasings import generate
-from builder.planner.compose.scope import foreign, out_of_scope
+from builder.planner.compose.phrasings import training_examples
+from builder.planner.compose.scope import foreign, near_misses, out_of_scope
 from builder.planner.semantic import minilm
 
 split_words = domain_vocabulary("shapes").split_words
@@ -53,14 +53,16 @@ def prepare(examples: list[dict], rng: np.random.Generator, structure: frozenset
     return items
 
 
-def scope_items(sentences: list[str]) -> list[dict]:
-    """Items for sentences to refuse: no decoder steps, scope 0."""
+def scope_items(sentences: list[str], rng: np.random.Generator | None = None) -> list[dict]:
+    """Items for sentences to refuse: no decoder steps, scope 0 (under a random output kind when ``rng``
+    is given, so that the kind asked for does not tell the head whether to refuse)."""
     vocab = minilm()[2]
     out = []
     for s in sentences:
         words = split_words(s) or ["?"]
+        output = int(rng.integers(len(OUTPUTS))) if rng is not None else 0
         out.append({"words": words, "fields": [FIELDS.index(w.field) for w in G.read_words(words, vocab)],
-                    "output": 0, "steps": [], "scope": 0.0})
+                    "output": output, "steps": [], "scope": 0.0})
     return out
 
 
@@ -115,10 +117,11 @@ def build_items(n_examples: int, seed: int) -> list[dict]:
     # Structure words are masked out of nouns at parse time only: masking them in training too
     # taught the decoder that any word it may copy is a noun, and unseen template words then became
     # nouns (held-out templates: 0.51 exact against 0.62, docs/planner.md).
-    items = prepare(generate(n_examples, seed, "train"), rng, frozenset())
+    items = prepare(training_examples(n_examples, seed), rng, frozenset())
     refuse = scope_items(out_of_scope("train") + foreign("train"))
     reps = max(1, n_examples // (8 * len(refuse)))
-    return items + refuse * reps
+    near = scope_items(near_misses(n_examples // 6, seed, "train"), rng)
+    return items + refuse * reps + near
 
 
 def init_model(seed: int, config: dict | None = None):
@@ -198,7 +201,7 @@ def save(model, info: dict, out: str | Path) -> Path:
 
 def vocabulary(n_examples: int, seed: int) -> list[str]:
     """The lower-case words of the training requests (what the parser has learnt to read)."""
-    found = {w.lower() for e in generate(n_examples, seed, "train") for w in split_words(e["request"])}
+    found = {w.lower() for e in training_examples(n_examples, seed) for w in split_words(e["request"])}
     return sorted(w for w in found if w.isalpha())
 
 
