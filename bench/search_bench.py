@@ -43,7 +43,14 @@ from builder.domains.shapes.world.captions import distinctive_caption, render_cl
 from builder.domains.shapes.world.cards import make_task_card
 from builder.domains.shapes.world.scene import render_array, render_scene, sample_scene
 from builder.methods.image_index import MatcherVerifier, SearchIndex, build_index, search_text
-from builder.methods.tree_search import TableEval, read_query, score_images, search_form, search_read
+from builder.methods.tree_search import (
+    TableEval,
+    forget_readings,
+    read_query,
+    score_images,
+    search_form,
+    search_read,
+)
 from builder.planner import tree_truth
 from builder.planner.compose.parse import TreeParser
 from builder.tools.backends.shapes import ShapesDetector, ShapesEmbedder, ShapesMatcher
@@ -138,6 +145,13 @@ def index_row(index: SearchIndex, path: str) -> int:
     return rows[path]
 
 
+def phase(name: str, t_all: float) -> None:
+    """A progress line on stderr (the JSON report goes to stdout)."""
+    import sys
+
+    print(f"[{time.perf_counter() - t_all:7.1f}s] {name}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
@@ -167,6 +181,7 @@ def main() -> None:
     texts = [render_clauses(c, rng, "heldout") for _, c in pairs]
     n_clauses = [len(c) for _, c in pairs]
 
+    phase("index build", t_all)
     # index build through the workspace API (files on disk)
     card = make_task_card(tmp / "card", kind="count", target="red objects", n=2, seed=0)
     ws = Workspace.init(tmp / "ws", load_task_card(card, check_images=True), images_from=card.parent)
@@ -185,12 +200,14 @@ def main() -> None:
     m = len(keep)
     target = np.arange(m)
 
+    phase("embedding only", t_all)
     # embedding only
     sims = txt_vecs @ img_vecs.T  # [caption, image]
     emb = {"text_to_image": recalls(rank_of(sims, target)), "image_to_text": recalls(rank_of(sims.T, target))}
     emb["text_to_image"][f"R@{args.shortlist}"] = round(float((rank_of(sims, target) < args.shortlist).mean()), 4)
     emb["image_to_text"][f"R@{args.shortlist}"] = round(float((rank_of(sims.T, target) < args.shortlist).mean()), 4)
 
+    phase("brute-force matcher", t_all)
     # brute-force matcher: every caption against every image
     pixels = [render_array(scenes[i]) for i in keep]
     t0 = time.perf_counter()
@@ -218,16 +235,19 @@ def main() -> None:
             out[name] = recalls(np.array(ranks))
         return out
 
+    phase("reading", t_all)
     # reading: the query read into a meaning tree, evaluated over the stored detections
     parser = TreeParser.load()
     t0 = time.perf_counter()
     reading = reading_recalls(parser, texts, index.objects.take(rows), sims)
     reading["seconds"] = round(time.perf_counter() - t0, 1)
 
+    phase("hybrid", t_all)
     s = args.shortlist
     hyb = hybrid(s)
     hyb_sizes = {str(n): hybrid(n) for n in sorted({50, 100, 200, 300, s}) if n <= m}
 
+    phase("latency 1k", t_all)
     # query latency through the search API (embed the text, faiss; hybrid also decodes and
     # verifies the shortlist: "warm" when the detector has seen the images, "cold" when not)
     lat_emb, lat_hyb, lat_cold = [], [], []
@@ -245,6 +265,7 @@ def main() -> None:
         search_text(index, embedder, texts[q], k=10, verifier=cold, shortlist=s)
         lat_cold.append(time.perf_counter() - t0)
 
+    phase("big index", t_all)
     # a 10,000-image index: query latency (embedding only, and reading over stored detections)
     big_vecs, big_objs = [index.vectors], [index.objects]
     t0 = time.perf_counter()
@@ -271,11 +292,21 @@ def main() -> None:
         t2 = time.perf_counter()
         lat_big.append(t2 - t0)
         lat_faiss.append(t2 - t1)
-    for q in range(min(100, m)):  # distinct queries: nothing cached per query
+    forget_readings()
+    lat_parse, lat_eval = [], []
+    for q in range(min(100, m)):  # distinct queries, none read before: every one is parsed
         t0 = time.perf_counter()
         search_read(big, embedder, texts[q], k=10, parser=parser)
         lat_read.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        tree = read_query(texts[q], parser).tree
+        t1 = time.perf_counter()
+        if tree is not None:
+            score_images(tree, big.objects, big.evaluator)
+        lat_parse.append(t1 - t0)
+        lat_eval.append(time.perf_counter() - t1)
 
+    phase("throughput", t_all)
     # indexing throughput with detections, files on disk
     n_tp = args.throughput or args.big
     tp_dir = tmp / "throughput"
@@ -288,6 +319,7 @@ def main() -> None:
     tp = build_index(ws, tp_dir, name="throughput", embedder=emb_tp, detector=ShapesDetector(), progress=False)
     tp_s = time.perf_counter() - t0
 
+    phase("blind set", t_all)
     blind_path = Path(args.blind)
     blind = blind_phase(blind_path, scenes, index, embedder, parser) if blind_path.is_file() else {
         "file": str(blind_path), "skipped": "file not found"}
@@ -305,7 +337,9 @@ def main() -> None:
                     "text_query_hybrid_1k_cold": ms(lat_cold),
                     f"text_query_embedding_{args.big // 1000}k": ms(lat_big),
                     f"faiss_search_only_{args.big // 1000}k": ms(lat_faiss),
-                    f"text_query_reading_{args.big // 1000}k_warm": ms(lat_read)},
+                    f"text_query_reading_{args.big // 1000}k_warm": ms(lat_read),
+                    "reading_parse_only": ms(lat_parse),
+                    f"reading_evaluate_only_{args.big // 1000}k": ms(lat_eval)},
         "index_build": {"images": res.added, "seconds": round(build_s, 2),
                         "seconds_per_1000_images": round(1000 * build_s / max(1, res.added), 2),
                         f"embed_seconds_per_1000_images_{args.big // 1000}k": round(

@@ -557,7 +557,7 @@ def search_cmd(options: SearchOptions) -> None:
         typer.echo(json.dumps(hits_json(hits)))
     else:
         if reading is not None and not refusal:
-            typer.echo(f"read as: {reading.text}")
+            typer.echo(f"read as: {reading.text} ({hits.matched} indexed image(s) match)")
         for h in hits:
             extra = f" (similarity {h.similarity:.3f})" if h.verified is not None else ""
             typer.echo(f"{h.rank:3d}  {h.score:.4f}{extra}  {h.item}")

@@ -89,6 +89,9 @@ def search_status(query: str, hits) -> str:
         return (f"<span class='vf-search-refusal' style='color:#b00'>No results for <i>{q}</i>: "
                 f"{html.escape(refusal)}</span>")
     read = f" (read as: <b>{html.escape(reading.text)}</b>)" if reading is not None and reading.text else ""
+    matched = getattr(hits, "matched", None)
+    if matched is not None:
+        read += f"; {matched} indexed image(s) match" + (", the closest others follow" if matched < len(hits) else "")
     return (f"{len(hits)} result(s) for <i>{q}</i>{read}: type the expected answer under each image you want "
             "as an example")
 

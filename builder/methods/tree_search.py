@@ -14,6 +14,7 @@ not hold, the anchored set is empty. Ties for a superlative go to the object fou
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,6 +238,10 @@ def score_images(tree: Tree, table: ObjectTable, evaluator: TableEval | None = N
 
 # ---- search: read the query, evaluate it over every image's stored objects -------------------
 SEARCH_OUTPUT = "bool"  # a search describes what an image shows: a truth value per image
+# Beam width of the parser for search: only the best tree is used, and a narrower beam reads a
+# query in well under half the time of the default 8 (the same best tree on the search benchmarks).
+SEARCH_BEAM = 4
+READINGS_KEPT = 1024  # readings remembered per process (a repeated query is not parsed again)
 
 
 @dataclass
@@ -254,9 +259,10 @@ class SearchHits(list):
     """Search hits, best first (a list of ``Hit``), with the query's ``reading``; empty, with
     ``refusal`` saying which words could not be read, when the query was not understood."""
 
-    def __init__(self, hits=(), reading: Reading | None = None):
+    def __init__(self, hits=(), reading: Reading | None = None, matched: int | None = None):
         super().__init__(hits)
         self.reading = reading
+        self.matched = matched  # indexed images where the reading holds (None: not a reading search)
 
     @property
     def refusal(self) -> str | None:
@@ -269,22 +275,48 @@ def sentences(query: str) -> list[str]:
     return [p.strip() for p in re.split(r"(?<=[.;!?])\s+|;", query) if p.strip(" .;!?")]
 
 
-def read_query(query: str, parser=None, output: str = SEARCH_OUTPUT, engines: str = "shapes") -> Reading:
+# Words that name the image itself in a search ("photos with ..."), not something in it.
+IMAGE_WORDS = frozenset("image images picture pictures photo photos scene scenes shot shots frame frames".split())
+
+
+def _says_something(tree: Tree) -> bool:
+    """Whether the tree names an attribute value or a number (else it holds on nearly every image)."""
+    if tree["op"] == "select" and any(tree.get(f) for f in (*ATTRS, "noun")):
+        return True
+    return tree["op"] == "number" or any(_says_something(c) for c in T.children(tree))
+
+
+def _vacuous(sentence: str, tree: Tree, text: str, stopwords: frozenset[str]) -> str | None:
+    """A refusal when ``tree`` names nothing to look for although the sentence has words it did not
+    read ("a picture with a truck" read as "there are objects"), naming those words."""
+    from builder.domains import vocabulary
+
+    if _says_something(tree):
+        return None
+    vocab = vocabulary("shapes")
+    said = set(text.lower().split())
+    left = [w for w in vocab.split_words(sentence) if w.isalpha() and w.lower() not in stopwords
+            and w.lower() not in IMAGE_WORDS and w.lower() not in said and w.lower() not in vocab.generic_nouns]
+    if not left:
+        return None
+    return f"cannot search for {' '.join(left)!r}: the query reads only as '{text}', which nearly every image shows"
+
+
+def read_query(query: str, parser=None, output: str = SEARCH_OUTPUT, engines: str = "shapes",
+               beam: int = SEARCH_BEAM) -> Reading:
     """``query`` read by the composing parser (``TreeParser``) into the tree a search evaluates.
 
     A description of several sentences is read sentence by sentence and means all of them.
     Refused (``Reading.refusal``) when the parser refuses a sentence, naming the words it could
     not read, or when the reading asks a question rather than describing images.
     """
+    from builder.planner.compose.parse import STOPWORDS, TreeParser
     from builder.planner.tree_text import render
 
-    if parser is None:
-        from builder.planner.compose.parse import TreeParser
-
-        parser = TreeParser.load()
+    parser = parser or TreeParser.load()
     forms, texts, conf = [], [], 1.0
     for sentence in sentences(query) or [query]:
-        parse = parser.parse(sentence, output=output, closed_vocabulary=True, engines=engines)
+        parse = parser.parse(sentence, output=output, k=beam, closed_vocabulary=True, engines=engines)
         if parse.refusal:
             return Reading(query, refusal=parse.refusal)
         tree, c = parse.candidates[0]
@@ -293,6 +325,9 @@ def read_query(query: str, parser=None, output: str = SEARCH_OUTPUT, engines: st
         except Unsearchable as e:
             return Reading(query, tree, refusal=f"cannot search for {sentence.strip()!r}: {e}")
         texts.append(render(tree))
+        vacuous = _vacuous(sentence, tree, texts[-1], STOPWORDS)
+        if vacuous:
+            return Reading(query, tree, refusal=vacuous)
         conf *= c
     if len(forms) > 1:
         if any(T.result_type(f) == T.CHOICE for f in forms):
@@ -304,14 +339,35 @@ def read_query(query: str, parser=None, output: str = SEARCH_OUTPUT, engines: st
     return Reading(query, tree, "; ".join(texts), conf)
 
 
+_READINGS: OrderedDict[tuple, Reading] = OrderedDict()
+
+
+def _remembered(query: str, parser, output: str) -> Reading:
+    """``read_query``'s reading, remembered for the ``READINGS_KEPT`` latest queries."""
+    key = (id(parser), query, output)
+    if key in _READINGS:
+        _READINGS.move_to_end(key)
+        return _READINGS[key]
+    reading = _READINGS[key] = read_query(query, parser, output)
+    while len(_READINGS) > READINGS_KEPT:
+        _READINGS.popitem(last=False)
+    return reading
+
+
+def forget_readings() -> None:
+    """Forget the remembered readings (after the parser's weights change; benchmarks timing parses)."""
+    _READINGS.clear()
+
+
 def search_read(index: SearchIndex, embedder, query: str, k: int = 10, parser=None, output: str = SEARCH_OUTPUT) -> SearchHits:
     """Text->image search by reading: the ``k`` best images of ``index`` for ``query``.
 
     The query is read into a meaning tree (``read_query``) and the tree evaluated over the stored
     detected objects of *every* indexed image, so "without any green objects" or "at least three
     stars" find all the images they describe. Images where the tree holds come first; embedding
-    similarity to the query orders images of equal score. A query that cannot be read gets no
-    hits and the reason (``SearchHits.refusal``).
+    similarity to the query orders images of equal score; when fewer than ``k`` images match, the
+    nearest misses follow (lower scores). ``SearchHits.matched`` says how many images match. A
+    query that cannot be read gets no hits and the reason (``SearchHits.refusal``).
     """
     if not query or not query.strip():
         raise SearchError("the search query is empty")
@@ -320,12 +376,12 @@ def search_read(index: SearchIndex, embedder, query: str, k: int = 10, parser=No
     if index.objects is None:
         raise SearchError(f"{index.folder}: the index has no stored detections (its profile had no detector, or it "
                           "was built before they were stored); run `visforge index` on it again to add them")
-    reading = read_query(query, parser, output)
+    reading = _remembered(query, parser, output)
     if reading.refusal:
         return SearchHits([], reading)
     if index.evaluator is None:
         index.evaluator = TableEval(index.objects)
-    _, score = score_images(reading.tree, index.objects, index.evaluator)
+    holds, score = score_images(reading.tree, index.objects, index.evaluator)
     sims = np.zeros(len(score), np.float32)
     if embedder is not None and len(score):
         check_embedder(index.meta, embedder)
@@ -333,4 +389,4 @@ def search_read(index: SearchIndex, embedder, query: str, k: int = 10, parser=No
     top = np.lexsort((-sims, -score))[:k]
     hits = [Hit(r + 1, str(index.path(int(i))), float(score[i]), float(sims[i]), float(score[i]))
             for r, i in enumerate(top)]
-    return SearchHits(hits, reading)
+    return SearchHits(hits, reading, int(holds.sum()))
