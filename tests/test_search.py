@@ -216,6 +216,11 @@ def test_ray_embeds_a_collection(ws, profile, tmp_path):
     assert local.added == 6
     order = {it["path"]: i for i, it in enumerate(b.items)}
     assert np.allclose(a.vectors, b.vectors[[order[it["path"]] for it in a.items]], atol=1e-5)
+    # the actors detected the same objects as the local path
+    same = b.objects.take(np.array([order[it["path"]] for it in a.items]))
+    assert len(a.objects) == len(same) > 0
+    for attr in ("counts", "box", "color", "shape", "size"):
+        assert np.array_equal(getattr(a.objects, attr), getattr(same, attr)), attr
 
 
 def _has_red_circle(path: str) -> bool:
