@@ -238,10 +238,11 @@ def score_images(tree: Tree, table: ObjectTable, evaluator: TableEval | None = N
 
 # ---- search: read the query, evaluate it over every image's stored objects -------------------
 SEARCH_OUTPUT = "bool"  # a search describes what an image shows: a truth value per image
-# Beam width of the parser for search: only the best tree is used. Measured on 123 search phrases
-# and caption sentences: beam 2 reads one in 14 ms of CPU (beam 4: 33 ms, the default 8: about
-# twice that) and picks the same best tree as beam 4 for 122 of them.
-SEARCH_BEAM = 2
+# Beam width of the parser for search: only the best tree is used. Beam 4 reads a phrase in about
+# half the CPU time of the default 8 with the same best trees on our phrases; beam 2 was faster
+# still in isolation (14 vs 33 ms per sentence) but lost a blind query and saved little end to end
+# (38 vs 43 ms CPU per caption query on search_bench), so 4.
+SEARCH_BEAM = 4
 READINGS_KEPT = 1024  # readings remembered per process (a repeated query is not parsed again)
 
 
