@@ -35,7 +35,7 @@ __all__ = [
     "Cancelled", "task_fingerprint", "validate_image_upload", "task_history", "restore_task", "replace_task",
     "run_is_stale", "accepted_status", "task_problems", "delete_example", "update_example",
     "examples_dataset", "shapes_unlabelled",
-    "Hit", "IndexResult", "index_images", "search_images", "search_captions", "add_search_results",
+    "Hit", "IndexResult", "SearchHits", "index_images", "search_images", "search_captions", "add_search_results",
     "search_hits_in_task",
     "workspace_planner", "planner_for", "InvalidProgram",
     "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job", "start_job",

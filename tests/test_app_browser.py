@@ -688,6 +688,18 @@ def test_browser_search_hits_with_their_own_answers(browser_ready, app_server, t
             page.get_by_role("button", name="Restore task").click()
             page.get_by_text("3 examples").first.wait_for(timeout=30_000)
             page.wait_for_timeout(500)
+            # a negation, read over every indexed image's stored objects: the matching images come first
+            no_blue = {n for n in red if not any(o.color == "blue" for o in sample_scene(int(n[5:8])).objects)}
+            page.get_by_label("Search", exact=True).fill("no blue objects")
+            page.get_by_label("Search", exact=True).press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Search", exact=True).click()
+            page.get_by_text(f"{len(no_blue)} indexed image(s) match").wait_for(timeout=120_000)
+            page.get_by_text("it is not true that there are blue objects").wait_for(timeout=10_000)  # the reading
+            tiles = page.locator(".vf-hit")
+            top = {Path(tiles.nth(i).locator("img").get_attribute("title")).name for i in range(len(no_blue))}
+            assert top == no_blue
+            _shot(page, "9-search-negation", tmp_path)
         finally:
             browser.close()
     assert Workspace.open(ws_dir).load_task() == original

@@ -44,7 +44,7 @@ def weights(tmp_path_factory) -> Path:
 def profile(weights, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("profile") / "search.yaml"
     path.write_text(yaml.safe_dump({"embedder": {"backend": "shapes", "weights": str(weights)},
-                                    "matcher": {"backend": "shapes"}}))
+                                    "detector": {"backend": "shapes"}, "matcher": {"backend": "shapes"}}))
     return str(path)
 
 
@@ -127,9 +127,11 @@ def test_hybrid_reranks_with_a_verifier(ws, profile, tmp_path):
     hits = search_images(ws, "a red circle", k=3, profile=profile, shortlist=6,
                          verify=lambda image, text: 1.0 if image.sum() == favourite_sum else 0.0)
     assert hits[0].item == favourite and hits[0].verified == 1.0
-    matcher_hits = search_images(ws, "a red circle", k=6, profile=profile, verify=True, shortlist=6)
-    assert all(h.verified is not None for h in matcher_hits)
-    assert [h.score for h in matcher_hits] == sorted((h.score for h in matcher_hits), reverse=True)
+    read_hits = search_images(ws, "a red circle", k=6, profile=profile, verify=True, shortlist=6)
+    assert all(h.verified is not None for h in read_hits) and read_hits.refusal is None
+    assert [h.score for h in read_hits] == sorted((h.score for h in read_hits), reverse=True)
+    # the query is read as "there is a red circle": exactly the images with one score 1, first
+    assert {h.item for h in read_hits if h.score == 1.0} == {h.item for h in read_hits if _has_red_circle(h.item)}
     texts = ["There is a red circle.", "There are 2 blue squares.", "a green star"]
     caps = search_captions(folder / "scene000.png", texts, k=2, profile=profile, verify=True)
     assert len(caps) == 2 and {c.item for c in caps} <= set(texts)
@@ -172,6 +174,10 @@ def test_cli_index_and_search_as_processes(ws, profile, tmp_path):
     out = subprocess.run(cli + ["search", "x", "--workspace", str(tmp_path / "nope")], capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode == 2 and "error:" in out.stderr
+    out = subprocess.run(cli + ["search", "is the stock price up today", "--workspace", str(ws.root),
+                                "--profile", profile], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "no results: cannot" in out.stderr and "price" in out.stderr
+    assert out.stdout == ""
 
 
 def test_hf_embedder_on_tiny_clip(tmp_path, ws):
@@ -210,6 +216,11 @@ def test_ray_embeds_a_collection(ws, profile, tmp_path):
     assert local.added == 6
     order = {it["path"]: i for i, it in enumerate(b.items)}
     assert np.allclose(a.vectors, b.vectors[[order[it["path"]] for it in a.items]], atol=1e-5)
+    # the actors detected the same objects as the local path
+    same = b.objects.take(np.array([order[it["path"]] for it in a.items]))
+    assert len(a.objects) == len(same) > 0
+    for attr in ("counts", "box", "color", "shape", "size"):
+        assert np.array_equal(getattr(a.objects, attr), getattr(same, attr)), attr
 
 
 def _has_red_circle(path: str) -> bool:
@@ -238,6 +249,11 @@ def test_search_widget_and_app_card(ws, profile, tmp_path):
         assert f"#{hits[0].rank} {Path(hits[0].item).name}" in widget.status.value  # named as not added
         assert widget.answers[1] is None and widget.answers[0].value == ""
         assert len(widget.add_results(1).examples) == len(ws.load_task().examples) == n + 2  # one answer, explicitly
+        # a query that cannot be read: no results, and the status says which words
+        assert widget.search("is the stock price up today", k=2) == []
+        assert "No results" in widget.status.value and "price" in widget.status.value
+        widget.search("There is a red circle.", k=2)
+        assert "read as: <b>there are red circles</b>" in widget.status.value
 
 
 def test_app_search_card_adds_hits_with_their_own_answers(tmp_path):
@@ -254,6 +270,8 @@ def test_app_search_card_adds_hits_with_their_own_answers(tmp_path):
         ws, search = app.workspace, app.search
         original = ws.load_task()
         assert search.index(str(folder)).added == 4
+        assert search.search("email this to my manager", k=4) == []
+        assert "No results" in search.status.object and "email" in search.status.object
         hits = search.search("There is a red circle.", k=4, verify=False)
         assert len(hits) == 4 and [b.value for b in search.answers] == [""] * 4
         assert app.state.guard(search.add) is None and "no result has an answer" in app.state.message.object

@@ -24,7 +24,7 @@ from builder import (
     search_hits_in_task,
     search_images,
 )
-from builder.interfaces.views import hit_name, search_hit_html
+from builder.interfaces.views import hit_name, search_hit_html, search_status
 
 
 class SearchWidget(w.VBox):
@@ -40,7 +40,7 @@ class SearchWidget(w.VBox):
         self.folder = w.Text(description="Folder", placeholder="/data/photos")
         self.query = w.Text(description="Search", placeholder="a red circle left of a blue square")
         self.k = w.BoundedIntText(value=10, min=1, max=100, description="k")
-        self.verify = w.Checkbox(value=True, description="verify with the matcher (hybrid)")
+        self.verify = w.Checkbox(value=True, description="read the query (hybrid)")
         self.example_query = w.Text(description="Question", placeholder="empty: the task's question")
         self.status = w.HTML()
         self.results = w.Box(layout=w.Layout(display="flex", flex_flow="row wrap"))
@@ -69,8 +69,7 @@ class SearchWidget(w.VBox):
         """Text->image search; shows each hit's thumbnail and score over an empty answer field."""
         self.hits = search_images(self.ws, query, k=k, verify=verify, runtime=self.runtime)
         self._show_hits()
-        self.status.value = (f"{len(self.hits)} result(s) for <i>{html.escape(query)}</i>: type the expected "
-                             "answer under each image you want as an example")
+        self.status.value = search_status(query, self.hits)
         return self.hits
 
     def _show_hits(self) -> None:

@@ -47,6 +47,7 @@ from builder.api.runtime import Runtime
 from builder.api.search import (
     Hit,
     IndexResult,
+    SearchHits,
     add_search_results,
     index_images,
     search_captions,

@@ -15,10 +15,11 @@ from builder.core.taskcard import Example, OutputKind, TaskCard, new_example_ids
 from builder.core.workspace import Workspace
 from builder.methods import image_index as _search
 from builder.methods.image_index import Hit, IndexResult
+from builder.methods.tree_search import Reading, SearchHits, search_read
 from builder.tools.profile import build_engines
 
-__all__ = ["Hit", "IndexResult", "add_search_results", "index_images", "search_captions", "search_hits_in_task",
-           "search_images"]
+__all__ = ["Hit", "IndexResult", "Reading", "SearchHits", "add_search_results", "index_images", "search_captions",
+           "search_hits_in_task", "search_images"]
 
 def _engines(profile: str | dict, runtime: Runtime | None):
     return runtime.engines if runtime is not None else build_engines(profile)
@@ -29,26 +30,34 @@ def index_images(ws: Workspace, source: str | Path | Sequence[str | Path], name:
                  rebuild: bool = False, runtime: Runtime | None = None) -> IndexResult:
     """Build or extend the workspace's image index ``name`` over a folder (or dataset) of images.
 
-    Incremental: only images not yet indexed are embedded; corrupt files are skipped and
-    counted in the result. ``runner="ray"`` embeds on a Ray Data actor pool.
+    Each image is embedded (the profile's embedder) and its objects detected and stored (the
+    profile's detector), so searches read over what was detected. Incremental: only images not
+    yet indexed are embedded and detected; corrupt files are skipped and counted in the result.
+    ``runner="ray"`` embeds and detects on a Ray Data actor pool.
     """
-    embedder = _engines(profile, runtime).embedder if runtime is not None else None
+    engines = _engines(profile, runtime) if runtime is not None else None
     return _search.build_index(ws, source, name=name, profile=runtime.profile if runtime else profile,
                                runner=runner, workers=workers, progress=progress, rebuild=rebuild,
-                               embedder=embedder)
+                               embedder=engines.embedder if engines else None,
+                               detector=engines.detector if engines else None)
 
 
 def search_images(ws: Workspace, query: str, k: int = 10, name: str = "default", profile: str | dict = "shapes",
-                  verify: bool | Callable = False, shortlist: int = 100, runtime: Runtime | None = None) -> list[Hit]:
+                  verify: bool | Callable = False, shortlist: int = 100, runtime: Runtime | None = None) -> SearchHits:
     """Text->image search over the workspace index: the ``k`` best images for ``query``.
 
-    ``verify=True`` re-ranks an embedding shortlist of ``shortlist`` images with the matcher
-    engine (hybrid search); a callable ``verify(image, text) -> score`` re-ranks with it instead
-    (e.g. a program's score).
+    ``verify=True`` (hybrid search) reads the query into a meaning tree (the same language and
+    parser as task requests) and evaluates it over the objects stored for *every* indexed image:
+    images where it holds come first, embedding similarity orders the rest. A query that cannot
+    be read gets no hits; ``hits.refusal`` names the words. ``hits.reading`` says how it was read.
+    ``verify=False`` ranks by embedding similarity alone; a callable ``verify(image, text) -> score``
+    re-ranks an embedding shortlist of ``shortlist`` images with it (e.g. a program's score).
     """
     engines = _engines(profile, runtime)
-    verifier = _verifier(engines, verify)
-    return _search.search_text(_search.SearchIndex.open(ws, name), engines.embedder, query, k, verifier, shortlist)
+    index = _search.SearchIndex.open(ws, name)
+    if verify is True:
+        return search_read(index, engines.embedder, query, k)
+    return SearchHits(_search.search_text(index, engines.embedder, query, k, verify or None, shortlist))
 
 
 def search_captions(image: str | Path | Any, texts: Sequence[str], k: int = 10, profile: str | dict = "shapes",

@@ -525,8 +525,10 @@ class SearchOptions:
     k: Annotated[int, typer.Option(min=1, help="How many results.")] = 10
     name: Annotated[str, typer.Option(help="Index name.")] = "default"
     profile: Annotated[str, typer.Option(help="Engine profile (embedder, and matcher for --verify).")] = "shapes"
-    verify: Annotated[bool, typer.Option(help="Hybrid: re-rank an embedding shortlist with the matcher.")] = True
-    shortlist: Annotated[int, typer.Option(min=1, help="Embedding candidates the matcher re-ranks.")] = 100
+    verify: Annotated[bool, typer.Option(help="Hybrid: read the query into a meaning tree and evaluate it over "
+                                               "every image's stored objects (image->text: re-rank with the "
+                                               "matcher).")] = True
+    shortlist: Annotated[int, typer.Option(min=1, help="Image->text: candidate texts the matcher re-ranks.")] = 100
     image: Annotated[Path | None, typer.Option(help="Image->text: rank the texts of --texts for this image.")] = None
     texts: Annotated[Path | None, typer.Option(help="Candidate texts, one per line (with --image).")] = None
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False
@@ -550,12 +552,18 @@ def search_cmd(options: SearchOptions) -> None:
                                  verify=o.verify, shortlist=o.shortlist)
     except (UserError, FileNotFoundError) as e:
         _fail(str(e))
+    refusal, reading = getattr(hits, "refusal", None), getattr(hits, "reading", None)
     if o.as_json:
         typer.echo(json.dumps(hits_json(hits)))
-        return
-    for h in hits:
-        extra = f" (similarity {h.similarity:.3f})" if h.verified is not None else ""
-        typer.echo(f"{h.rank:3d}  {h.score:.4f}{extra}  {h.item}")
+    else:
+        if reading is not None and not refusal:
+            typer.echo(f"read as: {reading.text} ({hits.matched} indexed image(s) match)")
+        for h in hits:
+            extra = f" (similarity {h.similarity:.3f})" if h.verified is not None else ""
+            typer.echo(f"{h.rank:3d}  {h.score:.4f}{extra}  {h.item}")
+    if refusal:  # like grep: no results is exit code 1, with the reason
+        typer.secho(f"no results: {refusal}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,22 @@ def search_results_html(hits: list, side: int = 96) -> str:
     return "<div class='vf-search-results'>" + "".join(search_hit_html(h, side) for h in hits) + "</div>"
 
 
+def search_status(query: str, hits) -> str:
+    """The status line over a search's results (HTML): how the query was read and what to do next,
+    or, when it could not be read, that there are no results and why."""
+    q = html.escape(query)
+    refusal, reading = getattr(hits, "refusal", None), getattr(hits, "reading", None)
+    if refusal:
+        return (f"<span class='vf-search-refusal' style='color:#b00'>No results for <i>{q}</i>: "
+                f"{html.escape(refusal)}</span>")
+    read = f" (read as: <b>{html.escape(reading.text)}</b>)" if reading is not None and reading.text else ""
+    matched = getattr(hits, "matched", None)
+    if matched is not None:
+        read += f"; {matched} indexed image(s) match" + (", the closest others follow" if matched < len(hits) else "")
+    return (f"{len(hits)} result(s) for <i>{q}</i>{read}: type the expected answer under each image you want "
+            "as an example")
+
+
 def hit_name(hit) -> str:
     """How a search hit is named to the user: its rank and file name ("#2 scene001.png")."""
     return f"#{hit.rank} {Path(hit.item).name}"

@@ -1,21 +1,22 @@
 """Image-text search over a collection: an embedding index in the workspace and hybrid search.
 
 An index lives in ``ws.dir("index", name)``: ``vectors.npy`` (float32, one unit vector per
-image, from the profile's ``embedder`` engine), ``items.json`` (path, content hash, size per
-row) and ``meta.json`` (which engine and version made the vectors). Search runs through a
-faiss ``IndexFlatIP`` built from the vectors when the index is opened (exact inner-product
-search; 10,000 x 128 floats is 5 MB).
+image, from the profile's ``embedder`` engine), ``detections.npz`` (every image's detected
+objects, from the profile's ``detector`` engine: ``builder.tools.detections``), ``items.json``
+(path and content hash per row) and ``meta.json`` (which engines and versions made them). Search
+runs through a faiss ``IndexFlatIP`` built from the vectors when the index is opened (exact
+inner-product search; 10,000 x 128 floats is 5 MB).
 
 ``build_index`` is incremental: images whose content hash is already indexed are skipped, so
-re-running it after adding files embeds only the new ones. Unreadable or corrupt images are
-skipped and counted (``IndexResult.corrupt``). Embeddings are computed locally in batches
-with a progress bar, or on Ray Data (``runner="ray"``) for large collections.
+re-running it after adding files embeds and detects only the new ones (an index made before
+detections were stored gets them for its known images too). Unreadable or corrupt images are
+skipped and counted (``IndexResult.corrupt``). Embeddings and detections are computed locally
+in batches with a progress bar, or on Ray Data (``runner="ray"``) for large collections.
 
-Hybrid search: the embeddings shortlist ``shortlist`` candidates; a verifier (the matcher
-engine, or any ``callable(image, text) -> score``) scores each and the hits are re-ranked by
-the verifier's score, embedding similarity breaking ties. This is how a precise query ("a red
-circle left of a blue square") beats plain embedding similarity at a fraction of the cost of
-scoring every image with the matcher.
+Search: ``search_text`` ranks by embedding similarity alone, or re-ranks a shortlist of
+``shortlist`` candidates with a verifier (any ``callable(image, text) -> score``). Hybrid
+search by reading the query into a meaning tree and evaluating it over the stored detections of
+every image lives in ``builder.methods.tree_search.search_read``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from builder.core.atomic import atomic_write_bytes, atomic_write_json
 from builder.core.errors import UserError
 from builder.core.images import ImageError, decode_image, read_image_bytes
 from builder.core.workspace import Workspace
+from builder.tools.detections import DETECTIONS_FILE, ObjectTable, detect_objects
 from builder.tools.profile import build_engines
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: detections.npz and meta["detector"] (a format-1 index gets them at its next build)
 Verifier = Callable[[np.ndarray, str], float]
 
 
@@ -56,12 +58,16 @@ class IndexResult:
     corrupt: list[str] = field(default_factory=list)  # paths skipped: unreadable or not an image
     seconds: float = 0.0
     runner: str = "local"
+    objects: int = 0  # detected objects stored for the whole index (0 without a detector)
+    redetected: int = 0  # known images whose objects were detected now (an index made before detections)
 
     def summary(self) -> str:
         """One line for the user: what was embedded or skipped, and how many images the index holds."""
         msg = (f"index {self.name!r}: {self.added} new image(s) embedded, {self.already_indexed} already indexed, "
                f"{len(self.corrupt)} corrupt or unreadable image(s) skipped; {self.total} in the index "
-               f"({self.seconds:.1f}s)")
+               f"with {self.objects} detected object(s) ({self.seconds:.1f}s)")
+        if self.redetected:
+            msg += f"; objects detected in {self.redetected} image(s) indexed before detections were stored"
         return msg
 
 
@@ -97,12 +103,15 @@ def _faiss():
 class SearchIndex:
     """An embedding index in a workspace folder; ``search_text`` / ``search_image`` query it."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], items: list[dict], vectors: np.ndarray):
+    def __init__(self, folder: Path, meta: dict[str, Any], items: list[dict], vectors: np.ndarray,
+                 objects: ObjectTable | None = None):
         self.folder = folder
         self.meta = meta
         self.items = items
         self.vectors = vectors
+        self.objects = objects  # detected objects per row; None for an index without a detector
         self._index = None
+        self.evaluator = None  # builder.methods.tree_search.TableEval over ``objects``, made on first search
 
     # ---- storage ----------------------------------------------------------------------------
     @classmethod
@@ -121,7 +130,13 @@ class SearchIndex:
         vectors = np.load(folder / "vectors.npy") if items else np.zeros((0, meta["dim"]), np.float32)
         if len(vectors) != len(items):
             raise SearchError(f"{folder}: {len(items)} items but {len(vectors)} vectors; rebuild the index")
-        return cls(folder, meta, items, vectors)
+        objects = None
+        if meta.get("detector") and (folder / DETECTIONS_FILE).is_file():
+            objects = ObjectTable.load(folder / DETECTIONS_FILE)
+            if objects.n_images != len(items):
+                raise SearchError(f"{folder}: {len(items)} items but detections for {objects.n_images}; "
+                                  "rebuild the index")
+        return cls(folder, meta, items, vectors, objects)
 
     def save(self) -> None:
         """Write vectors, items and meta atomically; the faiss index is rebuilt at the next search."""
@@ -131,8 +146,11 @@ class SearchIndex:
         np.save(buf, self.vectors.astype(np.float32))
         atomic_write_bytes(self.folder / "vectors.npy", buf.getvalue())
         atomic_write_json(self.folder / "items.json", self.items)
+        if self.objects is not None:
+            self.objects.save(self.folder / DETECTIONS_FILE)
         atomic_write_json(self.folder / "meta.json", {**self.meta, "count": len(self.items)})
         self._index = None
+        self.evaluator = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -166,12 +184,27 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _check_engine(meta: dict, embedder) -> None:
+def check_embedder(meta: dict, embedder) -> None:
+    """Raise ``SearchError`` when ``embedder`` is not the engine (and version) that made the index's vectors."""
     if meta.get("backend_id") != embedder.backend_id or meta.get("version") != embedder.version:
         raise SearchError(
             f"the index was built with {meta.get('backend_id')} (version {meta.get('version')}), the profile's "
             f"embedder is {embedder.backend_id} (version {embedder.version}); rebuild with --rebuild or use "
             "the same profile")
+
+
+def _engine_id(engine) -> dict | None:
+    return None if engine is None else {"backend_id": engine.backend_id, "version": engine.version}
+
+
+def _check_detector(meta: dict, detector) -> None:
+    had = meta.get("detector")
+    if had and had != _engine_id(detector):
+        now = _engine_id(detector) or {"backend_id": "no detector", "version": "-"}
+        raise SearchError(
+            f"the index's objects were detected with {had['backend_id']} (version {had['version']}), the "
+            f"profile's detector is {now['backend_id']} (version {now['version']}); rebuild with --rebuild "
+            "or use the same profile")
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -180,10 +213,20 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="img")
 
 
-def _embed_local(embedder, paths: list[Path], batch_size: int, progress: bool) -> tuple[list[int], np.ndarray,
-                                                                                         list[str]]:
-    """(indices of ``paths`` embedded, vectors, corrupt paths)."""
-    ok, vecs, corrupt = [], [], []
+@dataclass
+class _Embedded:
+    """What embedding (and detecting) a list of paths gave: rows of ``paths`` that worked, their
+    vectors and objects, and the paths that could not be read."""
+
+    ok: list[int]
+    vectors: np.ndarray
+    objects: ObjectTable | None
+    corrupt: list[str]
+
+
+def _embed_local(embedder, detector, paths: list[Path], batch_size: int, progress: bool) -> _Embedded:
+    """Embed (and, with a detector, detect objects in) each readable image of ``paths``."""
+    ok, vecs, corrupt, found, widths = [], [], [], [], []
     with _progress(len(paths), progress, "embedding") as bar:
         for s in range(0, len(paths), batch_size):
             chunk, idx = [], []
@@ -194,39 +237,74 @@ def _embed_local(embedder, paths: list[Path], batch_size: int, progress: bool) -
                 except (ImageError, OSError, ValueError):
                     corrupt.append(str(paths[i]))
             if chunk:
-                vecs.append(np.asarray(embedder.embed_images(chunk), np.float32))
+                if embedder is not None:
+                    vecs.append(np.asarray(embedder.embed_images(chunk), np.float32))
+                if detector is not None:
+                    found += [detect_objects(detector, im) for im in chunk]
+                    widths += [im.shape[1] for im in chunk]
                 ok += idx
             bar.update(min(len(paths), s + batch_size) - s)
     dim = vecs[0].shape[1] if vecs else 0
-    return ok, (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), corrupt
+    objects = ObjectTable.from_images(found, widths) if detector is not None else None
+    return _Embedded(ok, np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32), objects, corrupt)
+
+
+def _open_or_new(ws: Workspace, name: str, embedder, detector, profile, rebuild: bool) -> SearchIndex:
+    folder = SearchIndex.folder_for(ws, name)
+    if (folder / "meta.json").is_file() and not rebuild:
+        index = SearchIndex.open(ws, name)
+        check_embedder(index.meta, embedder)
+        _check_detector(index.meta, detector)
+        return index
+    meta = {"format": INDEX_FORMAT, "backend_id": embedder.backend_id, "version": embedder.version,
+            "dim": int(embedder.dim), "profile": profile if isinstance(profile, str) else "<dict>",
+            "detector": _engine_id(detector)}
+    objects = ObjectTable.empty() if detector is not None else None
+    return SearchIndex(folder, meta, [], np.zeros((0, int(embedder.dim)), np.float32), objects)
+
+
+def _detect_known(index: SearchIndex, detector, batch_size: int, progress: bool) -> tuple[int, list[str]]:
+    """Detect the objects of every image of an index made before detections were stored (an image
+    no longer readable gets none and is named among the corrupt ones)."""
+    if detector is None or index.objects is not None:
+        return 0, []
+    paths = [Path(it["path"]) for it in index.items]
+    done = _embed_local(None, detector, paths, batch_size, progress)
+    found, ok = done.objects, np.array(done.ok, np.int64)  # ``ok`` ascends: objects are in row order
+    counts, width = np.zeros(len(paths), np.int32), np.ones(len(paths), np.float32)
+    counts[ok], width[ok] = found.counts, found.width
+    table = ObjectTable(counts, width, found.box, found.score, found.color, found.shape, found.size)
+    index.objects = table
+    index.meta["detector"] = _engine_id(detector)
+    index.meta["format"] = INDEX_FORMAT
+    return len(done.ok), done.corrupt
 
 
 def build_index(ws: Workspace, source: str | Path | Sequence[str | Path], name: str = "default",
                 profile: str | dict = "shapes", runner: str = "local", batch_size: int = 64,
-                workers: int = 2, progress: bool = True, rebuild: bool = False, embedder=None) -> IndexResult:
+                workers: int = 2, progress: bool = True, rebuild: bool = False, embedder=None,
+                detector=None) -> IndexResult:
     """Index the images under ``source`` (a folder, a file, or a list of them) into ``ws``.
 
-    Incremental: images whose content is already in the index are skipped (a moved file keeps
-    its row and gets its new path). ``runner`` "ray" embeds on a Ray Data actor pool of
-    ``workers`` actors, each building the profile's embedder.
+    Each image is embedded by the profile's embedder and its objects detected by the profile's
+    detector (when the profile has one; ``embedder``/``detector`` given here replace the
+    profile's). Incremental: images whose content is already in the index are skipped (a moved
+    file keeps its row and gets its new path). ``runner`` "ray" embeds and detects on a Ray Data
+    actor pool of ``workers`` actors, each building the profile's engines.
     """
     t0 = time.perf_counter()
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     paths = [p for s in sources for p in image_files(s)]
-    if embedder is None:
-        embedder = build_engines(profile).embedder
+    if embedder is None or detector is None:
+        engines = build_engines(profile)
+        embedder = embedder if embedder is not None else engines.embedder
+        detector = detector if detector is not None else engines.detector
     if embedder is None:
         raise SearchError("the engine profile has no embedder engine")
-    folder = SearchIndex.folder_for(ws, name)
-    if (folder / "meta.json").is_file() and not rebuild:
-        index = SearchIndex.open(ws, name)
-        _check_engine(index.meta, embedder)
-    else:
-        meta = {"format": INDEX_FORMAT, "backend_id": embedder.backend_id, "version": embedder.version,
-                "dim": int(embedder.dim), "profile": profile if isinstance(profile, str) else "<dict>"}
-        index = SearchIndex(folder, meta, [], np.zeros((0, int(embedder.dim)), np.float32))
+    index = _open_or_new(ws, name, embedder, detector, profile, rebuild)
+    redetected, corrupt = _detect_known(index, detector, batch_size, progress)
     known = {it["sha"]: i for i, it in enumerate(index.items)}
-    new_paths, new_shas, already, corrupt, dups = [], [], 0, [], {}
+    new_paths, new_shas, already, dups = [], [], 0, {}
     for p in paths:
         try:
             sha = _digest(p.read_bytes())
@@ -243,26 +321,30 @@ def build_index(ws: Workspace, source: str | Path | Sequence[str | Path], name: 
         else:
             dups[sha].append(str(p))  # the same content twice in this batch: indexed once
     if runner == "local":
-        ok, vecs, bad = _embed_local(embedder, new_paths, batch_size, progress)
+        done = _embed_local(embedder, detector, new_paths, batch_size, progress)
     elif runner == "ray":
         from builder.run.ray import embed_images_ray
 
-        ok, vecs, bad = embed_images_ray([str(p) for p in new_paths], profile, workers=workers,
-                                         batch_size=batch_size, progress=progress)
+        done = _Embedded(*embed_images_ray([str(p) for p in new_paths], profile, workers=workers,
+                                           batch_size=batch_size, progress=progress,
+                                           detect=detector is not None))
     else:
         raise SearchError(f"unknown runner {runner!r}; use 'local' or 'ray'")
-    corrupt += bad
-    bad_shas = {new_shas[i] for i in set(range(len(new_paths))) - set(ok)}
+    corrupt += done.corrupt
+    bad_shas = {new_shas[i] for i in set(range(len(new_paths))) - set(done.ok)}
     for sha, copies in dups.items():
         if sha in bad_shas:
             corrupt += copies
         else:
             already += len(copies)
-    if len(ok):
-        index.items += [{"path": str(new_paths[i]), "sha": new_shas[i]} for i in ok]
-        index.vectors = np.concatenate([index.vectors, vecs]) if len(index.vectors) else vecs
+    if len(done.ok):
+        index.items += [{"path": str(new_paths[i]), "sha": new_shas[i]} for i in done.ok]
+        index.vectors = np.concatenate([index.vectors, done.vectors]) if len(index.vectors) else done.vectors
+        if index.objects is not None:
+            index.objects = index.objects.extend(done.objects)
     index.save()
-    return IndexResult(name, len(index), len(ok), already, corrupt, round(time.perf_counter() - t0, 3), runner)
+    return IndexResult(name, len(index), len(done.ok), already, corrupt, round(time.perf_counter() - t0, 3), runner,
+                       objects=len(index.objects) if index.objects is not None else 0, redetected=redetected)
 
 
 # ---- hybrid search ---------------------------------------------------------------------------
@@ -294,7 +376,7 @@ def search_text(index: SearchIndex, embedder, query: str, k: int = 10, verifier:
         raise SearchError("the search query is empty")
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}")
-    _check_engine(index.meta, embedder)
+    check_embedder(index.meta, embedder)
     q = np.asarray(embedder.embed_texts([query]), np.float32)
     sims, rows = index.nearest(q, max(k, shortlist) if verifier else k)
     cands = [(str(index.path(int(r))), float(s)) for s, r in zip(sims[0], rows[0], strict=True) if r >= 0]

@@ -90,13 +90,16 @@ def run_ray(source: str, examples: list[ExampleInput], *, profile: str | dict = 
 
 
 class _Embedder:
-    """One Ray actor: builds the profile's embedder once, then embeds batches of image files."""
+    """One Ray actor: builds the profile's embedder (and detector) once, then embeds batches of image
+    files (and detects their objects)."""
 
-    def __init__(self, profile):
-        self.embedder = build_engines(profile).embedder
+    def __init__(self, profile, detect: bool = False):
+        engines = build_engines(profile)
+        self.embedder, self.detector = engines.embedder, engines.detector if detect else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from builder.core.images import ImageError, load_image
+        from builder.tools.detections import detect_objects
 
         images, ok = [], []
         for path in batch["path"]:
@@ -106,30 +109,42 @@ class _Embedder:
             except (ImageError, OSError, ValueError):
                 ok.append(False)
         vecs = self.embedder.embed_images(images) if images else np.zeros((0, 1), np.float32)
-        rows, k = [], 0
+        rows, objects, k = [], [], 0
         for good in ok:
             rows.append(json.dumps(vecs[k].tolist()) if good else "")
+            found = detect_objects(self.detector, images[k]) if good and self.detector is not None else None
+            objects.append(json.dumps({"width": images[k].shape[1], **{a: v.tolist() for a, v in found.items()}})
+                           if found is not None else "")
             k += int(good)
-        return {"order": batch["order"], "vector": np.array(rows, dtype=object)}
+        return {"order": batch["order"], "vector": np.array(rows, dtype=object),
+                "objects": np.array(objects, dtype=object)}
 
 
 def embed_images_ray(paths: list[str], profile: str | dict = "shapes", workers: int = 2, batch_size: int = 64,
-                     progress: bool = True) -> tuple[list[int], np.ndarray, list[str]]:
-    """Embed image files on a Ray Data actor pool: (indices embedded, vectors, unreadable paths).
+                     progress: bool = True, detect: bool = False):
+    """Embed image files on a Ray Data actor pool: (indices embedded, vectors, their detected
+    objects as an ``ObjectTable`` or None without ``detect``, unreadable paths).
 
-    Each actor builds the profile's ``embedder``; files are read inside the actors (only paths
-    and vectors cross process boundaries).
+    Each actor builds the profile's ``embedder`` (and ``detector`` with ``detect``); files are
+    read inside the actors (only paths, vectors and objects cross process boundaries).
     """
+    from builder.tools.detections import ObjectTable
+
     if not isinstance(profile, (str, dict)):
         raise TypeError("the Ray path builds engines in each actor: pass a profile name, path or dict")
     if not paths:
-        return [], np.zeros((0, 0), np.float32), []
+        return [], np.zeros((0, 0), np.float32), ObjectTable.empty() if detect else None, []
     ray = ray_session(workers, progress)
     ds = ray.data.from_items([{"order": i, "path": p} for i, p in enumerate(paths)]).map_batches(
-        _Embedder, fn_constructor_args=(profile,), batch_size=batch_size, batch_format="numpy",
+        _Embedder, fn_constructor_args=(profile, detect), batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers))
     rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
     ok = [int(r["order"]) for r in rows if r["vector"]]
     bad = [paths[int(r["order"])] for r in rows if not r["vector"]]
     vecs = np.array([json.loads(r["vector"]) for r in rows if r["vector"]], np.float32)
-    return ok, vecs, bad
+    objects = None
+    if detect:
+        found = [json.loads(r["objects"]) for r in rows if r["vector"]]
+        objects = ObjectTable.from_images([{k: np.asarray(v) for k, v in f.items() if k != "width"} for f in found],
+                                          [f["width"] for f in found])
+    return ok, vecs, objects, bad

@@ -10,7 +10,7 @@ import panel as pn
 
 from builder import Hit, TaskCard, add_search_results, index_images, search_hits_in_task, search_images
 from builder.interfaces.app.state import AppState
-from builder.interfaces.views import hit_name, search_hit_html
+from builder.interfaces.views import hit_name, search_hit_html, search_status
 
 
 class SearchPanel:
@@ -24,7 +24,7 @@ class SearchPanel:
         self.index_button = W.Button(label="Index (new images only)", color="default")
         self.query = W.TextInput(label="Search", placeholder="a red circle left of a blue square")
         self.k = W.IntInput(label="Results", value=10, start=1, end=100, width=90)
-        self.verify = W.Checkbox(label="Verify with the matcher (hybrid)", value=True)
+        self.verify = W.Checkbox(label="Read the query (hybrid)", value=True)
         self.search_button = W.Button(label="Search", color="primary")
         self.example_query = W.TextInput(label="Question for the added examples",
                                          placeholder="empty: the task's question")
@@ -50,8 +50,7 @@ class SearchPanel:
         """Text->image search; shows each hit's thumbnail and score over an empty answer field."""
         self.hits = search_images(self.state.workspace, query, k=k, verify=verify, runtime=self.state.runtime)
         self._show_hits()
-        self.status.object = (f"{len(self.hits)} result(s) for <i>{html.escape(query)}</i>: type the expected "
-                              "answer under each image you want as an example")
+        self.status.object = search_status(query, self.hits)
         return self.hits
 
     def _show_hits(self) -> None:
