@@ -105,7 +105,7 @@ class TreeSampler:
     def modifier(self, head: Tree) -> Tree:
         """A one-attribute select on a field ``head`` leaves open (a colour, a size or a shape)."""
         free = [f for f in ("color", "size", "shape") if not head.get(f) and not (f == "shape" and head.get("noun"))]
-        field = self.pick(free or ["color"], p=None)
+        field = self.pick(free or ["color"])
         value = self.pick({"color": COLORS, "size": T.SIZES, "shape": SHAPES}[field])
         return T.select(**{field: value})
 
@@ -119,9 +119,9 @@ class TreeSampler:
             return {"op": "complement", "set": {"op": "union", "sets": [self.leaf(False) for _ in range(2)]}}
         return {"op": "complement", "set": self.related_to(depth - 1)}
 
-    def related_to(self, depth: int, inner: Tree | None = None) -> Tree:
-        """``inner`` (any object when None) in a random relation to a random anchor."""
-        return {"op": "related", "set": inner or {"op": "objects"}, "rel": self.pick(T._WORDS["rel"]),
+    def related_to(self, depth: int) -> Tree:
+        """Any object in a random relation to a random anchor."""
+        return {"op": "related", "set": {"op": "objects"}, "rel": self.pick(T._WORDS["rel"]),
                 "anchor": self.set(max(depth, 1))}
 
     def intersect(self, depth: int) -> Tree:
@@ -143,13 +143,13 @@ class TreeSampler:
                 for i in rels]}
         return {"op": "intersect", "sets": [head, {"op": "union", "sets": [self.modifier(head), self.modifier(head)]}]}
 
-    def single(self, depth: int = 2) -> Tree:
+    def single(self) -> Tree:
         """One object: an extreme of a leaf or the leaf nearest to an anchor."""
         if self.rng.random() < 0.6:
             return {"op": "extreme", "set": self.leaf(), "by": self.pick(T.EXTREMES)}
         return {"op": "nearest", "set": self.leaf(), "anchor": self.leaf(False)}
 
-    def pair(self, depth: int = 2) -> tuple[Tree, Tree]:
+    def pair(self) -> tuple[Tree, Tree]:
         """Two counts of one set in two relations to one anchor ("left of the star ... than right of it")."""
         inner = self.leaf()
         anchor = self.leaf(False) if self.rng.random() < 0.8 else self.single()
@@ -168,11 +168,11 @@ class TreeSampler:
             return self.count(depth)
         if r < 0.85:
             if self.rng.random() < 0.2:
-                return {"op": "add", "args": list(self.pair(depth - 1))}
+                return {"op": "add", "args": list(self.pair())}
             n = 2 if self.rng.random() < 0.8 else 3
             return {"op": "add", "args": [self.count(depth - 1) for _ in range(n)]}
         if self.rng.random() < 0.25:
-            return {"op": "sub", "args": list(self.pair(depth - 1))}
+            return {"op": "sub", "args": list(self.pair())}
         return {"op": "sub", "args": [self.count(depth - 1), self.count(depth - 1)]}
 
     def number(self) -> Tree:
@@ -194,7 +194,7 @@ class TreeSampler:
             return {"op": op, "set": self.set(depth)}
         if op == "compare":
             if self.rng.random() < 0.12:
-                left, right = self.pair(depth - 1)
+                left, right = self.pair()
                 return {"op": op, "cmp": self.pick((">", "<", "==")), "left": left, "right": right}
             left = self.num(depth)
             right = self.number() if self.rng.random() < 0.5 else self.count(depth - 1)
