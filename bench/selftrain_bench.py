@@ -29,7 +29,17 @@ training patterns (rehearsal, as in the product, where the shipped planner repla
 distribution it was trained on); ``all`` draws every generator pattern, so replay alone teaches
 the start phrasings it never saw (the issue's confound; the replay-only arm measures it).
 
+Readers (``--reader``): ``kinds`` self-trains the 20-kind parser from the weak start above
+(``improve.self_train``); ``trees`` self-trains the shipped composing parser inside the planner that
+proposes (``improve_trees.self_train_trees``; the start is the shipped ``ComposingPlanner``, its
+20-kind reader the shipped one), with a third customer set, ``compose``: the blind compositional
+requests (``bench/data/compose_blind.jsonl``, scenes where the tree has one answer), so the
+customer's labels teach the parser compositions phrased the customer's way. Retention for trees:
+the share of generated compositional requests (training templates, another seed) read exactly.
+
     python bench/selftrain_bench.py --out bench/results/selftrain_bench.json   # full: 3 seeds
+    python bench/selftrain_bench.py --reader trees --customer compose world --seeds 0 1 2 \
+        --out bench/results/selftrain_trees_bench.json
     python bench/selftrain_bench.py --quick                                   # < 5 min, 1 seed
 """
 
@@ -147,6 +157,75 @@ def split_by_query(tasks: list[QueryTask], seed: int, eval_fraction: float, val_
     return out
 
 
+def compose_tasks(pool, seed: int, n_labelled: int, n_test: int) -> list[QueryTask]:
+    """One task per blind compositional request with scenes where its tree has one answer (caption
+    choices have none and are left out)."""
+    from compose_bench import examples_for, load
+
+    from builder.planner import tree as T
+
+    rng = numpy_rng(seed, "compose scenes")
+    tasks = []
+    for item in load("compose_blind.jsonl"):
+        exs = examples_for(item, pool, rng, n_labelled + n_test)
+        if len(exs) > n_labelled:
+            multi = T.result_type(item["tree"]) == T.CHOICE
+            exs = [{**e, "query": item["query"]} for e in exs]
+            tasks.append(QueryTask(item["query"], item["output"], exs, False, multi, FAMILY_OF[item["output"]]))
+    return tasks
+
+
+class KindsReader:
+    """The 20-kind parser, self-trained from a weak start (``start_planner``)."""
+
+    name = "kinds"
+
+    def start(self, seed: int, a):
+        return start_planner(seed, a.patterns, a.start_examples, a.start_steps)
+
+    def retention_set(self, seed: int, a):
+        return retention_set(seed, a.retention, a.patterns)
+
+    retention = staticmethod(lambda planner, items: retention(planner, items))
+    self_train = staticmethod(self_train)
+
+
+class TreesReader:
+    """The shipped composing parser inside the proposing planner, self-trained (``self_train_trees``)."""
+
+    name = "trees"
+
+    def start(self, seed: int, a):
+        from builder.planner.compose.planner import ComposingPlanner
+        from builder.planner.semantic import load_semantic_planner
+
+        return ComposingPlanner(kinds=load_semantic_planner()), {"shipped": True}
+
+    def retention_set(self, seed: int, a):
+        from builder.planner.compose.phrasings import generate as compose_generate
+
+        return compose_generate(a.retention, derive_seed(seed, "tree retention"), "train")
+
+    @staticmethod
+    def retention(planner, items) -> float:
+        from builder.planner import tree as T
+
+        right = 0
+        for e in items:
+            parse = planner.parser.parse(e["request"], e["output"], k=1)
+            right += bool(parse.candidates) and T.key(parse.candidates[0][0]) == T.key(e["tree"])
+        return round(right / len(items), 4)
+
+    @staticmethod
+    def self_train(planner, tasks, eval_tasks, scorer, config, progress=None, val_tasks=()):
+        from builder.methods.improve_trees import self_train_trees
+
+        return self_train_trees(planner, tasks, eval_tasks, scorer, config, progress=progress, val_tasks=val_tasks)
+
+
+READERS = {"kinds": KindsReader, "trees": TreesReader}
+
+
 def retention_set(seed: int, n: int, patterns: int) -> list[tuple[PlanRequest, dict]]:
     """Generated phrasings of every kind from the start planner's own patterns (another seed):
     what the planner knew before adapting, to see whether an arm forgets it."""
@@ -171,12 +250,12 @@ def arm_config(arm: str, seed: int, a) -> AdaptConfig:
                        replay_patterns=replay_patterns, explore=arm != "replay_only")
 
 
-def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[SemanticPlanner, dict]) -> dict:
+def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple, reader) -> dict:
     """Every arm for one seed and customer set: held-out query-string accuracy per arm."""
     t0 = time.perf_counter()
     planner, log = start
-    if customer == "blind":
-        tasks = blind_tasks(pool, seed, a.labelled, a.test)
+    if customer in ("blind", "compose"):
+        tasks = (blind_tasks if customer == "blind" else compose_tasks)(pool, seed, a.labelled, a.test)
         parts = split_by_query(tasks, seed, a.eval_fraction, a.val_fraction, a.labelled)
     else:
         parts = split_by_query(world_tasks(a.world_scenes, derive_seed(seed, "world")), seed, a.eval_fraction,
@@ -184,15 +263,16 @@ def run_seed(seed: int, a, scorer: Scorer, pool, customer: str, start: tuple[Sem
     row = {"seed": seed, "start_planner": log, "data_seconds": round(time.perf_counter() - t0, 1),
            "queries": {k: len(v) for k, v in parts.items()},
            "examples": {k: sum(len(t.examples) for t in v) for k, v in parts.items()}, "arms": {}}
-    kept = retention_set(seed, a.retention, a.patterns)
-    row["start_retention"] = retention(planner, kept)
+    kept = reader.retention_set(seed, a)
+    row["start_retention"] = reader.retention(planner, kept)
     for arm in a.arms:
         t1 = time.perf_counter()
-        adapted, report = self_train(planner, parts["training"], parts["evaluation"], scorer, arm_config(arm, seed, a),
-                               progress=_log(f"{customer} seed {seed} {arm}"), val_tasks=parts["validation"])
+        adapted, report = reader.self_train(planner, parts["training"], parts["evaluation"], scorer,
+                                            arm_config(arm, seed, a), progress=_log(f"{customer} seed {seed} {arm}"),
+                                            val_tasks=parts["validation"])
         row["start"] = report["before"]
         row["arms"][arm] = {"after": report["after"], "never_worse": report["never_worse"],
-                            "retention": retention(adapted, kept),
+                            "retention": reader.retention(adapted, kept),
                             "validation_before": report["validation_before"]["accuracy"],
                             "rounds": [{k: v for k, v in r.items() if k not in ("audit", "eval")} | {
                                 "eval": r["eval"]["accuracy"]} for r in report["rounds"]],
@@ -231,7 +311,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed, blind queries, small sizes (< 5 min)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--customer", nargs="+", choices=("blind", "world"), default=["blind", "world"])
+    ap.add_argument("--reader", choices=tuple(READERS), default="kinds", help="which parser self-trains")
+    ap.add_argument("--customer", nargs="+", choices=("blind", "world", "compose"), default=["blind", "world"])
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--k", type=int, default=8)
@@ -256,7 +337,7 @@ def parse_args(argv=None):
             if key not in given:
                 setattr(a, key, value)
     elif a.out is None:
-        a.out = str(RESULTS)
+        a.out = str(RESULTS if a.reader == "kinds" else RESULTS.with_name("selftrain_trees_bench.json"))
     return a
 
 
@@ -274,10 +355,11 @@ def main(argv=None) -> dict:
         try:
             scorer = Scorer(runner)
             rows: dict[str, list[dict]] = {c: [] for c in a.customer}
+            reader = READERS[a.reader]()
             for seed in a.seeds:
-                start = start_planner(seed, a.patterns, a.start_examples, a.start_steps)  # one per seed, every arm
+                start = reader.start(seed, a)  # one per seed, every arm
                 for customer in a.customer:
-                    rows[customer].append(run_seed(seed, a, scorer, pool, customer, start))
+                    rows[customer].append(run_seed(seed, a, scorer, pool, customer, start, reader))
             for customer, seeds in rows.items():
                 result[customer] = {"summary": summarise(seeds, a.arms), "seeds": seeds}
                 print(json.dumps({customer: result[customer]["summary"]}), file=sys.stderr, flush=True)

@@ -9,6 +9,9 @@ from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
 from builder.domains.shapes.world.cards import make_task_card
 from builder.interfaces.views import improve_chart_html
+from builder.api.programs import workspace_tree_parser
+from builder.planner import tree as T
+from builder.planner.compose.parse import TreeParser
 from builder.planner.prompt import PlanRequest
 from builder.planner.semantic import load_semantic_planner
 
@@ -31,9 +34,17 @@ def test_improve_adapts_the_planner_to_a_customers_phrasing_and_later_proposals_
     # the evaluation queries were never trained on: the planner learnt the phrasing, not the queries
     assert report["before"]["accuracy"] < 0.75  # the frozen planner fails on these phrasings
     assert report["after"]["accuracy"] == 1.0 and report["never_worse"]
-    assert report["rounds"][0]["queries_rewarded"] == 2
+    assert report["kinds_reader"]["rounds"][0]["queries_rewarded"] == 2  # the 20-kind reader
+    assert report["rounds"][0]["queries_rewarded"] >= 1  # the composing parser
     assert seen and seen[-1][1] == 1.0
     assert (ws.root / "checkpoints" / "planner" / "model.safetensors").is_file()
+    # the composing parser read "Tot up" as a noun and "up" as "above"; adapted, it reads every phrasing
+    # (the evaluation ones included) as a count of the red objects
+    red = T.key({"op": "count", "set": T.select("red")})
+    shipped, adapted_trees = TreeParser.load(), workspace_tree_parser(ws)
+    assert adapted_trees is not shipped
+    assert sum(T.key(shipped.parse(q, "count").candidates[0][0]) != red for q in CUSTOMER) >= 3
+    assert all(T.key(adapted_trees.parse(q, "count").candidates[0][0]) == red for q in CUSTOMER)
     # later proposals in this workspace come from the adapted planner
     adapted = workspace_planner(ws)
     assert adapted is not load_semantic_planner()
@@ -76,8 +87,8 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
     ws = Workspace.init(tmp_path / "ws", load_task_card(card_path), images_from=card_path.parent)
     start = {k: v.clone() for k, v in load_semantic_planner().parser.head.state_dict().items()}
     report = improve_planner(ws, rounds=1, k=2, steps=5, eval_fraction=0.5, replay=0)
-    assert report["rounds"][0]["accepted"] is False
-    assert report["rounds"][0]["val_top1"] < 1.0  # the scrambled head did lose examples
+    assert report["kinds_reader"]["rounds"][0]["accepted"] is False
+    assert report["kinds_reader"]["rounds"][0]["val_top1"] < 1.0  # the scrambled head did lose examples
     assert report["after"]["accuracy"] == report["before"]["accuracy"] == 1.0
     kept = workspace_planner(ws).parser.head.state_dict()
     assert all(torch.equal(kept[k], v) for k, v in start.items())
@@ -180,3 +191,38 @@ def test_the_replay_only_arm_trains_on_replay_alone_and_the_full_method_adds_the
     assert len(replay_only) == 30 and not any(e["words"][:2] == ["Tot", "up"] for e in replay_only)
     assert len(full) == 32 and sum(e["words"][:2] == ["Tot", "up"] for e in full) == 2
     assert [e["words"] for e in full[2:]] == [e["words"] for e in replay_only]  # the same replay mix
+
+
+def test_a_tree_round_that_breaks_the_composing_parser_is_not_kept(monkeypatch):
+    # The composing parser's rounds are kept by the same rule: a decoder whose weights are scrambled
+    # loses the validation query it read right, so the planner keeps the parser it started from.
+    import copy
+
+    import torch
+
+    from builder.methods import improve, improve_trees
+    from builder.planner.compose.planner import ComposingPlanner
+
+    def scrambled(parser, examples, replay, *args, **kw):
+        model = copy.deepcopy(parser.model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn_like(p) * 3)
+        return TreeParser(model, parser.info, parser.vocabulary), {"loss_last": 0.0}
+
+    monkeypatch.setattr(improve_trees, "finetune_parser", scrambled)
+    start = ComposingPlanner()
+    train = [improve.QueryTask("How many red objects are not circles?", "count", [0])]
+    val = [improve.QueryTask("How many shapes are neither blue nor green?", "count", [0])]
+    held = [improve.QueryTask("Count the squares that aren't red.", "count", [0])]
+    right = {t.query: start.propose([t.request()], k=1)[0][0] for t in val + held}
+
+    def scorer(program, task, examples):
+        return [task.query not in right or program == right[task.query]] * len(examples)
+
+    planner, report = improve_trees.self_train_trees(start, train, held, scorer,
+                                                     improve.AdaptConfig(rounds=1, replay=0, k=2), val_tasks=val)
+    row = report["rounds"][0]
+    assert row["queries_rewarded"] == 1 and row["accepted"] is False and row["val_top1"] == 0.0
+    assert report["after"]["accuracy"] == report["before"]["accuracy"] == 1.0 and report["never_worse"]
+    assert planner.parser is start.parser

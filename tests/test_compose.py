@@ -224,3 +224,15 @@ def test_a_long_request_is_read_whole_or_refused_with_a_reason(shipped):
     assert p.refusal and "whole request" in p.refusal
     long_ok = "How many red circles are there " + "in the image " * 12 + "?"
     assert shipped.parse(long_ok, "count").candidates
+
+
+def test_coverage_prefers_the_reading_that_keeps_every_value_word():
+    from builder.planner.compose.parse import _by_coverage, uncovered
+
+    words = G.read_words(split_words("mark every object except the hexagons and the stars"), minilm()[2])
+    one = {"op": "complement", "set": S(shape="hexagon")}
+    both = {"op": "complement", "set": {"op": "union", "sets": [S(shape="hexagon"), S(shape="star")]}}
+    assert uncovered(one, words) == 1 and uncovered(both, words) == 0
+    ranked = _by_coverage([(one, -0.6), (both, -0.9)], words)  # the decoder alone prefers the partial reading
+    assert T.key(ranked[0][0]) == T.key(both)
+    assert uncovered({"op": "best_caption"}, words) == 0  # caption words are options, not values

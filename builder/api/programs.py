@@ -17,7 +17,7 @@ from builder.planner import load_planner
 from builder.planner.plan import card_has_video, is_planner_folder, plan_for_task
 from builder.tools.profile import detector_is_open
 
-__all__ = ["TEMPLATES", "WORKSPACE_PLANNER", "InvalidProgram", "accept_program", "add_program", "diff_text", "planner_available",
+__all__ = ["TEMPLATES", "WORKSPACE_PLANNER", "WORKSPACE_TREE_PARSER", "InvalidProgram", "accept_program", "add_program", "diff_text", "planner_available",
            "planner_for", "propose_programs", "template_for", "workspace_planner"]
 
 TEMPLATES: dict[str, str] = {
@@ -33,6 +33,7 @@ TEMPLATES: dict[str, str] = {
 
 
 WORKSPACE_PLANNER = "planner"  # checkpoints/planner: the planner adapted to this customer
+WORKSPACE_TREE_PARSER = "compose_planner"  # checkpoints/compose_planner: the composing parser Improve adapted
 
 
 def workspace_planner(ws: Workspace):
@@ -40,6 +41,15 @@ def workspace_planner(ws: Workspace):
     else the embedded default (both loaded once per process)."""
     path = ws.root / "checkpoints" / WORKSPACE_PLANNER
     return load_planner(path if is_planner_folder(path) else None)
+
+
+def workspace_tree_parser(ws: Workspace):
+    """The composing parser proposals use for this workspace: the one Improve adapted, else the
+    shipped one (both loaded once per process)."""
+    from builder.planner.compose.parse import TreeParser
+
+    path = ws.root / "checkpoints" / WORKSPACE_TREE_PARSER
+    return TreeParser.load(path if (path / "config.json").is_file() else None)
 
 
 def planner_available() -> str | None:
@@ -75,7 +85,8 @@ def planner_for(ws: Workspace, card: TaskCard | None = None, profile: str | dict
         return VideoPlanner()
     from builder.planner.compose.planner import ComposingPlanner
 
-    return ComposingPlanner(kinds=workspace_planner(ws), closed_vocabulary=not detector_is_open(profile),
+    return ComposingPlanner(kinds=workspace_planner(ws), parser=workspace_tree_parser(ws),
+                            closed_vocabulary=not detector_is_open(profile),
                             engines=profile if isinstance(profile, str) else "configured")
 
 

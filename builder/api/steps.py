@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from augment import seltda
-from builder.api.programs import WORKSPACE_PLANNER, workspace_planner
+from builder.api.programs import WORKSPACE_PLANNER, WORKSPACE_TREE_PARSER, planner_for
 from builder.api.runtime import Runtime
 from builder.core.atomic import atomic_write_json
 from builder.core.errors import Cancelled, UserError
@@ -23,9 +23,13 @@ from builder.core.workspace import Workspace
 from builder.methods import export as _export
 from builder.methods import finetune as _finetune
 from builder.methods import improve as _improve
+from builder.methods import improve_trees as _improve_trees
 from builder.methods import tune as _tune
 from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
+from builder.planner.compose.parse import TreeParser
+from builder.planner.compose.planner import ComposingPlanner
+from builder.planner.plan import card_has_video
 from builder.planner.semantic import clear_planner_cache
 
 __all__ = ["REPORT_STEPS", "augment_data", "export_solution", "finetune_engine", "improve_planner",
@@ -71,7 +75,11 @@ def step_not_applicable(ws: Workspace, step: str) -> str | None:
     Augment (SelTDA) writes question/answer pairs for unlabeled images, so it applies to VQA
     tasks only (answers that are text, yes/no or a count); the other steps apply to every task.
     """
-    output = ws.load_task().output.value
+    card = ws.load_task()
+    output = card.output.value
+    if step == "improve" and card_has_video(card):
+        return ("Improve adapts the planner that reads requests about images; this task's examples are "
+                "video clips, which the video planner reads. Edit the video program by hand instead.")
     if step == "augment" and output not in VQA_OUTPUTS:
         return (f"Augment (SelTDA) applies to VQA tasks, whose answers are text, yes/no or a count: it "
                 f"writes question/answer pairs for unlabeled images. This is a {_OUTPUT_WORDS.get(output, output)} "
@@ -85,11 +93,16 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
                     cancel: Callable[[], bool] | None = None, **options: Any) -> dict:
     """Reinforced self-training of the planner on the workspace's annotated examples (the Improve step).
 
+    Both of the proposing planner's readers are adapted in turn: the 20-kind reader
+    (``improve.self_train``) and then the composing parser (``improve_trees.self_train_trees``);
+    the report's before/after are the proposing planner's (``ComposingPlanner``) top-1 accuracy,
+    the 20-kind reader's own report is under ``kinds_reader``.
+
     The examples are grouped by query string into training, validation (decides keep-best) and
     evaluation queries (``builder.methods.improve.split_examples``: ``eval_fraction`` of the
     distinct queries evaluate; with fewer than three distinct queries they are cut by image and
     the report's ``split_by`` says "image"). The adapted
-    planner is saved to ``checkpoints/planner``, used by later proposals in this workspace, and
+    readers are saved to ``checkpoints/planner`` and ``checkpoints/compose_planner``, used by later proposals in this workspace, and
     exported with the solution. Returns the report: accuracy before and after each round on
     the evaluation queries, kept readings, the planner's path. ``options`` go to
     ``builder.methods.improve.AdaptConfig``.
@@ -97,6 +110,9 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
     then ``Cancelled`` is raised and no planner is saved.
     """
+    reason = step_not_applicable(ws, "improve")
+    if reason:
+        raise UserError(reason)
     card = ws.load_task()
     split = _improve.split_examples(card, ws.root, eval_fraction)
     stop = cancel if cancel is not None else should_stop
@@ -105,11 +121,25 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     scorer = _improve.example_scorer(card, runtime.engines, runtime.sandbox, runtime.cache)
     report_progress = progress if callable(progress) else (
         (lambda msg, frac: print(f"[{frac:4.0%}] {msg}", flush=True)) if progress else None)
+    config = _improve.AdaptConfig(rounds=rounds, k=k, steps=steps, **options)
+    proposing = planner_for(ws, card)  # what proposes today: the composing parser, the 20-kind reader for its kinds
     try:
-        planner, report = _improve.self_train(workspace_planner(ws), split.training, split.evaluation, scorer,
-                                              _improve.AdaptConfig(rounds=rounds, k=k, steps=steps, **options),
-                                              progress=report_progress, should_stop=stop, val_tasks=split.validation,
-                                              split_by=split.by)
+        # 1. the 20-kind reader, 2. the composing parser (with the adapted 20-kind reader beside it)
+        kinds, kinds_report = _improve.self_train(proposing.kinds, split.training, split.evaluation, scorer, config,
+                                                  progress=report_progress, should_stop=stop,
+                                                  val_tasks=split.validation, split_by=split.by)
+        if not kinds_report.get("cancelled"):
+            start = ComposingPlanner(kinds=kinds, parser=proposing.parser,
+                                     closed_vocabulary=proposing.closed_vocabulary, engines=proposing.engines)
+            planner, report = _improve_trees.self_train_trees(start, split.training, split.evaluation, scorer, config,
+                                                              progress=report_progress, should_stop=stop,
+                                                              val_tasks=split.validation, split_by=split.by)
+            # before: the planner as it proposed before Improve (neither reader adapted)
+            report["before"] = _improve.evaluate(proposing, split.evaluation, scorer)
+            report["never_worse"] = report["after"]["accuracy"] >= report["before"]["accuracy"]
+        else:
+            report = kinds_report
+        report["kinds_reader"] = kinds_report
     finally:
         if own:
             runtime.close()
@@ -117,9 +147,12 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
         raise Cancelled(f"Improve cancelled after {len(report['rounds'])} of {rounds} round(s); "
                         "no planner was saved")
     out = ws.root / "checkpoints" / WORKSPACE_PLANNER
-    planner.parser.save_pretrained(out)
+    kinds.parser.save_pretrained(out)
     clear_planner_cache(out)
-    report.update(planner=str(out), queries=split.queries,
+    tree_out = ws.root / "checkpoints" / WORKSPACE_TREE_PARSER
+    planner.parser.save_pretrained(tree_out)
+    TreeParser.forget(tree_out)
+    report.update(planner=str(out), tree_parser=str(tree_out), queries=split.queries,
                   **{f"{name}_examples": sum(len(t.examples) for t in tasks) for name, tasks in
                      (("train", split.training), ("val", split.validation), ("eval", split.evaluation))})
     atomic_write_json(ws.root / "checkpoints" / "planner_report.json", report)

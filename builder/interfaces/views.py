@@ -391,4 +391,12 @@ def improve_chart_html(report: dict) -> str:
         for f, v in families.items()) if report.get("after") else ""
     table = (f"<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>family</th><th>before</th>"
              f"<th>after</th></tr>{rows}</table>") if rows else ""
-    return f"<div>{bars_svg(bars, title, width=460, n=n if isinstance(n, int) else None)}{table}</div>"
+    kinds = report.get("kinds_reader")
+    note = ""
+    if kinds and "before" in kinds:  # the 20-kind reader is adapted first; its own accuracy, apart
+        steps = ", ".join(f"round {r['round']} {r['eval']['accuracy']:.2f}{'' if r.get('accepted', True) else ' (not kept)'}"
+                          for r in kinds.get("rounds", []))
+        note = (f"<p style='font-size:90%'>20-kind reader alone: before {kinds['before']['accuracy']:.2f}"
+                f"{', ' + html.escape(steps) if steps else ''}. The bars are the planner that proposes "
+                "(composing parser with the 20-kind reader).</p>")
+    return f"<div>{bars_svg(bars, title, width=460, n=n if isinstance(n, int) else None)}{table}{note}</div>"

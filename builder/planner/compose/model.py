@@ -20,7 +20,7 @@ from builder.planner.semantic import minilm
 
 FIELDS = (None, "color", "shape", "size", "number")
 OUTPUTS = (None, "boxes", "count", "bool", "text", "choice")
-CONFIG = {"d": 160, "heads": 4, "ff": 320, "layers": 1, "field_dim": 16, "dropout": 0.1}
+CONFIG = {"d": 160, "heads": 4, "ff": 320, "layers": 2, "field_dim": 16, "dropout": 0.1}
 MAX_TOKENS = 256  # MiniLM reads 512 positions; a request past 256 sub-words is refused, not cut
 
 _CACHE: dict[tuple, np.ndarray] = {}

@@ -17,7 +17,15 @@ from __future__ import annotations
 from builder.core.seeding import numpy_rng
 from builder.planner import tree as T
 from builder.planner.compose.realise import ATTR_WORDS, CMP_NUM, CMP_SENT, REL_WORDS, Realiser
-from builder.planner.compose.sample import HELDOUT_NOUNS, NOUNS, TRAIN_NOUNS, TreeSampler, combos
+from builder.planner.compose.sample import (
+    COLORS,
+    HELDOUT_NOUNS,
+    NOUNS,
+    SHAPES,
+    TRAIN_NOUNS,
+    TreeSampler,
+    combos,
+)
 from builder.planner.tree import Tree
 
 OUTPUT_OF = {T.SET: "boxes", T.NUM: "count", T.BOOL: "bool", T.TEXT: "text", T.CHOICE: "choice"}
@@ -39,6 +47,9 @@ class Phraser(Realiser):
         """An instruction to locate a set; singular wording for ``extreme`` and ``nearest``."""
         one = t["op"] in ("extreme", "nearest")
         np_ = self.np(t, not one)
+        if t["op"] == "union" and all(s["op"] in ("extreme", "nearest") for s in t["sets"]):
+            return self.pick((f"Find {np_}.", f"Where are {np_}?", f"Box {np_}.", f"Show me {np_}.",
+                              f"Locate {np_}.", f"Highlight {np_}.", f"Mark {np_}.", f"find {np_}"))
         if one:
             return self.pick((f"Find the {np_}.", f"Where is the {np_}?", f"Locate the {np_}.",
                               f"Box the {np_}.", f"Point out the {np_}.", f"Show me the {np_}.",
@@ -160,6 +171,9 @@ class Phraser(Realiser):
     def ask(self, t: Tree) -> str:
         """A yes/no question for a truth value; falls back to wrapping ``statement``."""
         op = t["op"]
+        composed = self.ask_composed(t)
+        if composed:
+            return composed
         if op == "exists" and self.coin(0.7):
             s = t["set"]
             return self.pick((f"Is there {self.article(self.np(s, False))}?", f"Are there any {self.np(s)}?",
@@ -222,7 +236,7 @@ class Phraser(Realiser):
                               f"Is the count of {s} {t['parity']}?", f"Are the {s} {t['parity']} in number?"))
         if op in ("all_of", "any_of") and self.coin(0.6):
             parts = [self.has_phrase(a) for a in t["args"]]
-            if None not in parts:
+            if None not in parts and not any(a["op"] == "every" for a in t["args"]):
                 word = "and" if op == "all_of" else "or"
                 both = self.join(parts, word)
                 return self.pick((f"Is there {both}?", f"Does the image have {both}?", f"Does the picture show {both}?",
@@ -232,6 +246,79 @@ class Phraser(Realiser):
         return self.pick((f"Is it true that {st}?", f"Check whether {st}.", f"Tell me if {st}.", f"Verify that {st}.",
                           f"Confirm whether {st}.", f"Does it hold that {st}?", f"I want to know if {st}.",
                           f"Yes or no: {st}?"))
+
+    def ask_composed(self, t: Tree) -> str | None:
+        """A question comparing two counts, or two questions joined by "and"/"or"; None for other trees
+        (and at random, so the other wordings are used too)."""
+        op = t["op"]
+        if (op == "compare" and t["left"]["op"] in ("count", "add") and t["right"]["op"] == "count"
+                and not self.paired([t["left"], t["right"]]) and self.coin(0.6)):
+            return self.more_or_fewer(t)
+        if op in ("all_of", "any_of") and self.coin(0.3):
+            asked = [self.ask(a).rstrip(".?! ") for a in t["args"]]
+            if all(q.split(" ")[0] in ("Is", "Are", "Do", "Does") for q in asked):
+                asked = [asked[0]] + [q[0].lower() + q[1:] for q in asked[1:]]
+                word = self.pick((", and ", " and ", ", and also ")) if op == "all_of" else self.pick((", or ", " or ", ", or else "))
+                return word.join(asked) + "?"
+        return None
+
+    def more_or_fewer(self, t: Tree) -> str:
+        """A yes/no question comparing two counts ("Do the stars outnumber the circles?"); a sum on the left
+        is said as one group ("red and blue shapes combined")."""
+        left = t["left"]
+        if left["op"] == "count":
+            a = self.np(left["set"])
+        else:
+            a = self.join([self.np(x["set"]) for x in left["args"]], "and") + \
+                self.pick((" combined", " put together", " together", " in total"))
+        b = self.np(t["right"]["set"])
+        return self.pick({
+            ">": (f"Are there more {a} than {b}?", f"Do the {a} outnumber the {b}?", f"Are the {a} more numerous than the {b}?",
+                  f"Do {a} outnumber {b}?"),
+            "<": (f"Are there fewer {a} than {b}?", f"Are there less {a} than {b}?", f"Are the {a} fewer than the {b}?",
+                  f"Are the {a} outnumbered by the {b}?"),
+            ">=": (f"Are there at least as many {a} as {b}?", f"Do the {a} match or outnumber the {b}?",
+                   f"Are there no fewer {a} than {b}?", f"Do the {a} equal or exceed the {b} in number?"),
+            "<=": (f"Are there at most as many {a} as {b}?", f"Are there no more {a} than {b}?",
+                   f"Do the {a} not outnumber the {b}?", f"Are the {a} no more numerous than the {b}?"),
+            "==": (f"Are there as many {a} as {b}?", f"Are there equally many {a} and {b}?",
+                   f"Do the {a} and the {b} come in equal numbers?", f"Is the number of {a} the same as that of {b}?"),
+            "!=": (f"Are the numbers of {a} and {b} different?", f"Do the {a} and the {b} differ in number?",
+                   f"Is the count of {a} different from the count of {b}?", f"Are there not as many {a} as {b}?"),
+        }[t["cmp"]])
+
+    def caption(self) -> str:
+        """A short caption a customer might offer as an option ("a red circle", "two stars above a square")."""
+        def sel(plural: bool = False) -> str:
+            phrase = self.np(T.select(str(self.rng.choice(COLORS)) if self.coin(0.6) else None,
+                                      str(self.rng.choice(SHAPES)),
+                                      str(self.rng.choice(T.SIZES)) if self.coin(0.2) else None), plural)
+            return phrase if plural else self.article(phrase)
+        r = self.rng.random()
+        if r < 0.3:
+            return sel()
+        if r < 0.5:
+            return f"{self.num_word(int(self.rng.integers(2, 6)))} {sel(True)}"
+        if r < 0.75:
+            return f"{sel()} {self.pick(REL_WORDS[str(self.rng.choice(list(REL_WORDS)))])} {sel()}"
+        if r < 0.9:
+            return f"{sel()} and {sel()}"
+        return self.pick(("only ", "nothing but ", "just ", "only ")) + sel(True)
+
+    def caption_list(self) -> str:
+        """Two to four captions, quoted, numbered, lettered or slashed."""
+        caps = [self.caption() for _ in range(int(self.rng.integers(2, 5)))]
+        q = self.pick(("'", '"', "'"))
+        r = self.rng.random()
+        if r < 0.4:
+            return self.join([f"{q}{c}{q}" for c in caps], self.pick(("or", "and", "or")))
+        if r < 0.6:
+            return " ".join(f"{i + 1}) {c}" for i, c in enumerate(caps))
+        if r < 0.8:
+            return ", ".join(f"({'abcd'[i]}) {c}" for i, c in enumerate(caps))
+        if r < 0.9:
+            return " ".join(f"{'ABCD'[i]}: {c}." for i, c in enumerate(caps))
+        return " / ".join(caps)
 
     # ---- text and choices -----------------------------------------------------------------------
     def what(self, t: Tree) -> str:
@@ -260,6 +347,16 @@ class Phraser(Realiser):
     def which(self, t: Tree) -> str:
         """A question picking an image (by a count, number or condition) or the best caption."""
         op = t["op"]
+        if op == "best_caption" and self.coin(0.6):
+            listed = self.caption_list()
+            return self.pick((f"Which caption describes the image best: {listed}?",
+                              f"Pick the caption that fits the picture: {listed}.",
+                              f"Which of these matches the image - {listed}?",
+                              f"Choose the best description of this image. Options: {listed}.",
+                              f"Which description fits the photo best? {listed}",
+                              f"Select the sentence that describes the photo: {listed}",
+                              f"Here are some captions, which one is right? {listed}",
+                              f"Best caption among: {listed}?"))
         if op == "best_caption":
             return self.pick(("Which caption describes the image best?", "Pick the caption that fits the picture.",
                               "Choose the best description of this image.", "Which of these captions matches?",

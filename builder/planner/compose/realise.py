@@ -171,6 +171,9 @@ class Realiser:
             return " ".join(self.adjectives(t))
         if t["op"] == "related":
             return f"{self.pick(REL_WORDS[t['rel']])} {self.anchor(t['anchor'])}"
+        inner = t.get("set") or {}
+        if t["op"] == "complement" and inner["op"] == "select" and not (inner.get("shape") or inner.get("noun")):
+            return self.pick(("not ", "not ", "anything but ", "never ")) + " ".join(self.adjectives(inner))
         phrase = self.np(t, plural)
         return phrase if plural else ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -206,7 +209,17 @@ class Realiser:
 
     def np_union(self, t: Tree, plural: bool) -> str:
         """The sets joined with "or" ("circles, stars or squares")."""
-        parts = [self.np(s, True) for s in t["sets"]]
+        sets = t["sets"]
+        if all(s["op"] == "related" for s in sets) and all(s["set"] == sets[0]["set"] for s in sets):
+            where = [f"{self.pick(REL_WORDS[s['rel']])} {self.anchor(s['anchor'])}" for s in sets]
+            h = self.np(sets[0]["set"], plural)
+            return self.pick((f"{h} {self.join(where, 'or')}", f"{h} that are {self.join(where, 'or')}",
+                              f"{h} either {self.join(where, 'or')}", f"{h} {where[0]} or else {self.join(where[1:], 'or')}"))
+        if all(s["op"] in ("extreme", "nearest") for s in sets):
+            ones = [f"the {self.np(s, False)}" for s in sets]
+            return self.pick((self.join(ones, "and"), self.join(ones, "as well as"), "both " + self.join(ones, "and"),
+                              self.join(ones, "and also")))
+        parts = [self.np(s, True) for s in sets]
         head = ", ".join(parts[:-1])
         return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
                           f"{head} and/or {parts[-1]}", f"{head} and {parts[-1]}", f"{head} as well as {parts[-1]}"))

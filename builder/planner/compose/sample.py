@@ -89,8 +89,7 @@ class TreeSampler:
         if op == "intersect":
             return self.intersect(depth)
         if op == "union":
-            n = 2 if self.rng.random() < 0.85 else 3
-            return {"op": op, "sets": [self.leaf(False) for _ in range(n)]}
+            return self.union(depth)
         if op == "related":
             inner = self.leaf() if self.rng.random() < 0.8 else self.set(depth - 1)
             return {"op": op, "set": inner, "rel": self.pick(T._WORDS["rel"]), "anchor": self.set(depth - 1)}
@@ -118,6 +117,16 @@ class TreeSampler:
         if r < 0.85:
             return {"op": "complement", "set": {"op": "union", "sets": [self.leaf(False) for _ in range(2)]}}
         return {"op": "complement", "set": self.related_to(depth - 1)}
+
+    def union(self, depth: int) -> Tree:
+        """Either of two or three leaves ("circles or stars"), or one set in either of two relations
+        ("triangles left of the red circle or left of the blue one")."""
+        if self.rng.random() < 0.8 or depth <= 1:
+            n = 2 if self.rng.random() < 0.85 else 3
+            return {"op": "union", "sets": [self.leaf(False) for _ in range(n)]}
+        head = self.leaf()
+        return {"op": "union", "sets": [{"op": "related", "set": head, "rel": self.pick(T._WORDS["rel"]),
+                                         "anchor": self.set(depth - 1)} for _ in range(2)]}
 
     def related_to(self, depth: int) -> Tree:
         """Any object in a random relation to a random anchor."""
@@ -202,8 +211,10 @@ class TreeSampler:
         if op == "every":
             s = self.leaf(False) if self.rng.random() < 0.75 else self.set(2)
             r = self.rng.random()
-            inner = (self.modifier(s) if r < 0.6 else {"op": "union", "sets": [self.modifier(s), self.modifier(s)]}
-                     if r < 0.7 else self.set(2))
+            # "are all stars red", "... red or blue", "... not orange", "... above the blue square"
+            inner = (self.modifier(s) if r < 0.45 else {"op": "union", "sets": [self.modifier(s), self.modifier(s)]}
+                     if r < 0.55 else {"op": "complement", "set": self.modifier(s)} if r < 0.65
+                     else self.related_to(1) if r < 0.85 else self.set(2))
             return {"op": op, "set": s, "in": inner}
         if op == "same":
             r = self.rng.random()
@@ -250,7 +261,7 @@ class TreeSampler:
 
     def choice(self, depth: int = 3) -> Tree:
         """A choice tree: argmax/argmin image by a number, first image meeting a condition, or best caption."""
-        op = self.pick(("argmax_image", "argmin_image", "first_image", "best_caption"), p=(0.33, 0.25, 0.32, 0.1))
+        op = self.pick(("argmax_image", "argmin_image", "first_image", "best_caption"), p=(0.31, 0.23, 0.31, 0.15))
         if op == "best_caption":
             return {"op": op}
         if op == "first_image":
@@ -260,6 +271,8 @@ class TreeSampler:
     def tree(self, kind: str | None = None, depth: int = 3) -> Tree:
         """A tree of result type ``kind`` (drawn when None)."""
         kind = kind or self.pick((SET, NUM, BOOL, TEXT, CHOICE), p=(0.2, 0.24, 0.32, 0.14, 0.1))
+        if kind == SET and self.rng.random() < 0.06:  # "the topmost star and the lowest square"
+            return {"op": "union", "sets": [self.single(), self.single()]}
         return {SET: self.set, NUM: self.num, BOOL: self.bool, TEXT: self.text, CHOICE: self.choice}[kind](depth)
 
 
