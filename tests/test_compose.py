@@ -227,7 +227,7 @@ def test_a_long_request_is_read_whole_or_refused_with_a_reason(shipped):
 
 
 def test_coverage_prefers_the_reading_that_keeps_every_value_word():
-    from builder.planner.compose.parse import _by_coverage, uncovered
+    from builder.planner.compose.parse import _by_coverage, lists_options, uncovered
 
     words = G.read_words(split_words("mark every object except the hexagons and the stars"), minilm()[2])
     one = {"op": "complement", "set": S(shape="hexagon")}
@@ -235,4 +235,7 @@ def test_coverage_prefers_the_reading_that_keeps_every_value_word():
     assert uncovered(one, words) == 1 and uncovered(both, words) == 0
     ranked = _by_coverage([(one, -0.6), (both, -0.9)], words)  # the decoder alone prefers the partial reading
     assert T.key(ranked[0][0]) == T.key(both)
-    assert uncovered({"op": "best_caption"}, words) == 0  # caption words are options, not values
+    # a caption choice leaves the values out unless the request lists its captions (then they are options)
+    assert uncovered({"op": "best_caption"}, words) == 2 and uncovered({"op": "best_caption"}, words, True) == 0
+    assert lists_options("Which caption fits: 'a red circle', 'two stars' or (c) a square?")
+    assert not lists_options("Which image has both a purple star and a green hexagon? What is the star's colour?")

@@ -12,6 +12,7 @@ is unsure (below 0.9) and two or more words are unread. The reason names the unr
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ class TreeParser:
             mask = torch.ones(1, len(words), dtype=torch.bool)
             mem, h0, scope_logit = self.model.encode(x, fields, mask, torch.tensor([OUTPUTS.index(output)]))
             found = self._beam(mem, mask, h0, read, root_types(output), k)
-        found = _by_coverage(_without_generic_nouns(found), read)
+        found = _by_coverage(_without_generic_nouns(found), read, query)
         scope = float(torch.sigmoid(scope_logit[0]))
         if not found:
             return Parse(refusal=f"cannot express {_quote(words)} as a {output or 'supported'} request", scope=scope)
@@ -247,21 +248,30 @@ def values(tree: Tree) -> list[str]:
     return out
 
 
-def uncovered(tree: Tree, read: list[G.Word]) -> int:
+_LISTED = re.compile(r"(^|[\s(:,])['\"\u2018\u201c]\w|(^|\s)\(?[1-4a-dA-D][.):]\s")  # an opening quote, "1)", "(b)", "C:"
+
+
+def lists_options(query: str) -> bool:
+    """Whether the request quotes or enumerates text ("'a red circle'", "1) ...", "(b) ...", "C: ...")."""
+    return bool(_LISTED.search(query))
+
+
+def uncovered(tree: Tree, read: list[G.Word], listed: bool = False) -> int:
     """How many distinct value words of the request (colour, shape, size, number) the tree leaves out.
 
     A reading that drops "stars" from "except the hexagons and the stars" is rarely right; the decoder's
-    own probabilities do not know this (coverage, as in machine translation). Caption choices are exempt:
-    the captions' words are options, not values of the tree."""
-    if tree["op"] == "best_caption":
+    own probabilities do not know this (coverage, as in machine translation). A caption choice is exempt
+    when the request ``listed`` its captions (their words are options, not values of the tree)."""
+    if tree["op"] == "best_caption" and listed:
         return 0
     held = set(values(tree))
     return len({str(w.value).lower() for w in read if w.field in FIELDS[1:]} - held)
 
 
-def _by_coverage(found: list, read: list[G.Word]) -> list:
+def _by_coverage(found: list, read: list[G.Word], query: str = "") -> list:
     """The beam's (tree, log-probability) re-ranked with ``UNCOVERED_PENALTY`` per value word left out."""
-    scored = [(tree, lp - UNCOVERED_PENALTY * uncovered(tree, read)) for tree, lp in found]
+    listed = lists_options(query)
+    scored = [(tree, lp - UNCOVERED_PENALTY * uncovered(tree, read, listed)) for tree, lp in found]
     return sorted(scored, key=lambda ts: -ts[1])
 
 
