@@ -28,6 +28,7 @@ from builder.domains.shapes.world.video import (
     any_leaves,
     collision_event,
     crossing_count,
+    leave_edge,
     sample_clip,
     write_clip,
 )
@@ -99,25 +100,53 @@ _RESULTS = {
 """,
 }
 
+# Crossing and leaving programs take the objects the request names (a list of (colour, shape,
+# size); empty: every object) and a direction (crossings: "right" is left to right; leaving: the
+# edge), compiled in as constants like the collision kinds' objects.
+_WANTED = """def execute(video):
+    # The objects the request names, compiled in as (colour, shape, size); None matches any.
+    # No names: every object.
+    WANT = NAMED_LIST
+    DIRECTION = NAMED_DIRECTION
+
+    def wanted(t):
+        # A named colour decides (colours are unique within a clip; shape names can be wrong on
+        # a cluttered frame); shape and size decide when no colour is named.
+        if not WANT:
+            return True
+        for color, shape, size in WANT:
+            if color is not None and t.color == color:
+                return True
+            if color is None and shape in (None, t.shape) and size in (None, t.size):
+                return True
+        return False
+
+"""
+
 PROGRAMS = {
-    "crossing_count": '''def execute(video):
-    # Objects (by colour: a track may break into pieces) whose centre crosses x = width / 2.
+    "crossing_count": _WANTED + """    # Objects (by colour: a track may break into pieces) whose centre crosses x = width / 2
+    # (DIRECTION "right": left to right, "left": right to left, None: either way).
     line = video.width / 2
     crossed = set()
     for t in video.track("object"):
-        if t.crossings(line):
+        if wanted(t) and t.crossings(line, DIRECTION):
             crossed.add(t.color)
     return len(crossed)
-''',
-    "leaves": '''def execute(video):
-    # A track that ends early at the border is an object leaving the frame.
+""",
+    "leaves": _WANTED + """    # A track that ends early at the border is an object leaving the frame (DIRECTION: the edge
+    # it leaves through, None: any).
     last = video.stop - 1
     for t in video.track("object"):
-        if t.last_frame < last - 2 and t.touches_border(t.last_frame, video.width, video.height):
-            return True
+        if not wanted(t) or t.last_frame >= last - 2:
+            continue
+        if t.touches_border(t.last_frame, video.width, video.height):
+            if DIRECTION is None or t.exit_edge(video.width, video.height) == DIRECTION:
+                return True
     return False
-''',
+""",
 }
+CROSS_DIRECTIONS = ("left", "right")  # which way a crossing goes
+EDGES = ("left", "right", "top", "bottom")  # which edge an object leaves through
 
 COLLISION_KINDS = ("collision_frame", "collision_summary")
 ANY = (None, None, None)
@@ -139,16 +168,26 @@ def _named(obj) -> tuple:
     return obj
 
 
-def reference_program(kind: str, a=None, b=None) -> str:
+def reference_program(kind: str, a=None, b=None, objects=(), direction: str | None = None) -> str:
     """The reference program of a video kind. For the collision kinds, ``a`` and ``b`` are the
     objects the request names (colour, shape, size; a name such as "red circle"; None: any
-    object), compiled into the program as constants ``A`` and ``B``."""
+    object), compiled into the program as constants ``A`` and ``B``. For crossings and leaving,
+    ``objects`` lists the objects that count (empty: every object) and ``direction`` is the
+    crossing's direction ("right": left to right, "left") or the edge left through ("left",
+    "right", "top", "bottom"); None is either."""
     if kind not in VIDEO_KINDS:
         raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
     if kind not in COLLISION_KINDS:
         if a is not None or b is not None:
-            raise ValueError(f"{kind} programs take no named objects")
-        return PROGRAMS[kind]
+            raise ValueError(f"{kind} programs take objects as objects=[...], not a and b")
+        allowed = CROSS_DIRECTIONS if kind == "crossing_count" else EDGES
+        if direction not in (None, *allowed):
+            raise ValueError(f"{kind} direction must be one of {', '.join(allowed)} or None, got {direction!r}")
+        named = "[" + ", ".join(_literal(_named(o)) for o in objects) + "]"
+        return (PROGRAMS[kind].replace("NAMED_LIST", named)
+                .replace("NAMED_DIRECTION", "None" if direction is None else json.dumps(direction)))
+    if objects or direction is not None:
+        raise ValueError(f"{kind} programs take named objects as a and b")
     return ((_COLLISION + _RESULTS[kind]).replace("AFTER", str(AFTER_FRAMES))
             .replace("NAMED_A", _literal(_named(a))).replace("NAMED_B", _literal(_named(b))))
 
@@ -157,10 +196,13 @@ def _literal(obj: tuple) -> str:
     return "(" + ", ".join("None" if v is None else json.dumps(v) for v in obj) + ")"
 
 
-def video_example(clip_json: dict, kind: str) -> dict | None:
+def video_example(clip_json: dict, kind: str, objects=(), direction: str | None = None) -> dict | None:
     """(query, expected, program) of ``kind`` for a clip, or None when the clip does not fit the kind
-    (no collision for the collision kinds)."""
+    (no collision for the collision kinds). Crossings and leaving take ``objects`` and
+    ``direction`` filters (``reference_program``); the query then names them."""
     if kind in ("collision_frame", "collision_summary"):
+        if objects or direction is not None:
+            raise ValueError(f"{kind} examples take no filters")
         ev = collision_event(clip_json)
         if ev is None:
             return None
@@ -169,11 +211,64 @@ def video_example(clip_json: dict, kind: str) -> dict | None:
         a, b = (clip_json["objects"][i]["name"] for i in ev["objects"])
         return {"query": QUERIES[kind].format(a=a, b=b), "expected": ev["frame"],
                 "program": reference_program(kind, a, b)}
+    objects = [_named(o) for o in objects]
+    program = reference_program(kind, objects=objects, direction=direction)
     if kind == "crossing_count":
-        return {"query": QUERIES[kind], "expected": crossing_count(clip_json), "program": reference_program(kind)}
+        return {"query": filtered_query(kind, objects, direction),
+                "expected": crossing_count(clip_json, objects, direction), "program": program}
     if kind == "leaves":
-        return {"query": QUERIES[kind], "expected": any_leaves(clip_json), "program": reference_program(kind)}
+        return {"query": filtered_query(kind, objects, direction),
+                "expected": any_leaves(clip_json, objects, direction), "program": program}
     raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
+
+
+def _phrase(obj: tuple, plural: bool) -> str:
+    color, shape, size = obj
+    noun = (shape + "s" if plural else shape) if shape else ("objects" if plural else "object")
+    return " ".join(w for w in (size, color, noun) if w)
+
+
+def filtered_query(kind: str, objects=(), direction: str | None = None) -> str:
+    """The plain request of a crossing or leaving example with its filters ("How many blue objects
+    cross the vertical centre line from left to right?"); the unfiltered kinds' ``QUERIES``."""
+    if not objects and direction is None:
+        return QUERIES[kind]
+    if kind == "crossing_count":
+        names = " or ".join(_phrase(o, True) for o in objects) or "objects"
+        way = {None: "", "right": " from left to right", "left": " from right to left"}[direction]
+        return f"How many {names} cross the vertical centre line{way}?"
+    names = " or the ".join(_phrase(o, False) for o in objects)
+    edge = "" if direction is None else f" through the {direction} edge"
+    return f"Does {'the ' + names if names else 'any object'} leave the frame{edge}?"
+
+
+def random_filter(clip_json: dict, kind: str, rng: np.random.Generator) -> tuple[list, str | None]:
+    """A filter for a crossing or leaving example, drawn from the clip's own objects: one object
+    by colour (with its shape half the time), every object of a shape or a size, and a direction
+    half the time (a third of crossing filters have no object, only a direction). Half the time the
+    object is one the event happens to (and then half the directions are the event's own)."""
+    objs = clip_json["objects"]
+    event = "cross" if kind == "crossing_count" else "leave"
+    movers = [e for e in clip_json["events"] if e["type"] == event]
+    # half the time an object the event happens to, so that "yes" and non-zero answers are common
+    ev = movers[int(rng.integers(len(movers)))] if movers and rng.random() < 0.5 else None
+    o = objs[ev["object"] if ev else int(rng.integers(len(objs)))]
+    pick = int(rng.integers(4))
+    if pick == 0:
+        objects = [(o["color"], None, None)]
+    elif pick == 1:
+        objects = [(o["color"], o["shape"], None)]
+    elif pick == 2:
+        objects = [(None, o["shape"], None)]
+    else:
+        objects = [(None, None, o["size"])]
+    ways = CROSS_DIRECTIONS if kind == "crossing_count" else EDGES
+    direction = str(rng.choice(ways)) if rng.random() < 0.5 else None
+    if direction is not None and ev is not None and rng.random() < 0.5:  # the event's own way
+        direction = ev["direction"] if kind == "crossing_count" else leave_edge(clip_json, ev)
+    if kind == "crossing_count" and rng.random() < 1 / 3:
+        objects, direction = [], str(rng.choice(ways))
+    return objects, direction
 
 
 def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: int = 6, seed: int = 0,
