@@ -34,22 +34,32 @@ import numpy as np
 from builder.core.artifacts import Artifact
 from builder.domains import vocabulary
 from builder.domains.shapes.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
-from builder.planner.prompt import as_request
+from builder.planner.prompt import Proposal, as_request
 from builder.planner.video_phrasings import PHRASINGS
+from builder.planner.video_read import (
+    FILLER,
+    GENERIC_NOUNS,
+    read_direction,
+    training_vocabulary,
+    unread_words,
+)
 
 HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.core.artifacts)
 lookup, split_words = vocabulary("shapes").lookup, vocabulary("shapes").split_words
 HEAD_C = 10.0  # inverse L2 strength of the logistic regression (unit-length 384-d inputs)
+SCOPE_NEGATIVES = 300  # near misses and generated image requests each, as the scope head's negatives
+SCOPE_QUANTILE = 0.03  # the scope threshold: this share of cross-validated video phrasings score below it
+UNSURE_SCOPE = 0.9  # below this, two or more unread words refuse (as the composing parser does)
 REBUILD_COMMAND = "python -m builder.planner.video"
 _BY_OUTPUT = {v: k for k, v in VIDEO_KINDS.items()}  # frame -> collision_frame, ...
 
-_FILLER = {"coloured", "colored", "colour", "color", "shaped", "sized"}  # "the red coloured circle"
 
 
 # ---- the kind head --------------------------------------------------------------------------
 def phrasings_digest() -> str:
     """Hash of the training phrasings and the head's settings (the committed head records it)."""
-    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C}, sort_keys=True)
+    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C, "scope": [SCOPE_NEGATIVES, SCOPE_QUANTILE]},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -69,18 +79,29 @@ class VideoKindHead(Artifact):
 
     architecture = "video-kind-head"
 
-    def __init__(self, kinds: list[str], coef, intercept, C: float = HEAD_C, info: dict | None = None):
+    def __init__(self, kinds: list[str], coef, intercept, C: float = HEAD_C, info: dict | None = None,
+                 scope: dict | None = None):
         self.kinds, self.C = list(kinds), float(C)
         self.coef, self.intercept = np.asarray(coef, np.float64), np.asarray(intercept, np.float64)
         if self.coef.shape != (len(self.kinds), 384) or self.intercept.shape != (len(self.kinds),):
             raise ValueError(f"video kind head: coef {self.coef.shape} / intercept {self.intercept.shape} "
                              f"do not fit {len(self.kinds)} kinds x 384")
+        # the scope head: P(a video request of some kind) = sigmoid(emb @ coef + intercept)
+        self.scope = dict(scope) if scope else None
+        if self.scope is not None and np.asarray(self.scope["coef"]).shape != (384,):
+            raise ValueError("video scope head: coef must be 384 weights")
         self.info = info or {}
 
     def artifact_config(self) -> dict:
-        """The whole head as JSON: kinds, ``C`` and the coefficients and intercepts (rounded to 6 places)."""
-        return {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
-                "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
+        """The whole head as JSON: kinds, ``C``, the coefficients and intercepts (rounded to 6 places)
+        and the scope head (coefficients, intercept, refusal threshold)."""
+        config = {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
+                  "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
+        if self.scope is not None:
+            config["scope"] = {"coef": [round(float(v), 6) for v in self.scope["coef"]],
+                               "intercept": round(float(self.scope["intercept"]), 6),
+                               "threshold": round(float(self.scope["threshold"]), 6)}
+        return config
 
     def artifact_info(self) -> dict:
         """The record of how the head was trained (a copy)."""
@@ -91,7 +112,8 @@ class VideoKindHead(Artifact):
 
     @classmethod
     def _from_files(cls, folder: Path, config: dict, info: dict) -> VideoKindHead:
-        return cls(config["kinds"], config["coef"], config["intercept"], config.get("C", HEAD_C), info)
+        return cls(config["kinds"], config["coef"], config["intercept"], config.get("C", HEAD_C), info,
+                   config.get("scope"))
 
     def probabilities(self, emb: np.ndarray) -> list[dict[str, float]]:
         """P(kind) per row of unit-length embeddings [n, 384]."""
@@ -100,19 +122,50 @@ class VideoKindHead(Artifact):
         p /= p.sum(1, keepdims=True)
         return [{k: float(row[i]) for i, k in enumerate(self.kinds)} for row in p]
 
+    def in_scope(self, emb: np.ndarray) -> np.ndarray:
+        """P(the request is a video request of some kind) per row (1.0 without a scope head)."""
+        if self.scope is None:
+            return np.ones(len(emb))
+        logit = emb @ np.asarray(self.scope["coef"]) + float(self.scope["intercept"])
+        return 1 / (1 + np.exp(-logit))
+
+
+def scope_negatives() -> list[str]:
+    """Requests that are not video requests of any kind: the composing parser's written
+    out-of-scope sentences and near misses (training split) and generated image requests
+    (questions about one picture: counts, attributes, relations)."""
+    from builder.planner.compose import scope as S
+    from builder.planner.compose.phrasings import generate
+
+    return (S.out_of_scope("train") + S.near_misses(SCOPE_NEGATIVES, 0, "train")
+            + [e["request"] for e in generate(SCOPE_NEGATIVES, 0)])
+
 
 def train_head(out: str | Path | None = HEAD_DIR) -> VideoKindHead:
-    """Fit the kind head on ``PHRASINGS`` (scikit-learn, deterministic) and save it to ``out``."""
+    """Fit the kind head on ``PHRASINGS`` and the scope head on them against ``scope_negatives``
+    (scikit-learn, deterministic) and save both to ``out``. The scope head's refusal threshold is
+    the ``SCOPE_QUANTILE`` quantile of the phrasings' 5-fold cross-validated scores: about that
+    share of unseen video requests would be doubted."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     kinds = list(VIDEO_KINDS)
     texts = [q for k in kinds for q in PHRASINGS[k]]
     y = np.array([kinds.index(k) for k in kinds for _ in PHRASINGS[k]])
     x = sentence_embeddings(texts)
     clf = LogisticRegression(C=HEAD_C, max_iter=5000).fit(x, y)
+    neg = sentence_embeddings(scope_negatives())
+    xs, ys = np.vstack([x, neg]), np.r_[np.ones(len(x)), np.zeros(len(neg))]
+    scope_clf = LogisticRegression(C=HEAD_C, max_iter=5000, class_weight="balanced")
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    cv = cross_val_predict(scope_clf, xs, ys, cv=folds, method="predict_proba")[:, 1]
+    threshold = float(np.quantile(cv[: len(x)], SCOPE_QUANTILE))
+    scope_clf.fit(xs, ys)
+    scope = {"coef": scope_clf.coef_[0], "intercept": float(scope_clf.intercept_[0]), "threshold": threshold}
     info = {"digest": phrasings_digest(), "phrasings": len(texts), "train_accuracy": round(float(clf.score(x, y)), 4),
+            "scope_negatives": len(neg), "scope_cv_negatives_refused": round(float(np.mean(cv[len(x):] < threshold)), 4),
             "command": REBUILD_COMMAND}
-    head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info)
+    head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info, scope)
     if out is not None:
         head.save_pretrained(out)
         with _HEAD_LOCK:
@@ -133,13 +186,20 @@ def _load_head() -> VideoKindHead:
 
 def kind_probabilities(queries: list[str]) -> list[dict[str, float]]:
     """P(kind | query) per query from the MiniLM head; the keyword rule's one-hot without MiniLM."""
+    return score_requests(queries)[0]
+
+
+def score_requests(queries: list[str]) -> tuple[list[dict[str, float]], list[float | None]]:
+    """(P(kind | query), P(a video request at all)) per query, from one embedding. Without MiniLM
+    the keyword rule's one-hot and no scope (None)."""
     if not queries:
-        return []
+        return [], []
     try:
         emb = sentence_embeddings(queries)
     except RuntimeError:  # no torch / transformers / MiniLM wheel: the keyword rule
-        return [_one_hot(keyword_video_kind(q)) for q in queries]
-    return _load_head().probabilities(emb)
+        return [_one_hot(keyword_video_kind(q)) for q in queries], [None] * len(queries)
+    head = _load_head()
+    return head.probabilities(emb), [float(v) for v in head.in_scope(emb)]
 
 
 def _one_hot(kind: str | None) -> dict[str, float]:
@@ -211,7 +271,7 @@ def named_objects(query: str) -> list[NamedObject]:
     for w in words:
         v = _value(w, known)
         if v is None:
-            if w.lower() in _FILLER and current:
+            if w.lower() in FILLER and current:
                 continue
             if current:
                 runs.append(current)
@@ -241,23 +301,58 @@ def named_objects(query: str) -> list[NamedObject]:
     return objects
 
 
-# ---- the planner ----------------------------------------------------------------------------
-def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[tuple]:
-    """(kind, a, b) readings best first: each fitting kind's main reading by probability, then
-    alternative object readings (the first object with any other, any pair)."""
+def filter_objects(query: str) -> list[NamedObject]:
+    """The objects a crossing or leaving request counts: its named objects, plus a size over a
+    generic noun ("the large objects", "small shapes"), which names every object of that size."""
+    objects = named_objects(query)
+    known = _known_words()
+    words = [w.lower() for w in split_words(query)]
+    for i, w in enumerate(words[:-1]):
+        v = _value(w, known)
+        nxt = words[i + 1] if words[i + 1] not in FILLER or i + 2 >= len(words) else words[i + 2]
+        if v and v[0] == "size" and nxt in GENERIC_NOUNS and NamedObject(size=v[1]) not in objects:
+            prev = _value(words[i - 1], known) if i else None
+            if prev is None or prev[0] == "size":  # "large red objects" is the red one, read above
+                objects.append(NamedObject(size=v[1]))
+    return objects
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One way to read a request: a kind and what it names (collision kinds: ``a`` and ``b``;
+    crossings and leaving: the ``objects`` that count and a ``direction``)."""
+
+    kind: str
+    a: NamedObject | None = None
+    b: NamedObject | None = None
+    objects: tuple[NamedObject, ...] = ()
+    direction: str | None = None
+
+
+def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[Reading]:
+    """Readings best first: each fitting kind's main reading by probability, then alternatives
+    (collisions: the first object with any other, any pair; crossings and leaving: without the
+    direction, then without any filter)."""
     objs = named_objects(query)
     a = objs[0] if objs else None
     b = objs[1] if len(objs) > 1 else None
+    words = split_words(query)
     main, alternatives = [], []
     for kind, _ in rank_kinds(query, output, probs):
         if kind not in COLLISION_KINDS:
-            main.append((kind, None, None))
+            objects = tuple(filter_objects(query))
+            direction, _ = read_direction(words, kind)
+            main.append(Reading(kind, objects=objects, direction=direction))
+            if direction is not None:
+                alternatives.append(Reading(kind, objects=objects))
+            if objects:
+                alternatives.append(Reading(kind))
             continue
-        main.append((kind, a, b))
+        main.append(Reading(kind, a, b))
         if b is not None:
-            alternatives.append((kind, a, None))  # the second name may not be an object
+            alternatives.append(Reading(kind, a, None))  # the second name may not be an object
         if a is not None:
-            alternatives.append((kind, None, None))
+            alternatives.append(Reading(kind))
     out = []
     for r in main + alternatives:
         if r not in out:
@@ -265,31 +360,81 @@ def readings(query: str, output: str | None = None, probs: dict[str, float] | No
     return out
 
 
-def compile_reading(kind: str, a: NamedObject | None, b: NamedObject | None) -> str:
-    """The program of a reading: the world's program of ``kind`` with the named objects compiled in."""
-    if kind not in COLLISION_KINDS:
-        return reference_program(kind)
-    return reference_program(kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
+def compile_reading(reading: Reading) -> str:
+    """The program of a reading: the world's program of its kind with what it names compiled in."""
+    if reading.kind not in COLLISION_KINDS:
+        return reference_program(reading.kind, objects=[o.as_tuple() for o in reading.objects],
+                                 direction=reading.direction)
+    a, b = reading.a, reading.b
+    return reference_program(reading.kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
+
+
+def refusal(query: str, scope: float | None, output: str | None = None, kind: str | None = None) -> str | None:
+    """Why the planner cannot express ``query`` as a video request, or None when it can: the scope
+    head says it is no video request (below its calibrated threshold), or doubts it (below
+    ``UNSURE_SCOPE``) while two or more content words are unread. The reason names the unread
+    words (or, when none, the content words)."""
+    words = split_words(query)
+    if not any(w.isalnum() for w in words):
+        return "cannot read an empty request"
+    if scope is None:  # no MiniLM: the keyword rule decides, nothing is refused
+        return None
+    known = _known_words()
+    _, direction_words = read_direction(words, kind or "")
+    unread = unread_words(words, lambda w: _value(w, known) is not None, direction_words, _vocabulary())
+    threshold = _load_head().scope["threshold"]
+    if scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
+        return None
+    named = unread or unread_words(words, lambda w: _value(w, known) is not None, direction_words, frozenset())
+    kinds = ", ".join(k.replace("_", " ") for k in fitting_kinds(output))
+    return (f"cannot express {', '.join(repr(w) for w in named[:6])} as a video request: the video planner "
+            f"reads {kinds} (with named objects and directions)")
+
+
+_VOCAB: dict[str, frozenset[str]] = {}
+
+
+def _vocabulary() -> frozenset[str]:
+    if "v" not in _VOCAB:
+        _VOCAB["v"] = training_vocabulary()
+    return _VOCAB["v"]
 
 
 class VideoPlanner:
-    """Proposes up to k programs per request: kinds ranked by the MiniLM head, objects compiled in."""
+    """Proposes up to k programs per request: kinds ranked by the MiniLM head, what the request
+    names compiled in; a request no kind can express is refused with the words it could not read."""
 
-    def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
-        """Up to k distinct candidate programs per request, best first (none when no kind fits)."""
+    def plan(self, request, k: int = 4, temperature: float = 1.0, top_p: float = 1.0) -> Proposal:
+        """Up to ``k`` distinct programs for ``request``, best first, or none and the reason."""
+        return self.plan_many([request], k)[0]
+
+    def plan_many(self, requests, k: int = 1) -> list[Proposal]:
+        """``plan`` for several requests (one embedding pass)."""
         if k < 1:
             raise ValueError("k must be at least 1")
         reqs = [as_request(r) for r in requests]
-        probs = kind_probabilities([r.query for r in reqs])
+        probs, scopes = score_requests([r.query for r in reqs])
         out = []
-        for req, p in zip(reqs, probs, strict=True):
+        for req, p, scope in zip(reqs, probs, scopes, strict=True):
+            if not fitting_kinds(req.output):
+                out.append(Proposal([], f"the video planner has no kind with output {req.output!r}"))
+                continue
+            best = rank_kinds(req.query, req.output, p)[0][0]
+            reason = refusal(req.query, scope, req.output, best)
+            if reason is not None:
+                out.append(Proposal([], reason))
+                continue
             programs: list[str] = []
-            for kind, a, b in readings(req.query, req.output, p):
-                src = compile_reading(kind, a, b)
+            for reading in readings(req.query, req.output, p):
+                src = compile_reading(reading)
                 if src not in programs:
                     programs.append(src)
-            out.append(programs[:k])
+            out.append(Proposal(programs[:k]))
         return out
+
+    def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
+        """Up to k distinct candidate programs per request, best first (none when refused)."""
+        return [p.programs for p in self.plan_many(requests, k)]
 
 
 # ---- the old keyword rule (fallback without MiniLM, and the bench's baseline) ----------------
