@@ -147,3 +147,89 @@ def test_named_pair_program_on_a_clip(tmp_path):
         out = run_local(program, [ex], profile="shapes", progress=False, workers=1)
         right += summarise(out.results, card.output, card.metric, 0.0).accuracy
     assert right >= 2
+
+
+# ---- abstention ------------------------------------------------------------------------------
+# Requests written for this test (not in the unsupported blind set): nothing any video kind reads.
+CANNOT = [
+    ("For how long is the cyan circle on screen?", "long"),
+    ("Give me the red square's box at the end of the clip", "box"),
+]
+
+
+@pytest.mark.parametrize("query,word", CANNOT)
+def test_a_request_no_kind_expresses_is_refused_with_its_words(query, word):
+    proposal = VideoPlanner().plan(PlanRequest(query))
+    assert proposal.programs == [] and proposal.refusal and repr(word) in proposal.refusal, proposal
+    assert VideoPlanner().propose([query], k=4) == [[]]
+
+
+def test_refusal_reaches_plan_for_task(tmp_path):
+    from builder.planner.plan import plan_for_task
+
+    card_path = make_video_task_card(tmp_path / "cc", "crossing_count", n=2, seed=3)
+    card = load_task_card(card_path, check_images=True)
+    odd = card.model_copy(update={"examples": [ex.model_copy(update={"query": CANNOT[0][0]}) for ex in card.examples]})
+    proposal = plan_for_task(odd)
+    assert proposal.programs == [] and "long" in proposal.refusal
+    assert plan_for_task(card).programs  # the card's own request is planned
+
+
+# ---- object and direction filters on crossings and leaving -------------------------------------
+def test_filters_are_read_and_compiled_in():
+    plan = VideoPlanner().plan
+    blue = plan(PlanRequest("How many blue shapes cross the centre line?", output="count")).programs
+    assert blue[0] == reference_program("crossing_count", objects=[("blue", None, None)])
+    assert blue[-1] == reference_program("crossing_count")  # the unfiltered reading stays a candidate
+    ltr = plan(PlanRequest("How many objects cross from left to right?", output="count")).programs
+    assert ltr[0] == reference_program("crossing_count", direction="right")
+    rtl = plan(PlanRequest("How many large objects cross the middle from the right?", output="count")).programs
+    assert rtl[0] == reference_program("crossing_count", objects=[(None, None, "large")], direction="left")
+    star = plan(PlanRequest("Did the red star leave the frame?", output="bool")).programs
+    assert star[0] == reference_program("leaves", objects=[("red", "star", None)])
+    top = plan(PlanRequest("Does the green circle go out through the top?", output="bool")).programs
+    assert top[0] == reference_program("leaves", objects=[("green", "circle", None)], direction="top")
+    # "left" the verb is no edge
+    assert plan(PlanRequest("Has anything left the frame?", output="bool")).programs[0] == reference_program("leaves")
+
+
+def _clip_pair(kind, objects, direction, seed):
+    """Two clips whose filtered answers differ (and differ from the unfiltered answer on one)."""
+    import numpy as np
+
+    from builder.domains.shapes.world.video import any_leaves, crossing_count, sample_clip
+
+    truth = crossing_count if kind == "crossing_count" else any_leaves
+    rng = np.random.default_rng(seed)
+    found = {}
+    for _ in range(400):
+        clip = sample_clip(rng, "clean")
+        gt = clip.to_json()
+        value = truth(gt, objects, direction)
+        if value not in found and (found or value != truth(gt)):
+            found[value] = clip
+        if len(found) == 2:
+            return list(found.items())
+    raise AssertionError("no pair of clips found")
+
+
+@pytest.mark.parametrize("kind,query,objects,direction", [
+    ("crossing_count", "How many blue shapes cross the vertical centre line?", [("blue", None, None)], None),
+    ("crossing_count", "How many objects cross the centre line from left to right?", [], "right"),
+    ("leaves", "Does the purple object leave the frame?", [("purple", None, None)], None),
+])
+def test_filtered_programs_follow_the_clip(tmp_path, kind, query, objects, direction):
+    """The planner's program for a filtered request, run on two clips whose filtered answers differ
+    (one of them also differs from the unfiltered answer): it gives each clip's own answer."""
+    from builder.domains.shapes.world.video import write_clip
+    from builder.run.local import ExampleInput
+
+    program = VideoPlanner().plan(PlanRequest(query, output=VIDEO_KINDS[kind])).programs[0]
+    assert program == reference_program(kind, objects=objects, direction=direction)
+    pairs = _clip_pair(kind, objects, direction, seed=11)
+    inputs = []
+    for i, (value, clip) in enumerate(pairs):
+        write_clip(clip, tmp_path / f"{i}.mp4")
+        inputs.append(ExampleInput([str(tmp_path / f"{i}.mp4")], query, expected=value))
+    out = run_local(program, inputs, profile="shapes", progress=False, workers=1)
+    assert [r.value for r in out.results] == [v for v, _ in pairs], [(r.value, r.error) for r in out.results]
