@@ -15,9 +15,16 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
   with the domain vocabulary (synonyms, inflections, typos of words MiniLM does not know) and
   compiled into the program as constants ``A`` and ``B``; the program never reads the query. A
   query naming none gets the any-pair program (the pair whose contact turns both round).
+* **Filters.** Crossing and leaving requests name the objects that count and a direction
+  ("how many blue shapes cross from left to right", "did the red star leave through the top"),
+  read by ``builder.planner.video_read`` and compiled in the same way.
+* **Abstention.** A second logistic regression over the same embedding (the scope head, trained
+  against written out-of-scope requests, near misses and image requests) and the request's
+  unread words decide whether any kind expresses the request; if not, ``plan`` returns no
+  program and a reason naming the unread words, never the nearest kind's program.
 * **Candidates.** k programs: the best kind's first, then the other kinds that fit the card's
-  output by probability, then alternative object readings (any pair), so selection by examples
-  can correct a wrong first guess.
+  output by probability, then alternative readings (any pair; no direction; no filter), so
+  selection by examples can correct a wrong first guess.
 """
 
 from __future__ import annotations
