@@ -47,6 +47,13 @@ UNSEEN = {
         "Tell me the number of shapes that travel from one side of the middle to the other.",
         "How many vehicles pass the center of the camera view?",
     ],
+    "collides": [
+        "Has the orange hexagon been in a crash?",
+        "Did the blue star and the red circle run into each other or not?",
+        "is green hit? y/n",
+        "Does some other shape smack into the purple square?",
+        "Was the large cyan triangle rear-ended by anything?",
+    ],
     "leaves": [
         "Did any of the shapes drive off the edge of the screen?",
         "Is at least one vehicle no longer visible because it went out of frame?",
@@ -60,7 +67,7 @@ UNSEEN = {
 def test_committed_head_matches_the_phrasings():
     head = VideoKindHead.from_pretrained(HEAD_DIR)
     assert head.info["digest"] == phrasings_digest(), f"rebuild the head: {head.info['command']}"
-    assert head.kinds == list(VIDEO_KINDS) and head.coef.shape == (4, 384)
+    assert head.kinds == list(VIDEO_KINDS) and head.coef.shape == (len(VIDEO_KINDS), 384)
     assert all(20 <= len(v) <= 40 for v in PHRASINGS.values())
     assert not {q for qs in UNSEEN.values() for q in qs} & {q for qs in PHRASINGS.values() for q in qs}
 
@@ -78,7 +85,7 @@ def test_output_kind_constrains_the_choice():
     assert video_kind(q, "count") == "crossing_count"
     assert video_kind(q, "text") is None
     ranked = rank_kinds(q)
-    assert [k for k, _ in ranked][0] == "collision_frame" and len(ranked) == 4
+    assert [k for k, _ in ranked][0] == "collision_frame" and len(ranked) == len(VIDEO_KINDS)
     assert abs(sum(p for _, p in ranked) - 1) < 1e-6 and ranked[0][1] > ranked[1][1]
     # the old rule read "hit" as a collision frame and "report" as a summary; the head reads both
     assert keyword_video_kind("How many objects pass the line?") == "crossing_count"
@@ -110,8 +117,8 @@ def test_named_colours_compile_into_the_program():
 
 
 def test_candidates_ranked_over_kinds_without_an_output():
-    progs = VideoPlanner().propose(["How many objects cross the centre line?"], k=4)[0]
-    assert progs[0] == reference_program("crossing_count") and len(progs) == 4
+    progs = VideoPlanner().propose(["How many objects cross the centre line?"], k=len(VIDEO_KINDS))[0]
+    assert progs[0] == reference_program("crossing_count") and len(progs) == len(VIDEO_KINDS)
     assert set(progs) == {reference_program(k) for k in VIDEO_KINDS}
 
 
@@ -120,6 +127,7 @@ def test_candidates_ranked_over_kinds_without_an_output():
     ("collision_summary", "Document the crash: who was involved, when, and how they moved."),
     ("crossing_count", "midline pass count"),
     ("leaves", "Did anything drive out of the picture?"),
+    ("collides", None),  # each example names its own pair
 ])
 def test_programs_run_on_generated_clips(tmp_path, kind, query):
     card_path = make_video_task_card(tmp_path / kind, kind, n=4, seed=5)
@@ -194,19 +202,29 @@ def test_filters_are_read_and_compiled_in():
 
 
 def _clip_pair(kind, objects, direction, seed):
-    """Two clips whose filtered answers differ (and differ from the unfiltered answer on one)."""
+    """Two clips whose filtered answers differ (and, for crossings and leaving, differ from the
+    unfiltered answer on one; for collides, the named objects are in both clips)."""
     import numpy as np
 
-    from builder.domains.shapes.world.video import any_leaves, crossing_count, sample_clip
+    from builder.domains.shapes.world.video import any_leaves, collides, crossing_count, fits, sample_clip
 
-    truth = crossing_count if kind == "crossing_count" else any_leaves
+    def truth(gt, objects=(), direction=None):
+        if kind == "collides":
+            return collides(gt, *objects)
+        return (crossing_count if kind == "crossing_count" else any_leaves)(gt, objects, direction)
+
+    def fair(gt, value):
+        if kind == "collides":  # every named object is in the clip
+            return all(any(fits(o, w) for o in gt["objects"]) for w in objects)
+        return bool(found) or value != truth(gt)
+
     rng = np.random.default_rng(seed)
     found = {}
     for _ in range(400):
-        clip = sample_clip(rng, "clean")
+        clip = sample_clip(rng, "clean", collision=0.5)
         gt = clip.to_json()
         value = truth(gt, objects, direction)
-        if value not in found and (found or value != truth(gt)):
+        if value not in found and fair(gt, value):
             found[value] = clip
         if len(found) == 2:
             return list(found.items())
@@ -217,15 +235,20 @@ def _clip_pair(kind, objects, direction, seed):
     ("crossing_count", "How many blue shapes cross the vertical centre line?", [("blue", None, None)], None),
     ("crossing_count", "How many objects cross the centre line from left to right?", [], "right"),
     ("leaves", "Does the purple object leave the frame?", [("purple", None, None)], None),
+    ("collides", "Did the purple star get bumped?", [("purple", "star", None)], None),
 ])
 def test_filtered_programs_follow_the_clip(tmp_path, kind, query, objects, direction):
-    """The planner's program for a filtered request, run on two clips whose filtered answers differ
-    (one of them also differs from the unfiltered answer): it gives each clip's own answer."""
+    """The planner's program for a filtered request (or a did-X-collide one), run on two clips whose
+    answers differ (for filters one also differs from the unfiltered answer): it gives each clip's
+    own answer."""
     from builder.domains.shapes.world.video import write_clip
     from builder.run.local import ExampleInput
 
-    program = VideoPlanner().plan(PlanRequest(query, output=VIDEO_KINDS[kind])).programs[0]
-    assert program == reference_program(kind, objects=objects, direction=direction)
+    program = VideoPlanner().plan(PlanRequest(query)).programs[0]  # no output kind: the head decides
+    if kind == "collides":
+        assert program == reference_program(kind, *objects)
+    else:
+        assert program == reference_program(kind, objects=objects, direction=direction)
     pairs = _clip_pair(kind, objects, direction, seed=11)
     inputs = []
     for i, (value, clip) in enumerate(pairs):

@@ -6,12 +6,13 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
 * **Kind.** The query is embedded with the frozen pretrained MiniLM the default planner uses
   (``builder.planner.semantic.encode``: the same loaded model and cache; mean-pooled, unit
   length), and a logistic-regression head over that embedding gives a probability per kind
-  (a collision's frame, a collision summary, line crossings, leaving the frame). The head is
+  (a collision's frame, a collision summary, line crossings, leaving the frame, whether named
+  objects collide). The head is
   trained on hand-written phrasings (``builder.planner.video_phrasings``) and committed as
-  ``video_head/`` (an artifact folder: 4 x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
-  card's output kind (frame, summary, count, bool) restricts the kinds. Without the ML stack the
+  ``video_head/`` (an artifact folder: kinds x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
+  card's output kind (frame, summary, count, bool) restricts the kinds (bool: leaving or colliding). Without the ML stack the
   old keyword rule (``keyword_video_kind``) decides.
-* **Objects.** The objects a collision query names (colour, optional shape and size) are read
+* **Objects.** The objects a collision query (frame, summary, collides) names (colour, optional shape and size) are read
   with the domain vocabulary (synonyms, inflections, typos of words MiniLM does not know) and
   compiled into the program as constants ``A`` and ``B``; the program never reads the query. A
   query naming none gets the any-pair program (the pair whose contact turns both round).
@@ -58,7 +59,9 @@ SCOPE_NEGATIVES = 300  # near misses and generated image requests each, as the s
 SCOPE_QUANTILE = 0.03  # the scope threshold: this share of cross-validated video phrasings score below it
 UNSURE_SCOPE = 0.9  # below this, two or more unread words refuse (as the composing parser does)
 REBUILD_COMMAND = "python -m builder.planner.video"
-_BY_OUTPUT = {v: k for k, v in VIDEO_KINDS.items()}  # frame -> collision_frame, ...
+_BY_OUTPUT = {}  # frame -> collision_frame, ...: the first kind of each output
+for _k, _out in VIDEO_KINDS.items():
+    _BY_OUTPUT.setdefault(_out, _k)
 
 
 
@@ -450,6 +453,7 @@ _WORDS = {
     "collision_frame": ("collide", "collision", "crash", "hit", "bump", "touch"),
     "crossing_count": ("cross", "line", "pass"),
     "leaves": ("leave", "exit", "out of", "disappear", "go off"),
+    "collides": ("collide", "collision", "crash", "hit", "bump", "touch"),
 }
 
 

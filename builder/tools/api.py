@@ -232,12 +232,19 @@ class Track:
         from left to right, "left" only those from right to left (None: both)."""
         if direction not in (None, "left", "right"):
             raise ValueError(f"direction must be 'left', 'right' or None, got {direction!r}")
+        def centre(k: int) -> float:
+            b = self.boxes[min(max(k, 0), len(self.boxes) - 1)]
+            return (b[0] + b[2]) / 2
+
         out = []
         for k in range(1, len(self.frames)):
-            c0 = (self.boxes[k - 1][0] + self.boxes[k - 1][2]) / 2
-            c1 = (self.boxes[k][0] + self.boxes[k][2]) / 2
-            if (c0 < x) != (c1 < x) and direction in (None, "right" if c1 > c0 else "left"):
-                out.append(self.frames[k])
+            c0, c1 = centre(k - 1), centre(k)
+            if (c0 < x) != (c1 < x):
+                # the way it goes over a few seen frames around the crossing: a box that wobbles
+                # back over the line for a frame still moves the same way
+                way = "right" if centre(k + 2) - centre(k - 3) > 0 else "left"
+                if direction in (None, way):
+                    out.append(self.frames[k])
         return out
 
     def exit_edge(self, width: int, height: int) -> str:

@@ -423,6 +423,17 @@ def collision_event(clip_json: dict) -> dict | None:
     return next((e for e in clip_json["events"] if e["type"] == "collision"), None)
 
 
+def collides(clip_json: dict, a, b=None) -> bool:
+    """Ground truth: whether the named object ``a`` (colour, shape, size; None matches anything)
+    collides, with ``b`` when given (any object when None)."""
+    ev = collision_event(clip_json)
+    if ev is None:
+        return False
+    x, y = (clip_json["objects"][i] for i in ev["objects"])
+    want_b = b if b is not None else (None, None, None)
+    return (fits(x, a) and fits(y, want_b)) or (fits(y, a) and fits(x, want_b))
+
+
 def encode_mp4(frames, path: str | Path | None, fps: int, crf: int = 16) -> bytes:
     """Encode RGB frames (an iterable of (H, W, 3) uint8 arrays) as H.264 MP4; returns the bytes
     and writes them to ``path`` when given. A low CRF keeps flat colours close to the source."""

@@ -7,6 +7,8 @@ Four kinds (the seeds' mobility use case, in the shapes world):
 * ``leaves`` (output ``bool``): does any object leave the frame?
 * ``collision_summary`` (output ``summary``, scored field by field): which objects collide, at
   which frame, and which way each moved before and after.
+* ``collides`` (output ``bool``): does a named object collide (with a second named one, or with
+  anything)? "Did the purple star get bumped?"
 
 Reference programs are written against ``builder.tools.api`` and see pixels only (through the
 ``track`` tool); ground truth comes from the clip's events. The collision programs never read
@@ -26,6 +28,7 @@ from builder.domains.shapes.world.cards import fits_balance
 from builder.domains.shapes.world.video import (
     AFTER_FRAMES,
     any_leaves,
+    collides,
     collision_event,
     crossing_count,
     leave_edge,
@@ -36,13 +39,14 @@ from builder.domains.shapes.world.video import (
 # Clips drawn (at most) for one card before giving up on balancing its answers.
 MAX_CLIP_DRAWS = 2000
 VIDEO_KINDS = {"collision_frame": "frame", "crossing_count": "count", "leaves": "bool",
-               "collision_summary": "summary"}
+               "collision_summary": "summary", "collides": "bool"}
 
 QUERIES = {
     "collision_frame": "At which frame does the {a} collide with the {b}?",
     "crossing_count": "How many objects cross the vertical centre line?",
     "leaves": "Does any object leave the frame?",
     "collision_summary": "Summarise the collision: which objects, the frame, and how each moved before and after.",
+    "collides": "Does the {a} collide with the {b}?",
 }
 
 # The collision kinds share one program: the objects the request names are compiled in as
@@ -98,6 +102,9 @@ _RESULTS = {
         "after": {a.label: a.direction(f + 1, f + AFTER), b.label: b.direction(f + 1, f + AFTER)},
     }
 """,
+    "collides": """    # A contact after which both objects turn round is a collision; a near miss is not.
+    return best is not None and best[0] == 2
+""",
 }
 
 # Crossing and leaving programs take the objects the request names (a list of (colour, shape,
@@ -148,7 +155,7 @@ PROGRAMS = {
 CROSS_DIRECTIONS = ("left", "right")  # which way a crossing goes
 EDGES = ("left", "right", "top", "bottom")  # which edge an object leaves through
 
-COLLISION_KINDS = ("collision_frame", "collision_summary")
+COLLISION_KINDS = ("collision_frame", "collision_summary", "collides")
 ANY = (None, None, None)
 
 
@@ -200,6 +207,8 @@ def video_example(clip_json: dict, kind: str, objects=(), direction: str | None 
     """(query, expected, program) of ``kind`` for a clip, or None when the clip does not fit the kind
     (no collision for the collision kinds). Crossings and leaving take ``objects`` and
     ``direction`` filters (``reference_program``); the query then names them."""
+    if kind == "collides":
+        return _collides_example(clip_json, objects, direction)
     if kind in ("collision_frame", "collision_summary"):
         if objects or direction is not None:
             raise ValueError(f"{kind} examples take no filters")
@@ -220,6 +229,25 @@ def video_example(clip_json: dict, kind: str, objects=(), direction: str | None 
         return {"query": filtered_query(kind, objects, direction),
                 "expected": any_leaves(clip_json, objects, direction), "program": program}
     raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
+
+
+def _collides_example(clip_json: dict, objects, direction) -> dict:
+    """A collides example: ``objects`` names one or two objects (default: the colliding pair, or
+    the first two objects when nothing collides)."""
+    if direction is not None:
+        raise ValueError("collides examples take no direction")
+    objs = clip_json["objects"]
+    if not objects:
+        ev = collision_event(clip_json)
+        pair = ev["objects"] if ev else [0, 1]
+        objects = [(objs[i]["color"], objs[i]["shape"], None) for i in pair]
+    if not 1 <= len(objects) <= 2:
+        raise ValueError(f"collides examples name one or two objects, got {len(objects)}")
+    a, b = (_named(o) for o in [*objects, None][:2])
+    query = (QUERIES["collides"].format(a=_phrase(a, False), b=_phrase(b, False)) if objects[1:] else
+             f"Does the {_phrase(a, False)} collide with anything?")
+    return {"query": query, "expected": collides(clip_json, a, None if b == ANY else b),
+            "program": reference_program("collides", a, None if b == ANY else b)}
 
 
 def _phrase(obj: tuple, plural: bool) -> str:
@@ -246,8 +274,14 @@ def random_filter(clip_json: dict, kind: str, rng: np.random.Generator) -> tuple
     """A filter for a crossing or leaving example, drawn from the clip's own objects: one object
     by colour (with its shape half the time), every object of a shape or a size, and a direction
     half the time (a third of crossing filters have no object, only a direction). Half the time the
-    object is one the event happens to (and then half the directions are the event's own)."""
+    object is one the event happens to (and then half the directions are the event's own). For
+    ``collides``: one or two objects (half the time of the colliding pair), no direction."""
     objs = clip_json["objects"]
+    if kind == "collides":  # the colliding pair or one of it half the time, else any one or two objects
+        ev = collision_event(clip_json)
+        ids = list(ev["objects"]) if ev and rng.random() < 0.5 else [int(i) for i in rng.permutation(len(objs))[:2]]
+        ids = ids[:1] if rng.random() < 0.3 else ids
+        return [(objs[i]["color"], objs[i]["shape"] if rng.random() < 0.5 else None, None) for i in ids], None
     event = "cross" if kind == "crossing_count" else "leave"
     movers = [e for e in clip_json["events"] if e["type"] == event]
     # half the time an object the event happens to, so that "yes" and non-zero answers are common
@@ -287,7 +321,7 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 23])
-    collide = True if kind in ("collision_frame", "collision_summary") else 0.5
+    collide = True if kind in ("collision_frame", "collision_summary") else 0.5  # collides: half do
     examples = []
     draws = 0
     while len(examples) < n:
