@@ -32,7 +32,7 @@ from builder.tools.profile import build_engines
 
 # Bench rows with a filter drawn per clip (``random_filter``: an object by colour, colour and shape,
 # a shape or a size, and a direction or edge half the time; for collides one or two objects).
-FILTERED = ("crossing_count_filtered", "leaves_filtered", "collides_filtered")
+FILTERED = ("crossing_count_filtered", "leaves_filtered", "collides_filtered", "first_to_leave_filtered")
 
 
 def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[dict, float, float]:

@@ -54,6 +54,13 @@ UNSEEN = {
         "Does some other shape smack into the purple square?",
         "Was the large cyan triangle rear-ended by anything?",
     ],
+    "first_to_leave": [
+        "Which shape is the first one out of the picture?",
+        "earliest exit - which object?",
+        "Tell me the colour of whichever object leaves the view before the others.",
+        "Which vehicle is first to drive away out of frame?",
+        "Out of all objects, which exits first?",
+    ],
     "leaves": [
         "Did any of the shapes drive off the edge of the screen?",
         "Is at least one vehicle no longer visible because it went out of frame?",
@@ -83,7 +90,7 @@ def test_output_kind_constrains_the_choice():
     assert video_kind(q) == "collision_frame"
     assert video_kind(q, "summary") == "collision_summary"
     assert video_kind(q, "count") == "crossing_count"
-    assert video_kind(q, "text") is None
+    assert video_kind(q, "boxes") is None  # no video kind answers with boxes
     ranked = rank_kinds(q)
     assert [k for k, _ in ranked][0] == "collision_frame" and len(ranked) == len(VIDEO_KINDS)
     assert abs(sum(p for _, p in ranked) - 1) < 1e-6 and ranked[0][1] > ranked[1][1]
@@ -128,6 +135,7 @@ def test_candidates_ranked_over_kinds_without_an_output():
     ("crossing_count", "midline pass count"),
     ("leaves", "Did anything drive out of the picture?"),
     ("collides", None),  # each example names its own pair
+    ("first_to_leave", "Which object is the first to go out of the frame?"),
 ])
 def test_programs_run_on_generated_clips(tmp_path, kind, query):
     card_path = make_video_task_card(tmp_path / kind, kind, n=4, seed=5)
@@ -206,16 +214,27 @@ def _clip_pair(kind, objects, direction, seed):
     unfiltered answer on one; for collides, the named objects are in both clips)."""
     import numpy as np
 
-    from builder.domains.shapes.world.video import any_leaves, collides, crossing_count, fits, sample_clip
+    from builder.domains.shapes.world.video import (
+        any_leaves,
+        collides,
+        crossing_count,
+        first_to_leave,
+        fits,
+        sample_clip,
+    )
 
     def truth(gt, objects=(), direction=None):
         if kind == "collides":
             return collides(gt, *objects)
+        if kind == "first_to_leave":
+            return first_to_leave(gt, objects, direction, "color")
         return (crossing_count if kind == "crossing_count" else any_leaves)(gt, objects, direction)
 
     def fair(gt, value):
         if kind == "collides":  # every named object is in the clip
             return all(any(fits(o, w) for o in gt["objects"]) for w in objects)
+        if kind == "first_to_leave":  # two different objects leave first
+            return value not in (None, "none")
         return bool(found) or value != truth(gt)
 
     rng = np.random.default_rng(seed)
@@ -236,6 +255,7 @@ def _clip_pair(kind, objects, direction, seed):
     ("crossing_count", "How many objects cross the centre line from left to right?", [], "right"),
     ("leaves", "Does the purple object leave the frame?", [("purple", None, None)], None),
     ("collides", "Did the purple star get bumped?", [("purple", "star", None)], None),
+    ("first_to_leave", "Which colour exits first?", [], None),
 ])
 def test_filtered_programs_follow_the_clip(tmp_path, kind, query, objects, direction):
     """The planner's program for a filtered request (or a did-X-collide one), run on two clips whose
@@ -247,6 +267,8 @@ def test_filtered_programs_follow_the_clip(tmp_path, kind, query, objects, direc
     program = VideoPlanner().plan(PlanRequest(query)).programs[0]  # no output kind: the head decides
     if kind == "collides":
         assert program == reference_program(kind, *objects)
+    elif kind == "first_to_leave":
+        assert program == reference_program(kind, objects=objects, direction=direction, answer="color")
     else:
         assert program == reference_program(kind, objects=objects, direction=direction)
     pairs = _clip_pair(kind, objects, direction, seed=11)

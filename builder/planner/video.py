@@ -7,7 +7,7 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
   (``builder.planner.semantic.encode``: the same loaded model and cache; mean-pooled, unit
   length), and a logistic-regression head over that embedding gives a probability per kind
   (a collision's frame, a collision summary, line crossings, leaving the frame, whether named
-  objects collide). The head is
+  objects collide, which object leaves first). The head is
   trained on hand-written phrasings (``builder.planner.video_phrasings``) and committed as
   ``video_head/`` (an artifact folder: kinds x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
   card's output kind (frame, summary, count, bool) restricts the kinds (bool: leaving or colliding). Without the ML stack the
@@ -16,7 +16,7 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
   with the domain vocabulary (synonyms, inflections, typos of words MiniLM does not know) and
   compiled into the program as constants ``A`` and ``B``; the program never reads the query. A
   query naming none gets the any-pair program (the pair whose contact turns both round).
-* **Filters.** Crossing and leaving requests name the objects that count and a direction
+* **Filters.** Crossing, leaving and first-to-leave requests name the objects that count and a direction
   ("how many blue shapes cross from left to right", "did the red star leave through the top"),
   read by ``builder.planner.video_read`` and compiled in the same way.
 * **Abstention.** A second logistic regression over the same embedding (the scope head, trained
@@ -47,6 +47,7 @@ from builder.planner.video_phrasings import PHRASINGS
 from builder.planner.video_read import (
     FILLER,
     GENERIC_NOUNS,
+    read_answer,
     read_direction,
     training_vocabulary,
     unread_words,
@@ -337,6 +338,7 @@ class Reading:
     b: NamedObject | None = None
     objects: tuple[NamedObject, ...] = ()
     direction: str | None = None
+    answer: str = "name"  # first_to_leave: "name" or "color"
 
 
 def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[Reading]:
@@ -352,11 +354,12 @@ def readings(query: str, output: str | None = None, probs: dict[str, float] | No
         if kind not in COLLISION_KINDS:
             objects = tuple(filter_objects(query))
             direction, _ = read_direction(words, kind)
-            main.append(Reading(kind, objects=objects, direction=direction))
+            answer = read_answer(words) if kind == "first_to_leave" else "name"
+            main.append(Reading(kind, objects=objects, direction=direction, answer=answer))
             if direction is not None:
-                alternatives.append(Reading(kind, objects=objects))
+                alternatives.append(Reading(kind, objects=objects, answer=answer))
             if objects:
-                alternatives.append(Reading(kind))
+                alternatives.append(Reading(kind, answer=answer))
             continue
         main.append(Reading(kind, a, b))
         if b is not None:
@@ -374,7 +377,7 @@ def compile_reading(reading: Reading) -> str:
     """The program of a reading: the world's program of its kind with what it names compiled in."""
     if reading.kind not in COLLISION_KINDS:
         return reference_program(reading.kind, objects=[o.as_tuple() for o in reading.objects],
-                                 direction=reading.direction)
+                                 direction=reading.direction, answer=reading.answer)
     a, b = reading.a, reading.b
     return reference_program(reading.kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
 
@@ -454,6 +457,7 @@ _WORDS = {
     "crossing_count": ("cross", "line", "pass"),
     "leaves": ("leave", "exit", "out of", "disappear", "go off"),
     "collides": ("collide", "collision", "crash", "hit", "bump", "touch"),
+    "first_to_leave": ("first to leave", "first to exit", "leaves first", "exits first", "which object leave"),
 }
 
 

@@ -68,9 +68,18 @@ def read_direction(words: list[str], kind: str) -> tuple[str | None, set[int]]:
         elif len(found) == 1 and i > 1 and words[i - 2].lower() == "from" and words[i - 1].lower() == "the":
             d = "left" if d == "right" else "right"
         return d, {j for j, _ in found}
-    if kind == "leaves" and found:
+    if kind in ("leaves", "first_to_leave") and found:
         return found[-1][1], {j for j, _ in found}
     return None, set()
+
+
+COLOUR_ANSWER = frozenset({"colour", "color", "colours", "colors"})
+
+
+def read_answer(words: list[str]) -> str:
+    """What a which-object request answers with: "color" when it asks for a colour ("which
+    colour exits first?"), else "name"."""
+    return "color" if any(w.lower() in COLOUR_ANSWER for w in words) else "name"
 
 
 def training_vocabulary() -> frozenset[str]:

@@ -423,6 +423,20 @@ def collision_event(clip_json: dict) -> dict | None:
     return next((e for e in clip_json["events"] if e["type"] == "collision"), None)
 
 
+def first_to_leave(clip_json: dict, objects=(), edge: str | None = None, answer: str = "name") -> str | None:
+    """Ground truth: the object that leaves the frame first (its name, or its colour when
+    ``answer`` is "color"), among ``objects`` and through ``edge`` as for ``any_leaves``; "none" if
+    none leaves, None when the first two leave within 3 frames of each other (too close to call)."""
+    gone = sorted((e["frame"], e["object"]) for e in clip_json["events"] if e["type"] == "leave"
+                  and _wanted(clip_json, e["object"], objects) and edge in (None, leave_edge(clip_json, e)))
+    if not gone:
+        return "none"
+    if len(gone) > 1 and gone[1][0] - gone[0][0] <= 3:
+        return None
+    obj = clip_json["objects"][gone[0][1]]
+    return obj["color"] if answer == "color" else obj["name"]
+
+
 def collides(clip_json: dict, a, b=None) -> bool:
     """Ground truth: whether the named object ``a`` (colour, shape, size; None matches anything)
     collides, with ``b`` when given (any object when None)."""

@@ -9,6 +9,8 @@ Four kinds (the seeds' mobility use case, in the shapes world):
   which frame, and which way each moved before and after.
 * ``collides`` (output ``bool``): does a named object collide (with a second named one, or with
   anything)? "Did the purple star get bumped?"
+* ``first_to_leave`` (output ``text``): which object (its name, or its colour when asked "which
+  colour") leaves the frame first; "none" when none does.
 
 Reference programs are written against ``builder.tools.api`` and see pixels only (through the
 ``track`` tool); ground truth comes from the clip's events. The collision programs never read
@@ -31,6 +33,7 @@ from builder.domains.shapes.world.video import (
     collides,
     collision_event,
     crossing_count,
+    first_to_leave,
     leave_edge,
     sample_clip,
     write_clip,
@@ -39,7 +42,7 @@ from builder.domains.shapes.world.video import (
 # Clips drawn (at most) for one card before giving up on balancing its answers.
 MAX_CLIP_DRAWS = 2000
 VIDEO_KINDS = {"collision_frame": "frame", "crossing_count": "count", "leaves": "bool",
-               "collision_summary": "summary", "collides": "bool"}
+               "collision_summary": "summary", "collides": "bool", "first_to_leave": "text"}
 
 QUERIES = {
     "collision_frame": "At which frame does the {a} collide with the {b}?",
@@ -47,6 +50,7 @@ QUERIES = {
     "leaves": "Does any object leave the frame?",
     "collision_summary": "Summarise the collision: which objects, the frame, and how each moved before and after.",
     "collides": "Does the {a} collide with the {b}?",
+    "first_to_leave": "Which object leaves the frame first?",
 }
 
 # The collision kinds share one program: the objects the request names are compiled in as
@@ -151,7 +155,26 @@ PROGRAMS = {
                 return True
     return False
 """,
+    "first_to_leave": _WANTED + """    ANSWER = NAMED_ANSWER  # "name" ("red circle") or "color" ("red")
+    # Of the tracks that end early at the border (through the DIRECTION edge, None: any), the one
+    # that ends first; "none" when no object leaves.
+    last = video.stop - 1
+    first = None
+    for t in video.track("object"):
+        if not wanted(t) or t.last_frame >= last - 2:
+            continue
+        if not t.touches_border(t.last_frame, video.width, video.height):
+            continue
+        if DIRECTION is not None and t.exit_edge(video.width, video.height) != DIRECTION:
+            continue
+        if first is None or t.last_frame < first.last_frame:
+            first = t
+    if first is None:
+        return "none"
+    return first.color if ANSWER == "color" else first.label
+""",
 }
+ANSWERS = ("name", "color")  # what first_to_leave answers with
 CROSS_DIRECTIONS = ("left", "right")  # which way a crossing goes
 EDGES = ("left", "right", "top", "bottom")  # which edge an object leaves through
 
@@ -175,23 +198,27 @@ def _named(obj) -> tuple:
     return obj
 
 
-def reference_program(kind: str, a=None, b=None, objects=(), direction: str | None = None) -> str:
+def reference_program(kind: str, a=None, b=None, objects=(), direction: str | None = None,
+                      answer: str = "name") -> str:
     """The reference program of a video kind. For the collision kinds, ``a`` and ``b`` are the
     objects the request names (colour, shape, size; a name such as "red circle"; None: any
     object), compiled into the program as constants ``A`` and ``B``. For crossings and leaving,
     ``objects`` lists the objects that count (empty: every object) and ``direction`` is the
     crossing's direction ("right": left to right, "left") or the edge left through ("left",
-    "right", "top", "bottom"); None is either."""
+    "right", "top", "bottom"); None is either. ``first_to_leave`` takes the same filters as leaving
+    and ``answer`` ("name" or "color")."""
     if kind not in VIDEO_KINDS:
         raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
     if kind not in COLLISION_KINDS:
         if a is not None or b is not None:
             raise ValueError(f"{kind} programs take objects as objects=[...], not a and b")
-        allowed = CROSS_DIRECTIONS if kind == "crossing_count" else EDGES
+        allowed = CROSS_DIRECTIONS if kind == "crossing_count" else EDGES  # leaving, first to leave
         if direction not in (None, *allowed):
             raise ValueError(f"{kind} direction must be one of {', '.join(allowed)} or None, got {direction!r}")
+        if answer not in ANSWERS or (answer != "name" and kind != "first_to_leave"):
+            raise ValueError(f"answer must be one of {', '.join(ANSWERS)} (first_to_leave only), got {answer!r}")
         named = "[" + ", ".join(_literal(_named(o)) for o in objects) + "]"
-        return (PROGRAMS[kind].replace("NAMED_LIST", named)
+        return (PROGRAMS[kind].replace("NAMED_LIST", named).replace("NAMED_ANSWER", json.dumps(answer))
                 .replace("NAMED_DIRECTION", "None" if direction is None else json.dumps(direction)))
     if objects or direction is not None:
         raise ValueError(f"{kind} programs take named objects as a and b")
@@ -228,6 +255,11 @@ def video_example(clip_json: dict, kind: str, objects=(), direction: str | None 
     if kind == "leaves":
         return {"query": filtered_query(kind, objects, direction),
                 "expected": any_leaves(clip_json, objects, direction), "program": program}
+    if kind == "first_to_leave":
+        expected = first_to_leave(clip_json, objects, direction)
+        if expected is None:  # two objects leave within 3 frames: too close to call
+            return None
+        return {"query": filtered_query(kind, objects, direction), "expected": expected, "program": program}
     raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
 
 
@@ -265,6 +297,10 @@ def filtered_query(kind: str, objects=(), direction: str | None = None) -> str:
         names = " or ".join(_phrase(o, True) for o in objects) or "objects"
         way = {None: "", "right": " from left to right", "left": " from right to left"}[direction]
         return f"How many {names} cross the vertical centre line{way}?"
+    if kind == "first_to_leave":
+        among = f" of the {' and '.join(_phrase(o, True) for o in objects)}" if objects else ""
+        edge = "" if direction is None else f" through the {direction} edge"
+        return f"Which object{among} leaves the frame first{edge}?"
     names = " or the ".join(_phrase(o, False) for o in objects)
     edge = "" if direction is None else f" through the {direction} edge"
     return f"Does {'the ' + names if names else 'any object'} leave the frame{edge}?"
@@ -282,6 +318,11 @@ def random_filter(clip_json: dict, kind: str, rng: np.random.Generator) -> tuple
         ids = list(ev["objects"]) if ev and rng.random() < 0.5 else [int(i) for i in rng.permutation(len(objs))[:2]]
         ids = ids[:1] if rng.random() < 0.3 else ids
         return [(objs[i]["color"], objs[i]["shape"] if rng.random() < 0.5 else None, None) for i in ids], None
+    if kind == "first_to_leave":  # every object of a shape or a size, or none; an edge a third of the time
+        o = objs[int(rng.integers(len(objs)))]
+        pick = int(rng.integers(3))
+        objects = [[(None, o["shape"], None)], [(None, None, o["size"])], []][pick]
+        return objects, (str(rng.choice(EDGES)) if rng.random() < 1 / 3 else None)
     event = "cross" if kind == "crossing_count" else "leave"
     movers = [e for e in clip_json["events"] if e["type"] == event]
     # half the time an object the event happens to, so that "yes" and non-zero answers are common
