@@ -6,7 +6,8 @@ and scores it against the clips' events (collision frame within 2 frames; the su
 field). Timing: a ``--long-seconds`` 25 fps 256x256 clip is processed by the collision-summary
 program (probe, lazy decode, tracking, sandbox) and compared with decoding all its frames to
 RGB in the same run (median of ``--repeats``); the cache speed-up re-runs the kinds on a warm
-tool cache. Prints JSON and writes ``bench/results/video_bench.json``.
+tool cache. Crossing and leaving are also scored with an object / direction filter drawn per
+clip (``crossing_count_filtered``, ``leaves_filtered``; ground truth from the clip's events). Prints JSON and writes ``bench/results/video_bench.json``.
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ import numpy as np
 from builder.core.metrics import score, summary_field_scores
 from builder.core.video import decode_all
 from builder.domains.shapes.world.video import sample_clip, write_clip
-from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, video_example
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, random_filter, video_example
 from builder.executor import Sandbox
 from builder.run.local import ExampleInput, run_program
 from builder.tools.cache import ToolCache
 from builder.tools.profile import build_engines
 
+# Bench rows with a filter drawn per clip (``random_filter``: an object by colour, colour and shape,
+# a shape or a size, and a direction or edge half the time; for collides one or two objects).
+FILTERED = ("crossing_count_filtered", "leaves_filtered", "collides_filtered", "first_to_leave_filtered")
+
 
 def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[dict, float, float]:
     rng = np.random.default_rng([seed, 1])
-    per_kind = {k: [] for k in VIDEO_KINDS}
+    frng = np.random.default_rng([seed, 2])
+    per_kind = {k: [] for k in [*VIDEO_KINDS, *FILTERED]}
     fields = {f: [] for f in ("objects", "frame", "before", "after")}
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,12 +47,15 @@ def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[
             clip = sample_clip(rng, domain)
             path = Path(tmp) / f"{i:04d}.mp4"
             write_clip(clip, path)
-            clips.append((path, clip.to_json()))
+            gt = clip.to_json()
+            filters = {k: random_filter(gt, k.removesuffix("_filtered"), frng) for k in FILTERED}
+            clips.append((path, gt, filters))
         for warm in (False, True):
             t0 = time.perf_counter()
-            for path, gt in clips:
-                for kind in VIDEO_KINDS:
-                    ex = video_example(gt, kind)
+            for path, gt, filters in clips:
+                for row in [*VIDEO_KINDS, *FILTERED]:
+                    kind = row.removesuffix("_filtered")
+                    ex = video_example(gt, kind, *filters[row]) if row in FILTERED else video_example(gt, kind)
                     if ex is None:
                         continue
                     t = time.perf_counter()
@@ -56,8 +65,8 @@ def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[
                         continue
                     seconds.append(time.perf_counter() - t)
                     ok = res.error is None and score(VIDEO_KINDS[kind], res.value, ex["expected"])
-                    per_kind[kind].append(ok)
-                    if kind == "collision_summary":
+                    per_kind[row].append(ok)
+                    if row == "collision_summary":
                         for f, v in summary_field_scores(res.value if res.error is None else None,
                                                          ex["expected"]).items():
                             fields[f].append(v)
@@ -101,12 +110,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--long-seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-timing", action="store_true", help="skip the long-clip timing (a quick run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "video_bench.json"))
     args = ap.parse_args()
     engines = build_engines("shapes")
     result: dict = {"n_clips_per_domain": args.n}
     with Sandbox(workers=1) as sandbox, tempfile.TemporaryDirectory() as cdir:
-        result["timing"] = _timing(args.long_seconds, args.repeats, engines, sandbox)
+        if not args.no_timing:
+            result["timing"] = _timing(args.long_seconds, args.repeats, engines, sandbox)
         cache = ToolCache(cdir)
         for domain in ("clean", "shifted"):
             acc, cold, hot = _accuracy(args.n, domain, args.seed, engines, sandbox, cache)

@@ -15,6 +15,13 @@ always right, one kind per output):
 * the same figures for the old planner: the keyword rule for the kind, and for the objects the
   old collision program's run-time parse (the query's exact colour words, the first two).
 
+Refusals: ``refused_in_scope`` is the share of the blind requests (all expressible) the planner
+refuses (false refusals); ``bench/data/video_unsupported_blind.jsonl`` holds requests no video kind
+can express (speed, rotation, bounces, appearance changes, static counts, video editing, other
+domains; written blind, shown only the colour / shape / size vocabulary), and
+``unsupported.refused`` is the share refused (refusal recall). ``--limit`` scores only the first n
+rows of each file (a quick run).
+
 Writes ``bench/results/video_planner_bench.json``.
 """
 
@@ -32,6 +39,7 @@ from builder.domains.shapes.world.scene import COLORS
 from builder.domains.shapes.world.video_tasks import VIDEO_KINDS
 from builder.planner.video import (
     _BY_OUTPUT,
+    VideoPlanner,
     _known_words,
     _value,
     keyword_video_kind,
@@ -70,12 +78,25 @@ def _slots(pred: list, gold: list) -> tuple[bool, bool]:
     return {c for c in pred if c} == {c for c in gold if c}, pred == gold
 
 
+def _rows(path: str, limit: int | None) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def _refusals(queries: list[str]) -> list[bool]:
+    """Whether the planner refuses each request (no output kind given)."""
+    return [p.refusal is not None for p in VideoPlanner().plan_many(queries, k=1)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "video_blind.jsonl"))
+    ap.add_argument("--unsupported", default=str(ROOT / "data" / "video_unsupported_blind.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "results" / "video_planner_bench.json"))
+    ap.add_argument("--limit", type=int, default=None, help="score only the first n rows of each file")
     args = ap.parse_args()
-    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = _rows(args.data, args.limit)
+    unsupported = _rows(args.unsupported, args.limit)
     known = _known_words()
     queries = [str(r["query"]) for r in rows]
     t0 = time.perf_counter()
@@ -125,6 +146,9 @@ def main() -> None:
                                          "slots_unordered": agg(every["kw_slots_unordered"]),
                                          "slots_ordered": agg(every["kw_slots_ordered"])},
                     "n_named": len(every["slots_unordered"])},
+        "refused_in_scope": agg(_refusals(queries)),
+        "unsupported": {"data": Path(args.unsupported).name, "n": len(unsupported),
+                        "refused": agg(_refusals([str(r["query"]) for r in unsupported]))},
         "per_kind": per_kind,
         "kinds_by_output": _BY_OUTPUT,
     }

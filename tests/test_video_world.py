@@ -102,6 +102,35 @@ def test_events_are_consistent():
     assert {"collision", "cross", "leave", "enter"} <= kinds
 
 
+def test_filtered_ground_truth_from_the_events():
+    """Object and direction filters on crossings and leaving: each object's own filter finds its
+    own events, the two crossing directions cover every crossing, and a colour no object has
+    counts nothing."""
+    from builder.domains.shapes.world.video import leave_edge
+
+    rng = np.random.default_rng(5)
+    edges = set()
+    for _ in range(30):
+        gt = sample_clip(rng).to_json()
+        crossers = {e["object"] for e in gt["events"] if e["type"] == "cross"}
+        for o in gt["objects"]:
+            own = [(o["color"], o["shape"], o["size"])]
+            assert crossing_count(gt, own) == (o["id"] in crossers)
+            ways = {e["direction"] for e in gt["events"] if e["type"] == "cross" and e["object"] == o["id"]}
+            for way in ("left", "right"):
+                assert crossing_count(gt, own, way) == (way in ways)
+            assert any_leaves(gt, own) == any(e["type"] == "leave" and e["object"] == o["id"] for e in gt["events"])
+            assert crossing_count(gt, [(o["color"], "not-a-shape", None)]) == 0
+        assert max(crossing_count(gt, (), "left"), crossing_count(gt, (), "right")) <= crossing_count(gt)
+        assert crossing_count(gt, (), "left") + crossing_count(gt, (), "right") >= crossing_count(gt)
+        for e in gt["events"]:
+            if e["type"] == "leave":
+                edge = leave_edge(gt, e)
+                edges.add(edge)
+                assert any_leaves(gt, (), edge) and any_leaves(gt)
+    assert len(edges) >= 3  # objects leave through several edges
+
+
 def test_cli_world_video(tmp_path):
     ok = subprocess.run([*CLI, "world", "video", "--out", tmp_path / "v", "--n", "2", "--seed", "1"],
                         capture_output=True, text=True, timeout=120)

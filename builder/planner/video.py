@@ -6,18 +6,26 @@ A card whose examples are videos is planned here (``propose_for_task`` routes it
 * **Kind.** The query is embedded with the frozen pretrained MiniLM the default planner uses
   (``builder.planner.semantic.encode``: the same loaded model and cache; mean-pooled, unit
   length), and a logistic-regression head over that embedding gives a probability per kind
-  (a collision's frame, a collision summary, line crossings, leaving the frame). The head is
+  (a collision's frame, a collision summary, line crossings, leaving the frame, whether named
+  objects collide, which object leaves first). The head is
   trained on hand-written phrasings (``builder.planner.video_phrasings``) and committed as
-  ``video_head/`` (an artifact folder: 4 x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
-  card's output kind (frame, summary, count, bool) restricts the kinds. Without the ML stack the
+  ``video_head/`` (an artifact folder: kinds x 384 weights in its config.json); ``python -m builder.planner.video`` rebuilds it. The
+  card's output kind (frame, summary, count, bool) restricts the kinds (bool: leaving or colliding). Without the ML stack the
   old keyword rule (``keyword_video_kind``) decides.
-* **Objects.** The objects a collision query names (colour, optional shape and size) are read
+* **Objects.** The objects a collision query (frame, summary, collides) names (colour, optional shape and size) are read
   with the domain vocabulary (synonyms, inflections, typos of words MiniLM does not know) and
   compiled into the program as constants ``A`` and ``B``; the program never reads the query. A
   query naming none gets the any-pair program (the pair whose contact turns both round).
+* **Filters.** Crossing, leaving and first-to-leave requests name the objects that count and a direction
+  ("how many blue shapes cross from left to right", "did the red star leave through the top"),
+  read by ``builder.planner.video_read`` and compiled in the same way.
+* **Abstention.** A second logistic regression over the same embedding (the scope head, trained
+  against written out-of-scope requests, near misses and image requests) and the request's
+  unread words decide whether any kind expresses the request; if not, ``plan`` returns no
+  program and a reason naming the unread words, never the nearest kind's program.
 * **Candidates.** k programs: the best kind's first, then the other kinds that fit the card's
-  output by probability, then alternative object readings (any pair), so selection by examples
-  can correct a wrong first guess.
+  output by probability, then alternative readings (any pair; no direction; no filter), so
+  selection by examples can correct a wrong first guess.
 """
 
 from __future__ import annotations
@@ -34,22 +42,35 @@ import numpy as np
 from builder.core.artifacts import Artifact
 from builder.domains import vocabulary
 from builder.domains.shapes.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
-from builder.planner.prompt import as_request
+from builder.planner.prompt import Proposal, as_request
 from builder.planner.video_phrasings import PHRASINGS
+from builder.planner.video_read import (
+    FILLER,
+    GENERIC_NOUNS,
+    read_answer,
+    read_direction,
+    training_vocabulary,
+    unread_words,
+)
 
 HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.core.artifacts)
 lookup, split_words = vocabulary("shapes").lookup, vocabulary("shapes").split_words
 HEAD_C = 10.0  # inverse L2 strength of the logistic regression (unit-length 384-d inputs)
+SCOPE_NEGATIVES = 300  # near misses and generated image requests each, as the scope head's negatives
+SCOPE_QUANTILE = 0.03  # the scope threshold: this share of cross-validated video phrasings score below it
+UNSURE_SCOPE = 0.9  # below this, two or more unread words refuse (as the composing parser does)
 REBUILD_COMMAND = "python -m builder.planner.video"
-_BY_OUTPUT = {v: k for k, v in VIDEO_KINDS.items()}  # frame -> collision_frame, ...
+_BY_OUTPUT = {}  # frame -> collision_frame, ...: the first kind of each output
+for _k, _out in VIDEO_KINDS.items():
+    _BY_OUTPUT.setdefault(_out, _k)
 
-_FILLER = {"coloured", "colored", "colour", "color", "shaped", "sized"}  # "the red coloured circle"
 
 
 # ---- the kind head --------------------------------------------------------------------------
 def phrasings_digest() -> str:
     """Hash of the training phrasings and the head's settings (the committed head records it)."""
-    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C}, sort_keys=True)
+    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C, "scope": [SCOPE_NEGATIVES, SCOPE_QUANTILE]},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -69,18 +90,29 @@ class VideoKindHead(Artifact):
 
     architecture = "video-kind-head"
 
-    def __init__(self, kinds: list[str], coef, intercept, C: float = HEAD_C, info: dict | None = None):
+    def __init__(self, kinds: list[str], coef, intercept, C: float = HEAD_C, info: dict | None = None,
+                 scope: dict | None = None):
         self.kinds, self.C = list(kinds), float(C)
         self.coef, self.intercept = np.asarray(coef, np.float64), np.asarray(intercept, np.float64)
         if self.coef.shape != (len(self.kinds), 384) or self.intercept.shape != (len(self.kinds),):
             raise ValueError(f"video kind head: coef {self.coef.shape} / intercept {self.intercept.shape} "
                              f"do not fit {len(self.kinds)} kinds x 384")
+        # the scope head: P(a video request of some kind) = sigmoid(emb @ coef + intercept)
+        self.scope = dict(scope) if scope else None
+        if self.scope is not None and np.asarray(self.scope["coef"]).shape != (384,):
+            raise ValueError("video scope head: coef must be 384 weights")
         self.info = info or {}
 
     def artifact_config(self) -> dict:
-        """The whole head as JSON: kinds, ``C`` and the coefficients and intercepts (rounded to 6 places)."""
-        return {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
-                "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
+        """The whole head as JSON: kinds, ``C``, the coefficients and intercepts (rounded to 6 places)
+        and the scope head (coefficients, intercept, refusal threshold)."""
+        config = {"kinds": self.kinds, "C": self.C, "intercept": [round(float(v), 6) for v in self.intercept],
+                  "coef": [[round(float(v), 6) for v in row] for row in self.coef]}
+        if self.scope is not None:
+            config["scope"] = {"coef": [round(float(v), 6) for v in self.scope["coef"]],
+                               "intercept": round(float(self.scope["intercept"]), 6),
+                               "threshold": round(float(self.scope["threshold"]), 6)}
+        return config
 
     def artifact_info(self) -> dict:
         """The record of how the head was trained (a copy)."""
@@ -91,7 +123,8 @@ class VideoKindHead(Artifact):
 
     @classmethod
     def _from_files(cls, folder: Path, config: dict, info: dict) -> VideoKindHead:
-        return cls(config["kinds"], config["coef"], config["intercept"], config.get("C", HEAD_C), info)
+        return cls(config["kinds"], config["coef"], config["intercept"], config.get("C", HEAD_C), info,
+                   config.get("scope"))
 
     def probabilities(self, emb: np.ndarray) -> list[dict[str, float]]:
         """P(kind) per row of unit-length embeddings [n, 384]."""
@@ -100,19 +133,50 @@ class VideoKindHead(Artifact):
         p /= p.sum(1, keepdims=True)
         return [{k: float(row[i]) for i, k in enumerate(self.kinds)} for row in p]
 
+    def in_scope(self, emb: np.ndarray) -> np.ndarray:
+        """P(the request is a video request of some kind) per row (1.0 without a scope head)."""
+        if self.scope is None:
+            return np.ones(len(emb))
+        logit = emb @ np.asarray(self.scope["coef"]) + float(self.scope["intercept"])
+        return 1 / (1 + np.exp(-logit))
+
+
+def scope_negatives() -> list[str]:
+    """Requests that are not video requests of any kind: the composing parser's written
+    out-of-scope sentences and near misses (training split) and generated image requests
+    (questions about one picture: counts, attributes, relations)."""
+    from builder.planner.compose import scope as S
+    from builder.planner.compose.phrasings import generate
+
+    return (S.out_of_scope("train") + S.near_misses(SCOPE_NEGATIVES, 0, "train")
+            + [e["request"] for e in generate(SCOPE_NEGATIVES, 0)])
+
 
 def train_head(out: str | Path | None = HEAD_DIR) -> VideoKindHead:
-    """Fit the kind head on ``PHRASINGS`` (scikit-learn, deterministic) and save it to ``out``."""
+    """Fit the kind head on ``PHRASINGS`` and the scope head on them against ``scope_negatives``
+    (scikit-learn, deterministic) and save both to ``out``. The scope head's refusal threshold is
+    the ``SCOPE_QUANTILE`` quantile of the phrasings' 5-fold cross-validated scores: about that
+    share of unseen video requests would be doubted."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     kinds = list(VIDEO_KINDS)
     texts = [q for k in kinds for q in PHRASINGS[k]]
     y = np.array([kinds.index(k) for k in kinds for _ in PHRASINGS[k]])
     x = sentence_embeddings(texts)
     clf = LogisticRegression(C=HEAD_C, max_iter=5000).fit(x, y)
+    neg = sentence_embeddings(scope_negatives())
+    xs, ys = np.vstack([x, neg]), np.r_[np.ones(len(x)), np.zeros(len(neg))]
+    scope_clf = LogisticRegression(C=HEAD_C, max_iter=5000, class_weight="balanced")
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    cv = cross_val_predict(scope_clf, xs, ys, cv=folds, method="predict_proba")[:, 1]
+    threshold = float(np.quantile(cv[: len(x)], SCOPE_QUANTILE))
+    scope_clf.fit(xs, ys)
+    scope = {"coef": scope_clf.coef_[0], "intercept": float(scope_clf.intercept_[0]), "threshold": threshold}
     info = {"digest": phrasings_digest(), "phrasings": len(texts), "train_accuracy": round(float(clf.score(x, y)), 4),
+            "scope_negatives": len(neg), "scope_cv_negatives_refused": round(float(np.mean(cv[len(x):] < threshold)), 4),
             "command": REBUILD_COMMAND}
-    head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info)
+    head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info, scope)
     if out is not None:
         head.save_pretrained(out)
         with _HEAD_LOCK:
@@ -133,13 +197,20 @@ def _load_head() -> VideoKindHead:
 
 def kind_probabilities(queries: list[str]) -> list[dict[str, float]]:
     """P(kind | query) per query from the MiniLM head; the keyword rule's one-hot without MiniLM."""
+    return score_requests(queries)[0]
+
+
+def score_requests(queries: list[str]) -> tuple[list[dict[str, float]], list[float | None]]:
+    """(P(kind | query), P(a video request at all)) per query, from one embedding. Without MiniLM
+    the keyword rule's one-hot and no scope (None)."""
     if not queries:
-        return []
+        return [], []
     try:
         emb = sentence_embeddings(queries)
     except RuntimeError:  # no torch / transformers / MiniLM wheel: the keyword rule
-        return [_one_hot(keyword_video_kind(q)) for q in queries]
-    return _load_head().probabilities(emb)
+        return [_one_hot(keyword_video_kind(q)) for q in queries], [None] * len(queries)
+    head = _load_head()
+    return head.probabilities(emb), [float(v) for v in head.in_scope(emb)]
 
 
 def _one_hot(kind: str | None) -> dict[str, float]:
@@ -211,7 +282,7 @@ def named_objects(query: str) -> list[NamedObject]:
     for w in words:
         v = _value(w, known)
         if v is None:
-            if w.lower() in _FILLER and current:
+            if w.lower() in FILLER and current:
                 continue
             if current:
                 runs.append(current)
@@ -241,23 +312,60 @@ def named_objects(query: str) -> list[NamedObject]:
     return objects
 
 
-# ---- the planner ----------------------------------------------------------------------------
-def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[tuple]:
-    """(kind, a, b) readings best first: each fitting kind's main reading by probability, then
-    alternative object readings (the first object with any other, any pair)."""
+def filter_objects(query: str) -> list[NamedObject]:
+    """The objects a crossing or leaving request counts: its named objects, plus a size over a
+    generic noun ("the large objects", "small shapes"), which names every object of that size."""
+    objects = named_objects(query)
+    known = _known_words()
+    words = [w.lower() for w in split_words(query)]
+    for i, w in enumerate(words[:-1]):
+        v = _value(w, known)
+        nxt = words[i + 1] if words[i + 1] not in FILLER or i + 2 >= len(words) else words[i + 2]
+        if v and v[0] == "size" and nxt in GENERIC_NOUNS and NamedObject(size=v[1]) not in objects:
+            prev = _value(words[i - 1], known) if i else None
+            if prev is None or prev[0] == "size":  # "large red objects" is the red one, read above
+                objects.append(NamedObject(size=v[1]))
+    return objects
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One way to read a request: a kind and what it names (collision kinds: ``a`` and ``b``;
+    crossings and leaving: the ``objects`` that count and a ``direction``)."""
+
+    kind: str
+    a: NamedObject | None = None
+    b: NamedObject | None = None
+    objects: tuple[NamedObject, ...] = ()
+    direction: str | None = None
+    answer: str = "name"  # first_to_leave: "name" or "color"
+
+
+def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[Reading]:
+    """Readings best first: each fitting kind's main reading by probability, then alternatives
+    (collisions: the first object with any other, any pair; crossings and leaving: without the
+    direction, then without any filter)."""
     objs = named_objects(query)
     a = objs[0] if objs else None
     b = objs[1] if len(objs) > 1 else None
+    words = split_words(query)
     main, alternatives = [], []
     for kind, _ in rank_kinds(query, output, probs):
         if kind not in COLLISION_KINDS:
-            main.append((kind, None, None))
+            objects = tuple(filter_objects(query))
+            direction, _ = read_direction(words, kind)
+            answer = read_answer(words) if kind == "first_to_leave" else "name"
+            main.append(Reading(kind, objects=objects, direction=direction, answer=answer))
+            if direction is not None:
+                alternatives.append(Reading(kind, objects=objects, answer=answer))
+            if objects:
+                alternatives.append(Reading(kind, answer=answer))
             continue
-        main.append((kind, a, b))
+        main.append(Reading(kind, a, b))
         if b is not None:
-            alternatives.append((kind, a, None))  # the second name may not be an object
+            alternatives.append(Reading(kind, a, None))  # the second name may not be an object
         if a is not None:
-            alternatives.append((kind, None, None))
+            alternatives.append(Reading(kind))
     out = []
     for r in main + alternatives:
         if r not in out:
@@ -265,31 +373,81 @@ def readings(query: str, output: str | None = None, probs: dict[str, float] | No
     return out
 
 
-def compile_reading(kind: str, a: NamedObject | None, b: NamedObject | None) -> str:
-    """The program of a reading: the world's program of ``kind`` with the named objects compiled in."""
-    if kind not in COLLISION_KINDS:
-        return reference_program(kind)
-    return reference_program(kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
+def compile_reading(reading: Reading) -> str:
+    """The program of a reading: the world's program of its kind with what it names compiled in."""
+    if reading.kind not in COLLISION_KINDS:
+        return reference_program(reading.kind, objects=[o.as_tuple() for o in reading.objects],
+                                 direction=reading.direction, answer=reading.answer)
+    a, b = reading.a, reading.b
+    return reference_program(reading.kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
+
+
+def refusal(query: str, scope: float | None, output: str | None = None, kind: str | None = None) -> str | None:
+    """Why the planner cannot express ``query`` as a video request, or None when it can: the scope
+    head says it is no video request (below its calibrated threshold), or doubts it (below
+    ``UNSURE_SCOPE``) while two or more content words are unread. The reason names the unread
+    words (or, when none, the content words)."""
+    words = split_words(query)
+    if not any(w.isalnum() for w in words):
+        return "cannot read an empty request"
+    if scope is None:  # no MiniLM: the keyword rule decides, nothing is refused
+        return None
+    known = _known_words()
+    _, direction_words = read_direction(words, kind or "")
+    unread = unread_words(words, lambda w: _value(w, known) is not None, direction_words, _vocabulary())
+    threshold = _load_head().scope["threshold"]
+    if scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
+        return None
+    named = unread or unread_words(words, lambda w: _value(w, known) is not None, direction_words, frozenset())
+    kinds = ", ".join(k.replace("_", " ") for k in fitting_kinds(output))
+    return (f"cannot express {', '.join(repr(w) for w in named[:6])} as a video request: the video planner "
+            f"reads {kinds} (with named objects and directions)")
+
+
+_VOCAB: dict[str, frozenset[str]] = {}
+
+
+def _vocabulary() -> frozenset[str]:
+    if "v" not in _VOCAB:
+        _VOCAB["v"] = training_vocabulary()
+    return _VOCAB["v"]
 
 
 class VideoPlanner:
-    """Proposes up to k programs per request: kinds ranked by the MiniLM head, objects compiled in."""
+    """Proposes up to k programs per request: kinds ranked by the MiniLM head, what the request
+    names compiled in; a request no kind can express is refused with the words it could not read."""
 
-    def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
-        """Up to k distinct candidate programs per request, best first (none when no kind fits)."""
+    def plan(self, request, k: int = 4, temperature: float = 1.0, top_p: float = 1.0) -> Proposal:
+        """Up to ``k`` distinct programs for ``request``, best first, or none and the reason."""
+        return self.plan_many([request], k)[0]
+
+    def plan_many(self, requests, k: int = 1) -> list[Proposal]:
+        """``plan`` for several requests (one embedding pass)."""
         if k < 1:
             raise ValueError("k must be at least 1")
         reqs = [as_request(r) for r in requests]
-        probs = kind_probabilities([r.query for r in reqs])
+        probs, scopes = score_requests([r.query for r in reqs])
         out = []
-        for req, p in zip(reqs, probs, strict=True):
+        for req, p, scope in zip(reqs, probs, scopes, strict=True):
+            if not fitting_kinds(req.output):
+                out.append(Proposal([], f"the video planner has no kind with output {req.output!r}"))
+                continue
+            best = rank_kinds(req.query, req.output, p)[0][0]
+            reason = refusal(req.query, scope, req.output, best)
+            if reason is not None:
+                out.append(Proposal([], reason))
+                continue
             programs: list[str] = []
-            for kind, a, b in readings(req.query, req.output, p):
-                src = compile_reading(kind, a, b)
+            for reading in readings(req.query, req.output, p):
+                src = compile_reading(reading)
                 if src not in programs:
                     programs.append(src)
-            out.append(programs[:k])
+            out.append(Proposal(programs[:k]))
         return out
+
+    def propose(self, requests, k: int = 1, temperature: float = 1.0, top_p: float = 1.0) -> list[list[str]]:
+        """Up to k distinct candidate programs per request, best first (none when refused)."""
+        return [p.programs for p in self.plan_many(requests, k)]
 
 
 # ---- the old keyword rule (fallback without MiniLM, and the bench's baseline) ----------------
@@ -298,6 +456,8 @@ _WORDS = {
     "collision_frame": ("collide", "collision", "crash", "hit", "bump", "touch"),
     "crossing_count": ("cross", "line", "pass"),
     "leaves": ("leave", "exit", "out of", "disappear", "go off"),
+    "collides": ("collide", "collision", "crash", "hit", "bump", "touch"),
+    "first_to_leave": ("first to leave", "first to exit", "leaves first", "exits first", "which object leave"),
 }
 
 

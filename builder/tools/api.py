@@ -226,16 +226,34 @@ class Track:
         b = self.box_at(frame)
         return None if b is None else (b[0] + b[2]) / 2
 
-    def crossings(self, x: float) -> list[int]:
+    def crossings(self, x: float, direction: str | None = None) -> list[int]:
         """Frames where the box centre is on the other side of the vertical line at ``x`` than
-        in the previous frame the object was seen in."""
+        in the previous frame the object was seen in; ``direction`` "right" keeps only crossings
+        from left to right, "left" only those from right to left (None: both)."""
+        if direction not in (None, "left", "right"):
+            raise ValueError(f"direction must be 'left', 'right' or None, got {direction!r}")
+        def centre(k: int) -> float:
+            b = self.boxes[min(max(k, 0), len(self.boxes) - 1)]
+            return (b[0] + b[2]) / 2
+
         out = []
         for k in range(1, len(self.frames)):
-            c0 = (self.boxes[k - 1][0] + self.boxes[k - 1][2]) / 2
-            c1 = (self.boxes[k][0] + self.boxes[k][2]) / 2
+            c0, c1 = centre(k - 1), centre(k)
             if (c0 < x) != (c1 < x):
-                out.append(self.frames[k])
+                # the way it goes over a few seen frames around the crossing: a box that wobbles
+                # back over the line for a frame still moves the same way
+                way = "right" if centre(k + 2) - centre(k - 3) > 0 else "left"
+                if direction in (None, way):
+                    out.append(self.frames[k])
         return out
+
+    def exit_edge(self, width: int, height: int) -> str:
+        """The frame edge ("left", "right", "top", "bottom") nearest the centre of the last box:
+        where an object that leaves the frame goes out."""
+        b = self.boxes[-1]
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        gaps = {"left": cx, "right": width - cx, "top": cy, "bottom": height - cy}
+        return min(gaps, key=gaps.get)
 
     def velocity(self, start: int, stop: int) -> tuple[float, float]:
         """Mean motion in pixels per frame (dx, dy) between two frames, from the boxes nearest

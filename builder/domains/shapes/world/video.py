@@ -382,19 +382,70 @@ def _finish(movers, dom, size, n_frames, fps, fc, rng) -> Clip | None:
                 tuple(events), summary)
 
 
-def crossing_count(clip_json: dict) -> int:
-    """Ground truth: how many distinct objects cross the vertical line at least once."""
-    return len({e["object"] for e in clip_json["events"] if e["type"] == "cross"})
+def fits(obj: dict, want) -> bool:
+    """Whether a clip object (``clip_json["objects"][i]``) is the named object ``want``
+    (colour, shape, size; None matches anything)."""
+    color, shape, size = want
+    return color in (None, obj["color"]) and shape in (None, obj["shape"]) and size in (None, obj["size"])
 
 
-def any_leaves(clip_json: dict) -> bool:
-    """Ground truth: whether any object leaves the frame."""
-    return any(e["type"] == "leave" for e in clip_json["events"])
+def _wanted(clip_json: dict, i: int, objects) -> bool:
+    return not objects or any(fits(clip_json["objects"][i], w) for w in objects)
+
+
+def crossing_count(clip_json: dict, objects=(), direction: str | None = None) -> int:
+    """Ground truth: how many distinct objects cross the vertical line at least once. ``objects``
+    (named objects as (colour, shape, size); empty: every object) and ``direction`` ("right": left
+    to right, "left": right to left; None: either) narrow which objects and crossings count."""
+    return len({e["object"] for e in clip_json["events"] if e["type"] == "cross"
+                and direction in (None, e["direction"]) and _wanted(clip_json, e["object"], objects)})
+
+
+def leave_edge(clip_json: dict, event: dict) -> str:
+    """The edge ("left", "right", "top", "bottom") a leave event goes through: the border nearest
+    the centre of the object's last visible box."""
+    w, h = clip_json["width"], clip_json["height"]
+    box = next(o["box"] for o in clip_json["frames"][event["frame"] - 1] if o["id"] == event["object"])
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    gaps = {"left": cx, "right": w - cx, "top": cy, "bottom": h - cy}
+    return min(gaps, key=gaps.get)
+
+
+def any_leaves(clip_json: dict, objects=(), edge: str | None = None) -> bool:
+    """Ground truth: whether any object leaves the frame; ``objects`` (as for ``crossing_count``)
+    and ``edge`` ("left", "right", "top", "bottom"; None: any) narrow which leavings count."""
+    return any(e["type"] == "leave" and _wanted(clip_json, e["object"], objects)
+               and edge in (None, leave_edge(clip_json, e)) for e in clip_json["events"])
 
 
 def collision_event(clip_json: dict) -> dict | None:
     """Ground truth: the collision event, or None."""
     return next((e for e in clip_json["events"] if e["type"] == "collision"), None)
+
+
+def first_to_leave(clip_json: dict, objects=(), edge: str | None = None, answer: str = "name") -> str | None:
+    """Ground truth: the object that leaves the frame first (its name, or its colour when
+    ``answer`` is "color"), among ``objects`` and through ``edge`` as for ``any_leaves``; "none" if
+    none leaves, None when the first two leave within 3 frames of each other (too close to call)."""
+    gone = sorted((e["frame"], e["object"]) for e in clip_json["events"] if e["type"] == "leave"
+                  and _wanted(clip_json, e["object"], objects) and edge in (None, leave_edge(clip_json, e)))
+    if not gone:
+        return "none"
+    if len(gone) > 1 and gone[1][0] - gone[0][0] <= 3:
+        return None
+    obj = clip_json["objects"][gone[0][1]]
+    return obj["color"] if answer == "color" else obj["name"]
+
+
+def collides(clip_json: dict, a, b=None) -> bool:
+    """Ground truth: whether the named object ``a`` (colour, shape, size; None matches anything)
+    collides, with ``b`` when given (any object when None)."""
+    ev = collision_event(clip_json)
+    if ev is None:
+        return False
+    x, y = (clip_json["objects"][i] for i in ev["objects"])
+    want_b = b if b is not None else (None, None, None)
+    return (fits(x, a) and fits(y, want_b)) or (fits(y, a) and fits(x, want_b))
 
 
 def encode_mp4(frames, path: str | Path | None, fps: int, crf: int = 16) -> bytes:

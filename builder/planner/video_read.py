@@ -1,0 +1,108 @@
+"""What a video request says besides its kind: the objects that count, a direction, and the words
+the video planner cannot read.
+
+* **Objects** (``filter_objects``): the named objects of ``builder.planner.video.named_objects``,
+  plus a size over a generic noun ("large objects", "the small shapes"), which names every
+  object of that size. Crossing and leaving programs count only these (none: every object).
+* **Direction** (``read_direction``): for crossings, which way ("left to right", "from the right",
+  "rightwards" -> ``"right"``); for leaving, the edge ("through the left edge", "off the top" ->
+  ``"left"``, ``"top"``). "left" as the verb ("has anything left the frame") is not a direction: a
+  direction word follows a preposition or article, or precedes edge/side/border/to.
+* **Unread words** (``unread_words``): content words that are neither stop words, nor object or
+  direction words, nor (by a light stem) words of the planner's training phrasings. The planner
+  refuses a request its scope head doubts when two or more words are unread, and names them.
+"""
+
+from __future__ import annotations
+
+from builder.planner.compose.parse import STOPWORDS
+from builder.planner.video_phrasings import PHRASINGS
+
+GENERIC_NOUNS = frozenset({"object", "objects", "shape", "shapes", "thing", "things", "one", "ones", "item", "items"})
+FILLER = frozenset({"coloured", "colored", "colour", "color", "shaped", "sized"})  # "the red coloured circle"
+EDGE_WORDS = {"left": "left", "right": "right", "top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
+_BEFORE_DIRECTION = frozenset({"the", "to", "from", "on", "at", "via", "through", "towards", "toward", "its", "far",
+                               "off", "out"})
+_AFTER_DIRECTION = frozenset({"edge", "edges", "side", "sides", "border", "hand", "to", "half", "boundary"})
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
+
+
+def stem(word: str) -> str:
+    """A light stem ("crossing", "crossed", "crosses" -> "cross") for matching training words."""
+    w = word.lower()
+    for suf in _SUFFIXES:
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            return w[: -len(suf)]
+    return w
+
+
+def _direction_words(words: list[str]) -> list[tuple[int, str]]:
+    """(index, direction) of each word used as a direction: rightward(s)/leftward(s), or
+    left/right/top/bottom/upper/lower after a preposition or article or before edge/side/to."""
+    out = []
+    for i, w in enumerate(words):
+        low = w.lower()
+        if low in ("rightward", "rightwards", "eastward", "eastwards"):
+            out.append((i, "right"))
+        elif low in ("leftward", "leftwards", "westward", "westwards"):
+            out.append((i, "left"))
+        elif low in EDGE_WORDS:
+            prev = words[i - 1].lower() if i else ""
+            nxt = words[i + 1].lower() if i + 1 < len(words) else ""
+            if prev in _BEFORE_DIRECTION or nxt in _AFTER_DIRECTION or low != "left":
+                out.append((i, EDGE_WORDS[low]))
+    return out
+
+
+def read_direction(words: list[str], kind: str) -> tuple[str | None, set[int]]:
+    """The direction a crossing (``"left"``/``"right"``: the way it goes) or leaving request (the
+    edge) asks for, and the indices of the words read for it; (None, set()) for other kinds."""
+    found = _direction_words(words)
+    if kind == "crossing_count":
+        found = [(i, d) for i, d in found if d in ("left", "right")]
+        if not found:
+            return None, set()
+        i, d = found[-1]  # "from left to right": the later word is where it goes
+        if len(found) == 1 and i > 0 and words[i - 1].lower() == "from":
+            d = "left" if d == "right" else "right"  # "from the right" alone: it goes left
+        elif len(found) == 1 and i > 1 and words[i - 2].lower() == "from" and words[i - 1].lower() == "the":
+            d = "left" if d == "right" else "right"
+        return d, {j for j, _ in found}
+    if kind in ("leaves", "first_to_leave") and found:
+        return found[-1][1], {j for j, _ in found}
+    return None, set()
+
+
+COLOUR_ANSWER = frozenset({"colour", "color", "colours", "colors"})
+
+
+def read_answer(words: list[str]) -> str:
+    """What a which-object request answers with: "color" when it asks for a colour ("which
+    colour exits first?"), else "name"."""
+    return "color" if any(w.lower() in COLOUR_ANSWER for w in words) else "name"
+
+
+def training_vocabulary() -> frozenset[str]:
+    """The stems of every word of the planner's training phrasings."""
+    return frozenset(stem(w) for qs in PHRASINGS.values() for q in qs for w in _alpha_words(q))
+
+
+def _alpha_words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[A-Za-z]+", text)
+
+
+def unread_words(words: list[str], value_word, read: set[int], vocabulary: frozenset[str]) -> list[str]:
+    """Content words of ``words`` the planner cannot read: not stop words, not filler or generic
+    nouns, not value words (``value_word(w)`` true), not read as a direction (indices in ``read``),
+    and not (by stem) in ``vocabulary``."""
+    out = []
+    for i, w in enumerate(words):
+        low = w.lower()
+        if not w.isalpha() or i in read or low in STOPWORDS or low in FILLER or low in GENERIC_NOUNS:
+            continue
+        if value_word(w) or stem(low) in vocabulary:
+            continue
+        out.append(w)
+    return out
