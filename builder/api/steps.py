@@ -26,6 +26,7 @@ from builder.methods import improve as _improve
 from builder.methods import tune as _tune
 from builder.methods.export import ExportResult
 from builder.methods.finetune import FinetuneConfig, FinetuneResult
+from builder.planner.plan import card_has_video
 from builder.planner.semantic import clear_planner_cache
 
 __all__ = ["REPORT_STEPS", "augment_data", "export_solution", "finetune_engine", "improve_planner",
@@ -61,6 +62,9 @@ def step_report(ws: Workspace, step: str) -> dict[str, Any] | None:
 
 # Outputs with short answers: the tasks a VQA engine answers (SelTDA writes such QA pairs).
 VQA_OUTPUTS = ("text", "bool", "count")
+# The steps that adapt an image model, and how their cards name them.
+_IMAGE_ONLY_STEPS = {"improve": "Improve (self-training the image planner)", "augment": "Augment (SelTDA)",
+                     "finetune": "Fine-tune (the image VQA engine)"}
 _OUTPUT_WORDS = {"boxes": "boxes (grounding)", "choice": "choice (image-text matching)",
                  "frame": "video frame", "summary": "video summary"}
 
@@ -69,9 +73,16 @@ def step_not_applicable(ws: Workspace, step: str) -> str | None:
     """Why ``step`` does not apply to the workspace's task, or None when it does.
 
     Augment (SelTDA) writes question/answer pairs for unlabeled images, so it applies to VQA
-    tasks only (answers that are text, yes/no or a count); the other steps apply to every task.
+    tasks only (answers that are text, yes/no or a count). A video task is planned by the video
+    planner and answered by tracking, so Improve (which trains the image planner), Augment and
+    Fine-tune (the image VQA engine) do not apply to it; the other steps apply to every task.
     """
-    output = ws.load_task().output.value
+    card = ws.load_task()
+    if step in _IMAGE_ONLY_STEPS and card_has_video(card):
+        return (f"{_IMAGE_ONLY_STEPS[step]} applies to image tasks: this is a video task, planned by the video "
+                "planner and answered by tracking objects through the clip. Go on with Run and Export; to "
+                "improve the answers, label more clips in the task.")
+    output = card.output.value
     if step == "augment" and output not in VQA_OUTPUTS:
         return (f"Augment (SelTDA) applies to VQA tasks, whose answers are text, yes/no or a count: it "
                 f"writes question/answer pairs for unlabeled images. This is a {_OUTPUT_WORDS.get(output, output)} "
@@ -97,6 +108,9 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
     then ``Cancelled`` is raised and no planner is saved.
     """
+    reason = step_not_applicable(ws, "improve")  # a video task: said before anything runs
+    if reason:
+        raise UserError(reason)
     card = ws.load_task()
     split = _improve.split_examples(card, ws.root, eval_fraction)
     stop = cancel if cancel is not None else should_stop

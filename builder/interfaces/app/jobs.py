@@ -33,6 +33,7 @@ from builder import (
     resume_job,
     running_job,
     start_step,
+    step_not_applicable,
     step_report,
 )
 from builder.interfaces.app.state import AppState, workspace_key
@@ -81,6 +82,9 @@ class JobView:
                                   styles={**ERROR_BOX, "color": "#b00020"})
         self.cancel_button = pn.widgets.Button(label="Cancel", color="danger", visible=False)
         self.resume_button = pn.widgets.Button(label="Resume", visible=False)
+        # Why the step does not apply to the task (a video task has no image model to adapt).
+        self.not_applicable = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width",
+                                               css_classes=["vf-not-applicable"], styles={"color": "#8a5300"})
         self.cancel_button.on_click(lambda _e: state.guard(lambda: state.jobs and state.jobs.cancel()))
         self.resume_button.on_click(state.action(lambda: state.jobs and state.jobs.resume()))
         state.buttons.append(self.resume_button)
@@ -109,7 +113,8 @@ class JobView:
 
     def layout(self) -> pn.Column:
         """The row as a card shows it."""
-        return pn.Column(pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
+        return pn.Column(self.not_applicable,
+                         pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
                                 sizing_mode="stretch_width"), self.error,
                          sizing_mode="stretch_width", css_classes=["vf-job"])
 
@@ -207,6 +212,9 @@ class JobWatcher:
     def start(self, card: StepCard, **inputs: Any) -> Job:
         """Start ``card``'s step through the engine (one job per workspace at a time)."""
         ws = self.state.workspace
+        reason = step_not_applicable(ws, card.step)  # said by the step's name, before anything is written
+        if reason:
+            raise UserError(reason)
         params = card.job_params(**inputs)
         runtime = self.state.runtime if card.uses_runtime else None
         self.state.say("")
@@ -235,6 +243,14 @@ class JobWatcher:
             job.wait(timeout)
         self.poll()
         return job
+
+    def show_applicable(self) -> None:
+        """Say in each card whose step does not apply to the task why (``step_not_applicable``)."""
+        ws = self.state.workspace
+        for card in self.cards.values():
+            reason = step_not_applicable(ws, card.step) or ""
+            card.job_view.not_applicable.object = html.escape(reason)
+            card.job_view.not_applicable.visible = bool(reason)
 
     def clear_outcomes(self) -> None:
         """The task changed: the cards' last job outcomes no longer describe it."""

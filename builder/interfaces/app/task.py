@@ -9,6 +9,7 @@ import panel as pn
 
 from builder import (
     SHAPES_KINDS,
+    SHAPES_VIDEO_KINDS,
     UPLOADS_DIR,
     OutputKind,
     TaskCardError,
@@ -30,7 +31,14 @@ from builder import (
 from builder.interfaces.app.boxes import BoxDrawer
 from builder.interfaces.app.state import AppState
 from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
-from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path, safe_thumbnail
+from builder.interfaces.views import (
+    annotated_thumbnail,
+    answer_text,
+    as_boxes,
+    frame_strip_html,
+    is_video_path,
+    safe_thumbnail,
+)
 
 
 class TaskPanel:
@@ -40,7 +48,9 @@ class TaskPanel:
     def __init__(self, state: AppState):
         self.state = state
         W = pn.widgets  # noqa: N806
-        self.kind = W.Select(label="Task kind", options=list(SHAPES_KINDS), value="count", width=120)
+        # Image kinds over a target, and video kinds over shapes-world clips (their queries name their objects).
+        kinds = {k: k for k in SHAPES_KINDS} | {f"video: {k.replace('_', ' ')}": k for k in SHAPES_VIDEO_KINDS}
+        self.kind = W.Select(label="Task kind", options=kinds, value="count", width=170)
         self.target = W.TextInput(label="Target objects", value="red objects", width=160)
         self.n = W.IntInput(label="Examples", value=8, start=1, end=60, width=90)
         self.seed = W.IntInput(label="Seed", value=0, width=80)
@@ -63,6 +73,9 @@ class TaskPanel:
         # A grounding task's example is labelled by dragging boxes over its image.
         self.drawer = BoxDrawer(visible=False)
         self.draw_hint = pn.pane.Markdown("", visible=False)
+        # A video example is shown as a strip of its frames, first to last.
+        self.example_strip = pn.pane.HTML("", visible=False, sizing_mode="stretch_width",
+                                          styles={"overflow-x": "auto"}, css_classes=["vf-example-strip"])
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
         self._connect()
@@ -83,6 +96,7 @@ class TaskPanel:
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
         self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
+        self.kind.param.watch(lambda e: setattr(self.target, "disabled", e.new in SHAPES_VIDEO_KINDS), "value")
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
 
@@ -222,7 +236,11 @@ class TaskPanel:
             return
         self.example_expected.value = format_expected(match[0].expected)
         self.example_query.value = match[0].query or ""
-        drawing = card.output == OutputKind.boxes and not is_video_path(match[0].images[0])
+        video = is_video_path(match[0].images[0])
+        self.example_strip.visible = video
+        self.example_strip.object = (f"<small>{html.escape(example_id)}, frames first to last:</small>"
+                                     f"{frame_strip_html(ws.resolve_image(match[0].images[0]), 8, 72)}") if video else ""
+        drawing = card.output == OutputKind.boxes and not video
         self.drawer.visible = self.draw_hint.visible = drawing
         if drawing:
             self.draw_hint.object = (f"Drag on the image to draw the boxes of **{html.escape(example_id)}**, "
@@ -249,6 +267,8 @@ class TaskPanel:
         if kind in SHAPES_KINDS and target:  # a shapes-world card is named <kind>-<target>
             self.kind.value = kind
             self.target.value = target.replace("-", " ")
+        elif card.name.replace("-", "_") in SHAPES_VIDEO_KINDS:  # a video card is named after its kind
+            self.kind.value = card.name.replace("-", "_")
         self.n.value = max(1, len(card.examples))
         ids = [ex.id for ex in card.examples if ex.id]
         self.example_pick.options = ids
@@ -264,14 +284,15 @@ class TaskPanel:
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(
-            pn.pane.Markdown("Choose a shapes-world task, or upload your own images with a query and the expected "
-                             "output. An existing task is only replaced when you confirm it, and stays restorable."),
+            pn.pane.Markdown("Choose a shapes-world task (images, or video clips), or upload your own images with a "
+                             "query and the expected output. An existing task is only replaced when you confirm it, "
+                             "and stays restorable."),
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
             pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_grid, self.upload_button,
             self.task_view,
             pn.Row(self.example_pick, self.example_query, self.example_expected,
                    pn.Column(self.example_save, self.example_delete)),
-            self.draw_hint, self.drawer,
+            self.example_strip, self.draw_hint, self.drawer,
             pn.Row(self.history, self.restore_button),
             title="1 · Task", css_classes=["vf-card"], **card)
 
