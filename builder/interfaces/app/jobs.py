@@ -144,6 +144,12 @@ class StepCard:
         """Show a finished job's result (``params``: what it was started with)."""
         raise NotImplementedError
 
+    def show_progress(self, job: Job) -> None:
+        """Show more of a running job than its status line (a card's live view; default none)."""
+
+    def hide_progress(self) -> None:
+        """No job of this card runs (any more): its live view goes."""
+
     def load_saved(self) -> None:
         """Show the step's last result as saved in the workspace (``step_report``), so a reload
         or a server restart shows what the last finished job showed."""
@@ -287,8 +293,10 @@ class JobWatcher:
         for step, card in self.cards.items():
             if job is not None and step == job.step and not job.finished:
                 card.job_view.show_running(job)
+                self.state.guard(lambda card=card: card.show_progress(job))
             else:
                 card.job_view.show_idle()
+                card.hide_progress()
         self.state.set_disabled(self.state.busy())
         self._show_header(job)
         if job is not None and job.finished and job.id != self._shown:

@@ -65,6 +65,8 @@ class TaskPanel:
         self.upload_answers: dict[str, pn.widgets.TextInput] = {}  # staged token -> its answer field
         self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
                                       sizing_mode="stretch_width")
+        # More examples than one page of thumbnails: choose the page (24 a page).
+        self.thumb_page = W.Select(label="Examples shown", options={"1–24": 0}, value=0, width=130, visible=False)
         self.example_pick = W.Select(label="Example", options=[], width=130)
         self.example_query = W.TextInput(label="Its query", width=220)
         self.example_expected = W.TextInput(label="Its expected output", width=150)
@@ -96,6 +98,7 @@ class TaskPanel:
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
         self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
+        self.thumb_page.param.watch(lambda e: self.state.guard(self._show_task), "value")
         self.kind.param.watch(lambda e: setattr(self.target, "disabled", e.new in SHAPES_VIDEO_KINDS), "value")
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
@@ -261,7 +264,12 @@ class TaskPanel:
         except TaskCardError as e:
             self.task_view.object = f"<div class='vf-problems' style='color:#b00020'>{html.escape(str(e))}</div>"
             return
-        self.task_view.object = _task_html(ws, card, task_problems(ws))
+        pages = {f"{i + 1}–{min(i + PAGE, len(card.examples))}": i for i in range(0, len(card.examples), PAGE)}
+        self.thumb_page.options = pages or {"1–24": 0}
+        self.thumb_page.visible = len(pages) > 1
+        if self.thumb_page.value not in self.thumb_page.options.values():
+            self.thumb_page.value = 0  # the watcher shows the task
+        self._show_task(ws, card)
         # The form shows the workspace's task (a reload never resets it to the defaults).
         kind, _, target = card.name.partition("-")
         if kind in SHAPES_KINDS and target:  # a shapes-world card is named <kind>-<target>
@@ -281,6 +289,12 @@ class TaskPanel:
         if self.history.options and self.history.value not in self.history.options.values():
             self.history.value = next(iter(self.history.options.values()))
 
+    def _show_task(self, ws: Workspace | None = None, card=None) -> None:
+        """The task card's view with the chosen page of example thumbnails."""
+        ws = ws or self.state.workspace
+        card = card or ws.load_task()
+        self.task_view.object = _task_html(ws, card, task_problems(ws), start=int(self.thumb_page.value or 0))
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(
@@ -289,7 +303,7 @@ class TaskPanel:
                              "and stays restorable."),
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
             pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_grid, self.upload_button,
-            self.task_view,
+            self.thumb_page, self.task_view,
             pn.Row(self.example_pick, self.example_query, self.example_expected,
                    pn.Column(self.example_save, self.example_delete)),
             self.example_strip, self.draw_hint, self.drawer,
@@ -297,13 +311,19 @@ class TaskPanel:
             title="1 · Task", css_classes=["vf-card"], **card)
 
 
-def _task_html(ws: Workspace, card, problems: list[str]) -> str:
-    """The task card as HTML: name, output, metric, query, problems and example thumbnails."""
+PAGE = 24  # example thumbnails shown at a time
+
+
+def _task_html(ws: Workspace, card, problems: list[str], start: int = 0) -> str:
+    """The task card as HTML: name, output, metric, query, problems and the example thumbnails
+    ``start`` to ``start + PAGE``."""
+    shown = card.examples[start:start + PAGE]
     cells = "".join(  # boxes drawn on the picture, every answer in short words under it
         f"<figure title='{html.escape(ex.query or '')}'>{annotated_thumbnail(ws.resolve_image(ex.images[0]), 72, ex.expected if as_boxes(ex.expected) is not None else None)}"
         f"<figcaption>{html.escape(ex.id or str(i))}: <b>{html.escape(answer_text(ex.expected, 24))}</b></figcaption></figure>"
-        for i, ex in enumerate(card.examples[:24]))
-    more = f"<small>... and {len(card.examples) - 24} more</small>" if len(card.examples) > 24 else ""
+        for i, ex in enumerate(shown, start))
+    more = (f"<small class='vf-page-note'>examples {start + 1}–{start + len(shown)} of {len(card.examples)}: "
+            "choose another page under Examples shown</small>") if len(card.examples) > PAGE else ""
     counts: dict[str, int] = {}
     for ex in card.examples:
         counts[ex.query or ""] = counts.get(ex.query or "", 0) + 1
