@@ -44,7 +44,7 @@ def app_server(tmp_path):
     test): yields (url, workspace folder)."""
     port = app_browser.free_port()
     try:
-        proc = app_browser.start_app(tmp_path / "ws", port, tmp_path / "server.log", timeout=60)
+        proc = app_browser.start_app(tmp_path / "ws", port, tmp_path / "server.log", timeout=120)
     except RuntimeError as e:
         raise AssertionError(str(e)) from None
     yield f"http://127.0.0.1:{port}/", tmp_path / "ws"
