@@ -102,8 +102,8 @@ def drive(page, shoot: Shooter, photos: Path) -> None:
     fill(page, "Results", "4")
     click_and_wait(page, "Search", "result(s)")
     shoot.card("Search a collection", "8-search")
-    fill(page, "Search", "images without any green objects")  # a negation, read over the stored objects
-    click_and_wait(page, "Search", "indexed image(s) match")
+    fill(page, "Search", "images with no green objects")  # a negation, read over the stored objects
+    click_and_wait(page, "Search", "for images with no green objects")
     shoot.card("Search a collection", "9-search-negation")
     video_task(page, shoot)
 

@@ -28,8 +28,10 @@ def test_app_api_takes_a_video_task_to_export(tmp_path):
         result = app.run.run(versions[0].version)
         assert result.n == 4 and result.errors == 0, result
         assert app.run.results.object.count("class='vf-strip'") == 4  # each clip's frames, first to last
-        for card_view in (app.improve, app.augment, app.finetune):
+        for card_view in (app.improve, app.augment, app.finetune):  # said in the card, its button off
             assert "applies to image tasks" in card_view.job_view.not_applicable.object
+            assert all(b.disabled for b in card_view.buttons()) and not any(v.visible for v in card_view.views())
+        assert not app.run.run_button.disabled and not app.export.export_button.disabled
         assert not app.export.job_view.not_applicable.visible and not app.run.job_view.not_applicable.visible
         with pytest.raises(UserError, match=r"Fine-tune \(the image VQA engine\) applies to image tasks"):
             app.finetune.start()
@@ -63,11 +65,14 @@ def test_browser_video_task_from_card_to_export(browser_ready, app_server, tmp_p
             page.get_by_text("4 examples").first.wait_for(timeout=60_000)
             assert page.locator(".vf-task img.vf-video").count() == 4  # each clip's thumbnail, marked as a video
             page.locator(".vf-example-strip img.vf-strip").wait_for(timeout=30_000)  # the picked clip's frames
-            for step in ("improve", "augment", "finetune"):  # each says so in its card
-                page.locator(f".vf-card-{step}").get_by_text("applies to image tasks").wait_for(timeout=10_000)
+            for step, button in [("improve", "Improve the planner"), ("augment", "Augment the data"),
+                                 ("finetune", "Fine-tune the engine")]:  # each says so in its card, its button off
+                card = page.locator(f".vf-card-{step}")
+                card.get_by_text("applies to image tasks").wait_for(timeout=10_000)
+                assert card.get_by_role("button", name=button).is_disabled(), step
             assert page.locator(".vf-card-export").get_by_text("applies to image tasks").count() == 0
             page.get_by_role("button", name="Generate program").click()
-            page.locator(".vf-card-generate").get_by_text("finished in").first.wait_for(timeout=240_000)
+            page.locator(".vf-card-generate").get_by_text("finished in").first.wait_for(timeout=600_000)  # loaded CI
             assert "def execute(video)" in page.get_by_label("Program").input_value()
             page.get_by_role("button", name="Run on examples").click()
             page.get_by_text("4/4 passed").first.wait_for(timeout=120_000)
@@ -78,7 +83,7 @@ def test_browser_video_task_from_card_to_export(browser_ready, app_server, tmp_p
             page.get_by_role("button", name="Accept version").click()
             page.get_by_text("Accepted").first.wait_for(timeout=30_000)
             page.get_by_role("button", name="Export the solution").click()
-            page.get_by_text("Exported: 4/4 acceptance examples pass").first.wait_for(timeout=240_000)
+            page.get_by_text("Exported: 4/4 acceptance examples pass").first.wait_for(timeout=600_000)
             page.reload(wait_until="domcontentloaded")
             page.get_by_text("acceptance tests: 4/4").first.wait_for(timeout=60_000)  # rebuilt from the workspace
             assert page.get_by_label("Task kind").input_value() == "video: crossing count"

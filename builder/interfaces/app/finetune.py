@@ -118,6 +118,14 @@ class FinetunePanel(StepCard):
             curve + f"<div class='vf-finetune-summary'><small>trained on <b>{html.escape(data)}</b>; best checkpoint "
                     f"<code>{html.escape(str(out.get('best_checkpoint', '')))}</code></small></div>")
 
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The button that starts the step."""
+        return [self.finetune_button]
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The step's result views."""
+        return [self.finetune_view]
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.job_view.layout(),

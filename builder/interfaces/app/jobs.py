@@ -144,6 +144,17 @@ class StepCard:
         """Show a finished job's result (``params``: what it was started with)."""
         raise NotImplementedError
 
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The buttons that start the card's step (off while the step does not apply)."""
+        return []
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The views that show the step's last result (hidden while the step does not apply)."""
+        return []
+
+    def clear_outcome(self) -> None:
+        """The task changed: forget what the card said about its last job beyond the status line."""
+
     def show_progress(self, job: Job) -> None:
         """Show more of a running job than its status line (a card's live view; default none)."""
 
@@ -257,11 +268,20 @@ class JobWatcher:
             reason = step_not_applicable(ws, card.step) or ""
             card.job_view.not_applicable.object = html.escape(reason)
             card.job_view.not_applicable.visible = bool(reason)
+            # Its button is off and its last result (of another task, still in the workspace) hidden.
+            for button in card.buttons():
+                self.state.inapplicable.discard(id(button))
+                if reason:
+                    self.state.inapplicable.add(id(button))
+            for view in card.views():
+                view.visible = not reason
+        self.state.set_disabled(self.state.busy())
 
     def clear_outcomes(self) -> None:
         """The task changed: the cards' last job outcomes no longer describe it."""
         for card in self.cards.values():
             card.job_view.clear()
+            card.clear_outcome()
 
     def find_interrupted(self) -> None:
         """Show the workspace's newest job in its card; an interrupted one (its process is gone:

@@ -56,7 +56,7 @@ class TaskPanel:
         self.seed = W.IntInput(label="Seed", value=0, width=80)
         self.create_button = W.Button(label="Create task", color="primary")
         self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
-        self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width")  # over HTTP
+        self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width", margin=(5, 10))  # over HTTP
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
         self.expected = W.TextInput(label="Expected output", placeholder="for all: 3 / yes / [[x0,y0,x1,y1]]")
         self.upload_button = W.Button(label="Add uploaded examples")
