@@ -41,7 +41,7 @@ __all__ = [
     "CancelToken", "Job", "JOB_STEPS", "start_step", "cancel_job", "job_status", "list_jobs", "running_job", "start_job",
     "resume_job",
     # lower-layer names the interfaces need (re-exported by builder/api/__init__.py)
-    "META_FILE", "UPLOADS_DIR", "SHAPES_KINDS", "ValidationError", "validate_program", "load_qa_dataset", "hits_json",
+    "META_FILE", "UPLOADS_DIR", "SHAPES_KINDS", "SHAPES_VIDEO_KINDS", "ValidationError", "validate_program", "load_qa_dataset", "hits_json",
     "load_planner", "propose_for_task", "examples_from_card", "run_batch", "Sandbox",
 ]
 

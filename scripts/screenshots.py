@@ -4,58 +4,27 @@
 
 Starts the app (``visforge app``) on a fresh workspace in a temporary folder, drives it in
 headless Debian chromium (playwright, ``scripts/install_browser.sh``) through Task -> Program ->
-Run -> Improve -> Augment -> Fine-tune -> Export -> Search with small settings (a few minutes on
-two cores), and saves one 1280x800 PNG per card: the card scrolled to the top of the window after
-its step. The PNGs are palette-quantised so each stays small (at most ``--max-kb``).
+Run -> Improve -> Augment -> Fine-tune -> Export -> Search (a plain query, then a negation), then
+replaces the task by a video task and takes it through Generate -> Run -> Export, with small
+settings (a few minutes on two cores). It saves one 1280x800 PNG per card and step: the card
+scrolled to the top of the window after its step. The PNGs are palette-quantised so each stays small (at most ``--max-kb``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from app_browser import CHROMIUM, free_port, launch, start_app, stop_app  # this folder's shared browser setup
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}
 LONG = 1_200_000  # ms: a step under heavy load on two shared cores
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(workspace: Path, port: int, log: Path) -> subprocess.Popen:
-    """The app as a server process on 127.0.0.1:``port``; returns once it accepts connections."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "BOKEH_RESOURCES": "server"}
-    proc = subprocess.Popen([sys.executable, "-m", "builder.interfaces.cli", "app", "--workspace", str(workspace),
-                             "--port", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                            cwd=workspace.parent)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app server exited: {log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("the app server did not start in 90 s")
 
 
 def save_small(png: bytes, path: Path, max_kb: int) -> int:
@@ -133,6 +102,32 @@ def drive(page, shoot: Shooter, photos: Path) -> None:
     fill(page, "Results", "4")
     click_and_wait(page, "Search", "result(s)")
     shoot.card("Search a collection", "8-search")
+    fill(page, "Search", "images with no green objects")  # a negation, read over the stored objects
+    click_and_wait(page, "Search", "for images with no green objects")
+    shoot.card("Search a collection", "9-search-negation")
+    video_task(page, shoot)
+
+
+def video_task(page, shoot: Shooter) -> None:
+    """A video task from its card to export: the clips with their frame strips, plan, run, export
+    (the image task before it stays restorable under Earlier tasks)."""
+    page.get_by_label("Task kind").select_option(label="video: crossing count")
+    fill(page, "Examples", "4")
+    page.get_by_role("button", name="Create task").click()
+    page.get_by_role("button", name="Replace the current task").click()
+    page.get_by_text("Task replaced").first.wait_for(timeout=LONG)
+    page.locator(".vf-example-strip img.vf-strip").wait_for(timeout=LONG)
+    shoot.card("1 · Task", "10-video-task")
+    click_and_wait(page, "Generate program", re.compile(r"Generate\W* finished"))
+    page.get_by_role("button", name="Run on examples", exact=True).click()
+    page.get_by_text("4/4 passed").first.wait_for(timeout=LONG)
+    page.locator(".vf-results img.vf-strip").first.wait_for(timeout=LONG)
+    page.locator(".vf-trace img").first.wait_for(timeout=LONG)
+    page.wait_for_timeout(500)
+    shoot.card("3 · Run on the examples", "11-video-run")
+    click_and_wait(page, "Accept version", "Accepted", timeout=60_000)
+    click_and_wait(page, "Export the solution", "Exported: 4/4")
+    shoot.card("7 · Export the solution", "12-video-export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in range(6):
             render_scene(sample_scene(s)).save(photos / f"scene{s:03d}.png")
         port = free_port()
-        server = start_app(Path(tmp) / "ws", port, Path(tmp) / "server.log")
+        try:
+            server = start_app(Path(tmp) / "ws", port, Path(tmp) / "server.log", timeout=90)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                browser = launch(p)
                 try:
                     page = browser.new_page(viewport=VIEWPORT)
                     page.set_default_timeout(120_000)  # clicks and fields, on a loaded machine
@@ -171,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     browser.close()
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_app(server, timeout=30)
     for name, size in shoot.saved:
         print(f"{args.out / name}: {size / 1024:.0f} KB")
     return 0

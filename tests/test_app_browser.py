@@ -6,21 +6,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from browser_support import launch
 from servers import free_port, stop_process
 
 pytest.importorskip("panel")
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 
 
 def test_app_api_without_browser(tmp_path):
@@ -233,45 +230,6 @@ def test_stopping_the_server_stops_its_jobs(tmp_path, how):
         again.close()
 
 
-@pytest.fixture(scope="session")
-def browser_ready():
-    """Install Debian chromium and the playwright package if missing (CI runs as root)."""
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "install_browser.sh")], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "VISFORGE_PYTHON": sys.executable})
-    if proc.returncode != 0 or not Path(CHROMIUM).exists():
-        pytest.skip(f"chromium could not be installed: {proc.stderr.strip()[-500:]}")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"the playwright package could not be installed: {e}")
-    return CHROMIUM
-
-
-@pytest.fixture
-def app_server(tmp_path):
-    """The app as a real server process on 127.0.0.1 (stopped after the test)."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOKEH_RESOURCES": "server"}
-    proc = subprocess.Popen([sys.executable, "-m", "builder.interfaces.cli", "app", "--workspace", str(tmp_path / "ws"),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {(tmp_path / 'server.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start in 60 s")
-    yield f"http://127.0.0.1:{port}/", tmp_path / "ws"
-    stop_process(proc)
-    log.close()
-
-
 def _png(seed: int = 0) -> bytes:
     import io
 
@@ -321,7 +279,7 @@ def test_browser_never_loses_work(browser_ready, app_server, tmp_path):
     good = tmp_path / "good.png"
     good.write_bytes(_png(1))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")
@@ -461,7 +419,7 @@ def test_browser_uploads_up_to_the_limit(browser_ready, app_server, tmp_path):
     big = _noise_png(tmp_path / "photo21.png", 2700)
     assert 19_000_000 < ok.stat().st_size < MAX_UPLOAD_BYTES < big.stat().st_size, (ok.stat(), big.stat())
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")
@@ -497,7 +455,7 @@ def test_browser_cancel_reload_and_double_run(browser_ready, app_server, tmp_pat
 
     url, ws_dir = app_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")
@@ -556,7 +514,7 @@ def test_browser_task_to_export(browser_ready, app_server, tmp_path):
 
     url, ws_dir = app_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(url, wait_until="domcontentloaded")
@@ -625,7 +583,7 @@ def test_browser_search_hits_with_their_own_answers(browser_ready, app_server, t
         render_scene(sample_scene(s)).save(folder / f"scene{s:03d}.png")
     red = {f"scene{s:03d}.png": sum(o.color == "red" for o in sample_scene(s).objects) for s in range(4)}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(url, wait_until="domcontentloaded")
@@ -715,7 +673,7 @@ def test_browser_draw_a_box_to_label_a_grounding_example(browser_ready, app_serv
 
     url, ws_dir = app_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")
@@ -784,7 +742,7 @@ def test_browser_each_card_shows_its_job_and_cancels_it(browser_ready, app_serve
              ("finetune", "Fine-tune the engine", {"Epochs": "50"}, "epochs"),
              ("export", "Export the solution", {}, "stages")]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")

@@ -3,6 +3,7 @@ from the workspace after a reload, answers drawn on the pictures, examples edite
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -265,3 +266,67 @@ def test_query_encoding_stops_on_cancel():
     with pytest.raises(Cancelled, match="cancelled while encoding"):
         encode([["never", "seen", secrets.token_hex(4)]], should_stop=stop)
     assert calls
+
+
+def test_finetune_card_draws_the_loss_while_it_trains(tmp_path):
+    """While a fine-tune runs its card draws the training loss so far, step by step; a reload
+    mid-run draws the finished epochs' steps again (from the run's history.json) and goes on;
+    when the job ends the live curve goes (the result's curves, or nothing after a Cancel)."""
+    from test_jobs import _tiny_vqa
+
+    from builder import FinetuneConfig, ensure_shapes_workspace
+    from builder.interfaces.app import VisForgeApp
+
+    ws = ensure_shapes_workspace(tmp_path / "ws", n=4, seed=2)
+    init = _tiny_vqa(ws, tmp_path)
+    app = VisForgeApp(ws.root)
+    try:
+        job = app.finetune.start(dataset="real", model=str(init), run="live", config=FinetuneConfig(
+            epochs=8, batch_size=16, patience=0, throttle_s=0.2, replay_fraction=0.0))
+        history = ws.root / "checkpoints" / "live" / "history.json"
+        steps_seen = set()
+        deadline = time.time() + 300  # each epoch ends with a held-out evaluation (slow on a loaded machine)
+        while len(steps_seen) < 3 or not history.is_file():  # a few polls, and an epoch written
+            assert time.time() < deadline and not job.finished, (steps_seen, job.state, job.error)
+            app.jobs.poll()
+            found = re.search(r"step (\d+)/", job.progress.message or "")
+            if found:
+                steps_seen.add(int(found[1]))
+            time.sleep(0.1)
+        app.jobs.poll()
+        live = app.finetune.live_view
+        assert live.visible and "loss while training" in live.object and "<polyline" in live.object, live.object
+        reloaded = VisForgeApp(ws.root)
+        try:
+            reloaded.jobs.poll()
+            again = reloaded.finetune.live_view
+            assert again.visible and "<polyline" in again.object
+            written = len(json.loads(history.read_text())["train"])
+            assert len(reloaded.finetune._live[1]) >= written >= 2  # the finished epochs' steps, at once
+        finally:
+            reloaded.close()
+        app.finetune.job_view.cancel_button.clicks += 1
+        assert job.wait(60)
+        app.jobs.poll()
+        assert not app.finetune.live_view.visible and job.state == "cancelled"
+    finally:
+        app.close()
+
+
+def test_task_card_pages_its_thumbnails(tmp_path):
+    """More than 24 examples: the task card shows them 24 at a time, every page reachable."""
+    from builder.interfaces.app import VisForgeApp
+
+    app = VisForgeApp(tmp_path / "ws")
+    try:
+        app.task.create_task("exists", "blue circle", n=30, seed=1)
+        task = app.task
+        assert task.thumb_page.visible and list(task.thumb_page.options) == ["1–24", "25–30"]
+        assert task.task_view.object.count("<figure") == 24 and "examples 1–24 of 30" in task.task_view.object
+        task.thumb_page.value = 24
+        ids = re.findall(r"<figcaption>([^:]+):", task.task_view.object)
+        assert ids == [ex.id for ex in app.workspace.load_task().examples[24:]] and len(ids) == 6
+        task.delete_example(ids[-1])  # the page stays while it exists
+        assert task.thumb_page.value == 24 and task.task_view.object.count("<figure") == 5
+    finally:
+        app.close()

@@ -4,7 +4,7 @@ does not apply to the task says so by name."""
 from __future__ import annotations
 
 import pytest
-from test_app_browser import CHROMIUM_ARGS, app_server, browser_ready  # noqa: F401 - fixtures
+from browser_support import launch
 
 pytest.importorskip("panel")
 
@@ -20,12 +20,12 @@ def test_error_text_names_the_message_once():
     assert error_text(UserError("plain")) == "plain"
 
 
-def test_a_huge_error_is_shown_once_and_stays_in_its_box(browser_ready, app_server):  # noqa: F811
+def test_a_huge_error_is_shown_once_and_stays_in_its_box(browser_ready, app_server):
     from playwright.sync_api import sync_playwright
 
     url, _ws_dir = app_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_ready, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="domcontentloaded")

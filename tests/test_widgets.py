@@ -218,3 +218,16 @@ def test_background_errors_are_shown_not_swallowed(planned):
     plan.wait(timeout=10)
     assert plan.error.startswith("engine exploded") and "Traceback" in plan.error
     assert "engine exploded" in plan._error_html.value and not plan.busy
+
+
+def test_widgets_take_a_video_task_and_offer_only_what_applies(tmp_path):
+    """The task widget makes a shapes-world video task; the image-only steps say they do not
+    apply to it (their buttons off, the reason shown)."""
+    task = TaskWidget(tmp_path / "ws")
+    task.generate_shapes("leaves", n=4, seed=1)
+    assert all(str(ex["image"]).endswith(".mp4") for ex in task.data()["examples"])
+    ws = task.save()
+    for cls in (ImproveWidget, AugmentWidget, FinetuneWidget):
+        step = cls(ws)
+        assert "applies to image tasks" in (step.available() or "") and step.run_button.disabled, cls
+        assert "vf-unavailable" in step.info.value

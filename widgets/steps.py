@@ -117,6 +117,9 @@ class ImproveWidget(ApiShell):
     def entry(self) -> Callable[..., Any]:
         return improve_planner
 
+    def available(self) -> str | None:
+        return super().available() or step_not_applicable(self.ws, "improve")
+
     def _controls(self) -> list[w.Widget]:
         self.rounds = w.BoundedIntText(description="rounds", value=1, min=1, max=5)
         self.k = w.BoundedIntText(description="k", value=4, min=1, max=16)
@@ -188,7 +191,7 @@ class FinetuneWidget(ApiShell):
         return sorted(p.name for p in root.iterdir() if (p / "items.jsonl").is_file())
 
     def available(self) -> str | None:
-        reason = super().available()
+        reason = super().available() or step_not_applicable(self.ws, "finetune")
         if reason is None and not self.datasets():
             return (f"no QA dataset in {self.ws.dir('datasets')} yet: build one in the Augment step "
                     "(or save the task's examples as one with builder.examples_dataset)")

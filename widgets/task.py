@@ -14,6 +14,7 @@ from ipywidgets import CallbackDispatcher
 from builder import (
     META_FILE,
     SHAPES_KINDS,
+    SHAPES_VIDEO_KINDS,
     Metric,
     OutputKind,
     TaskCard,
@@ -63,7 +64,7 @@ class TaskWidget(StepWidget):
         self.query = w.Text(description="query", placeholder="How many red objects are there?")
         self.expected = w.Text(description="expected", placeholder="3 / yes / [[x0,y0,x1,y1]]")
         self.folder = w.Text(description="folder", placeholder="/path/to/images (labels.json or labels.csv)")
-        self.shapes_kind = w.Dropdown(description="kind", options=list(SHAPES_KINDS), value="count")
+        self.shapes_kind = w.Dropdown(description="kind", options=[*SHAPES_KINDS, *SHAPES_VIDEO_KINDS], value="count")
         self.shapes_target = w.Text(description="target", value="red objects")
         self.shapes_n = w.BoundedIntText(description="examples", value=8, min=1, max=200)
         self.shapes_seed = w.IntText(description="seed", value=0)

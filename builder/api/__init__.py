@@ -98,6 +98,7 @@ from builder.core.qa import load_qa_dataset  # noqa: E402, I001
 from builder.core.taskcard import Metric, OutputKind, TaskCard, TaskCardError, load_task_card
 from builder.core.workspace import META_FILE, UPLOADS_DIR, ProgramVersion, Workspace, WorkspaceError
 from builder.domains.shapes.world.cards import KINDS as SHAPES_KINDS
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS as SHAPES_VIDEO_KINDS
 from builder.executor import Sandbox, ValidationError
 from builder.executor import validate as validate_program
 from builder.methods.export import ExportError, ExportResult

@@ -65,6 +65,9 @@ def step_report(ws: Workspace, step: str) -> dict[str, Any] | None:
 
 # Outputs with short answers: the tasks a VQA engine answers (SelTDA writes such QA pairs).
 VQA_OUTPUTS = ("text", "bool", "count")
+# The steps that adapt an image model, and how their cards name them.
+_IMAGE_ONLY_STEPS = {"improve": "Improve (self-training the image planner)", "augment": "Augment (SelTDA)",
+                     "finetune": "Fine-tune (the image VQA engine)"}
 _OUTPUT_WORDS = {"boxes": "boxes (grounding)", "choice": "choice (image-text matching)",
                  "frame": "video frame", "summary": "video summary"}
 
@@ -73,13 +76,16 @@ def step_not_applicable(ws: Workspace, step: str) -> str | None:
     """Why ``step`` does not apply to the workspace's task, or None when it does.
 
     Augment (SelTDA) writes question/answer pairs for unlabeled images, so it applies to VQA
-    tasks only (answers that are text, yes/no or a count); the other steps apply to every task.
+    tasks only (answers that are text, yes/no or a count). A video task is planned by the video
+    planner and answered by tracking, so Improve (which trains the image planner), Augment and
+    Fine-tune (the image VQA engine) do not apply to it; the other steps apply to every task.
     """
     card = ws.load_task()
+    if step in _IMAGE_ONLY_STEPS and card_has_video(card):
+        return (f"{_IMAGE_ONLY_STEPS[step]} applies to image tasks: this is a video task, planned by the video "
+                "planner and answered by tracking objects through the clip. Go on with Run and Export; to "
+                "improve the answers, label more clips in the task.")
     output = card.output.value
-    if step == "improve" and card_has_video(card):
-        return ("Improve adapts the planner that reads requests about images; this task's examples are "
-                "video clips, which the video planner reads. Edit the video program by hand instead.")
     if step == "augment" and output not in VQA_OUTPUTS:
         return (f"Augment (SelTDA) applies to VQA tasks, whose answers are text, yes/no or a count: it "
                 f"writes question/answer pairs for unlabeled images. This is a {_OUTPUT_WORDS.get(output, output)} "
@@ -110,7 +116,7 @@ def improve_planner(ws: Workspace, rounds: int = 1, k: int = 8, steps: int = 100
     ``cancel`` (a ``CancelToken``; ``should_stop`` is the older name) stops it between steps:
     then ``Cancelled`` is raised and no planner is saved.
     """
-    reason = step_not_applicable(ws, "improve")
+    reason = step_not_applicable(ws, "improve")  # a video task: said before anything runs
     if reason:
         raise UserError(reason)
     card = ws.load_task()

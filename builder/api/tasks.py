@@ -25,6 +25,7 @@ from builder.core.video import VideoError, is_video_path, probe_video
 from builder.core.workspace import META_FILE, Workspace, WorkspaceError, task_fingerprint
 from builder.domains.shapes.world import generate_dataset
 from builder.domains.shapes.world.cards import make_task_card
+from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, make_video_task_card
 from builder.methods import finetune as _finetune
 
 __all__ = ["IMAGE_SUFFIXES", "card_from_data", "create_workspace", "delete_example", "ensure_shapes_workspace",
@@ -171,9 +172,16 @@ def save_task(workspace_dir: str | Path, card: TaskCard, reason: str = "edited")
 
 def shapes_task_data(kind: str = "count", target: str = "red objects", n: int = 8, seed: int = 0,
                      domain: str = "clean", staging: str | Path | None = None) -> dict[str, Any]:
-    """A draft task card (plain data, absolute image paths) drawn from the shapes world."""
+    """A draft task card (plain data, absolute image paths) drawn from the shapes world.
+
+    ``kind`` is an image kind (``SHAPES_KINDS``: count, exists, locate over ``target``) or a video
+    kind (``SHAPES_VIDEO_KINDS``: collision_frame, crossing_count, leaves, collision_summary, over
+    MP4 clips whose queries name their own objects, so ``target`` is not used)."""
     folder = Path(staging) if staging is not None else Path(tempfile.mkdtemp(prefix="visforge-shapes-"))
-    card_path = make_task_card(folder, kind=kind, target=target, n=n, seed=seed, domain=domain)
+    if kind in VIDEO_KINDS:
+        card_path = make_video_task_card(folder, kind=kind, n=n, seed=seed, domain=domain)
+    else:
+        card_path = make_task_card(folder, kind=kind, target=target, n=n, seed=seed, domain=domain)
     card = load_task_card(card_path, check_images=True)
     data = card.model_dump(mode="json", exclude_none=True)
     for ex in data["examples"]:

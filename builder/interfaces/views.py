@@ -47,6 +47,45 @@ def video_thumbnail(path: str | Path, side: int = 96):
     return im
 
 
+def frame_strip(path: str | Path, n: int = 6, side: int = 48):
+    """``n`` frames of a video, evenly spaced from the first to the last, side by side (each
+    fitted into ``side`` pixels, its frame number in the corner): the clip's motion at a glance."""
+    from PIL import ImageDraw
+
+    video = load_media(path)
+    try:
+        count = len(video)
+        indices = sorted({round(i * (count - 1) / max(1, n - 1)) for i in range(n)})
+        tiles = []
+        for i in indices:
+            im = Image.fromarray(video.frame(i)).convert("RGB")
+            im.thumbnail((side, side))
+            ImageDraw.Draw(im).text((2, 1), str(i), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+            tiles.append(im)
+    finally:
+        video.close()
+    strip = Image.new("RGB", (sum(t.width for t in tiles) + len(tiles) - 1, max(t.height for t in tiles)), "white")
+    x = 0
+    for t in tiles:
+        strip.paste(t, (x, 0))
+        x += t.width + 1
+    return strip
+
+
+def frame_strip_html(path: str | Path, n: int = 6, side: int = 48) -> str:
+    """A video's frame strip (``frame_strip``) as an <img> (class ``vf-strip``), or a red note
+    naming the file when it cannot be decoded."""
+    try:
+        im = frame_strip(path, n, side)
+    except Exception as e:  # noqa: BLE001 - a bad file is shown, never fatal
+        return f"<span style='color:#b00020'>{html.escape(Path(str(path)).name)}: {html.escape(_clip(str(e)))}</span>"
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return (f"<img class='vf-strip' src='{uri}' width='{im.width}' height='{im.height}' "
+            f"title='{html.escape(Path(str(path)).name)}: {n} frames, first to last' style='display:block'>")
+
+
 def thumbnail_uri(path: str | Path, side: int = 96) -> str:
     """A small PNG data URI of an image file, or of a video's middle frame with a play mark
     (saved notebooks stay small)."""
@@ -206,6 +245,8 @@ def results_table_html(results: list[dict[str, Any]] | list, limit: int = 200,
             path = images.get(str(d.get("id")))
             pic = annotated_thumbnail(path, side, d.get("expected"), d.get("value"), show_predicted=True,
                                       correct=bool(d.get("correct")), error=d.get("error") or "") if path else ""
+            if path and is_video_path(str(path)):  # a clip: its frames, first to last, under its thumbnail
+                pic += frame_strip_html(path, 5, 40)
             thumb = f"<td>{pic}</td>"
         ok = d.get("correct")
         mark = ("<span class='vf-pass' style='color:#0a7d28;font-weight:bold'>pass</span>" if ok else

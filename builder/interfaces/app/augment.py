@@ -71,6 +71,14 @@ class AugmentPanel(StepCard):
             f"</b>: {out.get('unlabelled_images', 0)} unlabeled images; kept {filt.get('kept', '?')} of "
             f"{filt.get('total', '?')} pseudo-labels</small></div><div class='vf-thumbs'>{cells}</div>")
 
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The button that starts the step."""
+        return [self.augment_button]
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The step's result views."""
+        return [self.augment_view]
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.n_unlabelled, self.qgen_steps), self.augment_button, self.job_view.layout(), self.augment_view,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ from builder import FinetuneConfig, examples_dataset, step_report, workspace_dat
 from builder.interfaces.app.jobs import StepCard
 from builder.interfaces.app.state import AppState
 from builder.interfaces.views import bars_svg, curve_svg
+
+# The fine-tune's progress message: "epoch 2, step 14/40, loss 0.4132" (builder.methods.finetune.loop).
+LIVE_LOSS = re.compile(r"step (?P<step>\d+)/(?P<total>\d+), loss (?P<loss>[-+0-9.eE]+|nan|inf)")
 
 
 class FinetunePanel(StepCard):
@@ -26,6 +31,10 @@ class FinetunePanel(StepCard):
         self.ft_dataset = W.Select(label="Dataset", options=["examples"], value="examples", width=140)
         self.finetune_button = W.Button(label="Fine-tune the engine", color="primary")
         self.finetune_view = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vf-result", "vf-finetune-result"])
+        # The training loss while a fine-tune runs: the steps of its finished epochs (history.json),
+        # then each step the job reports; the finished result's curves replace it.
+        self.live_view = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["vf-live-loss"])
+        self._live: tuple[str, dict[int, float]] | None = None  # (job id, step -> loss)
         self.finetune_button.on_click(state.action(self.start))
         state.buttons.append(self.finetune_button)
 
@@ -66,6 +75,29 @@ class FinetunePanel(StepCard):
         """Fine-tune the VQA engine on a workspace dataset as a job; waits, shows before/after and the loss curve."""
         return self.execute(dataset=dataset, epochs=epochs, **options)
 
+    def show_progress(self, job) -> None:
+        """The loss curve so far of the running fine-tune (after a reload too: the finished epochs'
+        steps come from its run folder's ``history.json``)."""
+        if self._live is None or self._live[0] != job.id:
+            self._live = (job.id, {})
+            history = self.state.workspace.root / "checkpoints" / str(job.params.get("run", "")) / "history.json"
+            if job.params.get("run") and history.is_file():
+                self._live[1].update({h["step"]: h["loss"] for h in json.loads(history.read_text()).get("train", [])})
+        found = LIVE_LOSS.search(job.progress.message or "")
+        points = self._live[1]
+        if found is not None:
+            points[int(found["step"])] = float(found["loss"])
+        if points:
+            total = int(found["total"]) if found is not None else max(points)
+            self.live_view.object = curve_svg({"train loss": sorted(points.items())},
+                                              f"loss while training (step {max(points)} of {total})")
+        self.live_view.visible = bool(points)
+
+    def hide_progress(self) -> None:
+        """No fine-tune runs: the live curve goes (a finished one's curves are in its result)."""
+        if self.live_view.visible or self._live is not None:
+            self.live_view.visible, self._live = False, None
+
     def show(self, out: dict, params: dict[str, Any]) -> None:
         """A finished fine-tune: before/after and the loss curves."""
         self.render({**out, "dataset": params.get("dataset", out.get("dataset"))})
@@ -86,8 +118,16 @@ class FinetunePanel(StepCard):
             curve + f"<div class='vf-finetune-summary'><small>trained on <b>{html.escape(data)}</b>; best checkpoint "
                     f"<code>{html.escape(str(out.get('best_checkpoint', '')))}</code></small></div>")
 
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The button that starts the step."""
+        return [self.finetune_button]
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The step's result views."""
+        return [self.finetune_view]
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.ft_dataset, self.epochs), self.finetune_button, self.job_view.layout(),
-                       self.finetune_view,
+                       self.live_view, self.finetune_view,
                        title="6 · Fine-tune the engine", css_classes=["vf-card", f"vf-card-{self.step}"], **card)

@@ -57,6 +57,14 @@ class ImprovePanel(StepCard):
             f"<div><small>{kept} kept reading(s); adapted planner saved to "
             f"<code>{html.escape(str(report.get('planner', '')))}</code>; later proposals use it.</small></div>")
 
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The button that starts the step."""
+        return [self.improve_button]
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The step's result views."""
+        return [self.improve_view]
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(pn.Row(self.rounds, self.improve_k, self.improve_steps), self.improve_button,

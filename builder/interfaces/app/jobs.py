@@ -33,6 +33,7 @@ from builder import (
     resume_job,
     running_job,
     start_step,
+    step_not_applicable,
     step_report,
 )
 from builder.interfaces.app.state import AppState, workspace_key
@@ -81,6 +82,9 @@ class JobView:
                                   styles={**ERROR_BOX, "color": "#b00020"})
         self.cancel_button = pn.widgets.Button(label="Cancel", color="danger", visible=False)
         self.resume_button = pn.widgets.Button(label="Resume", visible=False)
+        # Why the step does not apply to the task (a video task has no image model to adapt).
+        self.not_applicable = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width",
+                                               css_classes=["vf-not-applicable"], styles={"color": "#8a5300"})
         self.cancel_button.on_click(lambda _e: state.guard(lambda: state.jobs and state.jobs.cancel()))
         self.resume_button.on_click(state.action(lambda: state.jobs and state.jobs.resume()))
         state.buttons.append(self.resume_button)
@@ -109,7 +113,8 @@ class JobView:
 
     def layout(self) -> pn.Column:
         """The row as a card shows it."""
-        return pn.Column(pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
+        return pn.Column(self.not_applicable,
+                         pn.Row(self.progress, self.cancel_button, self.resume_button, self.status,
                                 sizing_mode="stretch_width"), self.error,
                          sizing_mode="stretch_width", css_classes=["vf-job"])
 
@@ -138,6 +143,23 @@ class StepCard:
     def show(self, result: Any, params: dict[str, Any]) -> None:
         """Show a finished job's result (``params``: what it was started with)."""
         raise NotImplementedError
+
+    def buttons(self) -> list[pn.widgets.Button]:
+        """The buttons that start the card's step (off while the step does not apply)."""
+        return []
+
+    def views(self) -> list[pn.viewable.Viewable]:
+        """The views that show the step's last result (hidden while the step does not apply)."""
+        return []
+
+    def clear_outcome(self) -> None:
+        """The task changed: forget what the card said about its last job beyond the status line."""
+
+    def show_progress(self, job: Job) -> None:
+        """Show more of a running job than its status line (a card's live view; default none)."""
+
+    def hide_progress(self) -> None:
+        """No job of this card runs (any more): its live view goes."""
 
     def load_saved(self) -> None:
         """Show the step's last result as saved in the workspace (``step_report``), so a reload
@@ -207,6 +229,9 @@ class JobWatcher:
     def start(self, card: StepCard, **inputs: Any) -> Job:
         """Start ``card``'s step through the engine (one job per workspace at a time)."""
         ws = self.state.workspace
+        reason = step_not_applicable(ws, card.step)  # said by the step's name, before anything is written
+        if reason:
+            raise UserError(reason)
         params = card.job_params(**inputs)
         runtime = self.state.runtime if card.uses_runtime else None
         self.state.say("")
@@ -236,10 +261,27 @@ class JobWatcher:
         self.poll()
         return job
 
+    def show_applicable(self) -> None:
+        """Say in each card whose step does not apply to the task why (``step_not_applicable``)."""
+        ws = self.state.workspace
+        for card in self.cards.values():
+            reason = step_not_applicable(ws, card.step) or ""
+            card.job_view.not_applicable.object = html.escape(reason)
+            card.job_view.not_applicable.visible = bool(reason)
+            # Its button is off and its last result (of another task, still in the workspace) hidden.
+            for button in card.buttons():
+                self.state.inapplicable.discard(id(button))
+                if reason:
+                    self.state.inapplicable.add(id(button))
+            for view in card.views():
+                view.visible = not reason
+        self.state.set_disabled(self.state.busy())
+
     def clear_outcomes(self) -> None:
         """The task changed: the cards' last job outcomes no longer describe it."""
         for card in self.cards.values():
             card.job_view.clear()
+            card.clear_outcome()
 
     def find_interrupted(self) -> None:
         """Show the workspace's newest job in its card; an interrupted one (its process is gone:
@@ -271,8 +313,10 @@ class JobWatcher:
         for step, card in self.cards.items():
             if job is not None and step == job.step and not job.finished:
                 card.job_view.show_running(job)
+                self.state.guard(lambda card=card: card.show_progress(job))
             else:
                 card.job_view.show_idle()
+                card.hide_progress()
         self.state.set_disabled(self.state.busy())
         self._show_header(job)
         if job is not None and job.finished and job.id != self._shown:

@@ -51,7 +51,7 @@ class VisForgeApp:
         self.augment = AugmentPanel(state, on_dataset=self.finetune.add_dataset)
         self.export = ExportPanel(state)
         self.search = SearchPanel(state)
-        state.task_listeners += [self.task.refresh, self.program.refresh_versions]
+        state.task_listeners += [self.task.refresh, self.program.refresh_versions, self.jobs.show_applicable]
         self.jobs.register(self.program, self.run, self.improve, self.augment, self.finetune, self.export)
         if state.has_workspace():
             state.guard(state.task_changed)

@@ -69,6 +69,10 @@ class ProgramPanel(StepCard):
         self.refresh_versions(select=versions[0] if versions else None)
         self.program_note.object = html.escape(result.get("note") or "")
 
+    def clear_outcome(self) -> None:
+        """The task changed: the last Generate's note no longer describes it."""
+        self.program_note.object = ""
+
     # ---- versions ------------------------------------------------------------------------------
     def select(self, version: int) -> ProgramVersion:
         """Load a version into the editor and show its last run."""

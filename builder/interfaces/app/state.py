@@ -67,6 +67,7 @@ class AppState:
         self.message = pn.pane.Alert("", alert_type="success", visible=False, sizing_mode="stretch_width",
                                      stylesheets=[MESSAGE_CSS], css_classes=["vf-message"])
         self.buttons: list[pn.widgets.Button] = []  # disabled while an action or a job runs
+        self.inapplicable: set[int] = set()  # ids of the buttons of steps that do not apply to the task
         self.task_listeners: list[Callable[[], None]] = []  # called after the task card changes
         self.jobs: JobWatcher | None = None  # set by the JobWatcher built over this state
         self._action_lock = threading.Lock()
@@ -118,10 +119,11 @@ class AppState:
         return self._action_lock.locked() or (self.jobs is not None and self.jobs.running())
 
     def set_disabled(self, disabled: bool) -> None:
-        """Disable (or enable) every action button."""
+        """Disable (or enable) every action button (a step that does not apply keeps its button off)."""
         for b in self.buttons:
-            if b.disabled != disabled:
-                b.disabled = disabled
+            want = disabled or id(b) in self.inapplicable
+            if b.disabled != want:
+                b.disabled = want
 
     def action(self, fn: Callable[[], Any]) -> Callable[[Any], None]:
         """A click handler: ignored while another action or a job runs (double clicks do nothing

@@ -9,6 +9,7 @@ import panel as pn
 
 from builder import (
     SHAPES_KINDS,
+    SHAPES_VIDEO_KINDS,
     UPLOADS_DIR,
     OutputKind,
     TaskCardError,
@@ -30,7 +31,14 @@ from builder import (
 from builder.interfaces.app.boxes import BoxDrawer
 from builder.interfaces.app.state import AppState
 from builder.interfaces.app.upload import MAX_UPLOAD_BYTES, UploadPicker, safe_name, staged_file
-from builder.interfaces.views import annotated_thumbnail, answer_text, as_boxes, is_video_path, safe_thumbnail
+from builder.interfaces.views import (
+    annotated_thumbnail,
+    answer_text,
+    as_boxes,
+    frame_strip_html,
+    is_video_path,
+    safe_thumbnail,
+)
 
 
 class TaskPanel:
@@ -40,13 +48,15 @@ class TaskPanel:
     def __init__(self, state: AppState):
         self.state = state
         W = pn.widgets  # noqa: N806
-        self.kind = W.Select(label="Task kind", options=list(SHAPES_KINDS), value="count", width=120)
+        # Image kinds over a target, and video kinds over shapes-world clips (their queries name their objects).
+        kinds = {k: k for k in SHAPES_KINDS} | {f"video: {k.replace('_', ' ')}": k for k in SHAPES_VIDEO_KINDS}
+        self.kind = W.Select(label="Task kind", options=kinds, value="count", width=170)
         self.target = W.TextInput(label="Target objects", value="red objects", width=160)
         self.n = W.IntInput(label="Examples", value=8, start=1, end=60, width=90)
         self.seed = W.IntInput(label="Seed", value=0, width=80)
         self.create_button = W.Button(label="Create task", color="primary")
         self.replace_button = W.Button(label="Replace the current task", color="danger", visible=False)
-        self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width")  # over HTTP
+        self.upload = UploadPicker(max_bytes=MAX_UPLOAD_BYTES, sizing_mode="stretch_width", margin=(5, 10))  # over HTTP
         self.query = W.TextInput(label="Query for uploaded images", placeholder="How many ...?")
         self.expected = W.TextInput(label="Expected output", placeholder="for all: 3 / yes / [[x0,y0,x1,y1]]")
         self.upload_button = W.Button(label="Add uploaded examples")
@@ -55,6 +65,8 @@ class TaskPanel:
         self.upload_answers: dict[str, pn.widgets.TextInput] = {}  # staged token -> its answer field
         self.task_view = pn.pane.HTML("<i>No task yet: create one from the shapes world or upload images.</i>",
                                       sizing_mode="stretch_width")
+        # More examples than one page of thumbnails: choose the page (24 a page).
+        self.thumb_page = W.Select(label="Examples shown", options={"1–24": 0}, value=0, width=130, visible=False)
         self.example_pick = W.Select(label="Example", options=[], width=130)
         self.example_query = W.TextInput(label="Its query", width=220)
         self.example_expected = W.TextInput(label="Its expected output", width=150)
@@ -63,6 +75,9 @@ class TaskPanel:
         # A grounding task's example is labelled by dragging boxes over its image.
         self.drawer = BoxDrawer(visible=False)
         self.draw_hint = pn.pane.Markdown("", visible=False)
+        # A video example is shown as a strip of its frames, first to last.
+        self.example_strip = pn.pane.HTML("", visible=False, sizing_mode="stretch_width",
+                                          styles={"overflow-x": "auto"}, css_classes=["vf-example-strip"])
         self.history = W.Select(label="Earlier tasks", options={}, width=240)
         self.restore_button = W.Button(label="Restore task")
         self._connect()
@@ -83,6 +98,8 @@ class TaskPanel:
         self.example_pick.param.watch(lambda e: e.new and self.state.guard(lambda: self._pick_example(e.new)),
                                       "value")
         self.drawer.param.watch(lambda e: self._boxes_drawn(e.new), "boxes")
+        self.thumb_page.param.watch(lambda e: self.state.guard(self._show_task), "value")
+        self.kind.param.watch(lambda e: setattr(self.target, "disabled", e.new in SHAPES_VIDEO_KINDS), "value")
         self.state.buttons += [self.create_button, self.replace_button, self.upload_button, self.example_save,
                                self.example_delete, self.restore_button]
 
@@ -222,7 +239,11 @@ class TaskPanel:
             return
         self.example_expected.value = format_expected(match[0].expected)
         self.example_query.value = match[0].query or ""
-        drawing = card.output == OutputKind.boxes and not is_video_path(match[0].images[0])
+        video = is_video_path(match[0].images[0])
+        self.example_strip.visible = video
+        self.example_strip.object = (f"<small>{html.escape(example_id)}, frames first to last:</small>"
+                                     f"{frame_strip_html(ws.resolve_image(match[0].images[0]), 8, 72)}") if video else ""
+        drawing = card.output == OutputKind.boxes and not video
         self.drawer.visible = self.draw_hint.visible = drawing
         if drawing:
             self.draw_hint.object = (f"Drag on the image to draw the boxes of **{html.escape(example_id)}**, "
@@ -243,12 +264,19 @@ class TaskPanel:
         except TaskCardError as e:
             self.task_view.object = f"<div class='vf-problems' style='color:#b00020'>{html.escape(str(e))}</div>"
             return
-        self.task_view.object = _task_html(ws, card, task_problems(ws))
+        pages = {f"{i + 1}–{min(i + PAGE, len(card.examples))}": i for i in range(0, len(card.examples), PAGE)}
+        self.thumb_page.options = pages or {"1–24": 0}
+        self.thumb_page.visible = len(pages) > 1
+        if self.thumb_page.value not in self.thumb_page.options.values():
+            self.thumb_page.value = 0  # the watcher shows the task
+        self._show_task(ws, card)
         # The form shows the workspace's task (a reload never resets it to the defaults).
         kind, _, target = card.name.partition("-")
         if kind in SHAPES_KINDS and target:  # a shapes-world card is named <kind>-<target>
             self.kind.value = kind
             self.target.value = target.replace("-", " ")
+        elif card.name.replace("-", "_") in SHAPES_VIDEO_KINDS:  # a video card is named after its kind
+            self.kind.value = card.name.replace("-", "_")
         self.n.value = max(1, len(card.examples))
         ids = [ex.id for ex in card.examples if ex.id]
         self.example_pick.options = ids
@@ -261,28 +289,41 @@ class TaskPanel:
         if self.history.options and self.history.value not in self.history.options.values():
             self.history.value = next(iter(self.history.options.values()))
 
+    def _show_task(self, ws: Workspace | None = None, card=None) -> None:
+        """The task card's view with the chosen page of example thumbnails."""
+        ws = ws or self.state.workspace
+        card = card or ws.load_task()
+        self.task_view.object = _task_html(ws, card, task_problems(ws), start=int(self.thumb_page.value or 0))
+
     def layout(self, **card: Any) -> pn.Card:
         """The card's layout."""
         return pn.Card(
-            pn.pane.Markdown("Choose a shapes-world task, or upload your own images with a query and the expected "
-                             "output. An existing task is only replaced when you confirm it, and stays restorable."),
+            pn.pane.Markdown("Choose a shapes-world task (images, or video clips), or upload your own images with a "
+                             "query and the expected output. An existing task is only replaced when you confirm it, "
+                             "and stays restorable."),
             pn.Row(self.kind, self.target, self.n, self.seed), pn.Row(self.create_button, self.replace_button),
             pn.layout.Divider(), self.upload, pn.Row(self.query, self.expected), self.upload_grid, self.upload_button,
-            self.task_view,
+            self.thumb_page, self.task_view,
             pn.Row(self.example_pick, self.example_query, self.example_expected,
                    pn.Column(self.example_save, self.example_delete)),
-            self.draw_hint, self.drawer,
+            self.example_strip, self.draw_hint, self.drawer,
             pn.Row(self.history, self.restore_button),
             title="1 · Task", css_classes=["vf-card"], **card)
 
 
-def _task_html(ws: Workspace, card, problems: list[str]) -> str:
-    """The task card as HTML: name, output, metric, query, problems and example thumbnails."""
+PAGE = 24  # example thumbnails shown at a time
+
+
+def _task_html(ws: Workspace, card, problems: list[str], start: int = 0) -> str:
+    """The task card as HTML: name, output, metric, query, problems and the example thumbnails
+    ``start`` to ``start + PAGE``."""
+    shown = card.examples[start:start + PAGE]
     cells = "".join(  # boxes drawn on the picture, every answer in short words under it
         f"<figure title='{html.escape(ex.query or '')}'>{annotated_thumbnail(ws.resolve_image(ex.images[0]), 72, ex.expected if as_boxes(ex.expected) is not None else None)}"
         f"<figcaption>{html.escape(ex.id or str(i))}: <b>{html.escape(answer_text(ex.expected, 24))}</b></figcaption></figure>"
-        for i, ex in enumerate(card.examples[:24]))
-    more = f"<small>... and {len(card.examples) - 24} more</small>" if len(card.examples) > 24 else ""
+        for i, ex in enumerate(shown, start))
+    more = (f"<small class='vf-page-note'>examples {start + 1}–{start + len(shown)} of {len(card.examples)}: "
+            "choose another page under Examples shown</small>") if len(card.examples) > PAGE else ""
     counts: dict[str, int] = {}
     for ex in card.examples:
         counts[ex.query or ""] = counts.get(ex.query or "", 0) + 1

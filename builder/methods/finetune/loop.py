@@ -170,7 +170,7 @@ def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
     """After each optimiser step: the progress in epochs with the loss (``builder.core.progress``),
     then the configured throttle."""
     def on_step(rec: dict) -> None:
-        _progress.report(f"epoch {rec['epoch']}, loss {rec['loss']:.3f}", rec["step"] / max(1, steps),
+        _progress.report(f"epoch {rec['epoch']}, step {rec['step']}/{steps}, loss {rec['loss']:.4f}", rec["step"] / max(1, steps),
                          done=rec["epoch"] - 1, total=cfg.epochs, unit="epochs")
         if cfg.throttle_s:
             time.sleep(cfg.throttle_s)
