@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from builder import Cancelled, improve_planner, propose_programs, workspace_planner
+from builder.api.programs import workspace_tree_parser
 from builder.core.taskcard import load_task_card
 from builder.core.workspace import Workspace
 from builder.domains.shapes.world.cards import make_task_card
 from builder.interfaces.views import improve_chart_html
-from builder.api.programs import workspace_tree_parser
 from builder.planner import tree as T
 from builder.planner.compose.parse import TreeParser
 from builder.planner.prompt import PlanRequest
@@ -76,9 +76,10 @@ def test_a_round_that_breaks_the_planner_is_not_kept(tmp_path, monkeypatch):
 
     def scrambled(mix, head=None, **kw):
         broken = copy.deepcopy(head)
+        gen = torch.Generator().manual_seed(0)  # a seeded scramble: the test must not depend on the draw
         with torch.no_grad():
             for p in broken.parameters():
-                p.copy_(torch.randn_like(p) * 3)
+                p.copy_(torch.randn(p.shape, generator=gen) * 3)
         return broken, {"loss_last": 0.0}
 
     monkeypatch.setattr(improve, "train_parser", scrambled)
@@ -141,7 +142,7 @@ def _scrambling(seen_mixes):
         broken = copy.deepcopy(head)
         with torch.no_grad():
             for p in broken.parameters():
-                p.copy_(torch.randn_like(p) * 3)
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 3)
         return broken, {"loss_last": 0.0}
 
     return train
@@ -207,7 +208,7 @@ def test_a_tree_round_that_breaks_the_composing_parser_is_not_kept(monkeypatch):
         model = copy.deepcopy(parser.model)
         with torch.no_grad():
             for p in model.parameters():
-                p.copy_(torch.randn_like(p) * 3)
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 3)
         return TreeParser(model, parser.info, parser.vocabulary), {"loss_last": 0.0}
 
     monkeypatch.setattr(improve_trees, "finetune_parser", scrambled)

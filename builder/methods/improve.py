@@ -234,13 +234,9 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
                                      seed=derive_seed(config.seed, "round", r), progress=False, head=planner.parser.head,
                                      warmup=0.05, should_stop=should_stop)
             candidate = SemanticPlanner(SemanticParser(head, planner.parser.info))
-            accepted = True
-            if config.keep_best:
-                val_top1 = evaluate(candidate, val_tasks, scorer)
-                accepted = val_top1["accuracy"] >= current["accuracy"]
+            accepted, val_top1, candidate_scores = keep_or_drop(candidate, current, val_tasks, eval_tasks, scorer)
             if accepted:
-                planner, current = candidate, val_top1
-                scores = evaluate(planner, eval_tasks, scorer)
+                planner, current, scores = candidate, val_top1, candidate_scores
         row.update(loss_last=log["loss_last"], accepted=accepted, val_top1=val_top1["accuracy"] if val_top1 else None,
                    eval=scores, seconds=round(time.perf_counter() - t0, 1))
         report["rounds"].append(row)
@@ -249,6 +245,17 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
     # reported, never used to decide: the evaluation queries stay unseen by every choice above
     report["never_worse"] = report["after"]["accuracy"] >= report["before"]["accuracy"]
     return planner, report
+
+
+def keep_or_drop(candidate, current: dict | None, val_tasks, eval_tasks, scorer: Callable) -> tuple[bool, dict | None,
+                                                                                             dict | None]:
+    """Keep-best for one round: (kept?, the candidate's validation scores, its evaluation scores when kept).
+
+    With ``current`` (the kept planner's validation scores) the candidate is kept only if it solves at
+    least as many validation examples; without (keep-best off) it is always kept."""
+    val_top1 = evaluate(candidate, val_tasks, scorer) if current is not None else None
+    accepted = val_top1 is None or val_top1["accuracy"] >= current["accuracy"]
+    return accepted, val_top1, evaluate(candidate, eval_tasks, scorer) if accepted else None
 
 
 def _say(progress: Callable[[str, float], None] | None, message: str, rounds_done: float, rounds: int) -> None:

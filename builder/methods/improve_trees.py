@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from builder.core.seeding import derive_seed, numpy_rng
-from builder.methods.improve import AdaptConfig, QueryTask, _say, check_disjoint, evaluate
+from builder.methods.improve import AdaptConfig, QueryTask, _say, check_disjoint, evaluate, keep_or_drop
 from builder.planner.compose.parse import TreeParser
 from builder.planner.compose.planner import ComposingPlanner
 from builder.planner.compose.train import build_items, collate, loss_of, prepare
@@ -126,13 +126,9 @@ def self_train_trees(planner: ComposingPlanner, tasks: Sequence[QueryTask], eval
             parser, log = finetune_parser(current_planner.parser, mix, replay, config.steps, config.lr,
                                           config.batch_size, derive_seed(config.seed, "tree round", r), should_stop)
             candidate = with_parser(parser)
-            accepted = True
-            if current is not None:
-                val_top1 = evaluate(candidate, val_tasks, scorer)
-                accepted = val_top1["accuracy"] >= current["accuracy"]
+            accepted, val_top1, candidate_scores = keep_or_drop(candidate, current, val_tasks, eval_tasks, scorer)
             if accepted:
-                current_planner, current = candidate, val_top1
-                scores = evaluate(current_planner, eval_tasks, scorer)
+                current_planner, current, scores = candidate, val_top1, candidate_scores
         row.update(loss_last=log["loss_last"], accepted=accepted, val_top1=val_top1["accuracy"] if val_top1 else None,
                    eval=scores, seconds=round(time.perf_counter() - t0, 1))
         report["rounds"].append(row)
