@@ -127,12 +127,9 @@ def is_question_kind(tree: Tree) -> bool:
         return not tree.get("options") and (_leaf(inner) or inner["op"] in ("extreme", "related")) and is_question_kind(inner)
     if op == "compare":
         counts = [k for k in kids if k["op"] == "count" and _leaf(k["set"])]
-        exactly = tree["cmp"] == "==" and len(counts) == 1 and tree["right"]["op"] == "number"  # a caption's count
-        return (len(counts) == 2 and tree["cmp"] in (">", "<", "==")) or exactly
+        return len(counts) == 2 and tree["cmp"] in (">", "<", "==")
     if op in ("every", "same", "read"):
         return all(_leaf(k) for k in kids)
-    if op == "first_image":  # choose_image: the image a one-clause caption describes
-        return is_question_kind(tree["cond"]) and tree["cond"]["op"] in ("exists", "compare")
     return op == "best_caption"
 
 
