@@ -253,7 +253,7 @@ class Track:
         b = self.boxes[-1]
         cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
         gaps = {"left": cx, "right": width - cx, "top": cy, "bottom": height - cy}
-        return min(gaps, key=gaps.get)
+        return min(gaps, key=lambda edge: gaps[edge])
 
     def velocity(self, start: int, stop: int) -> tuple[float, float]:
         """Mean motion in pixels per frame (dx, dy) between two frames, from the boxes nearest
