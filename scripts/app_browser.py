@@ -40,6 +40,7 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
+# Copied from tests/servers.py (free_port): scripts cannot import the test helpers.
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -70,6 +71,7 @@ def start_app(workspace: Path, port: int, log: Path, timeout: float = 60) -> sub
     raise RuntimeError(f"the app server did not start in {timeout:.0f} s: {log.read_text()[-2000:]}")
 
 
+# Copied from tests/servers.py (stop_process), for the same reason.
 def stop_app(proc: subprocess.Popen, timeout: float = 20) -> None:
     """Terminate a server process (its jobs are cancelled), killing it if it does not exit in
     ``timeout`` seconds."""
