@@ -201,50 +201,69 @@ def self_train(planner: SemanticPlanner, tasks: Sequence[QueryTask], eval_tasks:
     if config.keep_best and not val_tasks:
         raise UserError("keep-best needs labelled validation examples that are not trained on: "
                         "annotate more examples (or more distinct queries)")
-    planner = _copy_planner(planner)
     report = {"config": config.__dict__, "rounds": [], "split_by": split_by,
               "split_queries": {"training": len(tasks), "validation": len(val_tasks), "evaluation": len(eval_tasks)}}
     t0 = time.perf_counter()
+    planner = _copy_planner(planner)
     report["before"] = evaluate(planner, eval_tasks, scorer)
-    current = evaluate(planner, val_tasks, scorer) if config.keep_best else None
-    report["validation_before"] = current
-    scores = report["before"]  # the kept planner's evaluation (a round not kept leaves it as it is)
     replay = (generate(config.replay, seed=derive_seed(config.seed, "replay"), patterns_per_kind=config.replay_patterns)
               if config.replay else [])
     unsolved: set[str] = set()
     all_kept: dict[str, dict] = {}
-    for r in range(config.rounds):
-        if should_stop is not None and should_stop():
-            report["cancelled"] = True
-            break
+
+    def one_round(current: SemanticPlanner, r: int) -> tuple[SemanticPlanner | None, dict, dict]:
+        nonlocal unsolved
         _say(progress, f"round {r + 1}: exploring", r, config.rounds)
-        kept, stats = explore(planner, tasks, scorer, config, unsolved) if config.explore else ([], {"explore": "off"})
-        solved = {k["query"] for k in kept}
-        unsolved = {t.query for t in tasks} - solved
+        kept, stats = explore(current, tasks, scorer, config, unsolved) if config.explore else ([], {"explore": "off"})
+        unsolved = {t.query for t in tasks} - {k["query"] for k in kept}
         audit_stats = audit(kept, scorer) if hasattr(scorer, "outputs") else {}
         for k in kept:
             all_kept[k["query"]] = k  # the latest reading of a query wins
         mix = _training_mix(all_kept, corrections, replay, config)
-        row = {"round": r + 1, **stats, "kept_total": len(all_kept), "unsolved": len(unsolved), "audit": audit_stats,
+        row = {**stats, "kept_total": len(all_kept), "unsolved": len(unsolved), "audit": audit_stats,
                "trained_on": len(mix)}
-        accepted, val_top1, log = False, None, {"loss_last": None}
-        if mix:
-            _say(progress, f"round {r + 1}: training on {len(all_kept)} readings", r + 0.5, config.rounds)
-            head, log = train_parser(mix, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                     seed=derive_seed(config.seed, "round", r), progress=False, head=planner.parser.head,
-                                     warmup=0.05, should_stop=should_stop)
-            candidate = SemanticPlanner(SemanticParser(head, planner.parser.info))
+        if not mix:
+            return None, row, {"loss_last": None}
+        _say(progress, f"round {r + 1}: training on {len(all_kept)} readings", r + 0.5, config.rounds)
+        head, log = train_parser(mix, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                 seed=derive_seed(config.seed, "round", r), progress=False, head=current.parser.head,
+                                 warmup=0.05, should_stop=should_stop)
+        return SemanticPlanner(SemanticParser(head, current.parser.info)), row, log
+
+    planner = run_rounds(planner, one_round, val_tasks, eval_tasks, scorer, config, report, t0, progress, should_stop)
+    return planner, report
+
+
+def run_rounds(planner, one_round: Callable, val_tasks, eval_tasks, scorer: Callable, config: AdaptConfig,
+               report: dict, t0: float, progress: Callable[[str, float], None] | None = None,
+               should_stop: Callable[[], bool] | None = None):
+    """The round loop both readers' self-training share; returns the kept planner.
+
+    ``one_round(planner, r) -> (candidate or None, row, training log)`` explores and trains one round
+    from the kept planner. Keep-best decides on ``val_tasks`` (``keep_or_drop``); every round's row
+    gets the kept planner's evaluation scores. Fills ``report`` ("validation_before", "rounds",
+    "after", "never_worse"; "cancelled" when ``should_stop`` said so); ``report["before"]`` must be set."""
+    current = evaluate(planner, val_tasks, scorer) if config.keep_best and val_tasks else None
+    report["validation_before"] = current
+    scores = report["before"]  # the kept planner's evaluation (a round not kept leaves it as it is)
+    for r in range(config.rounds):
+        if should_stop is not None and should_stop():
+            report["cancelled"] = True
+            break
+        candidate, row, log = one_round(planner, r)
+        accepted, val_top1 = False, None
+        if candidate is not None:
             accepted, val_top1, candidate_scores = keep_or_drop(candidate, current, val_tasks, eval_tasks, scorer)
             if accepted:
                 planner, current, scores = candidate, val_top1, candidate_scores
-        row.update(loss_last=log["loss_last"], accepted=accepted, val_top1=val_top1["accuracy"] if val_top1 else None,
-                   eval=scores, seconds=round(time.perf_counter() - t0, 1))
-        report["rounds"].append(row)
-        _say(progress, f"round {r + 1}: eval accuracy {row['eval']['accuracy']:.2f}", r + 1, config.rounds)
-    report["after"] = report["rounds"][-1]["eval"] if report["rounds"] else report["before"]
+        report["rounds"].append({"round": r + 1, **row, "loss_last": log["loss_last"], "accepted": accepted,
+                                 "val_top1": val_top1["accuracy"] if val_top1 else None, "eval": scores,
+                                 "seconds": round(time.perf_counter() - t0, 1)})
+        _say(progress, f"round {r + 1}: eval accuracy {scores['accuracy']:.2f}", r + 1, config.rounds)
+    report["after"] = scores
     # reported, never used to decide: the evaluation queries stay unseen by every choice above
     report["never_worse"] = report["after"]["accuracy"] >= report["before"]["accuracy"]
-    return planner, report
+    return planner
 
 
 def keep_or_drop(candidate, current: dict | None, val_tasks, eval_tasks, scorer: Callable) -> tuple[bool, dict | None,

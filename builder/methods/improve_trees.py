@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from builder.core.seeding import derive_seed, numpy_rng
-from builder.methods.improve import AdaptConfig, QueryTask, _say, check_disjoint, evaluate, keep_or_drop
+from builder.methods.improve import AdaptConfig, QueryTask, _say, check_disjoint, evaluate, run_rounds
 from builder.planner.compose.parse import TreeParser
 from builder.planner.compose.planner import ComposingPlanner
 from builder.planner.compose.train import build_items, collate, loss_of, prepare
@@ -101,38 +101,26 @@ def self_train_trees(planner: ComposingPlanner, tasks: Sequence[QueryTask], eval
         return ComposingPlanner(kinds=planner.kinds, parser=parser, closed_vocabulary=planner.closed_vocabulary,
                                 engines=planner.engines)
 
-    current_planner = with_parser(planner.parser)
     t0 = time.perf_counter()
-    report: dict = {"reader": "composing parser", "config": config.__dict__, "rounds": [], "split_by": split_by,
-                    "before": evaluate(current_planner, eval_tasks, scorer)}
-    current = evaluate(current_planner, val_tasks, scorer) if config.keep_best and val_tasks else None
-    report["validation_before"] = current
-    scores = report["before"]
+    report: dict = {"reader": "composing parser", "config": config.__dict__, "rounds": [], "split_by": split_by}
+    report["before"] = evaluate(with_parser(planner.parser), eval_tasks, scorer)
     replay = build_items(config.replay, derive_seed(config.seed, "tree replay")) if config.replay else []
     all_kept: dict[str, dict] = {}
-    for r in range(config.rounds):
-        if should_stop is not None and should_stop():
-            report["cancelled"] = True
-            break
+
+    def one_round(current: ComposingPlanner, r: int) -> tuple[ComposingPlanner | None, dict, dict]:
         _say(progress, f"round {r + 1}: exploring trees", r, config.rounds)
-        kept, stats = (explore_trees(current_planner.parser, tasks, scorer, config.k, config.min_examples)
+        kept, stats = (explore_trees(current.parser, tasks, scorer, config.k, config.min_examples)
                        if config.explore else ([], {"explore": "off"}))
         all_kept.update({k["request"]: k for k in kept})
         mix = list(all_kept.values()) * config.oversample
-        row = {"round": r + 1, **stats, "kept_total": len(all_kept)}
-        accepted, val_top1, log = False, None, {"loss_last": None}
-        if mix or replay:
-            _say(progress, f"round {r + 1}: training the tree decoder on {len(all_kept)} trees", r + 0.5, config.rounds)
-            parser, log = finetune_parser(current_planner.parser, mix, replay, config.steps, config.lr,
-                                          config.batch_size, derive_seed(config.seed, "tree round", r), should_stop)
-            candidate = with_parser(parser)
-            accepted, val_top1, candidate_scores = keep_or_drop(candidate, current, val_tasks, eval_tasks, scorer)
-            if accepted:
-                current_planner, current, scores = candidate, val_top1, candidate_scores
-        row.update(loss_last=log["loss_last"], accepted=accepted, val_top1=val_top1["accuracy"] if val_top1 else None,
-                   eval=scores, seconds=round(time.perf_counter() - t0, 1))
-        report["rounds"].append(row)
-        _say(progress, f"round {r + 1}: eval accuracy {scores['accuracy']:.2f}", r + 1, config.rounds)
-    report["after"] = scores
-    report["never_worse"] = report["after"]["accuracy"] >= report["before"]["accuracy"]
+        row = {**stats, "kept_total": len(all_kept)}
+        if not (mix or replay):
+            return None, row, {"loss_last": None}
+        _say(progress, f"round {r + 1}: training the tree decoder on {len(all_kept)} trees", r + 0.5, config.rounds)
+        parser, log = finetune_parser(current.parser, mix, replay, config.steps, config.lr, config.batch_size,
+                                      derive_seed(config.seed, "tree round", r), should_stop)
+        return with_parser(parser), row, log
+
+    current_planner = run_rounds(with_parser(planner.parser), one_round, val_tasks, eval_tasks, scorer, config,
+                                 report, t0, progress, should_stop)
     return current_planner, report
