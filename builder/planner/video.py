@@ -49,6 +49,7 @@ from builder.planner.video_read import (
     GENERIC_NOUNS,
     read_answer,
     read_direction,
+    read_frame,
     training_vocabulary,
     unread_words,
 )
@@ -338,7 +339,8 @@ class Reading:
     b: NamedObject | None = None
     objects: tuple[NamedObject, ...] = ()
     direction: str | None = None
-    answer: str = "name"  # first_to_leave: "name" or "color"
+    answer: str | None = None  # which-object kinds: "name" or "color"; time in view: "frames" or "seconds"
+    frame: str | int | None = None  # box_at_frame: "first", "last", "collision" or a frame number
 
 
 def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[Reading]:
@@ -354,12 +356,13 @@ def readings(query: str, output: str | None = None, probs: dict[str, float] | No
         if kind not in COLLISION_KINDS:
             objects = tuple(filter_objects(query))
             direction, _ = read_direction(words, kind)
-            answer = read_answer(words) if kind == "first_to_leave" else "name"
-            main.append(Reading(kind, objects=objects, direction=direction, answer=answer))
+            answer = read_answer(words, kind)
+            frame = read_frame(words)[0] if kind == "box_at_frame" else None
+            main.append(Reading(kind, objects=objects, direction=direction, answer=answer, frame=frame))
             if direction is not None:
-                alternatives.append(Reading(kind, objects=objects, answer=answer))
+                alternatives.append(Reading(kind, objects=objects, answer=answer, frame=frame))
             if objects:
-                alternatives.append(Reading(kind, answer=answer))
+                alternatives.append(Reading(kind, answer=answer, frame=frame))
             continue
         main.append(Reading(kind, a, b))
         if b is not None:
@@ -377,7 +380,7 @@ def compile_reading(reading: Reading) -> str:
     """The program of a reading: the world's program of its kind with what it names compiled in."""
     if reading.kind not in COLLISION_KINDS:
         return reference_program(reading.kind, objects=[o.as_tuple() for o in reading.objects],
-                                 direction=reading.direction, answer=reading.answer)
+                                 direction=reading.direction, answer=reading.answer, frame=reading.frame)
     a, b = reading.a, reading.b
     return reference_program(reading.kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
 
@@ -394,6 +397,7 @@ def refusal(query: str, scope: float | None, output: str | None = None, kind: st
         return None
     known = _known_words()
     _, direction_words = read_direction(words, kind or "")
+    direction_words |= read_frame(words)[1] if kind == "box_at_frame" else set()
     unread = unread_words(words, lambda w: _value(w, known) is not None, direction_words, _vocabulary())
     threshold = _load_head().scope["threshold"]
     if scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
@@ -458,6 +462,11 @@ _WORDS = {
     "leaves": ("leave", "exit", "out of", "disappear", "go off"),
     "collides": ("collide", "collision", "crash", "hit", "bump", "touch"),
     "first_to_leave": ("first to leave", "first to exit", "leaves first", "exits first", "which object leave"),
+    "collision_count": ("how many collisions", "how many times", "count the collisions", "number of collisions"),
+    "collided_objects": ("which objects collide", "what did", "involved in the collision", "which objects crash"),
+    "first_to_collide": ("first to collide", "collides first", "first to crash", "crashes first", "first collision"),
+    "time_in_view": ("how long", "visible", "in view", "on screen", "seconds", "how many frames"),
+    "box_at_frame": ("box", "where is", "locate", "position"),
 }
 
 

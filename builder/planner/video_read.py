@@ -15,6 +15,8 @@ the video planner cannot read.
 
 from __future__ import annotations
 
+import re
+
 from builder.planner.compose.parse import STOPWORDS
 from builder.planner.video_phrasings import PHRASINGS
 
@@ -74,12 +76,61 @@ def read_direction(words: list[str], kind: str) -> tuple[str | None, set[int]]:
 
 
 COLOUR_ANSWER = frozenset({"colour", "color", "colours", "colors"})
+SECONDS = frozenset({"second", "seconds", "sec", "secs"})
+NAME_ANSWER_KINDS = ("first_to_leave", "first_to_collide", "collided_objects")
 
 
-def read_answer(words: list[str]) -> str:
-    """What a which-object request answers with: "color" when it asks for a colour ("which
-    colour exits first?"), else "name"."""
-    return "color" if any(w.lower() in COLOUR_ANSWER for w in words) else "name"
+def read_answer(words: list[str], kind: str = "first_to_leave") -> str | None:
+    """The answer slot: for a which-object kind, "color" when it asks for a colour ("which colour
+    exits first?", not "the red coloured circle"), else "name"; for time in view, "seconds" when
+    it names seconds, else "frames"; None for other kinds."""
+    low = [w.lower() for w in words]
+    if kind == "time_in_view":
+        return "seconds" if any(w in SECONDS for w in low) else "frames"
+    if kind not in NAME_ANSWER_KINDS:
+        return None
+    return "color" if any(w in COLOUR_ANSWER for w in low) else "name"
+
+
+_FIRST = frozenset({"first", "start", "beginning", "opening", "initial", "begin", "starts"})
+_LAST = frozenset({"last", "final", "end", "ending", "closing", "ends"})
+_COLLISION = frozenset({"collision", "collisions", "collide", "collides", "collided", "colliding", "crash",
+                        "crashes", "crashed", "impact", "hit", "hits", "contact", "bump", "bumps", "touch",
+                        "touches", "smash", "smashes", "accident"})
+_ORDINAL = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+            "eighth": 8, "ninth": 9, "tenth": 10}
+_NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
+                 "thirty": 30, "forty": 40, "fifty": 50}
+
+
+def read_frame(words: list[str]) -> tuple[str | int | None, set[int]]:
+    """Which frame a box request means and the indices of the words read for it: a frame number
+    ("frame 12", "frame #12", "the 12th frame", "frame number twelve"), "collision" (at the
+    crash, when they collide), "last" (the end, final frame), "first" (the start, opening frame);
+    None when it names none."""
+    low = [w.lower() for w in words]
+    for i, w in enumerate(low):
+        if w not in ("frame", "frames"):
+            continue
+        j = i + 1
+        while j < len(low) and low[j] in ("#", "number", "no", "index", "nr"):
+            j += 1
+        if j < len(low) and (low[j].isdigit() or low[j] in _NUMBER_WORDS):
+            value = int(low[j]) if low[j].isdigit() else _NUMBER_WORDS[low[j]]
+            return value, set(range(i, j + 1))
+        if i and re.fullmatch(r"\d+(st|nd|rd|th)", low[i - 1]):  # the 12th frame: frame index 12
+            return int(re.match(r"\d+", low[i - 1]).group()), {i - 1, i}
+        if i and low[i - 1] in _ORDINAL and low[i - 1] != "first":
+            return _ORDINAL[low[i - 1]], {i - 1, i}
+    for i, w in enumerate(low[:-1]):  # "the last frame", "the opening frame"
+        if low[i + 1] in ("frame", "frames", "shot", "image", "moment") and (w in _FIRST or w in _LAST):
+            return ("first" if w in _FIRST else "last"), {i, i + 1}
+    for group, value in ((_COLLISION, "collision"), (_LAST, "last"), (_FIRST, "first")):
+        hits = {i for i, w in enumerate(low) if w in group}
+        if hits:
+            return value, hits
+    return None, set()
 
 
 def training_vocabulary() -> frozenset[str]:
@@ -88,8 +139,6 @@ def training_vocabulary() -> frozenset[str]:
 
 
 def _alpha_words(text: str) -> list[str]:
-    import re
-
     return re.findall(r"[A-Za-z]+", text)
 
 
