@@ -11,6 +11,12 @@ the video planner cannot read.
 * **Unread words** (``unread_words``): content words that are neither stop words, nor object or
   direction words, nor (by a light stem) words of the planner's training phrasings. The planner
   refuses a request its scope head doubts when two or more words are unread, and names them.
+* **Off-topic words** (``off_topic_words``): words of what no kind expresses (speed, spinning,
+  bouncing off walls, changing colour, entering, editing the clip...). The planner refuses a
+  request using one unless its scope head is sure of it.
+* **Answer and frame** (``read_answer``, ``read_frame``): name or colour for the which-object
+  kinds, frames or seconds for time in view; the frame a box is asked at (first, last, the
+  collision's, a number).
 """
 
 from __future__ import annotations
@@ -121,6 +127,8 @@ def read_frame(words: list[str]) -> tuple[str | int | None, set[int]]:
             return value, set(range(i, j + 1))
         if i and re.fullmatch(r"\d+(st|nd|rd|th)", low[i - 1]):  # the 12th frame: frame index 12
             return int(re.match(r"\d+", low[i - 1]).group()), {i - 1, i}
+        if i > 1 and low[i - 1] in ("st", "nd", "rd", "th") and low[i - 2].isdigit():  # split "12", "th"
+            return int(low[i - 2]), {i - 2, i - 1, i}
         if i and low[i - 1] in _ORDINAL and low[i - 1] != "first":
             return _ORDINAL[low[i - 1]], {i - 1, i}
     for i, w in enumerate(low[:-1]):  # "the last frame", "the opening frame"
@@ -131,6 +139,28 @@ def read_frame(words: list[str]) -> tuple[str | int | None, set[int]]:
         if hits:
             return value, hits
     return None, set()
+
+
+# Words of what no video kind expresses (speed, turning, walls, changes of size or look,
+# entering, distances, the clip's format and editing, other domains): a request using one is
+# refused unless the scope head is sure of it (``builder.planner.video.OFF_TOPIC_SCOPE``). Words
+# a kind's request may use are left out: objects "bounce" off each other in a collision, and a
+# summary says how their motion "changed".
+OFF_TOPIC = frozenset("""
+speed speeds fast faster fastest slow slower slowest slowly quickly velocity accelerate accelerates
+accelerating acceleration decelerate decelerates deceleration brake brakes braking rotate rotates rotating
+rotation rotated spin spins spinning spun clockwise anticlockwise counterclockwise tilt tilts wall walls
+grow grows growing shrink shrinks shrinking morph morphs fade fades fading blink blinks flash flashes
+enter enters entering entered arrive arrives arrival trajectory distance far farthest
+closest angle resolution fps framerate crop trim convert export gif png stabilise stabilize zoom pan
+music audio sound transcribe speaker weather face faces people person helmet licence license plate
+predict why blame damage occluded occlusion overlap overlaps overlapping hide hides hidden background
+""".split())
+
+
+def off_topic_words(words: list[str], value_word) -> list[str]:
+    """The words of ``words`` in ``OFF_TOPIC`` that are not value words (colour, shape, size)."""
+    return [w for w in words if w.lower() in OFF_TOPIC and not value_word(w)]
 
 
 def training_vocabulary() -> frozenset[str]:
