@@ -158,9 +158,29 @@ predict why blame damage occluded occlusion overlap overlaps overlapping hide hi
 """.split())
 
 
+_BOUNCE = frozenset({"bounce", "bounces", "bouncing", "bounced", "rebound", "rebounds", "reflect", "reflects",
+                     "ricochet", "ricochets"})
+_BORDER = frozenset({"edge", "edges", "side", "sides", "border", "borders", "boundary", "top", "bottom", "frame",
+                     "screen", "wall", "walls"})
+_CHANGE = frozenset({"change", "changes", "changing", "changed", "turn", "turns", "turning", "become", "becomes"})
+_LOOK = frozenset({"colour", "color", "size", "shape", "appearance", "form", "darker", "lighter", "smaller",
+                   "bigger", "larger", "transparent"})
+
+
 def off_topic_words(words: list[str], value_word) -> list[str]:
-    """The words of ``words`` in ``OFF_TOPIC`` that are not value words (colour, shape, size)."""
-    return [w for w in words if w.lower() in OFF_TOPIC and not value_word(w)]
+    """The words of ``words`` in ``OFF_TOPIC`` that are not value words (colour, shape, size), and
+    two ambiguous ones in their off-topic use: bouncing off an edge (objects that bounce off each
+    other collide), and changing colour, size or shape (a summary says how motion changed)."""
+    low = [w.lower() for w in words]
+    out = [w for w in words if w.lower() in OFF_TOPIC and not value_word(w)]
+    for i, w in enumerate(low):
+        after = low[i + 1:i + 5]
+        if w in _BOUNCE and "off" in after[:2] and _BORDER & set(after) and "other" not in after:
+            out.append(words[i])
+        if w in _CHANGE and (_LOOK & set(after[:3]) or (w.startswith(("turn", "becom")) and after[:1]
+                                                         and value_word(words[i + 1]))):
+            out.append(words[i])
+    return out
 
 
 def training_vocabulary() -> frozenset[str]:

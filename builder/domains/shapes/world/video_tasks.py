@@ -262,7 +262,10 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
     if kind in ("time_in_view", "box_at_frame"):
         slots["objects"] = [(str(rng.choice(sorted(COLORS))), None, None)]
         slots["frame"] = "last" if kind == "box_at_frame" else None
-    balance_as = "frame" if kind == "time_in_view" else VIDEO_KINDS[kind]  # scored within 2 frames
+    # Balanced as: time in view within 2 frames (its metric), a collision count as yes / no (the
+    # world plans at most one collision), a box by its value (a constant box fits few clips;
+    # no box, when the object is gone, at most half).
+    balance_as = {"time_in_view": "frame", "collision_count": "bool", "box_at_frame": "text"}.get(kind, VIDEO_KINDS[kind])
     examples = []
     draws = 0
     while len(examples) < n:
