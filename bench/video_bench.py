@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.core.metrics import score, summary_field_scores
+from builder.core.metrics import summary_field_scores
 from builder.core.video import decode_all
 from builder.domains.shapes.world.video import sample_clip, write_clip
 from builder.domains.shapes.world.video_tasks import VIDEO_KINDS, random_filter, video_example
+from builder.domains.shapes.world.video_truth import score_video
 from builder.executor import Sandbox
 from builder.run.local import ExampleInput, run_program
 from builder.tools.cache import ToolCache
@@ -64,7 +65,7 @@ def _accuracy(n: int, domain: str, seed: int, engines, sandbox, cache) -> tuple[
                     if warm:
                         continue
                     seconds.append(time.perf_counter() - t)
-                    ok = res.error is None and score(VIDEO_KINDS[kind], res.value, ex["expected"])
+                    ok = res.error is None and score_video(kind, res.value, ex["expected"], None, gt["fps"])
                     per_kind[row].append(ok)
                     if row == "collision_summary":
                         for f, v in summary_field_scores(res.value if res.error is None else None,

@@ -22,6 +22,16 @@ domains; written blind, shown only the colour / shape / size vocabulary), and
 ``unsupported.refused`` is the share refused (refusal recall). ``--limit`` scores only the first n
 rows of each file (a quick run).
 
+End to end (``bench/video_e2e.py``): the blind requests of ``--new-kinds`` (the newer kinds and
+filtered crossing / leaving / first-to-leave / collides requests, written blind) are planned, the
+top-1 program of each is run through the sandbox and the shapes tools on ``--clips`` generated
+clips and compared with the ground truth of the request's gold reading; a request is solved when
+at least 0.9 of its clips are right. ``new_kinds.end_to_end`` reports the share solved per kind
+and overall, the top-1 kind accuracy and refusals; ``new_kinds.refused_in_scope`` its false
+refusals. The clip pool is kept in ``--cache-dir`` (with the tool cache), so a second run only
+replans and reruns. Full run: ``python bench/video_planner_bench.py`` (30 clips of a 120-clip
+pool); ``--quick``: 10 clips of 40.
+
 Writes ``bench/results/video_planner_bench.json``.
 """
 
@@ -30,6 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +61,9 @@ from builder.planner.video import (
 )
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT))  # run as a script: the end-to-end helper beside it
+
+from video_e2e import clip_pool, score_end_to_end  # noqa: E402
 
 
 def _colour(value, known) -> str | None:
@@ -94,7 +109,40 @@ def main() -> None:
     ap.add_argument("--unsupported", default=str(ROOT / "data" / "video_unsupported_blind.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "results" / "video_planner_bench.json"))
     ap.add_argument("--limit", type=int, default=None, help="score only the first n rows of each file")
+    ap.add_argument("--new-kinds", default=str(ROOT / "data" / "video_new_kinds_blind.jsonl"),
+                    help="blind requests over the newer kinds, scored end to end on clips")
+    ap.add_argument("--clips", type=int, default=30, help="clips per request in the end-to-end score")
+    ap.add_argument("--pool", type=int, default=120, help="clips generated for the end-to-end score")
+    ap.add_argument("--seed", type=int, default=0, help="the clip pool's seed")
+    ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "visforge-video-e2e"),
+                    help="where the clip pool and its tool cache are kept between runs")
+    ap.add_argument("--quick", action="store_true", help="end to end on 10 clips of a 40-clip pool")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end score")
+    ap.add_argument("--only-e2e", action="store_true", help="only the newer kinds' refusals and end-to-end score")
     args = ap.parse_args()
+    if args.quick:
+        args.clips, args.pool = min(args.clips, 10), min(args.pool, 40)
+    result = {} if args.only_e2e else kind_bench(args)
+    if Path(args.new_kinds).exists():
+        new_rows = _rows(args.new_kinds, args.limit)
+        result["new_kinds"] = {"data": Path(args.new_kinds).name, "n": len(new_rows),
+                               "refused_in_scope": _agg(_refusals([str(r["query"]) for r in new_rows]))}
+        if not args.no_e2e:
+            cache = Path(args.cache_dir)
+            pool = clip_pool(cache, args.pool, args.seed)
+            result["new_kinds"]["end_to_end"] = score_end_to_end(new_rows, pool, args.clips, cache)
+    text = json.dumps(result, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+def _agg(vals: list) -> float | None:
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def kind_bench(args) -> dict:
+    """Kind, slot and refusal figures on the first blind set and the unsupported set."""
     rows = _rows(args.data, args.limit)
     unsupported = _rows(args.unsupported, args.limit)
     known = _known_words()
@@ -123,8 +171,7 @@ def main() -> None:
             s["kw_slots_unordered"].append(old_u)
             s["kw_slots_ordered"].append(old_o)
 
-    def agg(vals: list) -> float | None:
-        return round(float(np.mean(vals)), 4) if vals else None
+    agg = _agg
 
     per_kind = {}
     for kind in sorted(stats, key=lambda k: list(VIDEO_KINDS).index(k) if k in VIDEO_KINDS else 99):
@@ -152,10 +199,7 @@ def main() -> None:
         "per_kind": per_kind,
         "kinds_by_output": _BY_OUTPUT,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return result
 
 
 if __name__ == "__main__":

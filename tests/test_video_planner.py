@@ -61,6 +61,41 @@ UNSEEN = {
         "Which vehicle is first to drive away out of frame?",
         "Out of all objects, which exits first?",
     ],
+    "collision_count": [
+        "How many crashes do you see in this footage?",
+        "count of impacts between shapes",
+        "How often does the teal square get hit by other shapes?",
+        "What's the number of collisions in the recording?",
+        "Tell me how many times two of the objects slam into each other.",
+    ],
+    "collided_objects": [
+        "Which shapes bumped into each other?",
+        "What did the violet hexagon run into?",
+        "Give me the names of the objects in the crash.",
+        "Which colour did the orange square smash into?",
+        "Who was involved in the collision?",
+    ],
+    "first_to_collide": [
+        "Which shape is the earliest one to be in a collision?",
+        "Who crashes first: the yellow star or the cyan triangle?",
+        "first object to hit anything?",
+        "Among the hexagons, which is the first to collide?",
+        "Which colour crashes before any other?",
+    ],
+    "time_in_view": [
+        "For how many seconds does the lime circle stay on camera?",
+        "How long is the violet square in the picture, in frames?",
+        "number of frames the blue star is visible",
+        "How much time does the orange triangle spend on screen?",
+        "How long does the red hexagon remain visible in the footage?",
+    ],
+    "box_at_frame": [
+        "What is the yellow star's bounding box in frame 14?",
+        "Where is the teal hexagon at the very start? Box please.",
+        "box of the red triangle in the final frame",
+        "Where does the green circle sit when the crash happens? Give its box.",
+        "Return the coordinates of the blue square at the end of the video.",
+    ],
     "leaves": [
         "Did any of the shapes drive off the edge of the screen?",
         "Is at least one vehicle no longer visible because it went out of frame?",
@@ -89,8 +124,12 @@ def test_output_kind_constrains_the_choice():
     q = "When does the red circle hit the blue square?"
     assert video_kind(q) == "collision_frame"
     assert video_kind(q, "summary") == "collision_summary"
-    assert video_kind(q, "count") == "crossing_count"
-    assert video_kind(q, "boxes") is None  # no video kind answers with boxes
+    # "when" asked as a count is read as a time (in view); a hit asked as a count is how many
+    assert video_kind(q, "count") in ("time_in_view", "collision_count")
+    assert video_kind("Did the red circle hit the blue square?", "count") == "collision_count"
+    assert video_kind(q, "bool") == "collides" and video_kind(q, "text") == "collided_objects"
+    assert video_kind(q, "boxes") == "box_at_frame"  # the only video kind answering with boxes
+    assert video_kind(q, "choice") is None  # no video kind answers with a choice
     ranked = rank_kinds(q)
     assert [k for k, _ in ranked][0] == "collision_frame" and len(ranked) == len(VIDEO_KINDS)
     assert abs(sum(p for _, p in ranked) - 1) < 1e-6 and ranked[0][1] > ranked[1][1]
@@ -168,9 +207,27 @@ def test_named_pair_program_on_a_clip(tmp_path):
 # ---- abstention ------------------------------------------------------------------------------
 # Requests written for this test (not in the unsupported blind set): nothing any video kind reads.
 CANNOT = [
-    ("For how long is the cyan circle on screen?", "long"),
-    ("Give me the red square's box at the end of the clip", "box"),
+    ("How many degrees does the cyan circle rotate?", "rotate"),
+    ("Does the red square keep bouncing off the walls?", "bouncing"),
+    ("Transcribe the commentary of the race.", "Transcribe"),
 ]
+
+
+@pytest.mark.parametrize("query,kind,program", [
+    # the examples that used to get no candidate or the wrong one
+    ("For how long is the cyan circle on screen?", "time_in_view",
+     reference_program("time_in_view", objects=[("cyan", "circle", None)])),
+    ("Give me the red square's box at the end of the clip", "box_at_frame",
+     reference_program("box_at_frame", objects=[("red", "square", None)], frame="last")),
+    ("Which colour exits first?", "first_to_leave", reference_program("first_to_leave", answer="color")),
+    ("How many seconds is the small green star visible?", "time_in_view",
+     reference_program("time_in_view", objects=[("green", "star", "small")], answer="seconds")),
+    ("Which objects did the blue hexagon crash into?", "collided_objects",
+     reference_program("collided_objects", objects=[("blue", "hexagon", None)])),
+])
+def test_the_new_kinds_are_read_with_their_slots(query, kind, program):
+    assert video_kind(query) == kind
+    assert VideoPlanner().plan(PlanRequest(query)).programs[0] == program
 
 
 @pytest.mark.parametrize("query,word", CANNOT)
@@ -187,7 +244,7 @@ def test_refusal_reaches_plan_for_task(tmp_path):
     card = load_task_card(card_path, check_images=True)
     odd = card.model_copy(update={"examples": [ex.model_copy(update={"query": CANNOT[0][0]}) for ex in card.examples]})
     proposal = plan_for_task(odd)
-    assert proposal.programs == [] and "long" in proposal.refusal
+    assert proposal.programs == [] and "rotate" in proposal.refusal
     assert plan_for_task(card).programs  # the card's own request is planned
 
 

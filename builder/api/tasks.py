@@ -175,8 +175,9 @@ def shapes_task_data(kind: str = "count", target: str = "red objects", n: int = 
     """A draft task card (plain data, absolute image paths) drawn from the shapes world.
 
     ``kind`` is an image kind (``SHAPES_KINDS``: count, exists, locate over ``target``) or a video
-    kind (``SHAPES_VIDEO_KINDS``: collision_frame, crossing_count, leaves, collision_summary, over
-    MP4 clips whose queries name their own objects, so ``target`` is not used)."""
+    kind (``SHAPES_VIDEO_KINDS``: collision_frame, crossing_count, leaves, collision_summary, collides,
+    first_to_leave, collision_count, collided_objects, first_to_collide, time_in_view, box_at_frame,
+    over MP4 clips; their queries name their own objects, so ``target`` is not used)."""
     folder = Path(staging) if staging is not None else Path(tempfile.mkdtemp(prefix="visforge-shapes-"))
     if kind in VIDEO_KINDS:
         card_path = make_video_task_card(folder, kind=kind, n=n, seed=seed, domain=domain)

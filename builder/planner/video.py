@@ -43,12 +43,15 @@ from builder.core.artifacts import Artifact
 from builder.domains import vocabulary
 from builder.domains.shapes.world.video_tasks import COLLISION_KINDS, VIDEO_KINDS, reference_program
 from builder.planner.prompt import Proposal, as_request
+from builder.planner.video_negatives import OUT_OF_SCOPE
 from builder.planner.video_phrasings import PHRASINGS
 from builder.planner.video_read import (
     FILLER,
     GENERIC_NOUNS,
+    off_topic_words,
     read_answer,
     read_direction,
+    read_frame,
     training_vocabulary,
     unread_words,
 )
@@ -57,8 +60,11 @@ HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.c
 lookup, split_words = vocabulary("shapes").lookup, vocabulary("shapes").split_words
 HEAD_C = 10.0  # inverse L2 strength of the logistic regression (unit-length 384-d inputs)
 SCOPE_NEGATIVES = 300  # near misses and generated image requests each, as the scope head's negatives
+VIDEO_NEGATIVE_WEIGHT = 3.0  # sample weight of the hand-written video negatives in the scope head
+SCOPE_QUANTILE_READ = 0.01  # the scope threshold for a request whose every word is read
 SCOPE_QUANTILE = 0.03  # the scope threshold: this share of cross-validated video phrasings score below it
 UNSURE_SCOPE = 0.9  # below this, two or more unread words refuse (as the composing parser does)
+OFF_TOPIC_SCOPE = 0.98  # below this, a word of what no kind expresses (video_read.OFF_TOPIC) refuses
 REBUILD_COMMAND = "python -m builder.planner.video"
 _BY_OUTPUT = {}  # frame -> collision_frame, ...: the first kind of each output
 for _k, _out in VIDEO_KINDS.items():
@@ -69,8 +75,8 @@ for _k, _out in VIDEO_KINDS.items():
 # ---- the kind head --------------------------------------------------------------------------
 def phrasings_digest() -> str:
     """Hash of the training phrasings and the head's settings (the committed head records it)."""
-    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C, "scope": [SCOPE_NEGATIVES, SCOPE_QUANTILE]},
-                      sort_keys=True)
+    blob = json.dumps({"phrasings": PHRASINGS, "C": HEAD_C, "out_of_scope": OUT_OF_SCOPE,
+                       "scope": [SCOPE_NEGATIVES, SCOPE_QUANTILE, SCOPE_QUANTILE_READ, VIDEO_NEGATIVE_WEIGHT]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -111,7 +117,8 @@ class VideoKindHead(Artifact):
         if self.scope is not None:
             config["scope"] = {"coef": [round(float(v), 6) for v in self.scope["coef"]],
                                "intercept": round(float(self.scope["intercept"]), 6),
-                               "threshold": round(float(self.scope["threshold"]), 6)}
+                               "threshold": round(float(self.scope["threshold"]), 6),
+                               "threshold_read": round(float(self.scope.get("threshold_read", self.scope["threshold"])), 6)}
         return config
 
     def artifact_info(self) -> dict:
@@ -142,13 +149,14 @@ class VideoKindHead(Artifact):
 
 
 def scope_negatives() -> list[str]:
-    """Requests that are not video requests of any kind: the composing parser's written
-    out-of-scope sentences and near misses (training split) and generated image requests
-    (questions about one picture: counts, attributes, relations)."""
+    """Requests that are not video requests of any kind: the hand-written video requests no kind
+    expresses (``video_negatives.OUT_OF_SCOPE``: speed, turning, bounces, looks, single frames,
+    entering, editing, other domains), the composing parser's written out-of-scope sentences and
+    near misses (training split) and generated image requests (questions about one picture)."""
     from builder.planner.compose import scope as S
     from builder.planner.compose.phrasings import generate
 
-    return (S.out_of_scope("train") + S.near_misses(SCOPE_NEGATIVES, 0, "train")
+    return (list(OUT_OF_SCOPE) + S.out_of_scope("train") + S.near_misses(SCOPE_NEGATIVES, 0, "train")
             + [e["request"] for e in generate(SCOPE_NEGATIVES, 0)])
 
 
@@ -167,14 +175,22 @@ def train_head(out: str | Path | None = HEAD_DIR) -> VideoKindHead:
     clf = LogisticRegression(C=HEAD_C, max_iter=5000).fit(x, y)
     neg = sentence_embeddings(scope_negatives())
     xs, ys = np.vstack([x, neg]), np.r_[np.ones(len(x)), np.zeros(len(neg))]
+    # the video near misses weigh more than the image requests: they are what a video request
+    # is confused with
+    weight = np.r_[np.ones(len(x)), np.full(len(OUT_OF_SCOPE), VIDEO_NEGATIVE_WEIGHT),
+                   np.ones(len(neg) - len(OUT_OF_SCOPE))]
     scope_clf = LogisticRegression(C=HEAD_C, max_iter=5000, class_weight="balanced")
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    cv = cross_val_predict(scope_clf, xs, ys, cv=folds, method="predict_proba")[:, 1]
+    cv = cross_val_predict(scope_clf, xs, ys, cv=folds, method="predict_proba",
+                           params={"sample_weight": weight})[:, 1]
     threshold = float(np.quantile(cv[: len(x)], SCOPE_QUANTILE))
-    scope_clf.fit(xs, ys)
-    scope = {"coef": scope_clf.coef_[0], "intercept": float(scope_clf.intercept_[0]), "threshold": threshold}
+    threshold_read = float(np.quantile(cv[: len(x)], SCOPE_QUANTILE_READ))
+    scope_clf.fit(xs, ys, sample_weight=weight)
+    scope = {"coef": scope_clf.coef_[0], "intercept": float(scope_clf.intercept_[0]), "threshold": threshold,
+             "threshold_read": threshold_read}
     info = {"digest": phrasings_digest(), "phrasings": len(texts), "train_accuracy": round(float(clf.score(x, y)), 4),
             "scope_negatives": len(neg), "scope_cv_negatives_refused": round(float(np.mean(cv[len(x):] < threshold)), 4),
+            "scope_cv_video_negatives_refused": round(float(np.mean(cv[len(x):len(x) + len(OUT_OF_SCOPE)] < threshold)), 4),
             "command": REBUILD_COMMAND}
     head = VideoKindHead(kinds, clf.coef_, clf.intercept_, HEAD_C, info, scope)
     if out is not None:
@@ -338,7 +354,8 @@ class Reading:
     b: NamedObject | None = None
     objects: tuple[NamedObject, ...] = ()
     direction: str | None = None
-    answer: str = "name"  # first_to_leave: "name" or "color"
+    answer: str | None = None  # which-object kinds: "name" or "color"; time in view: "frames" or "seconds"
+    frame: str | int | None = None  # box_at_frame: "first", "last", "collision" or a frame number
 
 
 def readings(query: str, output: str | None = None, probs: dict[str, float] | None = None) -> list[Reading]:
@@ -354,12 +371,13 @@ def readings(query: str, output: str | None = None, probs: dict[str, float] | No
         if kind not in COLLISION_KINDS:
             objects = tuple(filter_objects(query))
             direction, _ = read_direction(words, kind)
-            answer = read_answer(words) if kind == "first_to_leave" else "name"
-            main.append(Reading(kind, objects=objects, direction=direction, answer=answer))
+            answer = read_answer(words, kind)
+            frame = read_frame(words)[0] if kind == "box_at_frame" else None
+            main.append(Reading(kind, objects=objects, direction=direction, answer=answer, frame=frame))
             if direction is not None:
-                alternatives.append(Reading(kind, objects=objects, answer=answer))
+                alternatives.append(Reading(kind, objects=objects, answer=answer, frame=frame))
             if objects:
-                alternatives.append(Reading(kind, answer=answer))
+                alternatives.append(Reading(kind, answer=answer, frame=frame))
             continue
         main.append(Reading(kind, a, b))
         if b is not None:
@@ -377,16 +395,20 @@ def compile_reading(reading: Reading) -> str:
     """The program of a reading: the world's program of its kind with what it names compiled in."""
     if reading.kind not in COLLISION_KINDS:
         return reference_program(reading.kind, objects=[o.as_tuple() for o in reading.objects],
-                                 direction=reading.direction, answer=reading.answer)
+                                 direction=reading.direction, answer=reading.answer, frame=reading.frame)
     a, b = reading.a, reading.b
     return reference_program(reading.kind, a.as_tuple() if a else None, b.as_tuple() if b else None)
 
 
 def refusal(query: str, scope: float | None, output: str | None = None, kind: str | None = None) -> str | None:
     """Why the planner cannot express ``query`` as a video request, or None when it can: the scope
-    head says it is no video request (below its calibrated threshold), or doubts it (below
-    ``UNSURE_SCOPE``) while two or more content words are unread. The reason names the unread
-    words (or, when none, the content words)."""
+    head says it is no video request (below its calibrated threshold: the 3% quantile of its
+    cross-validated scores on the phrasings, or the 1% quantile when every word of the request
+    is read), or doubts it (below
+    ``UNSURE_SCOPE``) while two or more content words are unread, or it uses a word of what no
+    kind expresses (``video_read.OFF_TOPIC``: speed, spinning, bouncing off walls...) and the
+    scope head is not sure of it (``OFF_TOPIC_SCOPE``). The reason names those words (or, when
+    none, the content words)."""
     words = split_words(query)
     if not any(w.isalnum() for w in words):
         return "cannot read an empty request"
@@ -394,9 +416,15 @@ def refusal(query: str, scope: float | None, output: str | None = None, kind: st
         return None
     known = _known_words()
     _, direction_words = read_direction(words, kind or "")
+    direction_words |= read_frame(words)[1] if kind == "box_at_frame" else set()
     unread = unread_words(words, lambda w: _value(w, known) is not None, direction_words, _vocabulary())
-    threshold = _load_head().scope["threshold"]
-    if scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
+    head_scope = _load_head().scope
+    off_topic = off_topic_words(words, lambda w: _value(w, known) is not None)
+    # every word read: the scope head alone refuses only below its lower threshold
+    threshold = head_scope.get("threshold_read", head_scope["threshold"]) if not unread else head_scope["threshold"]
+    if off_topic and scope < OFF_TOPIC_SCOPE:
+        unread = off_topic + [w for w in unread if w not in off_topic]
+    elif scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
         return None
     named = unread or unread_words(words, lambda w: _value(w, known) is not None, direction_words, frozenset())
     kinds = ", ".join(k.replace("_", " ") for k in fitting_kinds(output))
@@ -458,6 +486,11 @@ _WORDS = {
     "leaves": ("leave", "exit", "out of", "disappear", "go off"),
     "collides": ("collide", "collision", "crash", "hit", "bump", "touch"),
     "first_to_leave": ("first to leave", "first to exit", "leaves first", "exits first", "which object leave"),
+    "collision_count": ("how many collisions", "how many times", "count the collisions", "number of collisions"),
+    "collided_objects": ("which objects collide", "what did", "involved in the collision", "which objects crash"),
+    "first_to_collide": ("first to collide", "collides first", "first to crash", "crashes first", "first collision"),
+    "time_in_view": ("how long", "visible", "in view", "on screen", "seconds", "how many frames"),
+    "box_at_frame": ("box", "where is", "locate", "position"),
 }
 
 

@@ -11,9 +11,17 @@ the video planner cannot read.
 * **Unread words** (``unread_words``): content words that are neither stop words, nor object or
   direction words, nor (by a light stem) words of the planner's training phrasings. The planner
   refuses a request its scope head doubts when two or more words are unread, and names them.
+* **Off-topic words** (``off_topic_words``): words of what no kind expresses (speed, spinning,
+  bouncing off walls, changing colour, entering, editing the clip...). The planner refuses a
+  request using one unless its scope head is sure of it.
+* **Answer and frame** (``read_answer``, ``read_frame``): name or colour for the which-object
+  kinds, frames or seconds for time in view; the frame a box is asked at (first, last, the
+  collision's, a number).
 """
 
 from __future__ import annotations
+
+import re
 
 from builder.planner.compose.parse import STOPWORDS
 from builder.planner.video_phrasings import PHRASINGS
@@ -74,12 +82,105 @@ def read_direction(words: list[str], kind: str) -> tuple[str | None, set[int]]:
 
 
 COLOUR_ANSWER = frozenset({"colour", "color", "colours", "colors"})
+SECONDS = frozenset({"second", "seconds", "sec", "secs"})
+NAME_ANSWER_KINDS = ("first_to_leave", "first_to_collide", "collided_objects")
 
 
-def read_answer(words: list[str]) -> str:
-    """What a which-object request answers with: "color" when it asks for a colour ("which
-    colour exits first?"), else "name"."""
-    return "color" if any(w.lower() in COLOUR_ANSWER for w in words) else "name"
+def read_answer(words: list[str], kind: str = "first_to_leave") -> str | None:
+    """The answer slot: for a which-object kind, "color" when it asks for a colour ("which colour
+    exits first?", not "the red coloured circle"), else "name"; for time in view, "seconds" when
+    it names seconds, else "frames"; None for other kinds."""
+    low = [w.lower() for w in words]
+    if kind == "time_in_view":
+        return "seconds" if any(w in SECONDS for w in low) else "frames"
+    if kind not in NAME_ANSWER_KINDS:
+        return None
+    return "color" if any(w in COLOUR_ANSWER for w in low) else "name"
+
+
+_FIRST = frozenset({"first", "start", "beginning", "opening", "initial", "begin", "starts"})
+_LAST = frozenset({"last", "final", "end", "ending", "closing", "ends"})
+_COLLISION = frozenset({"collision", "collisions", "collide", "collides", "collided", "colliding", "crash",
+                        "crashes", "crashed", "impact", "hit", "hits", "contact", "bump", "bumps", "touch",
+                        "touches", "smash", "smashes", "accident"})
+_ORDINAL = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+            "eighth": 8, "ninth": 9, "tenth": 10}
+_NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
+                 "thirty": 30, "forty": 40, "fifty": 50}
+
+
+def read_frame(words: list[str]) -> tuple[str | int | None, set[int]]:
+    """Which frame a box request means and the indices of the words read for it: a frame number
+    ("frame 12", "frame #12", "the 12th frame", "frame number twelve"), "collision" (at the
+    crash, when they collide), "last" (the end, final frame), "first" (the start, opening frame);
+    None when it names none."""
+    low = [w.lower() for w in words]
+    for i, w in enumerate(low):
+        if w not in ("frame", "frames"):
+            continue
+        j = i + 1
+        while j < len(low) and low[j] in ("#", "number", "no", "index", "nr"):
+            j += 1
+        if j < len(low) and (low[j].isdigit() or low[j] in _NUMBER_WORDS):
+            value = int(low[j]) if low[j].isdigit() else _NUMBER_WORDS[low[j]]
+            return value, set(range(i, j + 1))
+        if i and re.fullmatch(r"\d+(st|nd|rd|th)", low[i - 1]):  # the 12th frame: frame index 12
+            return int(re.match(r"\d+", low[i - 1]).group()), {i - 1, i}
+        if i > 1 and low[i - 1] in ("st", "nd", "rd", "th") and low[i - 2].isdigit():  # split "12", "th"
+            return int(low[i - 2]), {i - 2, i - 1, i}
+        if i and low[i - 1] in _ORDINAL and low[i - 1] != "first":
+            return _ORDINAL[low[i - 1]], {i - 1, i}
+    for i, w in enumerate(low[:-1]):  # "the last frame", "the opening frame"
+        if low[i + 1] in ("frame", "frames", "shot", "image", "moment") and (w in _FIRST or w in _LAST):
+            return ("first" if w in _FIRST else "last"), {i, i + 1}
+    for group, value in ((_COLLISION, "collision"), (_LAST, "last"), (_FIRST, "first")):
+        hits = {i for i, w in enumerate(low) if w in group}
+        if hits:
+            return value, hits
+    return None, set()
+
+
+# Words of what no video kind expresses (speed, turning, walls, changes of size or look,
+# entering, distances, the clip's format and editing, other domains): a request using one is
+# refused unless the scope head is sure of it (``builder.planner.video.OFF_TOPIC_SCOPE``). Words
+# a kind's request may use are left out: objects "bounce" off each other in a collision, and a
+# summary says how their motion "changed".
+OFF_TOPIC = frozenset("""
+speed speeds fast faster fastest slow slower slowest slowly quickly velocity accelerate accelerates
+accelerating acceleration decelerate decelerates deceleration brake brakes braking rotate rotates rotating
+rotation rotated spin spins spinning spun clockwise anticlockwise counterclockwise tilt tilts wall walls
+grow grows growing shrink shrinks shrinking morph morphs fade fades fading blink blinks flash flashes
+enter enters entering entered arrive arrives arrival trajectory distance far farthest
+closest angle resolution fps framerate crop trim convert export gif png stabilise stabilize zoom pan
+music audio sound transcribe speaker weather face faces people person helmet licence license plate
+predict why blame damage occluded occlusion overlap overlaps overlapping hide hides hidden background
+""".split())
+
+
+_BOUNCE = frozenset({"bounce", "bounces", "bouncing", "bounced", "rebound", "rebounds", "reflect", "reflects",
+                     "ricochet", "ricochets"})
+_BORDER = frozenset({"edge", "edges", "side", "sides", "border", "borders", "boundary", "top", "bottom", "frame",
+                     "screen", "wall", "walls"})
+_CHANGE = frozenset({"change", "changes", "changing", "changed", "turn", "turns", "turning", "become", "becomes"})
+_LOOK = frozenset({"colour", "color", "size", "shape", "appearance", "form", "darker", "lighter", "smaller",
+                   "bigger", "larger", "transparent"})
+
+
+def off_topic_words(words: list[str], value_word) -> list[str]:
+    """The words of ``words`` in ``OFF_TOPIC`` that are not value words (colour, shape, size), and
+    two ambiguous ones in their off-topic use: bouncing off an edge (objects that bounce off each
+    other collide), and changing colour, size or shape (a summary says how motion changed)."""
+    low = [w.lower() for w in words]
+    out = [w for w in words if w.lower() in OFF_TOPIC and not value_word(w)]
+    for i, w in enumerate(low):
+        after = low[i + 1:i + 5]
+        if w in _BOUNCE and "off" in after[:2] and _BORDER & set(after) and "other" not in after:
+            out.append(words[i])
+        if w in _CHANGE and (_LOOK & set(after[:3]) or (w.startswith(("turn", "becom")) and after[:1]
+                                                         and value_word(words[i + 1]))):
+            out.append(words[i])
+    return out
 
 
 def training_vocabulary() -> frozenset[str]:
@@ -88,8 +189,6 @@ def training_vocabulary() -> frozenset[str]:
 
 
 def _alpha_words(text: str) -> list[str]:
-    import re
-
     return re.findall(r"[A-Za-z]+", text)
 
 

@@ -1,34 +1,38 @@
 """Video task kinds over shapes-world clips: queries, ground truth, reference programs and task cards.
 
-Four kinds (the seeds' mobility use case, in the shapes world):
+The kinds (the seeds' mobility use case, in the shapes world), with their output kinds:
 
-* ``collision_frame`` (output ``frame``, scored within 2 frames): when do two named objects collide?
-* ``crossing_count`` (output ``count``): how many objects cross the vertical centre line?
-* ``leaves`` (output ``bool``): does any object leave the frame?
-* ``collision_summary`` (output ``summary``, scored field by field): which objects collide, at
-  which frame, and which way each moved before and after.
-* ``collides`` (output ``bool``): does a named object collide (with a second named one, or with
-  anything)? "Did the purple star get bumped?"
-* ``first_to_leave`` (output ``text``): which object (its name, or its colour when asked "which
+* ``collision_frame`` (``frame``, scored within 2 frames): when do two named objects collide?
+* ``crossing_count`` (``count``): how many (named) objects cross the vertical centre line (a way)?
+* ``leaves`` (``bool``): does any (named) object leave the frame (through an edge)?
+* ``collision_summary`` (``summary``, scored field by field): which objects collide, at which
+  frame, and which way each moved before and after.
+* ``collides`` (``bool``): does a named object collide (with a second named one, or anything)?
+* ``first_to_leave`` (``text``): which object (its name, or its colour when asked "which
   colour") leaves the frame first; "none" when none does.
+* ``collision_count`` (``count``): how many collisions (of a named object; between two named ones)?
+* ``collided_objects`` (``text``): which objects collide (with a named one)? "none" when none.
+* ``first_to_collide`` (``text``): which (named) objects take part in the earliest collision?
+* ``time_in_view`` (``count``): for how many frames (or seconds) is a named object in view?
+  Scored within 2 frames (``video_truth.score_video``).
+* ``box_at_frame`` (``boxes``, IoU >= 0.5): the box of a named object in the first or last frame,
+  the collision frame, or a frame number.
 
-Reference programs are written against ``builder.tools.api`` and see pixels only (through the
-``track`` tool); ground truth comes from the clip's events. The collision programs never read
-the query: the objects it names are compiled in as constants (``reference_program(kind, a, b)``;
-none named: any pair).
+Reference programs (``video_programs``) are written against ``builder.tools.api`` and see pixels
+only (through the ``track`` tool); ground truth comes from the clip's events and scene graphs
+(``video`` and ``video_truth``). What a request names is compiled into the program as constants.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from builder.domains.shapes.vocab import parse_phrase
+from builder.domains.shapes.world import video_truth
 from builder.domains.shapes.world.cards import fits_balance
+from builder.domains.shapes.world.scene import COLORS
 from builder.domains.shapes.world.video import (
-    AFTER_FRAMES,
     any_leaves,
     collides,
     collision_event,
@@ -38,11 +42,24 @@ from builder.domains.shapes.world.video import (
     sample_clip,
     write_clip,
 )
+from builder.domains.shapes.world.video_programs import (
+    ANSWERS,
+    ANY,
+    COLLISION_KINDS,
+    CROSS_DIRECTIONS,
+    EDGES,
+    FRAMES,
+    VIDEO_KINDS,
+    default_answer,
+    reference_program,
+)
+from builder.domains.shapes.world.video_programs import named as _named
+
+__all__ = ["ANSWERS", "ANY", "COLLISION_KINDS", "CROSS_DIRECTIONS", "EDGES", "FRAMES", "QUERIES", "VIDEO_KINDS",
+           "filtered_query", "make_video_task_card", "random_filter", "reference_program", "video_example"]
 
 # Clips drawn (at most) for one card before giving up on balancing its answers.
 MAX_CLIP_DRAWS = 2000
-VIDEO_KINDS = {"collision_frame": "frame", "crossing_count": "count", "leaves": "bool",
-               "collision_summary": "summary", "collides": "bool", "first_to_leave": "text"}
 
 QUERIES = {
     "collision_frame": "At which frame does the {a} collide with the {b}?",
@@ -51,193 +68,55 @@ QUERIES = {
     "collision_summary": "Summarise the collision: which objects, the frame, and how each moved before and after.",
     "collides": "Does the {a} collide with the {b}?",
     "first_to_leave": "Which object leaves the frame first?",
+    "collision_count": "How many collisions are there?",
+    "collided_objects": "Which objects collide?",
+    "first_to_collide": "Which object collides first?",
+    "time_in_view": "For how many frames is an object in view?",
+    "box_at_frame": "Give the box of every object in the first frame.",
 }
-
-# The collision kinds share one program: the objects the request names are compiled in as
-# constants (colour, shape, size; None matches any object), so the program never reads the query.
-_COLLISION = """def execute(video):
-    # The objects the request names, compiled in as (colour, shape, size); None matches any.
-    A = NAMED_A
-    B = NAMED_B
-    tracks = video.track("object")
-
-    def named(want):
-        # Every track that fits (a track may break into pieces). Colours are unique within a
-        # clip, so a named colour decides (shape names can be wrong on a cluttered frame);
-        # shape and size pick the tracks when no colour is named.
-        color, shape, size = want
-        if color is not None:
-            return [t for t in tracks if t.color == color]
-        return [t for t in tracks if shape in (None, t.shape) and size in (None, t.size)]
-
-    # Every first contact (boxes within 2 pixels) of a pair that fits is a candidate. A collision
-    # turns both objects round (an elastic exchange); a near miss passes by without turning. So
-    # the pair whose objects reverse their motion over AFTER frames around the contact wins, the
-    # earliest among equals.
-    best = None
-    for a in named(A):
-        for b in named(B):
-            if a.color == b.color:
-                continue
-            f = first_contact(a, b)
-            if f is None:
-                continue
-            turned = 0
-            for t in (a, b):
-                vx0, vy0 = t.velocity(f - AFTER, f - 1)
-                vx1, vy1 = t.velocity(f + 1, f + AFTER)
-                if vx0 * vx1 + vy0 * vy1 < 0:
-                    turned += 1
-            if best is None or turned > best[0] or (turned == best[0] and f < best[1]):
-                best = (turned, f, a, b)
-"""
-
-_RESULTS = {
-    "collision_frame": """    return best[1] if best is not None else 0
-""",
-    "collision_summary": """    if best is None:
-        return {"objects": [], "frame": 0, "before": {}, "after": {}}
-    # each object's motion before and after (contact frames left out: touching boxes blur)
-    f, a, b = best[1], best[2], best[3]
-    return {
-        "objects": sorted([a.label, b.label]),
-        "frame": f,
-        "before": {a.label: a.direction(f - AFTER, f - 1), b.label: b.direction(f - AFTER, f - 1)},
-        "after": {a.label: a.direction(f + 1, f + AFTER), b.label: b.direction(f + 1, f + AFTER)},
-    }
-""",
-    "collides": """    # A contact after which both objects turn round is a collision; a near miss is not.
-    return best is not None and best[0] == 2
-""",
-}
-
-# Crossing and leaving programs take the objects the request names (a list of (colour, shape,
-# size); empty: every object) and a direction (crossings: "right" is left to right; leaving: the
-# edge), compiled in as constants like the collision kinds' objects.
-_WANTED = """def execute(video):
-    # The objects the request names, compiled in as (colour, shape, size); None matches any.
-    # No names: every object.
-    WANT = NAMED_LIST
-    DIRECTION = NAMED_DIRECTION
-
-    def wanted(t):
-        # A named colour decides (colours are unique within a clip; shape names can be wrong on
-        # a cluttered frame); shape and size decide when no colour is named.
-        if not WANT:
-            return True
-        for color, shape, size in WANT:
-            if color is not None and t.color == color:
-                return True
-            if color is None and shape in (None, t.shape) and size in (None, t.size):
-                return True
-        return False
-
-"""
-
-PROGRAMS = {
-    "crossing_count": _WANTED + """    # Objects (by colour: a track may break into pieces) whose centre crosses x = width / 2
-    # (DIRECTION "right": left to right, "left": right to left, None: either way).
-    line = video.width / 2
-    crossed = set()
-    for t in video.track("object"):
-        if wanted(t) and t.crossings(line, DIRECTION):
-            crossed.add(t.color)
-    return len(crossed)
-""",
-    "leaves": _WANTED + """    # A track that ends early at the border is an object leaving the frame (DIRECTION: the edge
-    # it leaves through, None: any).
-    last = video.stop - 1
-    for t in video.track("object"):
-        if not wanted(t) or t.last_frame >= last - 2:
-            continue
-        if t.touches_border(t.last_frame, video.width, video.height):
-            if DIRECTION is None or t.exit_edge(video.width, video.height) == DIRECTION:
-                return True
-    return False
-""",
-    "first_to_leave": _WANTED + """    ANSWER = NAMED_ANSWER  # "name" ("red circle") or "color" ("red")
-    # Of the tracks that end early at the border (through the DIRECTION edge, None: any), the one
-    # that ends first; "none" when no object leaves.
-    last = video.stop - 1
-    first = None
-    for t in video.track("object"):
-        if not wanted(t) or t.last_frame >= last - 2:
-            continue
-        if not t.touches_border(t.last_frame, video.width, video.height):
-            continue
-        if DIRECTION is not None and t.exit_edge(video.width, video.height) != DIRECTION:
-            continue
-        if first is None or t.last_frame < first.last_frame:
-            first = t
-    if first is None:
-        return "none"
-    return first.color if ANSWER == "color" else first.label
-""",
-}
-ANSWERS = ("name", "color")  # what first_to_leave answers with
-CROSS_DIRECTIONS = ("left", "right")  # which way a crossing goes
-EDGES = ("left", "right", "top", "bottom")  # which edge an object leaves through
-
-COLLISION_KINDS = ("collision_frame", "collision_summary", "collides")
-ANY = (None, None, None)
+# the kinds over a list of named objects whose ground truth is in ``video_truth``
+TRUTH_KINDS = ("collision_count", "collided_objects", "first_to_collide", "time_in_view", "box_at_frame")
 
 
-def _named(obj) -> tuple:
-    """(colour, shape, size) of a named object: a tuple, a dict with those keys, a colour word or
-    a name such as "red circle"; None is any object."""
-    if obj is None:
-        return ANY
-    if isinstance(obj, str):
-        spec = parse_phrase(obj)
-        obj = (spec.color, spec.shape, spec.size)
-    elif isinstance(obj, dict):
-        obj = (obj.get("color"), obj.get("shape"), obj.get("size"))
-    obj = tuple(None if v is None else str(v) for v in obj)
-    if len(obj) != 3:
-        raise ValueError(f"a named object is (colour, shape, size), got {obj!r}")
-    return obj
+def ground_truth(clip_json: dict, kind: str, a=None, b=None, objects=(), direction: str | None = None,
+                 answer: str | None = None, frame=None):
+    """The expected answer of a reading on a clip (the slots as for ``reference_program``), or
+    None when the clip does not decide it (no collision for a collision's frame or summary; two
+    objects leaving within 3 frames for first to leave)."""
+    objects = [_named(o) for o in objects]
+    answer = default_answer(kind) if answer is None else answer
+    if kind in COLLISION_KINDS:
+        if kind == "collides":
+            return collides(clip_json, _named(a), None if b is None else _named(b))
+        ev = collision_event(clip_json)
+        if ev is None:
+            return None
+        return ev["frame"] if kind == "collision_frame" else clip_json["summary"]
+    if kind == "crossing_count":
+        return crossing_count(clip_json, objects, direction)
+    if kind == "leaves":
+        return any_leaves(clip_json, objects, direction)
+    if kind == "first_to_leave":
+        return first_to_leave(clip_json, objects, direction, answer)
+    if kind == "collision_count":
+        return video_truth.collision_count(clip_json, objects)
+    if kind in ("collided_objects", "first_to_collide", "time_in_view"):
+        return getattr(video_truth, kind)(clip_json, objects, answer)
+    if kind == "box_at_frame":
+        return video_truth.box_at_frame(clip_json, objects, "first" if frame is None else frame)
+    raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
 
 
-def reference_program(kind: str, a=None, b=None, objects=(), direction: str | None = None,
-                      answer: str = "name") -> str:
-    """The reference program of a video kind. For the collision kinds, ``a`` and ``b`` are the
-    objects the request names (colour, shape, size; a name such as "red circle"; None: any
-    object), compiled into the program as constants ``A`` and ``B``. For crossings and leaving,
-    ``objects`` lists the objects that count (empty: every object) and ``direction`` is the
-    crossing's direction ("right": left to right, "left") or the edge left through ("left",
-    "right", "top", "bottom"); None is either. ``first_to_leave`` takes the same filters as leaving
-    and ``answer`` ("name" or "color")."""
-    if kind not in VIDEO_KINDS:
-        raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
-    if kind not in COLLISION_KINDS:
-        if a is not None or b is not None:
-            raise ValueError(f"{kind} programs take objects as objects=[...], not a and b")
-        allowed = CROSS_DIRECTIONS if kind == "crossing_count" else EDGES  # leaving, first to leave
-        if direction not in (None, *allowed):
-            raise ValueError(f"{kind} direction must be one of {', '.join(allowed)} or None, got {direction!r}")
-        if answer not in ANSWERS or (answer != "name" and kind != "first_to_leave"):
-            raise ValueError(f"answer must be one of {', '.join(ANSWERS)} (first_to_leave only), got {answer!r}")
-        named = "[" + ", ".join(_literal(_named(o)) for o in objects) + "]"
-        return (PROGRAMS[kind].replace("NAMED_LIST", named).replace("NAMED_ANSWER", json.dumps(answer))
-                .replace("NAMED_DIRECTION", "None" if direction is None else json.dumps(direction)))
-    if objects or direction is not None:
-        raise ValueError(f"{kind} programs take named objects as a and b")
-    return ((_COLLISION + _RESULTS[kind]).replace("AFTER", str(AFTER_FRAMES))
-            .replace("NAMED_A", _literal(_named(a))).replace("NAMED_B", _literal(_named(b))))
-
-
-def _literal(obj: tuple) -> str:
-    return "(" + ", ".join("None" if v is None else json.dumps(v) for v in obj) + ")"
-
-
-def video_example(clip_json: dict, kind: str, objects=(), direction: str | None = None) -> dict | None:
-    """(query, expected, program) of ``kind`` for a clip, or None when the clip does not fit the kind
-    (no collision for the collision kinds). Crossings and leaving take ``objects`` and
-    ``direction`` filters (``reference_program``); the query then names them."""
+def video_example(clip_json: dict, kind: str, objects=(), direction: str | None = None,
+                  answer: str | None = None, frame=None) -> dict | None:
+    """(query, expected, program) of ``kind`` for a clip, or None when the clip does not decide
+    it (``ground_truth``). The kinds over named objects take ``objects``, ``direction``,
+    ``answer`` and ``frame`` slots (``reference_program``); the query then names them. A
+    collision frame names the clip's own pair; ``collides`` takes one or two ``objects``."""
     if kind == "collides":
         return _collides_example(clip_json, objects, direction)
     if kind in ("collision_frame", "collision_summary"):
-        if objects or direction is not None:
+        if objects or direction is not None or answer is not None or frame is not None:
             raise ValueError(f"{kind} examples take no filters")
         ev = collision_event(clip_json)
         if ev is None:
@@ -248,19 +127,14 @@ def video_example(clip_json: dict, kind: str, objects=(), direction: str | None 
         return {"query": QUERIES[kind].format(a=a, b=b), "expected": ev["frame"],
                 "program": reference_program(kind, a, b)}
     objects = [_named(o) for o in objects]
-    program = reference_program(kind, objects=objects, direction=direction)
-    if kind == "crossing_count":
-        return {"query": filtered_query(kind, objects, direction),
-                "expected": crossing_count(clip_json, objects, direction), "program": program}
-    if kind == "leaves":
-        return {"query": filtered_query(kind, objects, direction),
-                "expected": any_leaves(clip_json, objects, direction), "program": program}
-    if kind == "first_to_leave":
-        expected = first_to_leave(clip_json, objects, direction)
-        if expected is None:  # two objects leave within 3 frames: too close to call
-            return None
-        return {"query": filtered_query(kind, objects, direction), "expected": expected, "program": program}
-    raise ValueError(f"unknown video kind {kind!r}; kinds: {', '.join(VIDEO_KINDS)}")
+    if kind == "box_at_frame" and frame is None:
+        frame = "first"
+    program = reference_program(kind, objects=objects, direction=direction, answer=answer, frame=frame)
+    expected = ground_truth(clip_json, kind, objects=objects, direction=direction, answer=answer, frame=frame)
+    if expected is None:  # first to leave: two objects leave within 3 frames, too close to call
+        return None
+    return {"query": filtered_query(kind, objects, direction, answer, frame), "expected": expected,
+            "program": program}
 
 
 def _collides_example(clip_json: dict, objects, direction) -> dict:
@@ -288,22 +162,41 @@ def _phrase(obj: tuple, plural: bool) -> str:
     return " ".join(w for w in (size, color, noun) if w)
 
 
-def filtered_query(kind: str, objects=(), direction: str | None = None) -> str:
-    """The plain request of a crossing or leaving example with its filters ("How many blue objects
-    cross the vertical centre line from left to right?"); the unfiltered kinds' ``QUERIES``."""
-    if not objects and direction is None:
+def filtered_query(kind: str, objects=(), direction: str | None = None, answer: str | None = None,
+                   frame=None) -> str:
+    """The plain request of an example with its slots ("How many blue objects cross the vertical
+    centre line from left to right?", "For how many seconds is the red circle in view?"); the
+    kind's ``QUERIES`` without any."""
+    answer = default_answer(kind) if answer is None else answer
+    if not objects and direction is None and answer == default_answer(kind) and frame in (None, "first"):
         return QUERIES[kind]
     if kind == "crossing_count":
         names = " or ".join(_phrase(o, True) for o in objects) or "objects"
         way = {None: "", "right": " from left to right", "left": " from right to left"}[direction]
         return f"How many {names} cross the vertical centre line{way}?"
+    edge = "" if direction is None else f" through the {direction} edge"
+    which = "Which colour" if answer == "color" else "Which object"
     if kind == "first_to_leave":
         among = f" of the {' and '.join(_phrase(o, True) for o in objects)}" if objects else ""
-        edge = "" if direction is None else f" through the {direction} edge"
-        return f"Which object{among} leaves the frame first{edge}?"
-    names = " or the ".join(_phrase(o, False) for o in objects)
-    edge = "" if direction is None else f" through the {direction} edge"
-    return f"Does {'the ' + names if names else 'any object'} leave the frame{edge}?"
+        return f"{which}{among} leaves the frame first{edge}?"
+    if kind == "leaves":
+        names = " or the ".join(_phrase(o, False) for o in objects)
+        return f"Does {'the ' + names if names else 'any object'} leave the frame{edge}?"
+    names = " and the ".join(_phrase(o, False) for o in objects)
+    if kind == "collision_count":
+        between = " between the " if len(objects) > 1 else " involving the "
+        return f"How many collisions are there{between + names if names else ''}?"
+    if kind == "collided_objects":
+        return f"{which} collides with the {names}?" if names else f"{which}s collide?"
+    if kind == "first_to_collide":
+        among = f" of the {' and the '.join(_phrase(o, False) for o in objects)}" if objects else ""
+        return f"{which}{among} collides first?"
+    if kind == "time_in_view":
+        return f"For how many {answer} is the {names or 'any object'} in view?"
+    if kind == "box_at_frame":
+        when = {"first": "in the first frame", "last": "in the last frame", "collision": "at the collision"}
+        return f"Give the box of the {names or 'objects'} {when.get(frame, f'at frame {frame}')}."
+    raise ValueError(f"{kind} examples take no filters")
 
 
 def random_filter(clip_json: dict, kind: str, rng: np.random.Generator) -> tuple[list, str | None]:
@@ -363,6 +256,16 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 23])
     collide = True if kind in ("collision_frame", "collision_summary") else 0.5  # collides: half do
+    # Time in view and boxes name one object for the whole card (one program answers every
+    # example): a colour, drawn per card; boxes in the last frame (absent when it left).
+    slots: dict = {}
+    if kind in ("time_in_view", "box_at_frame"):
+        slots["objects"] = [(str(rng.choice(sorted(COLORS))), None, None)]
+        slots["frame"] = "last" if kind == "box_at_frame" else None
+    # Balanced as: time in view within 2 frames (its metric), a collision count as yes / no (the
+    # world plans at most one collision), a box by its value (a constant box fits few clips;
+    # no box, when the object is gone, at most half).
+    balance_as = {"time_in_view": "frame", "collision_count": "bool", "box_at_frame": "text"}.get(kind, VIDEO_KINDS[kind])
     examples = []
     draws = 0
     while len(examples) < n:
@@ -370,17 +273,19 @@ def make_video_task_card(out_dir: str | Path, kind: str = "crossing_count", n: i
         if draws > MAX_CLIP_DRAWS:
             raise ValueError(f"no balanced {kind} card of {n} clips in {MAX_CLIP_DRAWS} draws; ask for fewer clips")
         clip = sample_clip(rng, domain, size, n_frames, collision=collide)
-        ex = video_example(clip.to_json(), kind)
+        ex = video_example(clip.to_json(), kind, **slots)
         # Balanced answers: no constant answer passes more than half the examples.
-        if ex is None or not fits_balance(VIDEO_KINDS[kind], [e["expected"] for e in examples], ex["expected"], n):
+        if ex is None or not fits_balance(balance_as, [e["expected"] for e in examples], ex["expected"], n):
             continue
         rel = f"clips/{len(examples):04d}.mp4"
         write_clip(clip, out / rel)
         examples.append({"id": f"clip{len(examples)}", "image": rel, "query": ex["query"], "expected": ex["expected"]})
+    query = examples[0]["query"] if slots else QUERIES[kind].format(a="first object", b="second object")
     card = parse_task_card({
         "name": name or kind.replace("_", "-"),
-        "description": f"Shapes-world dashcam stand-in: {QUERIES[kind].format(a='first object', b='second object')}",
+        "description": f"Shapes-world dashcam stand-in: {query}",
         "output": VIDEO_KINDS[kind],
+        "metric": "frame_within_2" if kind == "time_in_view" else None,
         "examples": examples,
     }, str(out / "task.yaml"))
     return save_task_card(card, out / "task.yaml")
