@@ -116,6 +116,23 @@ def test_recipe_mixes_replay_items_and_decays_lr(shapes_ws, tmp_path):
     assert all(h.get("replay_accuracy") is not None for h in res.history["val"])
 
 
+def test_fixed_epoch_steps_and_explicit_validation(shapes_ws, tmp_path):
+    # Two training sets of different sizes: the same steps and epochs (the same checkpoints to
+    # choose from), every item trains, and the checkpoint is chosen on the given validation items.
+    ws, init, items = shapes_ws
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, replay_fraction=0.0, patience=0, epoch_steps=3)
+    val = items[:10]
+    runs = [finetune(ShapesVQAAdapter(init), items[10:10 + n], tmp_path / f"n{n}", cfg, progress=False,
+                     validation=val) for n in (12, 60)]
+    for res in runs:
+        assert [h["step"] for h in res.history["val"]] == [3, 6]
+        assert res.before["n"] == len(val)  # the report set is the validation set
+    spec = json.loads((tmp_path / "n60" / "run.json").read_text())
+    assert spec["train"] == list(range(60)) and spec["val"] == []
+    with pytest.raises(FinetuneError, match="validation"):
+        finetune(ShapesVQAAdapter(init), items[10:20], tmp_path / "empty", cfg, progress=False, validation=[])
+
+
 def test_resume_after_sigkill_matches_uninterrupted_run(shapes_ws):
     ws, init, items = shapes_ws
     cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, patience=0)

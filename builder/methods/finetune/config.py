@@ -20,7 +20,9 @@ class FinetuneConfig:
     kept as the best checkpoint unless an epoch beats it (``keep_start``); an epoch whose
     accuracy on held-back original-task items falls more than ``replay_guard`` below the
     start's is not eligible; training stops after ``patience`` epochs without better validation
-    accuracy (0: never stops early).
+    accuracy (0: never stops early). ``epoch_steps`` (0: one pass over the training items) fixes
+    the optimiser steps of every epoch instead, cycling through reshuffled items, so runs on sets of
+    different sizes take the same steps and have the same checkpoints to choose from.
     """
 
     epochs: int = 3
@@ -39,6 +41,7 @@ class FinetuneConfig:
     keep_start: bool = True
     replay_guard: float = 0.02
     patience: int = 2
+    epoch_steps: int = 0
 
 
 @dataclass
