@@ -23,6 +23,7 @@ def load_teacher(path: str | Path):
     from augment.seltda.blip import BlipTeacher
     from augment.seltda.detection import DetectionTeacher
     from augment.seltda.generative import ShapesTeacher
+    from augment.seltda.learned import VQATeacher  # noqa: F401  (registers the architecture)
 
     teacher = load_artifact(path)
     if not isinstance(teacher, (DetectionTeacher, ShapesTeacher, BlipTeacher)):
@@ -84,9 +85,6 @@ def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path],
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers))
     rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
     return [PseudoLabel(int(r["order"]), t, confidence=float(c)) for r in rows for t, c in json.loads(r["texts"])]
-
-
-
 
 
 
