@@ -225,6 +225,10 @@ def _mean_std(vals) -> dict:
             "std": round(float(np.std(vals)), 4) if vals else None, "seeds": len(vals)}
 
 
+QUICK = {"domains": "camera", "seeds": 1, "ratios": "2", "n_unlabelled": 150, "n_test": 25, "epochs": 4,
+         "epoch_steps": 15, "qgen_steps": 200}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--domains", default="camera,sketch")
@@ -244,11 +248,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--weights", default=str(vqa_net.DEFAULT_WEIGHTS))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="one domain, one seed, small sets (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="one domain, one seed, small sets (a few minutes); "
+                    "flags given explicitly still apply")
+    if "--quick" in sys.argv[1:]:
+        ap.set_defaults(**QUICK)
     args = ap.parse_args()
-    if args.quick:
-        args.domains, args.seeds, args.ratios = args.domains.split(",")[0], 1, "2"
-        args.n_unlabelled, args.n_test, args.epochs, args.epoch_steps, args.qgen_steps = 150, 25, 4, 15, 200
     args.ratio_list = [float(r) for r in args.ratios.split(",")]
     if any(r <= 0 for r in args.ratio_list):
         raise SystemExit("--ratios: positive synthetic:real ratios (real_only is the ratio-0 arm)")
