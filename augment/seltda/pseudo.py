@@ -19,11 +19,11 @@ from builder.run.ray import ray_session
 
 
 def load_teacher(path: str | Path):
-    """A teacher folder saved by ``save_pretrained`` (any kind: its config.json names it)."""
+    """A teacher folder saved by ``save_pretrained`` (any kind: its config.json names it; the
+    package's ``__init__`` imports every teacher module, so each architecture is registered)."""
     from augment.seltda.blip import BlipTeacher
     from augment.seltda.detection import DetectionTeacher
     from augment.seltda.generative import ShapesTeacher
-    from augment.seltda.learned import VQATeacher  # noqa: F401  (registers the architecture)
 
     teacher = load_artifact(path)
     if not isinstance(teacher, (DetectionTeacher, ShapesTeacher, BlipTeacher)):
