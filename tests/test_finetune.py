@@ -78,6 +78,11 @@ def test_checkpoints_history_plot_and_mismatch(shapes_ws, tmp_path):
     hist = json.loads((run / "history.json").read_text())
     assert len(hist["val"]) == 2 and len(hist["train"]) == res.history["train"][-1]["step"]
     assert res.before["n"] == res.after["n"] > 0 and json.loads((run / "result.json").read_text())["best_epoch"] in (1, 2)
+    # the baseline a customer tries first, scored beside: the start with test-time normalisation
+    base = res.baselines
+    assert base["start"] == res.before["accuracy"] and base["finetuned"] == res.after["accuracy"]
+    assert 0 <= base["start_normalised"] <= 1 and base["best"] in ("start", "start_normalised", "finetuned")
+    assert base[base["best"]] == max(v for k, v in base.items() if k != "best")
     engine = ShapesVQAAdapter(init).engine(res.best_checkpoint)  # served by the shapes VQA backend
     ans = engine.answer(items[0][0], items[0][1])
     assert ans.text in vqa_net.ShapesVQANet.from_pretrained(init).answers and 0 <= ans.confidence <= 1

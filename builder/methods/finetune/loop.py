@@ -163,12 +163,32 @@ def finetune(
                      done=cfg.epochs, total=cfg.epochs, unit="epochs")
     after = evaluate(adapter, acc.unwrap_model(model), data.report, cfg.eval_batch_size, acc)
     result = FinetuneResult(run_dir, out.best_checkpoint, out.last_checkpoint, meta["before"], after, out.history,
-                            out.resumed_from, time.perf_counter() - t0)
+                            out.resumed_from, time.perf_counter() - t0, _baselines(meta, after))
     if acc.is_main_process:
         atomic_write_json(run_dir / "result.json", {**result.to_dict(), "history": None,
                                                      "evaluated_on": "heldout" if heldout else "validation",
                                                      "best_epoch": out.best_epoch})
     return result
+
+
+def _baselines(meta: dict, after: dict) -> dict:
+    """Report-set accuracy of the start, the start with test-time normalisation (when scored) and
+    the fine-tuned model, and which is best (earlier wins ties: no training when it does not help)."""
+    arms = {"start": meta["before"]["accuracy"], "start_normalised": (meta.get("before_normalised") or {}).get("accuracy"),
+            "finetuned": after["accuracy"]}
+    scored = {k: v for k, v in arms.items() if v is not None}
+    return {**arms, "best": max(scored, key=scored.get) if scored else None}
+
+
+def _normalised(items: list[QA]) -> list[QA]:
+    """The items with their images illumination-normalised (each distinct image once)."""
+    from builder.core.images import illumination_normalise
+
+    done: dict[int, np.ndarray] = {}
+    for q in items:
+        if id(q.image) not in done:
+            done[id(q.image)] = illumination_normalise(q.image)
+    return [QA(done[id(q.image)], q.question, q.answer, q.meta) for q in items]
 
 
 def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
@@ -265,6 +285,8 @@ def _scorer(adapter: VQAAdapter, data: _Data, cfg: FinetuneConfig, acc, meta: di
     def score(m, epoch: int) -> dict:
         if epoch == 0:
             meta["before"] = evaluate(adapter, m, data.report, cfg.eval_batch_size, acc)
+            if cfg.score_normalised:
+                meta["before_normalised"] = evaluate(adapter, m, _normalised(data.report), cfg.eval_batch_size, acc)
         return {"loss": round(_mean_loss(adapter, m, data.val, cfg.eval_batch_size, acc), 5),
                 "accuracy": evaluate(adapter, m, data.val, cfg.eval_batch_size, acc)["accuracy"],
                 "replay_accuracy": evaluate(adapter, m, data.replay_val, cfg.eval_batch_size, acc)["accuracy"]}
