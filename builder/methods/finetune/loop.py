@@ -249,8 +249,10 @@ def _open_run(run_dir: Path, spec: dict, resume: bool, acc) -> None:
     if not resume and epoch_checkpoints(run_dir):
         raise FinetuneError(f"{run_dir}: already holds a run; pass resume=True or use a new folder")
     # More epochs or another throttle may continue a run; anything else would mix two runs.
-    loose = ("epochs", "throttle_s", "eval_batch_size")
-    same_cfg = {k: v for k, v in old.get("config", {}).items() if k not in loose} == {
+    loose = ("epochs", "throttle_s", "eval_batch_size", "score_normalised")
+    # settings added since a run started count at their defaults
+    old_cfg = {**asdict(FinetuneConfig()), **old.get("config", {})}
+    same_cfg = {k: v for k, v in old_cfg.items() if k not in loose} == {
         k: v for k, v in spec["config"].items() if k not in loose}
     changed = [k for k in ("adapter", "data", "n_items") if old.get(k) != spec[k]] + ([] if same_cfg else ["config"])
     if changed:
