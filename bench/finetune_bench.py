@@ -6,7 +6,8 @@ train phrasings) fine-tune the default shapes VQA weights with the default recip
 best checkpoint by validation accuracy with the starting model as a candidate, early stop).
 The starting model and the chosen checkpoint are scored on held-out target QA (other scenes),
 overall, scene-level and crop. With --old, the previous recipe (constant lr 5e-4, last
-checkpoint, no replay) is run too, for comparison.
+checkpoint, no replay) is run too, for comparison. Beside them, in the same run, the baseline a
+customer tries first: the starting model with ``illumination_normalise`` in front ("normalised").
 
     python bench/finetune_bench.py                 # 3 seeds
     python bench/finetune_bench.py --seeds 1 --n-test 40
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augment.seltda import illumination_normalise
+from builder.core.qa import QA
 from builder.core.seeding import derive_seed
 from builder.domains.shapes.nets import vqa as vqa_net
 from builder.domains.shapes.training import vqa as vqa_train
@@ -33,6 +36,15 @@ from builder.methods.finetune import FinetuneConfig, ShapesVQAAdapter, finetune
 def scores(model, data) -> dict:
     r = vqa_train.evaluate(model, data)
     return {k: r.get(k) for k in ("overall", "scene_level", "crop")}
+
+
+def normalised(items) -> list[QA]:
+    """The items with test-time illumination normalisation (each distinct image once)."""
+    done: dict[int, np.ndarray] = {}
+    for q in items:
+        if id(q.image) not in done:
+            done[id(q.image)] = illumination_normalise(q.image)
+    return [QA(done[id(q.image)], q.question, q.answer, q.meta) for q in items]
 
 
 def main() -> None:
@@ -56,7 +68,8 @@ def main() -> None:
             pool = vqa_train.build_dataset(args.n_real // 6 + 10, derive_seed(seed, "pool"), args.target, "train")
             real = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:args.n_real]]
             test = vqa_train.build_dataset(args.n_test, derive_seed(seed, "test"), args.target, "train")
-            row = {"seed": seed, "n_real": len(real), "n_test": len(test), "start": scores(base, test)}
+            row = {"seed": seed, "n_real": len(real), "n_test": len(test), "start": scores(base, test),
+                   "normalised": scores(base, normalised(test))}
             recipes = {"recipe": FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed)}
             if args.old:
                 recipes["old"] = FinetuneConfig(epochs=34, batch_size=args.batch_size, lr=5e-4, seed=seed,
@@ -74,8 +87,10 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
     deltas = [r["recipe"]["delta_points"] for r in rows]
+    vs_norm = [round(100 * (r["recipe"]["overall"] - r["normalised"]["overall"]), 2) for r in rows]
     print(json.dumps({"bench": "finetune", "args": vars(args), "per_seed": rows,
                       "recipe_delta_points": deltas, "never_worse": all(d >= 0 for d in deltas),
+                      "recipe_minus_normalised_points": vs_norm,
                       "seconds": round(time.time() - t0, 1)}, indent=1))
 
 

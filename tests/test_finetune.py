@@ -78,6 +78,11 @@ def test_checkpoints_history_plot_and_mismatch(shapes_ws, tmp_path):
     hist = json.loads((run / "history.json").read_text())
     assert len(hist["val"]) == 2 and len(hist["train"]) == res.history["train"][-1]["step"]
     assert res.before["n"] == res.after["n"] > 0 and json.loads((run / "result.json").read_text())["best_epoch"] in (1, 2)
+    # the baseline a customer tries first, scored beside: the start with test-time normalisation
+    base = res.baselines
+    assert base["start"] == res.before["accuracy"] and base["finetuned"] == res.after["accuracy"]
+    assert 0 <= base["start_normalised"] <= 1 and base["best"] in ("start", "start_normalised", "finetuned")
+    assert base[base["best"]] == max(v for k, v in base.items() if k != "best")
     engine = ShapesVQAAdapter(init).engine(res.best_checkpoint)  # served by the shapes VQA backend
     ans = engine.answer(items[0][0], items[0][1])
     assert ans.text in vqa_net.ShapesVQANet.from_pretrained(init).answers and 0 <= ans.confidence <= 1
@@ -114,6 +119,23 @@ def test_recipe_mixes_replay_items_and_decays_lr(shapes_ws, tmp_path):
     steps = res.history["train"][-1]["step"]
     assert steps == 2 * -(-32 // 4)  # 32 training items, 4 of them per batch (the rest replay)
     assert all(h.get("replay_accuracy") is not None for h in res.history["val"])
+
+
+def test_fixed_epoch_steps_and_explicit_validation(shapes_ws, tmp_path):
+    # Two training sets of different sizes: the same steps and epochs (the same checkpoints to
+    # choose from), every item trains, and the checkpoint is chosen on the given validation items.
+    ws, init, items = shapes_ws
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, replay_fraction=0.0, patience=0, epoch_steps=3)
+    val = items[:10]
+    runs = [finetune(ShapesVQAAdapter(init), items[10:10 + n], tmp_path / f"n{n}", cfg, progress=False,
+                     validation=val) for n in (12, 60)]
+    for res in runs:
+        assert [h["step"] for h in res.history["val"]] == [3, 6]
+        assert res.before["n"] == len(val)  # the report set is the validation set
+    spec = json.loads((tmp_path / "n60" / "run.json").read_text())
+    assert spec["train"] == list(range(60)) and spec["val"] == []
+    with pytest.raises(FinetuneError, match="validation"):
+        finetune(ShapesVQAAdapter(init), items[10:20], tmp_path / "empty", cfg, progress=False, validation=[])
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(shapes_ws):

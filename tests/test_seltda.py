@@ -208,3 +208,67 @@ def test_pseudo_labelling_with_ray_matches_in_process(tmp_path):
     via_ray = pseudo_label_ray(folder, paths, n_per_image=2, workers=1, batch_size=3, seed=1, progress=False)
     local = pseudo_label(teacher, [str(p) for p in paths], n_per_image=2, batch_size=3, seed=1, progress=False)
     assert [(r.image, r.text, r.confidence) for r in via_ray] == [(r.image, r.text, r.confidence) for r in local]
+
+
+def test_paraphrases_use_training_phrasings_only():
+    from augment.seltda import paraphrases, parse_question
+
+    assert paraphrases("How many red stars are there?") == ["Count the red stars."]
+    assert parse_question("Is the red star left of the blue circle?")[0] == "relation"
+    assert parse_question("What color is the object left of the red star?")[0] == "relate_attr"
+    # held-out phrasings are not the teacher's: they measure the student on new wording
+    assert parse_question("What is the number of stars?") is None
+    assert paraphrases("Are there more stars than circles?") == []
+
+
+@pytest.mark.slow
+def test_learned_teacher_sees_pixels_only_and_filters_by_consistency(labelled, tmp_path, monkeypatch):
+    """The learned teacher (a VQA model + question generator) labels unlabelled images from their
+    pixels alone (read-only arrays): every ground-truth path raises while it works. Inconsistent
+    answers and unknown phrasings carry confidence 0."""
+    import augment.seltda.truth as truth
+    import builder.domains.shapes.world.tasks as tasks
+    from augment.seltda import VQATeacher
+
+    torch.manual_seed(0)
+    answerer = vqa_net.ShapesVQANet(vqa_net.build_vocab(q.question for q in labelled), image_size=32, ch=8,
+                                    n_blocks=1, emb=8, hidden=16)
+    teacher = VQATeacher.create(answerer, [q.question for q in labelled], views=3, ch=16, emb=16, hidden=48)
+    teacher.train(labelled, qgen_steps=250, batch_size=16, progress=False)
+    scenes, _ = build_world(10, 41, "camera", families=("vqa",))
+    images = [render_array(s) for s in scenes]
+    for im in images:
+        im.setflags(write=False)
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("a teacher read ground truth")
+
+    for mod, name in ((truth, "world_answer"), (tasks, "make_example"), (tasks, "relation_holds")):
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, forbidden)
+    raw = pseudo_label(teacher, images, n_per_image=3, top_p=0.5, batch_size=4, seed=2, progress=False)
+    monkeypatch.undo()
+    assert len(raw) == 30 and {r.image for r in raw} == set(range(10))
+    stats = teacher.last_stats
+    assert stats["questions"] == 30 == sum(stats[k] for k in ("unknown_phrasing", "reference_not_unique",
+                                                                "consistent", "inconsistent"))
+    assert stats["unknown_phrasing"] <= 20  # a trained generator writes known phrasings
+    parsed = [(r, parse_qa(r.text)) for r in raw]
+    assert all(r.confidence == 0 for r, qa in parsed if qa and qa[1] == UNANSWERABLE)
+    assert all(0 <= r.confidence <= 1 for r in raw)
+    answers = teacher.answer(images[:2], ["How many stars are there?", "Is there a red circle?"])
+    assert [a for a, _ in answers] == [a for a, _ in teacher.answer(images[:2], ["How many stars are there?",
+                                                                                  "Is there a red circle?"])]
+    back = load_teacher(teacher.save_pretrained(tmp_path / "vqa-teacher"))
+    assert isinstance(back, VQATeacher) and back.views == 3
+    assert [r.text for r in pseudo_label(back, images[:4], n_per_image=2, seed=2, progress=False)] == \
+        [r.text for r in pseudo_label(teacher, images[:4], n_per_image=2, seed=2, progress=False)]
+
+
+def test_learned_teacher_checks_references_with_its_own_counts():
+    from augment.seltda.learned import reference_checks
+
+    assert reference_checks("Is the red star left of the blue circle?") == ["How many red stars are there?",
+                                                                            "How many blue circles are there?"]
+    assert reference_checks("What shape is the green object?") == ["How many green objects are there?"]
+    assert reference_checks("How many red stars are there?") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from world_oracle import nearest_color, objects_from_pixels
@@ -11,6 +13,7 @@ from builder.domains.shapes.world import (
     COLORS,
     PRESETS,
     Domain,
+    get_domain,
     parse_phrase,
     render_array,
     sample_scene,
@@ -157,3 +160,38 @@ def test_dusk_preset_is_dim_and_random_domains_stay_in_daylight():
     doms = [random_domain(rng) for _ in range(200)]
     assert all(d.lighting == 1.0 and d.light_falloff == 0 for d in doms)
     assert {d.background for d in doms} == {"plain", "textured"} and any(d.pixel_noise > 0 for d in doms)
+
+
+def test_camera_and_sketch_domains_render_deterministically_and_need_learning():
+    """The customer-camera presets: deterministic, different from each other and from clean; the
+    camera's colour response is no global per-channel gain (which a normalisation could undo)."""
+    from builder.domains.shapes.world.scene import warp_hue
+
+    base = next(s for s in (sample_scene(k, "clean") for k in range(11, 40))
+                if any(o.shape in ("square", "circle") and o.size == "large" for o in s.objects))
+    clean = render_array(base)
+    imgs = {}
+    for name in ("camera", "sketch"):
+        scene = with_domain(base, name)
+        imgs[name] = render_array(scene)
+        assert np.array_equal(imgs[name], render_array(scene)), name
+        assert np.abs(imgs[name].astype(int) - clean).mean() > 3, name
+    assert not np.array_equal(imgs["camera"], imgs["sketch"])
+    # the hue map is monotone (invertible) and moves red past the red/orange midpoint
+    hues = np.linspace(0, 359, 360)
+    assert np.all(np.diff(np.unwrap(np.radians(warp_hue(hues, 1.0)))) > 0)
+    assert 16 <= float(warp_hue(np.array([0.0]), 1.0)[0]) <= 30
+    # best per-channel gain from clean to camera pixels (no noise, no texture) leaves a large error
+    plain = dataclasses.replace(get_domain("camera"), background="plain", pixel_noise=0.0, clutter=0,
+                                palette_shift=0.0)
+    a = render_array(with_domain(base, "clean")).reshape(-1, 3).astype(float)
+    b = render_array(with_domain(base, plain)).reshape(-1, 3).astype(float)
+    gain = (a * b).sum(0) / (a * a).sum(0)
+    on_objects = np.abs(a - a.mean(1, keepdims=True)).max(1) > 30  # coloured pixels
+    assert np.abs(a * gain - b)[on_objects].mean() > 20
+    # sketch objects are outlines: an object's centre is closer to the background than its rim
+    sketch = render_array(with_domain(base, dataclasses.replace(get_domain("sketch"), background="plain",
+                                                                pixel_noise=0.0, blur=0.0, clutter=0)))
+    o = next(o for o in base.objects if o.shape in ("square", "circle") and o.size == "large")
+    cx, cy = (int(v) for v in o.center)
+    assert np.abs(sketch[cy, cx].astype(int) - 215).sum() < np.abs(clean[cy, cx].astype(int) - 215).sum()

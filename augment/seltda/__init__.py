@@ -17,6 +17,13 @@ Teachers (all only see pixels):
   and every detection must be confident (``min_score``). Unanswerable and low-confidence
   labels are counted and dropped by ``filter_pseudo_labels``.
 
+* ``VQATeacher`` (the learned teacher of the SelTDA benchmark's headline figure): the shapes
+  VQA model fine-tuned on the labelled target set answers the questions an image-conditioned
+  generator (trained on the labelled questions) asks about unlabelled target images; a label
+  keeps its confidence only if the answer agrees across augmented views of the image and
+  paraphrases of the question (``augment.seltda.learned``). The ``DetectionTeacher`` above is a
+  hand-built baseline, not a learned teacher.
+
 * ``ShapesTeacher`` for the shapes world: an image-conditioned GRU language model over a word
   vocabulary writes the question; the answer token is produced by a VQA network (a copy of
   the shapes VQA model, fine-tuned on the labelled set) conditioned on the image and the
@@ -34,7 +41,7 @@ duplicates and contradictory pairs (one image, one question, two answers) and co
 teacher or student ever calls it.
 
 Modules: ``labels`` (text format, filter, nucleus sampling), ``detection``, ``generative`` and
-``blip`` (the teachers, each an artifact folder of ``builder.core.artifacts``), ``pseudo``
+``blip`` and ``learned`` (the teachers, each an artifact folder of ``builder.core.artifacts``), ``pseudo``
 (pseudo-labelling, student set, augmentation), ``truth`` (precision against the world),
 ``workspace`` (``augment_workspace``).
 """
@@ -52,6 +59,7 @@ from augment.seltda.labels import (
     nucleus_sample,
     parse_qa,
 )
+from augment.seltda.learned import VQATeacher, paraphrases, parse_question
 from augment.seltda.pseudo import (
     augment_image,
     build_student_set,
@@ -64,7 +72,7 @@ from augment.seltda.truth import count_answers, precision, world_answer
 from augment.seltda.workspace import augment_workspace
 
 __all__ = ["TEACHER_QTYPES", "UNANSWERABLE", "BlipTeacher", "DetectionTeacher", "FilterReport", "PseudoLabel",
-           "ShapesTeacher", "augment_image", "augment_workspace", "build_student_set", "count_answers", "detokenize",
+           "ShapesTeacher", "VQATeacher", "augment_image", "augment_workspace", "build_student_set", "count_answers", "detokenize",
            "filter_pseudo_labels", "format_qa", "illumination_normalise", "load_teacher", "make_augment",
-           "nucleus_sample", "parse_qa", "precision", "pseudo_label", "pseudo_label_ray", "qtokens",
+           "nucleus_sample", "paraphrases", "parse_qa", "parse_question", "precision", "pseudo_label", "pseudo_label_ray", "qtokens",
            "world_answer"]

@@ -7,26 +7,15 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from augment.seltda.labels import TEACHER_QTYPES, UNANSWERABLE, format_qa
 from augment.seltda.truth import world_answer
 from builder.core.artifacts import Artifact
+from builder.core.images import illumination_normalise
 from builder.core.qa import as_qa
 from builder.domains.shapes.world.scene import SIZES, Scene, SceneObject
 from builder.domains.shapes.world.tasks import ANSWER_VOCAB, make_example, question_patterns
-
-
-def illumination_normalise(image: np.ndarray, target: float = 215.0, kernel: int = 31) -> np.ndarray:
-    """Flat-field correction: divide by a smooth estimate of the light (a wide median of the
-    brightest channel, which follows the background, not the objects) so dim or unevenly lit
-    images look like daylight ones. Hues are unchanged; uint8 in, uint8 out."""
-    img = np.asarray(image, np.uint8)
-    bright = cv2.medianBlur(np.ascontiguousarray(img.max(axis=2)), kernel).astype(np.float32)
-    bright = cv2.GaussianBlur(bright, (0, 0), 8)
-    out = img.astype(np.float32) * (target / np.maximum(bright, 1.0))[:, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _detected_scene(objects, width: int, height: int) -> Scene:

@@ -144,14 +144,11 @@ class ShapesTeacher(Artifact):
         self.answerer.eval()
         return hist
 
-    def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
-                 max_len: int = 20, seed: int = 0) -> list[list[str]]:
-        """``n`` nucleus-sampled ``"Question: q Answer: a"`` texts per image."""
+    def sample_questions(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9,
+                         temperature: float = 1.0, max_len: int = 20, generator=None) -> list[str]:
+        """``n`` nucleus-sampled questions per image (image-major order), from pixels alone."""
         import torch
 
-        if not len(images):
-            return []
-        gen = torch.Generator().manual_seed(seed)
         idx, vocab = self.qgen.index, self.qgen.config["vocab"]
         x = self._images(images).repeat_interleave(n, 0)
         self.qgen.eval()
@@ -167,29 +164,46 @@ class ShapesTeacher(Artifact):
                 logits = self.qgen.out(o[:, 0])
                 logits[:, idx[PAD_T]] = -1e9
                 logits[:, idx[BOS]] = -1e9
-                cur = nucleus_sample(logits, top_p, temperature, gen)
+                cur = nucleus_sample(logits, top_p, temperature, generator)
                 cur = torch.where(done, torch.full_like(cur, idx[PAD_T]), cur)
                 out[:, t] = cur
                 done |= cur == idx[EOS]
                 if bool(done.all()):
                     break
-            questions = []
-            for row in out.tolist():
-                words = []
-                for k in row:
-                    if k in (idx[EOS], idx[PAD_T]):
-                        break
-                    words.append(vocab[k])
-                questions.append(detokenize(words))
+        questions = []
+        for row in out.tolist():
+            words = []
+            for k in row:
+                if k in (idx[EOS], idx[PAD_T]):
+                    break
+                words.append(vocab[k])
+            questions.append(detokenize(words))
+        return questions
+
+    def generate(self, images: Sequence[np.ndarray], n: int = 2, top_p: float = 0.9, temperature: float = 1.0,
+                 max_len: int = 20, seed: int = 0) -> list[list[str]]:
+        """``n`` nucleus-sampled ``"Question: q Answer: a"`` texts per image."""
+        import torch
+
+        if not len(images):
+            return []
+        gen = torch.Generator().manual_seed(seed)
+        questions = self.sample_questions(images, n, top_p, temperature, max_len, gen)
+        with torch.no_grad():
             # The answer: nucleus-sampled from the answerer's distribution given image + question.
-            size = self.answerer.config["image_size"]
-            xa = x if size == self.qgen.config["image_size"] else self._images(images).repeat_interleave(n, 0)
+            xa = self._answer_images(images).repeat_interleave(n, 0)
             tokens, lengths = self.answerer.encode_questions([q or "?" for q in questions])
             logits = self.answerer(xa, tokens, lengths)
             ans = nucleus_sample(logits, top_p, temperature, gen).tolist()
         texts = [format_qa(q, self.answers[a]) if q else f"Question: Answer: {self.answers[a]}"
                  for q, a in zip(questions, ans, strict=True)]
         return [texts[i * n:(i + 1) * n] for i in range(len(images))]
+
+    def _answer_images(self, images) -> object:
+        from builder.domains.shapes.nets import vqa as sv
+
+        size = self.answerer.config["image_size"]
+        return sv.to_tensor(np.stack([sv.resize_square(np.asarray(im, np.uint8), size) for im in images]))
 
     def artifact_config(self) -> dict:
         return dict(self.qgen.config)

@@ -19,7 +19,8 @@ from builder.run.ray import ray_session
 
 
 def load_teacher(path: str | Path):
-    """A teacher folder saved by ``save_pretrained`` (any kind: its config.json names it)."""
+    """A teacher folder saved by ``save_pretrained`` (any kind: its config.json names it; the
+    package's ``__init__`` imports every teacher module, so each architecture is registered)."""
     from augment.seltda.blip import BlipTeacher
     from augment.seltda.detection import DetectionTeacher
     from augment.seltda.generative import ShapesTeacher
@@ -84,9 +85,6 @@ def pseudo_label_ray(teacher_dir: str | Path, image_paths: Sequence[str | Path],
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers))
     rows = sorted(ds.take_all(), key=lambda r: int(r["order"]))
     return [PseudoLabel(int(r["order"]), t, confidence=float(c)) for r in rows for t, c in json.loads(r["texts"])]
-
-
-
 
 
 

@@ -254,3 +254,16 @@ def as_rgb_array(image) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
     return np.ascontiguousarray(arr)
+
+
+def illumination_normalise(image: np.ndarray, target: float = 215.0, kernel: int = 31) -> np.ndarray:
+    """Flat-field correction: divide by a smooth estimate of the light (a wide median of the
+    brightest channel, which follows the background, not the objects) so dim or unevenly lit
+    images look like daylight ones. Hues are unchanged; uint8 in, uint8 out."""
+    import cv2
+
+    img = np.asarray(image, np.uint8)
+    bright = cv2.medianBlur(np.ascontiguousarray(img.max(axis=2)), kernel).astype(np.float32)
+    bright = cv2.GaussianBlur(bright, (0, 0), 8)
+    out = img.astype(np.float32) * (target / np.maximum(bright, 1.0))[:, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

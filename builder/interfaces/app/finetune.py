@@ -113,7 +113,9 @@ class FinetunePanel(StepCard):
         data = out.get("dataset")
         data = ", ".join(data) if isinstance(data, list) else str(data or "?")
         self.finetune_view.object = (
-            bars_svg([("before", before.get("accuracy")), ("after", after.get("accuracy"))],
+            bars_svg([("before", before.get("accuracy")),
+                      *([("normalised", norm)] if (norm := (out.get("baselines") or {}).get("start_normalised"))
+                        is not None else []), ("after", after.get("accuracy"))],
                      "VQA accuracy on held-out questions", n=after.get("n", before.get("n"))) +
             curve + f"<div class='vf-finetune-summary'><small>trained on <b>{html.escape(data)}</b>; best checkpoint "
                     f"<code>{html.escape(str(out.get('best_checkpoint', '')))}</code></small></div>")

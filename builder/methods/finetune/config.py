@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from builder.core.errors import UserError
@@ -20,7 +20,11 @@ class FinetuneConfig:
     kept as the best checkpoint unless an epoch beats it (``keep_start``); an epoch whose
     accuracy on held-back original-task items falls more than ``replay_guard`` below the
     start's is not eligible; training stops after ``patience`` epochs without better validation
-    accuracy (0: never stops early).
+    accuracy (0: never stops early). ``epoch_steps`` (0: one pass over the training items) fixes
+    the optimiser steps of every epoch instead, cycling through reshuffled items, so runs on sets of
+    different sizes take the same steps and have the same checkpoints to choose from.
+    ``score_normalised``: also score the starting model with test-time illumination normalisation
+    (``builder.core.images.illumination_normalise``), the baseline a customer tries first.
     """
 
     epochs: int = 3
@@ -39,11 +43,15 @@ class FinetuneConfig:
     keep_start: bool = True
     replay_guard: float = 0.02
     patience: int = 2
+    epoch_steps: int = 0
+    score_normalised: bool = True
 
 
 @dataclass
 class FinetuneResult:
-    """What a run produced: the run folder, the best/last checkpoint and the figures."""
+    """What a run produced: the run folder, the best/last checkpoint and the figures. ``baselines``:
+    accuracy on the report set of the start, the start with test-time normalisation and the
+    fine-tuned model, and ``best``, the name of the highest (the start wins ties)."""
 
     run_dir: Path
     best_checkpoint: Path
@@ -53,6 +61,7 @@ class FinetuneResult:
     history: dict
     resumed_from: int | None
     seconds: float
+    baselines: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain JSON-able data: the checkpoint and run paths become strings."""

@@ -114,6 +114,7 @@ def finetune(
     augment: Callable[[np.ndarray], np.ndarray] | None = None,
     accelerator=None,
     replay: Sequence | None = None,
+    validation: Sequence | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``adapter``'s model on ``items``; a checkpoint per epoch in ``run_dir``.
 
@@ -121,9 +122,11 @@ def finetune(
     validation split is. With ``resume`` an existing run folder continues from its newest
     complete epoch (it must have been started with the same config and data). ``replay``:
     original-task items mixed into every batch (``config.replay_fraction``); without them an
-    adapter's ``replay_items`` supplies ``config.replay_items`` of them. The best checkpoint is
-    chosen by validation accuracy among the epochs and, with ``keep_start``, the starting model
-    (then saved as ``run_dir/start``).
+    adapter's ``replay_items`` supplies ``config.replay_items`` of them. ``validation``: items
+    to choose the checkpoint on (then every item trains; without them ``config.val_fraction`` of
+    the items is split off), e.g. the real labelled items when ``items`` also hold pseudo-labels.
+    The best checkpoint is chosen by validation accuracy among the epochs and, with
+    ``keep_start``, the starting model (then saved as ``run_dir/start``).
     """
     import torch
     from accelerate import Accelerator
@@ -134,13 +137,15 @@ def finetune(
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     run_dir = Path(run_dir)
     items = [as_qa(x) for x in items]
-    data = _prepare_data(adapter, items, heldout, replay, cfg)
-    _open_run(run_dir, {"adapter": adapter.name, "config": asdict(cfg), "data": _fingerprint(items),
+    validation = [as_qa(x) for x in validation] if validation is not None else None
+    data = _prepare_data(adapter, items, heldout, replay, cfg, validation)
+    fingerprint = _fingerprint(items) + (f"+val:{_fingerprint(validation)}" if validation is not None else "")
+    _open_run(run_dir, {"adapter": adapter.name, "config": asdict(cfg), "data": fingerprint,
                         "n_items": len(items), "train": data.train_idx, "val": data.val_idx}, resume, acc)
     seed_everything(cfg.seed)
     _progress.report("scoring the starting model", 0.0, done=0, total=cfg.epochs, unit="epochs")
     model = adapter.build()
-    n_batches = -(-len(data.train) // data.per_batch)
+    n_batches = cfg.epoch_steps * acc.num_processes or -(-len(data.train) // data.per_batch)
     loop_cfg = TrainConfig(steps=cfg.epochs * max(1, -(-n_batches // acc.num_processes)), epochs=cfg.epochs,
                            lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                            warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, seed=cfg.seed,
@@ -148,7 +153,7 @@ def finetune(
     meta: dict = {}
     # Early stop when validation accuracy stops improving; the best checkpoint is chosen among
     # the epochs that also keep the original task (an epoch may improve before it is eligible).
-    out = train_loop(model, _batches(adapter, data, acc, augment), adapter.loss, loop_cfg,
+    out = train_loop(model, _batches(adapter, data, acc, augment, cfg), adapter.loss, loop_cfg,
                      evaluate=_scorer(adapter, data, cfg, acc, meta), select=lambda h: _best_epoch(h, cfg),
                      improving=lambda h: _best_epoch(h, cfg, eligible_only=False),
                      run_dir=run_dir, save=adapter.save, load=adapter.load, meta=meta, accelerator=acc,
@@ -158,12 +163,32 @@ def finetune(
                      done=cfg.epochs, total=cfg.epochs, unit="epochs")
     after = evaluate(adapter, acc.unwrap_model(model), data.report, cfg.eval_batch_size, acc)
     result = FinetuneResult(run_dir, out.best_checkpoint, out.last_checkpoint, meta["before"], after, out.history,
-                            out.resumed_from, time.perf_counter() - t0)
+                            out.resumed_from, time.perf_counter() - t0, _baselines(meta, after))
     if acc.is_main_process:
         atomic_write_json(run_dir / "result.json", {**result.to_dict(), "history": None,
                                                      "evaluated_on": "heldout" if heldout else "validation",
                                                      "best_epoch": out.best_epoch})
     return result
+
+
+def _baselines(meta: dict, after: dict) -> dict:
+    """Report-set accuracy of the start, the start with test-time normalisation (when scored) and
+    the fine-tuned model, and which is best (earlier wins ties: no training when it does not help)."""
+    arms = {"start": meta["before"]["accuracy"], "start_normalised": (meta.get("before_normalised") or {}).get("accuracy"),
+            "finetuned": after["accuracy"]}
+    scored = {k: v for k, v in arms.items() if v is not None}
+    return {**arms, "best": max(scored, key=scored.get) if scored else None}
+
+
+def _normalised(items: list[QA]) -> list[QA]:
+    """The items with their images illumination-normalised (each distinct image once)."""
+    from builder.core.images import illumination_normalise
+
+    done: dict[int, np.ndarray] = {}
+    for q in items:
+        if id(q.image) not in done:
+            done[id(q.image)] = illumination_normalise(q.image)
+    return [QA(done[id(q.image)], q.question, q.answer, q.meta) for q in items]
 
 
 def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
@@ -178,18 +203,26 @@ def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
 
 
 def _check_config(cfg: FinetuneConfig) -> None:
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.replay_fraction < 1:
+    if (cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.replay_fraction < 1
+            or cfg.epoch_steps < 0):
         raise FinetuneError(f"invalid config {cfg}")
     if cfg.schedule not in SCHEDULES:
         raise FinetuneError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or linear")
 
 
 def _prepare_data(adapter: VQAAdapter, items: list[QA], heldout: Sequence | None, replay: Sequence | None,
-                  cfg: FinetuneConfig) -> _Data:
-    """Split the items, pick the report set and the replayed items, and size the batches."""
+                  cfg: FinetuneConfig, validation: list[QA] | None = None) -> _Data:
+    """Split the items (unless ``validation`` is given), pick the report set and the replayed
+    items, and size the batches."""
     heldout = [as_qa(x) for x in heldout] if heldout is not None else None
-    train_idx, val_idx = split_items(len(items), cfg.val_fraction, cfg.seed)
-    train, val = [items[i] for i in train_idx], [items[i] for i in val_idx]
+    if validation is not None:
+        if not validation or not items:
+            raise FinetuneError("need training items and at least one validation item")
+        train_idx, val_idx = list(range(len(items))), []
+        train, val = items, validation
+    else:
+        train_idx, val_idx = split_items(len(items), cfg.val_fraction, cfg.seed)
+        train, val = [items[i] for i in train_idx], [items[i] for i in val_idx]
     if replay is None and cfg.replay_fraction > 0 and hasattr(adapter, "replay_items"):
         replay = adapter.replay_items(cfg.replay_items, cfg.seed)
     replay = [as_qa(x) for x in replay] if replay and cfg.replay_fraction > 0 else []
@@ -216,8 +249,10 @@ def _open_run(run_dir: Path, spec: dict, resume: bool, acc) -> None:
     if not resume and epoch_checkpoints(run_dir):
         raise FinetuneError(f"{run_dir}: already holds a run; pass resume=True or use a new folder")
     # More epochs or another throttle may continue a run; anything else would mix two runs.
-    loose = ("epochs", "throttle_s", "eval_batch_size")
-    same_cfg = {k: v for k, v in old.get("config", {}).items() if k not in loose} == {
+    loose = ("epochs", "throttle_s", "eval_batch_size", "score_normalised")
+    # settings added since a run started count at their defaults
+    old_cfg = {**asdict(FinetuneConfig()), **old.get("config", {})}
+    same_cfg = {k: v for k, v in old_cfg.items() if k not in loose} == {
         k: v for k, v in spec["config"].items() if k not in loose}
     changed = [k for k in ("adapter", "data", "n_items") if old.get(k) != spec[k]] + ([] if same_cfg else ["config"])
     if changed:
@@ -225,11 +260,16 @@ def _open_run(run_dir: Path, spec: dict, resume: bool, acc) -> None:
                             "use a new run folder")
 
 
-def _batches(adapter: VQAAdapter, data: _Data, acc, augment):
+def _batches(adapter: VQAAdapter, data: _Data, acc, augment, cfg: FinetuneConfig):
     """The ``batches(epoch, rng)`` of ``train_loop``: each process its share of the shuffled
     training items, topped up with replayed items, optionally augmented."""
     def batches(_epoch: int, rng):
         order = rng.permutation(len(data.train))
+        if cfg.epoch_steps:  # a fixed number of batches: cycle through reshuffled items
+            want = cfg.epoch_steps * acc.num_processes * data.per_batch
+            while len(order) < want:
+                order = np.concatenate([order, rng.permutation(len(data.train))])
+            order = order[:want]
         chunks = [order[s:s + data.per_batch] for s in range(0, len(order), data.per_batch)]
         for b in chunks[acc.process_index::acc.num_processes]:  # each GPU its share
             chunk = [data.train[int(i)] for i in b]
@@ -247,6 +287,8 @@ def _scorer(adapter: VQAAdapter, data: _Data, cfg: FinetuneConfig, acc, meta: di
     def score(m, epoch: int) -> dict:
         if epoch == 0:
             meta["before"] = evaluate(adapter, m, data.report, cfg.eval_batch_size, acc)
+            if cfg.score_normalised:
+                meta["before_normalised"] = evaluate(adapter, m, _normalised(data.report), cfg.eval_batch_size, acc)
         return {"loss": round(_mean_loss(adapter, m, data.val, cfg.eval_batch_size, acc), 5),
                 "accuracy": evaluate(adapter, m, data.val, cfg.eval_batch_size, acc)["accuracy"],
                 "replay_accuracy": evaluate(adapter, m, data.replay_val, cfg.eval_batch_size, acc)["accuracy"]}

@@ -60,6 +60,11 @@ class Domain:
     ``blur``: Gaussian blur radius in pixels. ``object_scale``: multiplies object sizes.
     ``clutter``: number of distractor lines/blobs (never objects). ``max_iou``: maximum IoU
     between object boxes (0 means no overlap, with at least ``min_gap`` pixels between them).
+    ``hue_warp``: strength in [0, 1] of a customer camera's non-linear colour response (``warp_hue``):
+    every hue moves towards the next named colour's by up to ``HUE_WARP_REACH`` of the gap, so at
+    1 a red object renders orange-ish and an orange one yellow-ish (grays stay gray; ground-truth
+    names stay). ``outline``: objects drawn as anti-aliased outlines of this stroke width (pixels)
+    over a translucent wash of their colour instead of flat fills (0: filled).
     """
 
     name: str = "custom"
@@ -73,6 +78,8 @@ class Domain:
     min_gap: int = 2
     lighting: float = 1.0
     light_falloff: float = 0.0
+    hue_warp: float = 0.0
+    outline: int = 0
 
     def __post_init__(self):
         if self.background not in BACKGROUND_KINDS + ("textured",):
@@ -85,6 +92,8 @@ class Domain:
             raise ValueError("max_iou must be in [0, 1)")
         if not 0.3 <= self.lighting <= 1.5 or not 0 <= self.light_falloff < 1:
             raise ValueError("lighting must be in [0.3, 1.5] and light_falloff in [0, 1)")
+        if not 0 <= self.hue_warp <= 1 or self.outline < 0:
+            raise ValueError("hue_warp must be in [0, 1] and outline >= 0")
 
 
 PRESETS: dict[str, Domain] = {
@@ -103,6 +112,13 @@ PRESETS: dict[str, Domain] = {
     # dusk images are used to adapt them.
     "dusk": Domain(name="dusk", background="textured", palette_shift=4.0, pixel_noise=8.0, clutter=3,
                    lighting=0.45, light_falloff=0.3),
+    # Customer-camera shifts that need learning (a global photometric correction such as
+    # ``augment.seltda.illumination_normalise`` cannot undo them; bench/seltda_bench.py measures it):
+    # "camera": a non-linear hue response (the customer's red renders orange-ish, orange yellow-ish, ...);
+    # "sketch": outlined, anti-aliased drawing with sensor noise and blur.
+    "camera": Domain(name="camera", background="textured", palette_shift=3.0, pixel_noise=6.0, clutter=2,
+                     hue_warp=1.0),
+    "sketch": Domain(name="sketch", background="textured", pixel_noise=12.0, blur=0.8, clutter=2, outline=2),
 }
 
 # Knob ranges of ``random_domain`` (domain randomisation for training the VQA engine). They
@@ -207,6 +223,59 @@ def _shift_color(rgb, hue_deg: float, sat: float, val: float) -> tuple[int, int,
     h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
     r, g, b = colorsys.hsv_to_rgb((h + hue_deg / 360) % 1.0, min(1.0, s * sat), min(1.0, v * val))
     return (round(r * 255), round(g * 255), round(b * 255))
+
+
+# The named colours' hues in degrees, ascending (red 0 ... purple ~277).
+_HUE_ANCHORS = tuple(sorted(colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360 for rgb in COLORS.values()))
+HUE_WARP_REACH = 0.55  # at hue_warp 1, a named colour's hue moves 55% of the way to the next one
+
+
+def warp_hue(hue_deg: np.ndarray, strength: float) -> np.ndarray:
+    """The camera's hue response: a monotone, piecewise-linear map of the hue circle that moves each
+    named colour's hue ``strength * HUE_WARP_REACH`` of the way to the next named colour's (and the
+    hues between them along), so it is invertible but not a rotation or a per-channel gain."""
+    anchors = np.array(_HUE_ANCHORS + (_HUE_ANCHORS[0] + 360,))
+    moved = anchors[:-1] + strength * HUE_WARP_REACH * np.diff(anchors)
+    moved = np.append(moved, moved[0] + 360)
+    h = np.mod(np.asarray(hue_deg, np.float64) - anchors[0], 360) + anchors[0]
+    return np.mod(np.interp(h, anchors, moved), 360)
+
+
+def _apply_hue_warp(img: Image.Image, strength: float) -> Image.Image:
+    import cv2
+
+    hsv = cv2.cvtColor(np.asarray(img, np.float32) / 255, cv2.COLOR_RGB2HSV)  # H in degrees
+    hsv[:, :, 0] = warp_hue(hsv[:, :, 0], strength).astype(np.float32)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return Image.fromarray(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8), "RGB")
+
+
+@lru_cache(maxsize=512)
+def _soft_masks(shape: str, side: int, stroke: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-aliased coverage (float in [0, 1]) of a shape and of its inside ``stroke`` px in,
+    drawn at 4x and averaged down."""
+    big = shape_mask(shape, side * 4)
+    inner = big.filter(ImageFilter.MinFilter(2 * 4 * stroke + 1)) if stroke else big
+
+    def down(m: Image.Image) -> np.ndarray:
+        return np.asarray(m.resize((side, side), Image.Resampling.BOX), np.float32) / 255
+
+    return down(big), down(inner)
+
+
+def _paste_outlined(img: Image.Image, obj: SceneObject, stroke: int) -> Image.Image:
+    """The object as an anti-aliased outline in its colour over a 30% wash of it."""
+    outer, inner = _soft_masks(obj.shape, obj.side, stroke)
+    x, y, s = obj.origin[0], obj.origin[1], obj.side
+    arr = np.asarray(img, np.float32).copy()
+    patch = arr[y:y + s, x:x + s]
+    rgb = np.array(obj.rgb, np.float32)
+    a_out = outer[:patch.shape[0], :patch.shape[1], None]
+    a_in = inner[:patch.shape[0], :patch.shape[1], None]
+    filled = patch * (1 - a_out) + rgb * a_out
+    washed = 0.7 * patch + 0.3 * rgb
+    arr[y:y + s, x:x + s] = filled * (1 - a_in) + washed * a_in
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
 
 
 def _random_label(rng: np.random.Generator) -> str:
@@ -345,12 +414,18 @@ def render_scene(scene: Scene) -> Image.Image:
     draw = ImageDraw.Draw(img)
     _draw_clutter(draw, scene, rng)
     for obj in scene.objects:
-        img.paste(obj.rgb, obj.origin, shape_mask(obj.shape, obj.side))
+        if scene.domain.outline:
+            img = _paste_outlined(img, obj, scene.domain.outline)
+            draw = ImageDraw.Draw(img)
+        else:
+            img.paste(obj.rgb, obj.origin, shape_mask(obj.shape, obj.side))
         if obj.text:
             luminance = 0.299 * obj.rgb[0] + 0.587 * obj.rgb[1] + 0.114 * obj.rgb[2]
             ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
             cx, cy = obj.origin[0] + obj.side / 2, obj.origin[1] + obj.side / 2
             draw.text((cx, cy), obj.text, fill=ink, font=_fit_font(obj.text, obj), anchor="mm")
+    if scene.domain.hue_warp > 0:
+        img = _apply_hue_warp(img, scene.domain.hue_warp)
     if scene.domain.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(scene.domain.blur))
     dom = scene.domain
