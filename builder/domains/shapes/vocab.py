@@ -49,7 +49,8 @@ SIZE_FORMS = {
     "large": ("large", "larger", "big", "bigger", "huge", "giant", "largesized", "bigsized"),
 }
 # Nouns that name any object ("red objects", "the things").
-ANY_NOUNS = ("object", "objects", "thing", "things", "shape", "shapes", "item", "items", "figure", "figures")
+ANY_NOUNS = ("object", "objects", "thing", "things", "shape", "shapes", "item", "items", "figure", "figures",
+             "something", "anything")
 # Words an object phrase may start with; "no" also makes the count zero ("no red circles").
 DETERMINERS = ("the", "a", "an", "all", "any", "every", "each", "some", "no")
 # Words lenient mode skips around a phrase ("find the red circles in the image").

@@ -36,8 +36,13 @@ class Phraser(Realiser):
     """Whole requests: a question or instruction for the tree's root, then a style."""
 
     def request(self, t: Tree, output: str) -> str:
-        """A question or instruction for the root type of ``t``, in a random style (``output`` is unused)."""
+        """A question or instruction for the root type of ``t``, in a random style; a truth value asked
+        for as ``bool`` is sometimes written as an image-search description (``search``)."""
         root = T.result_type(t)
+        if root == T.BOOL and output == "bool" and self.coin(0.3):
+            described = self.search(t)
+            if described:
+                return described
         body = {T.SET: self.find, T.NUM: self.how_many, T.BOOL: self.ask, T.TEXT: self.what,
                 T.CHOICE: self.which}[root](t)
         return self.style(body)
@@ -107,8 +112,8 @@ class Phraser(Realiser):
             return f"the {one} is {what}"
         if op == "exists":
             return self.pick(("there is ", "there exists ", "the image has ", "there is ")) + \
-                self.article(self.np(t["set"], False)) if self.coin(0.5) else \
-                self.pick(("there are ", "there are some ", "the image contains ", "there are ")) + self.np(t["set"])
+                self.article(self.np_either(t["set"], False)) if self.coin(0.5) else \
+                self.pick(("there are ", "there are some ", "the image contains ", "there are ")) + self.np_either(t["set"])
         if op == "compare":
             return self.compare_clause(t)
         if op == "every":
@@ -121,7 +126,8 @@ class Phraser(Realiser):
         if op == "not":
             arg = t["arg"]
             if arg["op"] == "exists":
-                return self.pick(("there are no ", "there is no ", "the image has no ", "there are no ")) + self.np(arg["set"])
+                return self.pick(("there are no ", "there is no ", "the image has no ", "there are no ")) + \
+                    self.np_either(arg["set"])
             return self.pick(("it is not the case that ", "it is false that ", "it is not true that ",
                               "it isn't so that ")) + self.statement(arg)
         word = "and" if op == "all_of" else "or"
@@ -175,11 +181,10 @@ class Phraser(Realiser):
         if composed:
             return composed
         if op == "exists" and self.coin(0.7):
-            s = t["set"]
-            return self.pick((f"Is there {self.article(self.np(s, False))}?", f"Are there any {self.np(s)}?",
-                              f"Does the image contain any {self.np(s)}?", f"Can you see {self.article(self.np(s, False))}?",
-                              f"Do any {self.np(s)} appear?", f"Is {self.article(self.np(s, False))} present?",
-                              f"any {self.np(s)}?", f"Check whether there is {self.article(self.np(s, False))}."))
+            s, one, many = t["set"], self.article(self.np_either(t["set"], False)), self.np_either(t["set"])
+            return self.pick((f"Is there {one}?", f"Are there any {many}?", f"Does the image contain any {many}?",
+                              f"Can you see {one}?", f"Do any {many} appear?", f"Is {one} present?",
+                              f"any {many}?", f"Check whether there is {one}."))
         if op == "exists" and self.single_is(t["set"]):
             one, what = self.single_is(t["set"])
             return self.pick((f"Is the {one} {what}?", f"Is the {one} {what}, yes or no?", f"the {one}: {what}?",
@@ -389,9 +394,9 @@ class Phraser(Realiser):
         hexagon"), or None when the condition is not of that form."""
         op = t["op"]
         if op == "exists":
-            return self.article(self.np(t["set"], False)) if self.coin(0.5) else self.np(t["set"])
+            return self.article(self.np_either(t["set"], False)) if self.coin(0.5) else self.np_either(t["set"])
         if op == "not" and t["arg"]["op"] == "exists":
-            return self.pick(("no ", "no ", "not a single ")) + self.np(t["arg"]["set"], False)
+            return self.pick(("no ", "no ", "not a single ")) + self.np_either(t["arg"]["set"], False)
         if op == "compare" and t["left"]["op"] == "count" and t["right"]["op"] == "number":
             return f"{self.pick(CMP_NUM[t['cmp']])} {self.num_word(t['right']['value'])} {self.np(t['left']['set'])}"
         if op == "every":
@@ -399,6 +404,78 @@ class Phraser(Realiser):
         if op == "all_of":
             parts = [self.has_phrase(a) for a in t["args"]]
             return None if None in parts else "both " * (len(parts) == 2) + self.join(parts, "and")
+        return None
+
+    # ---- search descriptions ----------------------------------------------------------------------
+    def search(self, t: Tree) -> str | None:
+        """What an image search box gets for a truth value ("pictures with a star but no square", "only
+        blue shapes", "three or more stars somewhere"), or None when ``describe`` has no such wording."""
+        body = self.describe(t)
+        if body is None:
+            return None
+        if body.startswith("without "):
+            lead = self.pick(("images ", "pictures ", "photos ", "scenes ", "show me images ", "find pictures "))
+        elif body.startswith("the "):
+            lead = self.pick(("", "images where ", "pictures in which ", "", "scenes where ", "photos where "))
+        else:
+            lead = self.pick(("", "", "images with ", "pictures with ", "photos showing ", "show me images with ",
+                              "find pictures that have ", "scenes containing ", "I'm looking for images with ",
+                              "pics with ", "any image with ", "images that contain ", "frames with "))
+        tail = self.pick(("", " somewhere", " anywhere", " in the shot", " in the picture", " at all",
+                          " anywhere in the frame", " please", " in view")) if self.coin(0.2) else ""
+        text = lead + body + tail
+        return text[0].upper() + text[1:] + "." if self.coin(0.15) else text
+
+    def describe(self, t: Tree) -> str | None:
+        """A noun-phrase description of what an image shows for ``t``, or None."""
+        op = t["op"]
+        if op == "exists":
+            single = self.single_is(t["set"])
+            if single:
+                return f"the {single[0]} is {single[1]}"
+            return self.article(self.np_either(t["set"], False)) if self.coin(0.55) else \
+                self.pick(("", "some ", "", "any ")) + self.np_either(t["set"])
+        if op == "not" and t["arg"]["op"] == "exists":
+            s = t["arg"]["set"]
+            return self.pick((f"no {self.np_either(s)}", f"without {self.np_either(s)}",
+                              f"not a single {self.np_either(s, False)}", f"without any {self.np_either(s)}",
+                              f"zero {self.np_either(s)}", f"no {self.np_either(s, False)}"))
+        if op == "not" and t["arg"]["op"] == "any_of" and all(a["op"] == "exists" for a in t["arg"]["args"]):
+            nps = [self.np(a["set"]) for a in t["arg"]["args"]]
+            return self.pick((f"neither {' nor '.join(nps)}", f"no {self.join(nps, 'or')}",
+                              f"without {self.join(nps, 'or')}", "no " + " and no ".join(nps)))
+        if op == "compare" and t["left"]["op"] == "count" and t["right"]["op"] == "number":
+            n, s, cmp = self.num_word(t["right"]["value"]), self.np(t["left"]["set"]), t["cmp"]
+            extra = {">=": (f"{n} or more {s}",), "<=": (f"{n} or fewer {s}", f"{n} or less {s}")}.get(cmp, ())
+            return f"{self.pick(CMP_NUM[cmp])} {n} {s}" if not extra or self.coin(0.6) else self.pick(extra)
+        if op == "compare" and t["left"]["op"] in ("count", "add") and t["right"]["op"] == "count" \
+                and t["cmp"] in (">", "<", "=="):
+            left = t["left"]
+            a = self.np(left["set"]) if left["op"] == "count" else \
+                self.join([self.np(x["set"]) for x in left["args"]], "and") + self.pick((" combined", " together"))
+            b = self.np(t["right"]["set"])
+            return {">": f"more {a} than {b}", "<": self.pick((f"fewer {a} than {b}", f"less {a} than {b}")),
+                    "==": self.pick((f"as many {a} as {b}", f"equally many {a} and {b}"))}[t["cmp"]]
+        if op == "every" and t["set"]["op"] == "objects":
+            return self.pick(("only ", "nothing but ", "just ", "only ")) + self.np(t["in"])
+        if op == "every" and t["in"]["op"] in ("select", "complement", "related"):
+            return self.pick((f"all {self.np(t['set'])} {self.pred(t['in'])}",
+                              f"{self.np(t['set'])} that are all {self.pred(t['in'])}",
+                              f"every {self.np(t['set'], False)} {self.pred(t['in'], False)}"))
+        if op == "same":
+            return f"all {self.np(t['set'])} the same {self.pick(ATTR_WORDS[t['attr']])}"
+        if op == "parity" and t["num"]["op"] == "count":
+            return f"an {t['parity']} number of {self.np(t['num']['set'])}"
+        if op in ("all_of", "any_of"):
+            parts = [self.describe(a) for a in t["args"]]
+            if None in parts or any(p.startswith(("the ", "without")) for p in parts):
+                return None
+            if op == "any_of":
+                return self.pick((self.join(parts, "or"), "either " + self.join(parts, "or")))
+            if len(parts) == 2 and t["args"][1]["op"] == "not":
+                return self.pick((f"{parts[0]} but {parts[1]}", f"{parts[0]} and {parts[1]}", f"{parts[0]} with {parts[1]}"))
+            return self.pick((self.join(parts, "and"), ", ".join(parts), " plus ".join(parts),
+                              "both " * (len(parts) == 2) + self.join(parts, "and"), self.join(parts, "with")))
         return None
 
     # ---- styles -----------------------------------------------------------------------------------
@@ -483,7 +560,48 @@ def kind_examples(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+# What image searches ask for (search_examples): mostly objects, their absence, thresholds and
+# several objects together, rarer all/only, sameness and parity.
+SEARCH_MIX = {"exists": 0.24, "none": 0.13, "all_of": 0.17, "any_of": 0.07, "neither": 0.05, "threshold": 0.15,
+              "more": 0.05, "only": 0.06, "every": 0.04, "other": 0.04}
+
+
+def search_tree(sampler: TreeSampler) -> Tree:
+    """A truth value of the kind image searches describe (``SEARCH_MIX``)."""
+    kind = sampler.pick(tuple(SEARCH_MIX), p=tuple(SEARCH_MIX.values()))
+    if kind == "exists":
+        return {"op": "exists", "set": sampler.set(3)}
+    if kind == "none":
+        return {"op": "not", "arg": {"op": "exists", "set": sampler.set(2)}}
+    if kind in ("all_of", "any_of"):
+        return {"op": kind, "args": [sampler.clause() for _ in range(2 if sampler.rng.random() < 0.8 else 3)]}
+    if kind == "neither":
+        return {"op": "not", "arg": {"op": "any_of", "args": [{"op": "exists", "set": sampler.leaf()} for _ in range(2)]}}
+    if kind == "threshold":
+        return {"op": "compare", "cmp": sampler.pick(T.CMPS), "left": sampler.count(2), "right": sampler.number()}
+    if kind == "more":
+        return {"op": "compare", "cmp": sampler.pick((">", "<", "==")), "left": sampler.num(2), "right": sampler.count(1)}
+    if kind == "only":
+        only = T.select(color=sampler.pick(COLORS)) if sampler.rng.random() < 0.6 else T.select(shape=sampler.pick(SHAPES))
+        return {"op": "every", "set": {"op": "objects"}, "in": only}
+    return sampler.bool(3)
+
+
+def search_examples(n: int, seed: int = 0) -> list[dict]:
+    """``n`` image-search descriptions ("pictures with a star but no square") of ``search_tree`` trees,
+    output ``bool``: what a search box gets is rarely a question, and ``generate`` writes few of them."""
+    rng = numpy_rng(seed, "compose", "search")
+    sampler, phraser = TreeSampler(rng, TRAIN_NOUNS), Phraser(rng, "train", dict(NOUNS))
+    out: list[dict] = []
+    while len(out) < n:
+        tree = search_tree(sampler)
+        text = phraser.search(tree) if _accept(tree, "train") else None
+        if text:
+            out.append({"tree": tree, "request": text, "output": "bool", "split": "train"})
+    return out
+
+
 def training_examples(n: int, seed: int = 0) -> list[dict]:
-    """The composing parser's training requests: ``n`` generated compositions plus a fifth as many of
-    the 20 question kinds (``kind_examples``)."""
-    return generate(n, seed, "train") + kind_examples(n // 5, seed)
+    """The composing parser's training requests: ``n`` generated compositions plus a fifth as many each
+    of the 20 question kinds (``kind_examples``) and of image-search descriptions (``search_examples``)."""
+    return generate(n, seed, "train") + kind_examples(n // 5, seed) + search_examples(n // 5, seed)

@@ -52,6 +52,7 @@ class Realiser:
         self.rng = rng
         self.mode = mode
         self.plurals = nouns or {}
+        self.either = False  # inside np_either
 
     def pick(self, options):
         """A random option; ``train`` mode skips positions 3, 7, 11, ..., ``heldout`` mode uses only those."""
@@ -221,15 +222,25 @@ class Realiser:
                               self.join(ones, "and also")))
         parts = [self.np(s, True) for s in sets]
         head = ", ".join(parts[:-1])
+        if self.either:  # "is there a circle and a star" asks for both: only "or" says a union there
+            return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} and/or {parts[-1]}"))
         return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
                           f"{head} and/or {parts[-1]}", f"{head} and {parts[-1]}", f"{head} as well as {parts[-1]}"))
+
+    def np_either(self, t: Tree, plural: bool = True) -> str:
+        """``np`` for a set whose existence is asked: its unions are said with "or", never "and"."""
+        self.either = True
+        try:
+            return self.np(t, plural)
+        finally:
+            self.either = False
 
     def anchor(self, t: Tree) -> str:
         """The reference object of a relation, with "the", "a", "any" or "some"."""
         if t["op"] in ("extreme", "nearest") or (t["op"] == "select" and self.coin(0.7)):
             return "the " + self.np(t, False)
-        if t["op"] == "select" and self.coin(0.5):
-            phrase = self.np(t, False)
+        if t["op"] == "select" and self.coin(0.5) or t["op"] == "related" and self.coin(0.4):
+            phrase = self.np(t, False)  # "a square (that is) above a circle"
             return ("an " if phrase[0] in "aeiou" else "a ") + phrase
         return self.pick(("the ", "any ", "the ", "some ")) + self.np(t, True)
 

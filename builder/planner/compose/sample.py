@@ -208,6 +208,9 @@ class TreeSampler:
             left = self.num(depth)
             right = self.number() if self.rng.random() < 0.5 else self.count(depth - 1)
             return {"op": op, "cmp": self.pick(T.CMPS), "left": left, "right": right}
+        if op == "every" and self.rng.random() < 0.15:  # "are all the objects red?", "only circles"
+            only = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.6 else T.select(shape=self.pick(SHAPES))
+            return {"op": op, "set": {"op": "objects"}, "in": only}
         if op == "every":
             s = self.leaf(False) if self.rng.random() < 0.75 else self.set(2)
             r = self.rng.random()
