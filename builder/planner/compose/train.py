@@ -21,8 +21,8 @@ from builder.domains import vocabulary as domain_vocabulary
 from builder.planner import tree as T
 from builder.planner.compose import grammar as G
 from builder.planner.compose.model import FIELDS, OUTPUTS, build_model, decoder_steps, word_states
-from builder.planner.compose.phrasings import training_examples
 from builder.planner.compose.scope import foreign, near_misses, out_of_scope
+from builder.planner.compose.training_data import training_examples
 from builder.planner.semantic import minilm
 
 split_words = domain_vocabulary("shapes").split_words
