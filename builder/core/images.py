@@ -263,7 +263,7 @@ def illumination_normalise(image: np.ndarray, target: float = 215.0, kernel: int
     import cv2
 
     img = np.asarray(image, np.uint8)
-    bright = cv2.medianBlur(np.ascontiguousarray(img.max(axis=2)), kernel).astype(np.float32)
-    bright = cv2.GaussianBlur(bright, (0, 0), 8)
-    out = img.astype(np.float32) * (target / np.maximum(bright, 1.0))[:, :, None]
+    median = cv2.medianBlur(np.ascontiguousarray(img.max(axis=2)), kernel).astype(np.float32)
+    light = np.asarray(cv2.GaussianBlur(median, (0, 0), 8), np.float32)
+    out = img.astype(np.float32) * (target / np.maximum(light, 1.0))[:, :, None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
