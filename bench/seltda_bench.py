@@ -46,12 +46,11 @@ from augment.seltda import (
     build_student_set,
     count_answers,
     filter_pseudo_labels,
-    illumination_normalise,
     make_augment,
     precision,
     pseudo_label,
 )
-from builder.core.qa import QA
+from builder.core.qa import QA, normalised
 from builder.core.seeding import derive_seed, seed_everything
 from builder.domains.shapes.nets import vqa as vqa_net
 from builder.domains.shapes.training import vqa as vqa_train
@@ -82,14 +81,6 @@ def build_tests(args, seed: int, domain: str, labelled_questions: set[str]) -> d
              "clean": build("clean", "clean", "train", args.n_test // 2)}
     tests["target_unseen_query"] = [q for q in tests["target"] if q.question not in labelled_questions]
     return tests
-
-
-def _normalised(items: list[QA]) -> list[QA]:
-    done: dict[int, np.ndarray] = {}
-    for q in items:
-        if id(q.image) not in done:
-            done[id(q.image)] = illumination_normalise(q.image)
-    return [QA(done[id(q.image)], q.question, q.answer, q.meta) for q in items]
 
 
 def score_model(model, tests: dict) -> dict:
@@ -161,7 +152,7 @@ def run_domain_seed(domain: str, seed: int, args, base_dir: Path, workdir: Path)
                  "n_unlabelled": len(unl), "tests": {k: len(v) for k, v in tests.items()}, "arms": {}}
     arms = out["arms"]
     arms["untrained"] = score_model(base, tests)
-    arms["normalised"] = score_model(base, {k: _normalised(v) for k, v in tests.items()})
+    arms["normalised"] = score_model(base, {k: normalised(v) for k, v in tests.items()})
     log = lambda name: print(f"  {domain} seed {seed} {name}: {arms[name]} ({time.time() - t0:.0f}s)",  # noqa: E731
                              file=sys.stderr, flush=True)
     log("normalised")

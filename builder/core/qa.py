@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from builder.core.errors import UserError
-from builder.core.images import ImageError, as_rgb_array, load_image
+from builder.core.images import ImageError, as_rgb_array, illumination_normalise, load_image
 
 DATASET_FILE = "items.jsonl"
 
@@ -68,6 +68,18 @@ def as_qa(item) -> QA:
         return _checked(item[0], item[1], item[2], dict(meta))
     raise QADatasetError("expected a QA, an (image, question, answer[, meta]) tuple or a dict, "
                          f"got {type(item).__name__}")
+
+
+def normalised(items: Iterable[QA]) -> list[QA]:
+    """The items with their images illumination-normalised (``images.illumination_normalise``; each
+    distinct image once): the test-time normalisation baseline of fine-tuning and SelTDA."""
+    done: dict[int, np.ndarray] = {}
+    out = []
+    for q in items:
+        if id(q.image) not in done:
+            done[id(q.image)] = illumination_normalise(q.image)
+        out.append(QA(done[id(q.image)], q.question, q.answer, q.meta))
+    return out
 
 
 def _checked(image, question, answer, meta: dict) -> QA:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from builder.core import progress as _progress
 from builder.core.atomic import atomic_write_json
 from builder.core.metrics import normalise_text
-from builder.core.qa import QA, as_qa, load_qa_dataset
+from builder.core.qa import QA, as_qa, load_qa_dataset, normalised
 from builder.core.seeding import numpy_rng, seed_everything
 from builder.core.training import (
     SCHEDULES,
@@ -180,17 +180,6 @@ def _baselines(meta: dict, after: dict) -> dict:
     return {**arms, "best": max(scored, key=scored.get) if scored else None}
 
 
-def _normalised(items: list[QA]) -> list[QA]:
-    """The items with their images illumination-normalised (each distinct image once)."""
-    from builder.core.images import illumination_normalise
-
-    done: dict[int, np.ndarray] = {}
-    for q in items:
-        if id(q.image) not in done:
-            done[id(q.image)] = illumination_normalise(q.image)
-    return [QA(done[id(q.image)], q.question, q.answer, q.meta) for q in items]
-
-
 def _on_step(cfg: FinetuneConfig, steps: int) -> Callable[[dict], None]:
     """After each optimiser step: the progress in epochs with the loss (``builder.core.progress``),
     then the configured throttle."""
@@ -288,7 +277,7 @@ def _scorer(adapter: VQAAdapter, data: _Data, cfg: FinetuneConfig, acc, meta: di
         if epoch == 0:
             meta["before"] = evaluate(adapter, m, data.report, cfg.eval_batch_size, acc)
             if cfg.score_normalised:
-                meta["before_normalised"] = evaluate(adapter, m, _normalised(data.report), cfg.eval_batch_size, acc)
+                meta["before_normalised"] = evaluate(adapter, m, normalised(data.report), cfg.eval_batch_size, acc)
         return {"loss": round(_mean_loss(adapter, m, data.val, cfg.eval_batch_size, acc), 5),
                 "accuracy": evaluate(adapter, m, data.val, cfg.eval_batch_size, acc)["accuracy"],
                 "replay_accuracy": evaluate(adapter, m, data.replay_val, cfg.eval_batch_size, acc)["accuracy"]}
