@@ -209,8 +209,7 @@ class TreeSampler:
             right = self.number() if self.rng.random() < 0.5 else self.count(depth - 1)
             return {"op": op, "cmp": self.pick(T.CMPS), "left": left, "right": right}
         if op == "every" and self.rng.random() < 0.15:  # "are all the objects red?", "only circles"
-            only = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.6 else T.select(shape=self.pick(SHAPES))
-            return {"op": op, "set": {"op": "objects"}, "in": only}
+            return self.only()
         if op == "every":
             s = self.leaf(False) if self.rng.random() < 0.75 else self.set(2)
             r = self.rng.random()
@@ -233,6 +232,11 @@ class TreeSampler:
         if op == "not":
             return {"op": op, "arg": self.bool(depth - 1, negate=False)}
         return {"op": op, "args": [self.clause() for _ in range(2 if self.rng.random() < 0.85 else 3)]}
+
+    def only(self) -> Tree:
+        """Every object has one colour (60%) or one shape: "only blue shapes", "nothing but circles"."""
+        value = T.select(color=self.pick(COLORS)) if self.rng.random() < 0.6 else T.select(shape=self.pick(SHAPES))
+        return {"op": "every", "set": {"op": "objects"}, "in": value}
 
     def clause(self) -> Tree:
         """One clause of an "and"/"or" question or a caption: mostly "there is ...", else a threshold, a

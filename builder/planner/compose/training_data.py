@@ -6,7 +6,7 @@ from __future__ import annotations
 from builder.core.seeding import numpy_rng
 from builder.planner import tree as T
 from builder.planner.compose.phrasings import Phraser, _accept, generate
-from builder.planner.compose.sample import COLORS, NOUNS, SHAPES, TRAIN_NOUNS, TreeSampler
+from builder.planner.compose.sample import NOUNS, TRAIN_NOUNS, TreeSampler
 from builder.planner.tree import Tree
 
 
@@ -47,8 +47,7 @@ def search_tree(sampler: TreeSampler) -> Tree:
     if kind == "more":
         return {"op": "compare", "cmp": sampler.pick((">", "<", "==")), "left": sampler.num(2), "right": sampler.count(1)}
     if kind == "only":
-        only = T.select(color=sampler.pick(COLORS)) if sampler.rng.random() < 0.6 else T.select(shape=sampler.pick(SHAPES))
-        return {"op": "every", "set": {"op": "objects"}, "in": only}
+        return sampler.only()
     return sampler.bool(3)
 
 
