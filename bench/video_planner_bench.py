@@ -16,10 +16,13 @@ always right, one kind per output):
   old collision program's run-time parse (the query's exact colour words, the first two).
 
 Refusals: ``refused_in_scope`` is the share of the blind requests (all expressible) the planner
-refuses (false refusals); ``bench/data/video_unsupported_blind.jsonl`` holds requests no video kind
-can express (speed, rotation, bounces, appearance changes, static counts, video editing, other
-domains; written blind, shown only the colour / shape / size vocabulary), and
-``unsupported.refused`` is the share refused (refusal recall). ``--limit`` scores only the first n
+refuses (false refusals); ``bench/data/video_unsupported_blind*.jsonl`` hold requests no video kind
+can express (speed, rotation, bounces, appearance changes, static counts, later events, video
+editing, other domains; written blind, shown only the vocabulary and the kinds), and
+``unsupported[].refused`` is the share of each set refused (refusal recall). The first set and
+``_a`` were read while writing the refusal rules; ``_b`` never was. ``more_blind``
+(``video_blind_c.jsonl``, written with ``_a``/``_b``) gives top-1 kind and false refusals on a
+third set of expressible requests. ``--limit`` scores only the first n
 rows of each file (a quick run).
 
 End to end (``bench/video_e2e.py``): the blind requests of ``--new-kinds`` (the newer kinds and
@@ -106,7 +109,11 @@ def _refusals(queries: list[str]) -> list[bool]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "video_blind.jsonl"))
-    ap.add_argument("--unsupported", default=str(ROOT / "data" / "video_unsupported_blind.jsonl"))
+    ap.add_argument("--unsupported", nargs="+", default=[str(ROOT / "data" / f"video_unsupported_blind{s}.jsonl")
+                                                          for s in ("", "_a", "_b")],
+                    help="sets of requests no kind expresses (each reported on its own)")
+    ap.add_argument("--more-blind", default=str(ROOT / "data" / "video_blind_c.jsonl"),
+                    help="a third blind set of expressible requests (kind top-1 and false refusals)")
     ap.add_argument("--out", default=str(ROOT / "results" / "video_planner_bench.json"))
     ap.add_argument("--limit", type=int, default=None, help="score only the first n rows of each file")
     ap.add_argument("--new-kinds", default=str(ROOT / "data" / "video_new_kinds_blind.jsonl"),
@@ -141,10 +148,24 @@ def _agg(vals: list) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
+def _refused_set(path: str, limit: int | None) -> dict:
+    """The share of one unsupported set the planner refuses."""
+    rows = _rows(path, limit)
+    return {"data": Path(path).name, "n": len(rows), "refused": _agg(_refusals([str(r["query"]) for r in rows]))}
+
+
+def _kind_set(path: str, limit: int | None) -> dict:
+    """Top-1 kind (from the query alone) and false refusals on a blind set of ``query``/``kind`` rows."""
+    rows = _rows(path, limit)
+    queries = [str(r["query"]) for r in rows]
+    top1 = [rank_kinds(q, None, p)[0][0] == r["kind"] for r, q, p in zip(rows, queries, kind_probabilities(queries),
+                                                                          strict=True)]
+    return {"data": Path(path).name, "n": len(rows), "top1": _agg(top1), "refused_in_scope": _agg(_refusals(queries))}
+
+
 def kind_bench(args) -> dict:
     """Kind, slot and refusal figures on the first blind set and the unsupported set."""
     rows = _rows(args.data, args.limit)
-    unsupported = _rows(args.unsupported, args.limit)
     known = _known_words()
     queries = [str(r["query"]) for r in rows]
     t0 = time.perf_counter()
@@ -194,8 +215,8 @@ def kind_bench(args) -> dict:
                                          "slots_ordered": agg(every["kw_slots_ordered"])},
                     "n_named": len(every["slots_unordered"])},
         "refused_in_scope": agg(_refusals(queries)),
-        "unsupported": {"data": Path(args.unsupported).name, "n": len(unsupported),
-                        "refused": agg(_refusals([str(r["query"]) for r in unsupported]))},
+        "unsupported": [_refused_set(path, args.limit) for path in args.unsupported],
+        **({"more_blind": _kind_set(args.more_blind, args.limit)} if Path(args.more_blind).exists() else {}),
         "per_kind": per_kind,
         "kinds_by_output": _BY_OUTPUT,
     }

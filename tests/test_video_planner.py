@@ -210,6 +210,23 @@ CANNOT = [
     ("How many degrees does the cyan circle rotate?", "rotate"),
     ("Does the red square keep bouncing off the walls?", "bouncing"),
     ("Transcribe the commentary of the race.", "Transcribe"),
+    # every word a video word, but an ask no kind answers (video_read.unsupported_asks)
+    ("At which frame does the second crash happen?", "second"),
+    ("Which object leaves last?", "last"),
+    ("When does the yellow star leave the picture?", "leave"),
+    ("How many different colours are in the video?", "colours"),
+    ("Which way is the blue hexagon heading?", "way"),
+    ("How long is the clip?", "long"),
+]
+
+# Their expressible neighbours: the same words in an ask a kind answers.
+CAN = [
+    ("At which frame do the red and blue circles collide?", "collision_frame"),
+    ("Which object leaves first?", "first_to_leave"),
+    ("How many shapes pass the middle line?", "crossing_count"),
+    ("How long is the yellow star in the clip?", "time_in_view"),
+    ("Where is the red square in the last frame?", "box_at_frame"),
+    ("How many collisions are in the video?", "collision_count"),
 ]
 
 
@@ -235,6 +252,12 @@ def test_a_request_no_kind_expresses_is_refused_with_its_words(query, word):
     proposal = VideoPlanner().plan(PlanRequest(query))
     assert proposal.programs == [] and proposal.refusal and repr(word) in proposal.refusal, proposal
     assert VideoPlanner().propose([query], k=4) == [[]]
+
+
+@pytest.mark.parametrize("query,kind", CAN)
+def test_the_expressible_neighbours_of_refused_asks_are_planned(query, kind):
+    proposal = VideoPlanner().plan(PlanRequest(query))
+    assert proposal.refusal is None and video_kind(query) == kind, (proposal.refusal, video_kind(query))
 
 
 def test_refusal_reaches_plan_for_task(tmp_path):

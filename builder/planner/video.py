@@ -54,6 +54,7 @@ from builder.planner.video_read import (
     read_frame,
     training_vocabulary,
     unread_words,
+    unsupported_asks,
 )
 
 HEAD_DIR = Path(__file__).parent / "video_head"  # an artifact folder (builder.core.artifacts)
@@ -407,7 +408,9 @@ def refusal(query: str, scope: float | None, output: str | None = None, kind: st
     is read), or doubts it (below
     ``UNSURE_SCOPE``) while two or more content words are unread, or it uses a word of what no
     kind expresses (``video_read.OFF_TOPIC``: speed, spinning, bouncing off walls...) and the
-    scope head is not sure of it (``OFF_TOPIC_SCOPE``). The reason names those words (or, when
+    scope head is not sure of it (``OFF_TOPIC_SCOPE``), or it asks what no kind answers in video
+    words (``video_read.unsupported_asks``: a later event, when something other than a collision
+    happens, a count of what the clip shows). The reason names those words (or, when
     none, the content words)."""
     words = split_words(query)
     if not any(w.isalnum() for w in words):
@@ -422,7 +425,10 @@ def refusal(query: str, scope: float | None, output: str | None = None, kind: st
     off_topic = off_topic_words(words, lambda w: _value(w, known) is not None)
     # every word read: the scope head alone refuses only below its lower threshold
     threshold = head_scope.get("threshold_read", head_scope["threshold"]) if not unread else head_scope["threshold"]
-    if off_topic and scope < OFF_TOPIC_SCOPE:
+    asks = unsupported_asks(words)  # a pattern, not a single word: refused however sure the scope head is
+    if asks:
+        unread = asks
+    elif off_topic and scope < OFF_TOPIC_SCOPE:
         unread = off_topic + [w for w in unread if w not in off_topic]
     elif scope >= threshold and (scope >= UNSURE_SCOPE or len(unread) < 2):
         return None

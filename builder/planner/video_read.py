@@ -155,6 +155,7 @@ enter enters entering entered arrive arrives arrival trajectory distance far far
 closest angle resolution fps framerate crop trim convert export gif png stabilise stabilize zoom pan
 music audio sound transcribe speaker weather face faces people person helmet licence license plate
 predict why blame damage occluded occlusion overlap overlaps overlapping hide hides hidden background
+quadrant quadrants chronological chronologically
 """.split())
 
 
@@ -165,6 +166,56 @@ _BORDER = frozenset({"edge", "edges", "side", "sides", "border", "borders", "bou
 _CHANGE = frozenset({"change", "changes", "changing", "changed", "turn", "turns", "turning", "become", "becomes"})
 _LOOK = frozenset({"colour", "color", "size", "shape", "appearance", "form", "darker", "lighter", "smaller",
                    "bigger", "larger", "transparent"})
+
+
+# Asks no kind answers although every word is a video word: a later event than the first ("the
+# second collision", "which object leaves last"), the time of an event other than a collision
+# ("at what frame does it leave", "when does it first appear"), and counting what the clip shows
+# rather than what happens in it ("how many distinct colours appear").
+_EVENT = _COLLISION | frozenset({"crossing", "crossings", "exit", "exits", "leave", "leaves", "leaving", "event",
+                                 "events", "cross", "crosses", "disappear", "disappears"})
+_LATER = (frozenset(_ORDINAL) - {"first"}) | {"2nd", "3rd", "4th", "5th", "last", "final", "next", "latest"}
+_WHEN = frozenset({"when", "time", "moment", "timestamp"})
+_MOVES = frozenset({"leave", "leaves", "exit", "exits", "appear", "appears", "disappear", "disappears", "cross",
+                    "crosses", "stop", "stops", "reach", "reaches", "vanish", "vanishes"})
+_CONTACT = _COLLISION | frozenset({"touching", "meet", "meets", "meeting", "bumping", "hitting", "crashing", "smashing",
+                                   "run", "runs", "knock", "knocks", "clash", "clashes", "strike", "strikes"})
+_COUNTED = frozenset({"colours", "colors", "shapes", "objects", "kinds", "types", "sizes", "things", "items",
+                      "circles", "squares", "triangles", "stars", "hexagons"})
+# any verb of motion or contact: a count with one counts what happens, not what the clip shows
+_HAPPENS = _EVENT | _CONTACT | frozenset({
+    "frames", "seconds", "times", "collided", "crossed", "left", "exited", "bumped", "touched", "line", "pass", "passes",
+    "passed", "go", "goes", "went", "travel", "travels", "move", "moves", "moved", "moving", "switch", "switches",
+    "side", "sides", "middle", "centre", "center", "midline", "halfway", "half", "over", "through", "out", "off"})
+
+
+def unsupported_asks(words: list[str]) -> list[str]:
+    """The words of an ask no video kind answers though each word is a video word (``_LATER``,
+    ``_WHEN``, ``_COUNTED`` above): a later event than the first, the time of an event other than a
+    collision, or a count of what the clip shows rather than of what happens in it."""
+    low = [w.lower() for w in words]
+    out = []
+    for i, w in enumerate(low):
+        if w in _LATER and (_EVENT & set(low[i + 1:i + 3]) or (low[i - 3:i] and _EVENT & set(low[i - 3:i])
+                                                                and w in ("last", "final"))):
+            out.append(words[i])
+    asks_when = bool(_WHEN & set(low)) or any(a in ("what", "which") and b in ("frame", "second", "point")
+                                              for a, b in zip(low, low[1:]))
+    if asks_when and _MOVES & set(low) and not _CONTACT & set(low):
+        out += [words[i] for i, w in enumerate(low) if w in _MOVES]
+    for i, w in enumerate(low):
+        nxt = [x for x in low[i + 1:i + 5] if x not in ("is", "the", "whole", "entire", "of", "this", "full")]
+        if w in ("what", "which") and low[i + 1:i + 2] in (["direction"], ["way"], ["heading"]):
+            out.append(words[i + 1])  # the direction as the answer ("which way does it go")
+        elif w == "after" and nxt[:1] in (["video"], ["clip"], ["end"], ["ends"]):
+            out.append(words[i])  # what happens after the clip: a prediction
+        elif w in ("long", "length", "duration") and nxt[:1] in (["clip"], ["video"], ["footage"], ["recording"]):
+            out.append(words[i])  # the clip's own length, not an object's time in view
+    counts = any(w == "count" or (w == "how" and low[i + 1:i + 2] == ["many"]) or (w == "number" and "of" in low[i + 1:i + 2])
+                 for i, w in enumerate(low))
+    if counts and _COUNTED & set(low) and not _HAPPENS & set(low):
+        out += [words[i] for i, w in enumerate(low) if w in _COUNTED]
+    return out
 
 
 def off_topic_words(words: list[str], value_word) -> list[str]:
