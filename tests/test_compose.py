@@ -239,3 +239,28 @@ def test_coverage_prefers_the_reading_that_keeps_every_value_word():
     assert uncovered({"op": "best_caption"}, words) == 2 and uncovered({"op": "best_caption"}, words, True) == 0
     assert lists_options("Which caption fits: 'a red circle', 'two stars' or (c) a square?")
     assert not lists_options("Which image has both a purple star and a green hexagon? What is the star's colour?")
+
+
+def test_search_descriptions_name_every_value_and_say_each_absence():
+    """The search mix (``training_data.search_examples``) copies every colour and shape of its tree into
+    the words, and says "one set but none of another" with a negation between the two."""
+    from builder.planner.compose.training_data import SEARCH_MIX, search_examples
+
+    examples = search_examples(600, seed=3)
+    negations = ("no ", "without", "none", "zero", "not ")
+    but_not = 0
+    for ex in examples:
+        tree, text = ex["tree"], ex["request"].lower()
+        T.check(tree)
+        assert T.result_type(tree) == T.BOOL and ex["output"] == "bool"
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            stack += T.children(node)
+            if node["op"] == "select":
+                assert all(node[f] in text for f in ("color", "shape") if node[f]), (text, tree)
+        args = tree.get("args") or []
+        if tree["op"] == "all_of" and len(args) == 2 and args[1]["op"] == "not" and args[0]["op"] == "exists":
+            but_not += 1
+            assert any(w in text for w in negations), text
+    assert but_not >= 0.5 * SEARCH_MIX["but_not"] * len(examples)

@@ -200,7 +200,7 @@ def unsupported_asks(words: list[str]) -> list[str]:
                                                                 and w in ("last", "final"))):
             out.append(words[i])
     asks_when = bool(_WHEN & set(low)) or any(a in ("what", "which") and b in ("frame", "second", "point")
-                                              for a, b in zip(low, low[1:]))
+                                              for a, b in zip(low, low[1:], strict=False))
     if asks_when and _MOVES & set(low) and not _CONTACT & set(low):
         out += [words[i] for i, w in enumerate(low) if w in _MOVES]
     for i, w in enumerate(low):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from builder.core.seeding import numpy_rng
 from builder.planner import tree as T
-from builder.planner.compose.realise import ATTR_WORDS, CMP_NUM, CMP_SENT, REL_WORDS, Realiser
+from builder.planner.compose.describe import Describer
+from builder.planner.compose.realise import ATTR_WORDS, CMP_NUM, CMP_SENT, REL_WORDS
 from builder.planner.compose.sample import (
     COLORS,
     HELDOUT_NOUNS,
@@ -32,7 +33,7 @@ OUTPUT_OF = {T.SET: "boxes", T.NUM: "count", T.BOOL: "bool", T.TEXT: "text", T.C
 SPLITS = ("train", "template", "noun", "combo")
 
 
-class Phraser(Realiser):
+class Phraser(Describer):
     """Whole requests: a question or instruction for the tree's root, then a style."""
 
     def request(self, t: Tree, output: str) -> str:
@@ -132,18 +133,6 @@ class Phraser(Realiser):
                               "it isn't so that ")) + self.statement(arg)
         word = "and" if op == "all_of" else "or"
         return self.join([self.statement(a) for a in t["args"]], word)
-
-    def single_is(self, s: Tree) -> tuple[str, str] | None:
-        """For one object and what is asked of it ("topmost object", "a hexagon"), or None: an ``intersect`` of
-        an extreme or nearest object with a select, or such an object in a relation."""
-        if s["op"] == "intersect" and len(s["sets"]) == 2:
-            one = [x for x in s["sets"] if x["op"] in ("extreme", "nearest")]
-            rest = [x for x in s["sets"] if x["op"] == "select"]
-            if len(one) == 1 and len(rest) == 1:
-                return self.np(one[0], False), self.pred(rest[0], False)
-        if s["op"] == "related" and s["set"]["op"] in ("extreme", "nearest"):
-            return self.np(s["set"], False), f"{self.pick(REL_WORDS[s['rel']])} {self.anchor(s['anchor'])}"
-        return None
 
     @staticmethod
     def paired(args: list[Tree]) -> bool:
@@ -407,77 +396,6 @@ class Phraser(Realiser):
         return None
 
     # ---- search descriptions ----------------------------------------------------------------------
-    def search(self, t: Tree) -> str | None:
-        """What an image search box gets for a truth value ("pictures with a star but no square", "only
-        blue shapes", "three or more stars somewhere"), or None when ``describe`` has no such wording."""
-        body = self.describe(t)
-        if body is None:
-            return None
-        if body.startswith("without "):
-            lead = self.pick(("images ", "pictures ", "photos ", "scenes ", "show me images ", "find pictures "))
-        elif body.startswith("the "):
-            lead = self.pick(("", "images where ", "pictures in which ", "", "scenes where ", "photos where "))
-        else:
-            lead = self.pick(("", "", "images with ", "pictures with ", "photos showing ", "show me images with ",
-                              "find pictures that have ", "scenes containing ", "I'm looking for images with ",
-                              "pics with ", "any image with ", "images that contain ", "frames with "))
-        tail = self.pick(("", " somewhere", " anywhere", " in the shot", " in the picture", " at all",
-                          " anywhere in the frame", " please", " in view")) if self.coin(0.2) else ""
-        text = lead + body + tail
-        return text[0].upper() + text[1:] + "." if self.coin(0.15) else text
-
-    def describe(self, t: Tree) -> str | None:
-        """A noun-phrase description of what an image shows for ``t``, or None."""
-        op = t["op"]
-        if op == "exists":
-            single = self.single_is(t["set"])
-            if single:
-                return f"the {single[0]} is {single[1]}"
-            return self.article(self.np_either(t["set"], False)) if self.coin(0.55) else \
-                self.pick(("", "some ", "", "any ")) + self.np_either(t["set"])
-        if op == "not" and t["arg"]["op"] == "exists":
-            s = t["arg"]["set"]
-            return self.pick((f"no {self.np_either(s)}", f"without {self.np_either(s)}",
-                              f"not a single {self.np_either(s, False)}", f"without any {self.np_either(s)}",
-                              f"zero {self.np_either(s)}", f"no {self.np_either(s, False)}"))
-        if op == "not" and t["arg"]["op"] == "any_of" and all(a["op"] == "exists" for a in t["arg"]["args"]):
-            nps = [self.np(a["set"]) for a in t["arg"]["args"]]
-            return self.pick((f"neither {' nor '.join(nps)}", f"no {self.join(nps, 'or')}",
-                              f"without {self.join(nps, 'or')}", "no " + " and no ".join(nps)))
-        if op == "compare" and t["left"]["op"] == "count" and t["right"]["op"] == "number":
-            n, s, cmp = self.num_word(t["right"]["value"]), self.np(t["left"]["set"]), t["cmp"]
-            extra = {">=": (f"{n} or more {s}",), "<=": (f"{n} or fewer {s}", f"{n} or less {s}")}.get(cmp, ())
-            return f"{self.pick(CMP_NUM[cmp])} {n} {s}" if not extra or self.coin(0.6) else self.pick(extra)
-        if op == "compare" and t["left"]["op"] in ("count", "add") and t["right"]["op"] == "count" \
-                and t["cmp"] in (">", "<", "=="):
-            left = t["left"]
-            a = self.np(left["set"]) if left["op"] == "count" else \
-                self.join([self.np(x["set"]) for x in left["args"]], "and") + self.pick((" combined", " together"))
-            b = self.np(t["right"]["set"])
-            return {">": f"more {a} than {b}", "<": self.pick((f"fewer {a} than {b}", f"less {a} than {b}")),
-                    "==": self.pick((f"as many {a} as {b}", f"equally many {a} and {b}"))}[t["cmp"]]
-        if op == "every" and t["set"]["op"] == "objects":
-            return self.pick(("only ", "nothing but ", "just ", "only ")) + self.np(t["in"])
-        if op == "every" and t["in"]["op"] in ("select", "complement", "related"):
-            return self.pick((f"all {self.np(t['set'])} {self.pred(t['in'])}",
-                              f"{self.np(t['set'])} that are all {self.pred(t['in'])}",
-                              f"every {self.np(t['set'], False)} {self.pred(t['in'], False)}"))
-        if op == "same":
-            return f"all {self.np(t['set'])} the same {self.pick(ATTR_WORDS[t['attr']])}"
-        if op == "parity" and t["num"]["op"] == "count":
-            return f"an {t['parity']} number of {self.np(t['num']['set'])}"
-        if op in ("all_of", "any_of"):
-            parts = [self.describe(a) for a in t["args"]]
-            if None in parts or any(p.startswith(("the ", "without")) for p in parts):
-                return None
-            if op == "any_of":
-                return self.pick((self.join(parts, "or"), "either " + self.join(parts, "or")))
-            if len(parts) == 2 and t["args"][1]["op"] == "not":
-                return self.pick((f"{parts[0]} but {parts[1]}", f"{parts[0]} and {parts[1]}", f"{parts[0]} with {parts[1]}"))
-            return self.pick((self.join(parts, "and"), ", ".join(parts), " plus ".join(parts),
-                              "both " * (len(parts) == 2) + self.join(parts, "and"), self.join(parts, "with")))
-        return None
-
     # ---- styles -----------------------------------------------------------------------------------
     def style(self, body: str) -> str:
         """``body`` sometimes given a polite or ticket lead, lower-cased, a scene tail, or a typo."""

@@ -220,12 +220,27 @@ class Realiser:
             ones = [f"the {self.np(s, False)}" for s in sets]
             return self.pick((self.join(ones, "and"), self.join(ones, "as well as"), "both " + self.join(ones, "and"),
                               self.join(ones, "and also")))
+        factored = self.factored(sets, plural)
+        if factored and self.coin(0.4):
+            return factored
         parts = [self.np(s, True) for s in sets]
         head = ", ".join(parts[:-1])
         if self.either:  # "is there a circle and a star" asks for both: only "or" says a union there
             return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} and/or {parts[-1]}"))
         return self.pick((f"{head} or {parts[-1]}", f"either {head} or {parts[-1]}", f"{head} or {parts[-1]}",
                           f"{head} and/or {parts[-1]}", f"{head} and {parts[-1]}", f"{head} as well as {parts[-1]}"))
+
+    def factored(self, sets: list[Tree], plural: bool) -> str | None:
+        """Selects of one noun that differ in one colour or size, said once ("purple or orange hexagons"),
+        or None."""
+        if not all(s["op"] == "select" and not s.get("size" if s.get("color") else "color") for s in sets):
+            return None
+        field = "color" if all(s.get("color") for s in sets) else "size" if all(s.get("size") for s in sets) else None
+        shared = [{**s, field: None} for s in sets] if field else []
+        if not field or any(x != shared[0] for x in shared) or not (shared[0].get("shape") or shared[0].get("noun")):
+            return None
+        words = [s[field] if field == "color" else self.pick(SIZE_WORDS[s[field]]) for s in sets]
+        return f"{self.join(words, 'or')} {self.np(shared[0], plural)}"
 
     def np_either(self, t: Tree, plural: bool = True) -> str:
         """``np`` for a set whose existence is asked: its unions are said with "or", never "and"."""
